@@ -1,0 +1,25 @@
+//! runwire's wire contract, shared by the relay and the browser SDK.
+//!
+//! - [`event`]: run ids, event names, the typed events and the envelope every event travels in.
+//! - [`frame`]: the frames a WebSocket client sends ([`ClientFrame`]) and receives ([`ServerFrame`]).
+//! - [`state`]: [`RunState`], the fold of a run's events into its current snapshot.
+//! - [`close`]: WebSocket close codes and what a client should do after each.
+//! - [`token`] (feature `token`): JWT HS256 claims, signing and verification.
+//!
+//! Nothing here does I/O, so the crate builds for `wasm32-unknown-unknown`.
+#![deny(missing_docs)]
+
+pub mod close;
+pub mod event;
+pub mod frame;
+pub mod state;
+#[cfg(feature = "token")]
+pub mod token;
+
+pub use close::{CloseCode, Reconnect};
+pub use event::{Envelope, EventError, RunEvent, is_valid_event_name, is_valid_run_id};
+pub use frame::{ClientFrame, EndReason, ErrorCode, ServerFrame};
+pub use state::{NodeState, NodeStatus, RunState, RunStatus};
+
+/// Protocol version announced in the `welcome` frame.
+pub const PROTOCOL_VERSION: u32 = 1;
