@@ -433,7 +433,8 @@ mod tests {
     #[test]
     fn terminal() {
         for name in KNOWN_EVENTS {
-            let data = json!({"error":"e","node_key":"n","progress":1,"message":"m","level":"info"});
+            let data =
+                json!({"error":"e","node_key":"n","progress":1,"message":"m","level":"info"});
             let e = RunEvent::parse(name, &data).unwrap();
             assert_eq!(e.name(), name);
             assert_eq!(e.is_terminal(), is_terminal_event(name));
@@ -450,7 +451,10 @@ mod tests {
             data: json!({"level":"info","message":"hi"}),
         };
         let text = env.to_frame_json();
-        assert!(text.starts_with(r#"{"type":"event","run":"r1","seq":7"#), "{text}");
+        assert!(
+            text.starts_with(r#"{"type":"event","run":"r1","seq":7"#),
+            "{text}"
+        );
         let back: crate::ServerFrame = serde_json::from_str(&text).unwrap();
         assert_eq!(back, crate::ServerFrame::Event(env));
     }

@@ -284,17 +284,44 @@ mod tests {
     #[test]
     fn folds_a_run() {
         let mut s = RunState::default();
-        assert!(s.apply(1, "t1", &ev("run.started", json!({"workflow":"w","node_count":2}))));
+        assert!(s.apply(
+            1,
+            "t1",
+            &ev("run.started", json!({"workflow":"w","node_count":2}))
+        ));
         assert_eq!(s.status, RunStatus::Running);
         s.apply(2, "t2", &ev("node.started", json!({"node_key":"a"})));
-        s.apply(3, "t3", &ev("node.progress", json!({"node_key":"a","progress":50})));
+        s.apply(
+            3,
+            "t3",
+            &ev("node.progress", json!({"node_key":"a","progress":50})),
+        );
         assert_eq!(s.node("a").unwrap().progress, Some(50.0));
         assert_eq!(s.current_node.as_deref(), Some("a"));
-        s.apply(4, "t4", &ev("node.completed", json!({"node_key":"a","duration_ms":7})));
-        s.apply(5, "t5", &ev("node.failed", json!({"node_key":"b","error":"x"})));
-        s.apply(6, "t6", &ev("log", json!({"level":"warning","message":"m"})));
+        s.apply(
+            4,
+            "t4",
+            &ev("node.completed", json!({"node_key":"a","duration_ms":7})),
+        );
+        s.apply(
+            5,
+            "t5",
+            &ev("node.failed", json!({"node_key":"b","error":"x"})),
+        );
+        s.apply(
+            6,
+            "t6",
+            &ev("log", json!({"level":"warning","message":"m"})),
+        );
         s.apply(7, "t7", &ev("custom.thing", json!({})));
-        s.apply(8, "t8", &ev("run.completed", json!({"total_duration_ms":9,"result":{"ok":true}})));
+        s.apply(
+            8,
+            "t8",
+            &ev(
+                "run.completed",
+                json!({"total_duration_ms":9,"result":{"ok":true}}),
+            ),
+        );
         assert_eq!(s.seq, 8);
         assert_eq!(s.status, RunStatus::Completed);
         assert_eq!(s.progress, 100.0);
@@ -312,7 +339,11 @@ mod tests {
     #[test]
     fn ignores_replays_and_keeps_terminal_status() {
         let mut s = RunState::default();
-        s.apply(1, "t", &ev("run.failed", json!({"error":"e","node_key":"n"})));
+        s.apply(
+            1,
+            "t",
+            &ev("run.failed", json!({"error":"e","node_key":"n"})),
+        );
         assert!(!s.apply(1, "t", &ev("run.started", json!({}))));
         assert!(s.apply(2, "t", &ev("node.started", json!({"node_key":"late"}))));
         assert!(s.apply(3, "t", &ev("run.completed", json!({}))));
@@ -325,7 +356,11 @@ mod tests {
     fn bounds_nodes() {
         let mut s = RunState::default();
         for i in 0..(MAX_NODES as u64 + 10) {
-            s.apply(i + 1, "t", &ev("node.started", json!({ "node_key": format!("n{i}") })));
+            s.apply(
+                i + 1,
+                "t",
+                &ev("node.started", json!({ "node_key": format!("n{i}") })),
+            );
         }
         assert_eq!(s.nodes.len(), MAX_NODES);
         assert!(s.nodes_truncated);

@@ -174,8 +174,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
     let mut m = mac(secret);
     // The signing input is `header.payload`: the token up to its second dot.
     m.update(&token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()]);
-    m.verify_slice(&sig)
-        .map_err(|_| TokenError::BadSignature)?;
+    m.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| TokenError::Malformed)?;
@@ -235,12 +234,9 @@ mod tests {
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.validate_exp = false;
         v.required_spec_claims.clear();
-        let got = jsonwebtoken::decode::<Claims>(
-            &t,
-            &jsonwebtoken::DecodingKey::from_secret(SECRET),
-            &v,
-        )
-        .unwrap();
+        let got =
+            jsonwebtoken::decode::<Claims>(&t, &jsonwebtoken::DecodingKey::from_secret(SECRET), &v)
+                .unwrap();
         assert_eq!(got.claims, claims());
     }
 
@@ -250,7 +246,10 @@ mod tests {
         assert_eq!(verify(&t, SECRET, NOW), Err(TokenError::UnsupportedAlg));
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
-        for t in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+        for t in [
+            format!("{header}.{payload}."),
+            format!("{header}.{payload}"),
+        ] {
             let e = verify(&t, SECRET, NOW).unwrap_err();
             assert!(
                 matches!(e, TokenError::UnsupportedAlg | TokenError::Malformed),
@@ -279,7 +278,11 @@ mod tests {
             Err(TokenError::BadSignature)
         );
         for junk in ["", "a", "a.b", "a.b.c", "a.b.c.d", "....", "é.é.é"] {
-            assert_eq!(verify(junk, SECRET, NOW), Err(TokenError::Malformed), "{junk}");
+            assert_eq!(
+                verify(junk, SECRET, NOW),
+                Err(TokenError::Malformed),
+                "{junk}"
+            );
         }
         let huge = "a".repeat(MAX_TOKEN_LEN + 1);
         assert_eq!(verify(&huge, SECRET, NOW), Err(TokenError::Malformed));

@@ -1,1 +1,4 @@
-//! runwire relay
+//! runwire relay.
+pub mod broker;
+pub mod hub;
+pub mod metrics;

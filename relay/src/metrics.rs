@@ -1,0 +1,218 @@
+//! Counters and gauges, rendered as Prometheus text at `/metrics`.
+//!
+//! Plain atomics rather than a metrics crate: the set is small and fixed, and every update on the
+//! hot path is one relaxed atomic add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use runwire_protocol::token::TokenError;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a token was refused, as a metric label; adds the refusals that are not [`TokenError`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// The token itself was refused.
+    Token(TokenError),
+    /// No token was given.
+    Missing,
+    /// The token's scope does not allow the request.
+    WrongScope,
+    /// The token does not cover the run.
+    WrongRun,
+}
+
+impl AuthFailure {
+    const LABELS: [&'static str; 8] = [
+        "malformed",
+        "unsupported_alg",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "missing",
+        "wrong_scope",
+        "wrong_run",
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Token(e) => e.label(),
+            Self::Missing => "missing",
+            Self::WrongScope => "wrong_scope",
+            Self::WrongRun => "wrong_run",
+        }
+    }
+}
+
+/// The relay's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Open WebSocket connections on `/v1/ws`.
+    pub ws_connections: Gauge,
+    /// Open WebSocket connections on `/ws/executions`.
+    pub executions_connections: Gauge,
+    /// Open SSE streams.
+    pub sse_connections: Gauge,
+    /// Live subscriptions across all transports.
+    pub subscriptions: Gauge,
+    /// Events accepted by publishes on this relay.
+    pub events_published: Counter,
+    /// Event frames written to clients (replays included).
+    pub events_delivered: Counter,
+    /// Publish requests refused (bad input, auth, broker).
+    pub publish_rejected: Counter,
+    /// Connections closed because their outbound queue overflowed.
+    pub slow_consumer_closes: Counter,
+    auth_failures: [Counter; AuthFailure::LABELS.len()],
+}
+
+impl Metrics {
+    /// Counts a refused token.
+    pub fn auth_failed(&self, why: AuthFailure) {
+        let i = AuthFailure::LABELS
+            .iter()
+            .position(|l| *l == why.label())
+            .unwrap_or(0);
+        self.auth_failures[i].inc();
+    }
+
+    /// Refused tokens for `label`.
+    pub fn auth_failures(&self, label: &str) -> u64 {
+        AuthFailure::LABELS
+            .iter()
+            .position(|l| *l == label)
+            .map_or(0, |i| self.auth_failures[i].get())
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, extra: &[(&str, &str, i64)]) -> String {
+        let mut out = String::with_capacity(2048);
+        let mut gauge = |name: &str, help: &str, samples: &[(&str, i64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        gauge(
+            "runwire_connections",
+            "Open client connections by transport.",
+            &[
+                ("{transport=\"ws\"}", self.ws_connections.get()),
+                (
+                    "{transport=\"executions\"}",
+                    self.executions_connections.get(),
+                ),
+                ("{transport=\"sse\"}", self.sse_connections.get()),
+            ],
+        );
+        gauge(
+            "runwire_subscriptions",
+            "Live run subscriptions.",
+            &[("", self.subscriptions.get())],
+        );
+        for (name, help, v) in extra {
+            gauge(name, help, &[("", *v)]);
+        }
+        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        counter(
+            "runwire_events_published_total",
+            "Events accepted by publishes on this relay.",
+            &[("", self.events_published.get())],
+        );
+        counter(
+            "runwire_events_delivered_total",
+            "Event frames written to clients.",
+            &[("", self.events_delivered.get())],
+        );
+        counter(
+            "runwire_publish_rejected_total",
+            "Publish requests refused.",
+            &[("", self.publish_rejected.get())],
+        );
+        counter(
+            "runwire_slow_consumer_closes_total",
+            "Connections closed because they could not keep up.",
+            &[("", self.slow_consumer_closes.get())],
+        );
+        let labels: Vec<String> = AuthFailure::LABELS
+            .iter()
+            .map(|l| format!("{{reason=\"{l}\"}}"))
+            .collect();
+        let samples: Vec<(&str, u64)> = labels
+            .iter()
+            .zip(&self.auth_failures)
+            .map(|(l, c)| (l.as_str(), c.get()))
+            .collect();
+        counter(
+            "runwire_auth_failures_total",
+            "Refused tokens by reason.",
+            &samples,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.ws_connections.inc();
+        m.auth_failed(AuthFailure::Token(TokenError::Expired));
+        m.auth_failed(AuthFailure::WrongRun);
+        let text = m.render(&[("runwire_runs", "Runs held.", 3)]);
+        assert!(text.contains("runwire_connections{transport=\"ws\"} 1\n"));
+        assert!(text.contains("runwire_auth_failures_total{reason=\"expired\"} 1\n"));
+        assert!(text.contains("runwire_auth_failures_total{reason=\"wrong_run\"} 1\n"));
+        assert!(text.contains("# TYPE runwire_runs gauge\nrunwire_runs 3\n"));
+        assert_eq!(m.auth_failures("expired"), 1);
+    }
+}
