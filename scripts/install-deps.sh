@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what runwire needs on a fresh Debian machine that has a Rust toolchain.
+# Idempotent: anything already present is skipped.
+#   scripts/install-deps.sh demo   what `runwire demo` needs
+#   scripts/install-deps.sh test   what the whole test suite needs
+set -euo pipefail
+what=${1:-test}
+cd "$(dirname "$0")/.."
+
+# The exact wasm-bindgen version the SDK pins (sdk-wasm/Cargo.toml); the CLI must match it.
+WASM_BINDGEN_VERSION=0.2.130
+
+log() { printf '==> %s\n' "$*" >&2; }
+need_apt=()
+want_apt() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ "$what" = test ]; then
+  want_apt redis-server
+  want_apt chromium
+  want_apt chromium-driver
+  want_apt firefox-esr
+  want_apt binaryen
+fi
+want_apt pkg-config
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
+  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+fi
+if [ "$what" = test ] && ! command -v geckodriver >/dev/null; then
+  log "cargo install geckodriver (a few minutes, once)"
+  cargo install -q geckodriver
+fi
+log "dependencies ready ($what)"
