@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# CI smoke of the benchmark harness: every scenario with a few hundred clients for a few seconds,
+# against runwire and the Node `ws` peer. Fails when the tool errors or any delivery is incomplete
+# (a subscriber failed, an event was missing, duplicated or out of order). The numbers of a debug
+# build on a CI machine mean nothing; the full scenarios are run by hand (scripts/bench.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n 65536 2>/dev/null || true
+
+(cd bench/peers && npm ci --no-audit --no-fund --loglevel=error)
+cargo build --locked -p runwire-relay -p runwire-bench
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+common=(--systems runwire,node-ws --rounds 1 --relay-bin target/debug/runwire --timeout 60)
+status=0
+summary=()
+run() {
+  local name=$1
+  shift
+  printf '\n==> runwire-bench %s %s\n' "$name" "$*" >&2
+  if target/debug/runwire-bench "$name" "${common[@]}" "$@" >"$out/$name.txt"; then
+    summary+=("PASS  $name")
+  else
+    summary+=("FAIL  $name")
+    status=1
+  fi
+  cat "$out/$name.txt"
+}
+run idle --clients 400 --runs 40
+run fanout --clients 300 --warmup 1 --duration 2
+run many-runs --clients 300 --runs 30 --rate 500 --warmup 1 --duration 2
+run storm --clients 300 --runs 10
+
+printf '\nbenchmark smoke (runwire and node-ws, debug builds):\n'
+printf '  %s\n' "${summary[@]}"
+exit $status
