@@ -41,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     batch: usize,
     /// fanout: events a subscriber may lag behind the publisher.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 20)]
     window: u64,
     /// Seconds measured after the warm-up.
     #[arg(long, default_value_t = 10.0)]

@@ -23,6 +23,9 @@ impl Publisher {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1024)
+            // Below Node's 5 s keep-alive timeout, so an idle pooled connection is never reused
+            // just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .build()
             .expect("HTTP client");
@@ -43,7 +46,7 @@ impl Publisher {
             .body(body(t_ns))
             .send()
             .await
-            .map_err(|e| format!("publish to {run}: {e}"))?;
+            .map_err(|e| format!("publish to {run}: {}", chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
             // Read the body so the connection goes back to the pool.
@@ -54,6 +57,18 @@ impl Publisher {
             Err(format!("publish to {run}: {status} {text:.200}"))
         }
     }
+}
+
+/// An error with its causes, which reqwest keeps out of its own message.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// The request body: an array of `{"event":"bench.tick","data":{"t_ns":N}}`.
