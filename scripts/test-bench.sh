@@ -34,4 +34,6 @@ run storm --clients 300 --runs 10
 
 printf '\nbenchmark smoke (runwire and node-ws, debug builds):\n'
 printf '  %s\n' "${summary[@]}"
+passed=$(printf '%s\n' "${summary[@]}" | grep -c '^PASS' || true)
+printf '%d passed, %d failed\n' "$passed" $((${#summary[@]} - passed))
 exit $status

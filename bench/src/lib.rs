@@ -69,7 +69,9 @@ pub async fn compare(
         systems: systems.to_vec(),
         ..Results::default()
     };
-    let mut index = 0;
+    // Measurements number their source addresses from here; starting at the pid keeps back-to-back
+    // invocations off each other's ports still in TIME_WAIT.
+    let mut index = std::process::id() as usize;
     for round in 0..rounds {
         for system in order(systems, round) {
             index += 1;

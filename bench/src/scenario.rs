@@ -513,9 +513,16 @@ async fn storm(p: &Params, target: &Target, index: usize) -> Result<Measurement,
         .map(|r| {
             let publisher = publisher.clone();
             async move {
-                publisher
-                    .ticks(&run_name("storm", r), &vec![now; history as usize])
-                    .await
+                // Requests carry at most 1,000 events.
+                let mut left = history as usize;
+                while left > 0 {
+                    let n = left.min(1000);
+                    publisher
+                        .ticks(&run_name("storm", r), &vec![now; n])
+                        .await?;
+                    left -= n;
+                }
+                Ok(())
             }
         })
         .buffer_unordered(64)
