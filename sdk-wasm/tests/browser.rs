@@ -225,6 +225,7 @@ fn decodes_folds_and_delivers_fast() {
     let f: &Function = on_event.as_ref().unchecked_ref();
     let (id, _) = inner.add_sub(SubCallbacks {
         on_event: Some(f.clone()),
+        on_other_event: None,
         on_state: None,
         on_end: None,
     });
@@ -281,7 +282,11 @@ fn decodes_folds_and_delivers_fast() {
     let rate = f64::from(n) / secs;
     console_log!("decode+fold+callback: {rate:.0} events/s ({n} events in {secs:.3} s)");
     // The target is for optimized builds (`--release`); a debug build only has to be sane.
-    let floor = if cfg!(debug_assertions) { 20_000.0 } else { 100_000.0 };
+    let floor = if cfg!(debug_assertions) {
+        20_000.0
+    } else {
+        100_000.0
+    };
     assert!(rate >= floor, "{rate:.0} events/s");
     dispatch(&inner, Input::Close);
     inner.release();
