@@ -96,7 +96,7 @@ impl Inner {
             app: RefCell::new(App::default()),
             url: Rc::new(url),
             token,
-            _alive: ClientToken::new(),
+            _alive: ClientToken::default(),
         })
     }
 

@@ -251,13 +251,16 @@ impl Watch {
     }
 }
 
+/// A token provider: the JS function, how often it was called, and the closure behind it.
+struct Provider {
+    function: JsValue,
+    calls: Rc<Cell<u32>>,
+    _closure: Closure<dyn FnMut() -> JsValue>,
+}
+
 /// A token provider that mints a fresh subscribe token per call (through a promise) and counts
 /// its calls.
-fn provider(
-    run: &str,
-    ttl_s: u64,
-    key: &'static str,
-) -> (JsValue, Rc<Cell<u32>>, Closure<dyn FnMut() -> JsValue>) {
+fn provider(run: &str, ttl_s: u64, key: &'static str) -> Provider {
     let calls = Rc::new(Cell::new(0));
     let c = calls.clone();
     let run = run.to_owned();
@@ -266,14 +269,19 @@ fn provider(
         let token = JsValue::from_str(&mint(&run, Scope::Subscribe, ttl_s, key));
         Promise::resolve(&token).into()
     });
-    (f.as_ref().clone(), calls, f)
+    Provider {
+        function: f.as_ref().clone(),
+        calls,
+        _closure: f,
+    }
 }
 
 #[wasm_bindgen_test]
 async fn typed_events_arrive_in_order() {
     control("reset").await;
     let run = unique_run("typed");
-    let (token, _, _p) = provider(&run, 300, secret());
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
     let mut w = Watch::new(proxy(), token, &[]);
     let sub = w.subscribe(&run);
     w.wait_open().await;
@@ -339,7 +347,8 @@ async fn typed_events_arrive_in_order() {
 async fn every_seq_arrives_once_across_cuts() {
     control("reset").await;
     let run = unique_run("cuts");
-    let (token, _, _p) = provider(&run, 300, secret());
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
     let mut w = Watch::new(
         proxy(),
         token,
@@ -385,7 +394,8 @@ async fn token_is_refreshed_before_it_expires() {
     control("reset").await;
     let run = unique_run("refresh");
     // Tokens live 4 s; the relay closes 4001 five seconds after expiry unless refreshed.
-    let (token, calls, _p) = provider(&run, 4, secret());
+    let p = provider(&run, 4, secret());
+    let (token, calls) = (p.function.clone(), p.calls.clone());
     let mut w = Watch::new(proxy(), token, &[]);
     let _sub = w.subscribe(&run);
     w.wait_open().await;
@@ -417,7 +427,8 @@ async fn final_close_codes_stop_reconnecting() {
     control("reset").await;
     // A token the relay cannot verify: fetch a fresh one once, then give up (4002).
     let run = unique_run("badtoken");
-    let (token, calls, _p) = provider(&run, 300, "not-the-relay-secret-not-the-relay-secret");
+    let p = provider(&run, 300, "not-the-relay-secret-not-the-relay-secret");
+    let (token, calls) = (p.function.clone(), p.calls.clone());
     let mut w = Watch::new(proxy(), token, &[("minReconnectDelayMs", 20.into())]);
     let _sub = w.subscribe(&run);
     let client = &w.client;
@@ -463,7 +474,8 @@ async fn final_close_codes_stop_reconnecting() {
 async fn state_changes_follow_the_documented_order() {
     control("reset").await;
     let run = unique_run("order");
-    let (token, _, _p) = provider(&run, 300, secret());
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
     let mut w = Watch::new(proxy(), token, &[("minReconnectDelayMs", 20.into())]);
     let sub = w.subscribe(&run);
     w.wait_open().await;
@@ -504,7 +516,8 @@ async fn state_changes_follow_the_documented_order() {
 async fn a_stalled_connection_is_declared_dead() {
     control("reset").await;
     let run = unique_run("stall");
-    let (token, _, _p) = provider(&run, 300, secret());
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
     let mut w = Watch::new(proxy(), token, &[("minReconnectDelayMs", 20.into())]);
     let _sub = w.subscribe(&run);
     w.wait_open().await;
@@ -545,7 +558,8 @@ async fn falls_back_to_sse_when_websocket_upgrades_are_refused() {
     control("reset").await;
     control("refuse-ws").await;
     let run = unique_run("sse");
-    let (token, _, _p) = provider(&run, 300, secret());
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
     let mut w = Watch::new(
         proxy(),
         token,
