@@ -655,3 +655,45 @@ async fn a_thousand_clients_leave_nothing_behind() {
         "wasm memory grew by {grown} bytes over 900 cycles"
     );
 }
+
+#[wasm_bindgen_test]
+async fn online_and_visibility_skip_the_backoff_wait() {
+    control("reset").await;
+    let run = unique_run("wake");
+    let p = provider(&run, 300, secret());
+    let token = p.function.clone();
+    // Left alone, the client would wait at least 8 s before reconnecting.
+    let backoff = [
+        ("minReconnectDelayMs", JsValue::from(8_000)),
+        ("maxReconnectDelayMs", JsValue::from(8_000)),
+    ];
+    let mut w = Watch::new(proxy(), token, &backoff);
+    let _sub = w.subscribe(&run);
+    w.wait_open().await;
+    let window = web_sys::window().unwrap();
+    let wakers: [(&str, web_sys::EventTarget); 2] = [
+        ("online", window.clone().into()),
+        ("visibilitychange", window.document().unwrap().into()),
+    ];
+    for (round, (event, target)) in wakers.into_iter().enumerate() {
+        control("cut").await;
+        wait_for("the drop", 5_000.0, || {
+            w.count_changes("open>reconnecting") == round + 1
+        })
+        .await;
+        sleep(100).await;
+        let woken_at = now_ms();
+        target
+            .dispatch_event(&web_sys::Event::new(event).unwrap())
+            .unwrap();
+        wait_for(event, 4_000.0, || {
+            w.count_changes("reconnecting>open") == round + 1
+        })
+        .await;
+        assert!(
+            now_ms() - woken_at < 4_000.0,
+            "{event} did not skip the backoff"
+        );
+    }
+    w.client.close();
+}
