@@ -18,6 +18,7 @@
 //!   reset instead of silently dropping the new, lower seqs as duplicates.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::{Arc, OnceLock};
 
