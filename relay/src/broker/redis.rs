@@ -460,7 +460,12 @@ impl Shared {
             .arg(&*self.fresh_epoch())
             .arg(ttl_ms(self.config.run_idle_ttl));
         let mut conn = self.conn.clone();
-        let reply: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        // A read is safe to repeat: the first command on a connection that broke while idle
+        // fails and makes it reconnect, so try once more before answering 503.
+        let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
+            Ok(reply) => reply,
+            Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
+        };
         if reply.len() < 4 {
             return Err(unavailable(format!("unexpected reply {reply:?}")));
         }
@@ -610,6 +615,18 @@ impl Shared {
         }
     }
 
+    /// Waits (boundedly) until the command connection answers again after an outage.
+    async fn commands_ready(&self, stop: &mut watch::Receiver<()>) {
+        for _ in 0..20 {
+            let mut conn = self.conn.clone();
+            let pong: Result<String, _> =
+                self.call(::redis::cmd("PING").query_async(&mut conn)).await;
+            if pong.is_ok() || !pause(stop, self.config.reconnect_backoff.0).await {
+                return;
+            }
+        }
+    }
+
     /// Subscribes a fresh Pub/Sub connection to everything this relay needs.
     async fn resubscribe(&self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
         let channels: Vec<String> = lock(&self.channels)
@@ -737,13 +754,16 @@ async fn pubsub_loop(
         shared.pubsub_up.store(true, Ordering::Relaxed);
         backoff = min;
         if let Some(ready) = ready.take() {
+            // Nothing watched a run before the first connection.
             let _ = ready.send(());
         } else {
             shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("redis pub/sub: reconnected; subscriptions catch up");
+            // Whatever was published while this relay was not subscribed is in the streams; the
+            // subscriptions read it through the command connection, so wait for that one too.
+            shared.commands_ready(&mut stop).await;
+            shared.hub.resync_all();
         }
-        // Whatever was published while this relay was not subscribed is in the streams.
-        shared.hub.resync_all();
         let mut ping = tokio::time::interval(shared.config.health_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
