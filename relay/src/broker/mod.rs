@@ -234,7 +234,8 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Snapshot, BrokerError>>;
 
     /// A local subscriber watches `run`: make sure its live events reach this relay's hub.
-    /// Resolves once they do. Called once per subscription; balanced by [`Broker::unwatch`].
+    /// Resolves once they do. Called once per subscription; every call, also one that failed, is
+    /// balanced by one [`Broker::unwatch`].
     fn watch(&self, run: RunId) -> BoxFuture<'_, Result<(), BrokerError>>;
 
     /// A local subscription of `run` ended.

@@ -491,17 +491,15 @@ impl Shared {
         })
     }
 
-    async fn watch(self: Arc<Self>, run: RunId) -> Result<(), BrokerError> {
+    async fn watch(&self, run: RunId) -> Result<(), BrokerError> {
         *lock(&self.channels).entry(run.clone()).or_insert(0) += 1;
         let sink = lock(&self.sink).clone();
         let result = match sink {
             None => Err(unavailable("pub/sub connection is down")),
             Some(mut sink) => self.call(sink.subscribe(self.channel(&run))).await,
         };
-        if result.is_err() {
-            // A failed watch needs no unwatch.
-            self.unwatch(run);
-        }
+        // Failed or not, the caller balances this with `unwatch`; meanwhile the run stays in
+        // `channels`, so a reconnecting Pub/Sub connection subscribes to it.
         result
     }
 
@@ -947,7 +945,7 @@ impl Broker for RedisBroker {
     }
 
     fn watch(&self, run: RunId) -> BoxFuture<'_, Result<(), BrokerError>> {
-        self.shared.clone().watch(run).boxed()
+        self.shared.watch(run).boxed()
     }
 
     fn unwatch(&self, run: RunId) {
