@@ -912,6 +912,10 @@ async fn ingest_loop(
                 let n = events.len() as u64;
                 match shared.publish(run.clone(), events).await {
                     Ok(_) => shared.stats.ingested.fetch_add(n, Ordering::Relaxed),
+                    Err(BrokerError::RunFinished(_)) => {
+                        tracing::debug!(run = %run, "ingest: the run has already ended");
+                        shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
+                    }
                     Err(e) => {
                         tracing::warn!(run = %run, error = %e, "ingest: message not appended");
                         shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
