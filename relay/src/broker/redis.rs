@@ -74,7 +74,7 @@ use super::{
 use crate::hub::{Hub, lock};
 
 /// Settings of the Redis broker.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`, or `redis+cluster://host:port[,host:port…]` for a cluster.
     pub url: String,
@@ -100,6 +100,18 @@ pub struct RedisConfig {
     pub ingest: Vec<String>,
     /// Lease of the ingest leader; another relay takes over at most this long after it died.
     pub ingest_lease: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &conn::redact(&self.url))
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("history_limit", &self.history_limit)
+            .field("ingest", &self.ingest)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisConfig {
@@ -209,7 +221,7 @@ pub struct RedisBroker {
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("url", &self.shared.config.url)
+            .field("url", &conn::redact(&self.shared.config.url))
             .field("relay_id", &self.shared.relay_id)
             .finish_non_exhaustive()
     }

@@ -17,14 +17,29 @@ pub(super) struct Target {
     pub nodes: Vec<String>,
 }
 
+/// `url` with its password replaced by `***`, for logs and errors.
+pub(super) fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let (auth, hosts) = rest.rsplit_once('@').unwrap_or(("", rest));
+            let user = auth.split_once(':').map_or(auth, |(user, _)| user);
+            format!("{scheme}://{user}:***@{hosts}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Parses `redis://[user:pass@]host:port[/db]` (one server) or
 /// `redis+cluster://[user:pass@]host:port[,host:port…]` (a cluster, by its seed nodes).
 /// `cluster` forces cluster mode for a `redis://` URL, whose host list may then hold several
 /// comma-separated seed nodes too.
 pub(super) fn parse_target(url: &str, cluster: bool) -> Result<Target, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("invalid Redis URL {url:?}: expected redis://host:port"))?;
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!(
+            "invalid Redis URL {:?}: expected redis://host:port",
+            redact(url)
+        )
+    })?;
     let cluster = match scheme {
         "redis+cluster" => true,
         "redis" => cluster,
@@ -51,7 +66,7 @@ pub(super) fn parse_target(url: &str, cluster: bool) -> Result<Target, String> {
         .map(|h| format!("redis://{auth}{h}{path}"))
         .collect();
     if nodes.is_empty() {
-        return Err(format!("invalid Redis URL {url:?}: no host"));
+        return Err(format!("invalid Redis URL {:?}: no host", redact(url)));
     }
     if !cluster && nodes.len() > 1 {
         return Err("several hosts need redis+cluster:// (or --redis-cluster)".into());
@@ -177,5 +192,10 @@ mod tests {
         assert!(parse_target("http://h:1", false).is_err());
         assert!(parse_target("redis+cluster://h:1/3", false).is_err());
         assert!(parse_target("localhost:6379", false).is_err());
+        assert_eq!(redact("redis://u:secret@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact("redis://:secret@h:1/2"), "redis://:***@h:1/2");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let err = parse_target("redis+cluster://u:pw@", false).unwrap_err();
+        assert!(!err.contains("pw"), "{err}");
     }
 }
