@@ -412,3 +412,48 @@ async fn the_publish_command_works_through_redis() {
         (&json!("node.started"), &json!(1))
     );
 }
+
+#[tokio::test]
+async fn misconfiguration_and_an_unreachable_redis_are_one_line_errors() {
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwire"));
+        cmd.args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUNWIRE_SECRET", SECRET)
+            .env_remove("RUNWIRE_REDIS_URL")
+            .env_remove("RUNWIRE_INGEST")
+            .stdin(Stdio::null());
+        async move {
+            let out = tokio::time::timeout(support::PATIENCE, cmd.output())
+                .await
+                .expect("the relay exits")
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    let (code, stderr) = run(&["--ingest", "workflow-run:*"]).await;
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--ingest needs --redis"), "{stderr}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://user:hunter2@127.0.0.1:{port}");
+    let (code, stderr) = run(&["--redis", &url]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("cannot start the broker"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "no password in errors: {stderr}"
+    );
+
+    let redis = RedisServer::start();
+    let (code, stderr) = run(&["--redis", &redis.url(), "--ingest", "no-star"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("no `*`"), "{stderr}");
+}
