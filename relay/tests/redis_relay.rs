@@ -271,6 +271,20 @@ async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
         503,
         "nothing is accepted while Redis is down"
     );
+    // New subscriptions are refused too, without closing the socket.
+    let mut late = a.client(&subscribe_token("o")).await;
+    let err = late.subscribe("o", None).await;
+    assert_eq!(
+        (&err["type"], &err["code"]),
+        (&json!("error"), &json!("broker_unavailable")),
+        "{err}"
+    );
+    let sse = Sse::open(
+        &a.url(&format!("/v1/runs/o/events?token={}", subscribe_token("o"))),
+        &[],
+    )
+    .await;
+    assert_eq!(sse.status, 503);
 
     let redis = tokio::task::spawn_blocking(move || {
         redis.restart();
@@ -285,6 +299,14 @@ async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
     assert_eq!(seqs, [2], "the refused publish left no trace");
     follow_until(&mut c, &mut last, &mut seen, 2).await;
     assert_eq!(seen[1]["data"]["message"], "line 3");
+    // The socket that was refused a subscription during the outage subscribes now.
+    let sub = late.subscribe("o", Some(0)).await;
+    assert_eq!(
+        (&sub["type"], &sub["seq"]),
+        (&json!("subscribed"), &json!(2)),
+        "{sub}"
+    );
+    assert_eq!(support::seqs(&late.events(2).await), [1, 2]);
     drop(redis);
 }
 
