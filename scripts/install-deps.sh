@@ -23,6 +23,10 @@ if [ "$what" = test ]; then
   want_apt chromium-driver
   want_apt firefox-esr
   want_apt binaryen
+  # The token examples in docs/tokens.md run under Python and Node.
+  python3 -c 'import venv, ensurepip' 2>/dev/null || want_apt python3-venv
+  command -v node >/dev/null || want_apt nodejs
+  command -v npm >/dev/null || want_apt npm
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"

@@ -68,6 +68,9 @@ pub struct Config {
     /// Concurrent SSE streams per workspace (the token's `ws` claim).
     #[arg(long, env = "RUNWIRE_SSE_MAX_PER_WORKSPACE", default_value_t = 5)]
     pub sse_max_per_workspace: usize,
+    /// WebSocket connections this relay holds at most; further ones are closed with 4029.
+    #[arg(long, env = "RUNWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
     /// Subscriptions per WebSocket.
     #[arg(long, env = "RUNWIRE_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
@@ -131,6 +134,7 @@ impl Config {
             return Err(ConfigError::ShortSecret(secret.len()));
         }
         for (name, v) in [
+            ("--max-connections", self.max_connections),
             ("--max-subscriptions", self.max_subscriptions),
             ("--queue-capacity", self.queue_capacity),
             ("--history-limit", self.history_limit),

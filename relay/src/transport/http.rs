@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use runwire_protocol::token::Scope;
@@ -14,6 +14,7 @@ use crate::AppState;
 use crate::auth::request_token;
 use crate::broker::{BrokerHealth, NewEvent};
 use crate::error::ApiError;
+use crate::transport::ApiQuery;
 
 /// Largest publish body.
 pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
@@ -89,7 +90,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
 pub async fn publish(
     State(state): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
@@ -134,7 +135,7 @@ pub async fn publish(
 pub async fn run_state(
     State(state): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !is_valid_run_id(&run) {
