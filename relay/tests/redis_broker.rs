@@ -714,3 +714,30 @@ async fn an_unreachable_redis_fails_connect_with_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("scheme"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_event_inside_a_batch_ends_the_run() {
+    let redis = RedisServer::start();
+    let (a, _) = relay(&redis.url(), |c| {
+        c.finished_retention = Duration::from_secs(60);
+    })
+    .await;
+    let failed = NewEvent::parse("run.failed", json!({"error":"boom"})).unwrap();
+    let out = a
+        .publish("mid".into(), vec![log(1), failed, log(2)])
+        .await
+        .unwrap();
+    assert_eq!(out.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(matches!(
+        a.publish("mid".into(), vec![log(3)]).await,
+        Err(BrokerError::RunFinished(_))
+    ));
+    let pttl = redis.command("PTTL runwire:{mid}:meta").unwrap();
+    let pttl: i64 = pttl.trim().trim_start_matches(':').parse().unwrap();
+    assert!(
+        (1..=60_000).contains(&pttl),
+        "finished retention applies: {pttl}"
+    );
+    let snap = a.snapshot("mid".into(), None).await.unwrap();
+    assert_eq!(snap.state.status, runwire_protocol::RunStatus::Failed);
+}

@@ -411,7 +411,8 @@ impl Shared {
                     new,
                 ));
             }
-            let terminal = out.last().is_some_and(|e| e.terminal);
+            // The fold fixes a run's status at its first terminal event, wherever it is in the batch.
+            let terminal = state.status.is_terminal();
             let state_json = serde_json::to_string(&state).map_err(unavailable)?;
             let mut invocation = self.scripts.publish.prepare_invoke();
             invocation
