@@ -52,18 +52,20 @@
 pub mod ingest;
 
 mod conn;
+mod pubsub;
+mod slots;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, Hasher as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{PubSubSink, PubSubStream};
-use ::redis::{Msg, RedisError, Script};
+use ::redis::aio::PubSubSink;
+use ::redis::{RedisError, Script};
+use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt as _, StreamExt as _};
-use runwire_protocol::{RunState, is_valid_run_id};
+use runwire_protocol::RunState;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -152,13 +154,6 @@ const MAX_PUBLISH_ATTEMPTS: usize = 64;
 /// Runs whose last view a relay keeps; past it, views not in use are forgotten (the next
 /// publish of such a run costs one extra round trip).
 const MAX_CACHED_RUNS: usize = 10_000;
-/// Ingested messages waiting to be appended. When full, the Pub/Sub reader waits, which delays
-/// live delivery on this relay rather than dropping messages.
-const INGEST_QUEUE: usize = 4096;
-/// Ingested messages appended per round.
-const INGEST_BATCH: usize = 512;
-/// Channels per `SUBSCRIBE` when resubscribing after a reconnect.
-const SUBSCRIBE_CHUNK: usize = 512;
 
 /// This relay's view of a run: what it last wrote or was told by the script.
 #[derive(Debug, Clone)]
@@ -269,19 +264,19 @@ impl RedisBroker {
         let ingest_tx = if shared.config.ingest.is_empty() {
             None
         } else {
-            let (tx, rx) = mpsc::channel(INGEST_QUEUE);
-            tokio::spawn(ingest_loop(shared.clone(), rx, stop_rx.clone()));
-            tokio::spawn(lease_loop(shared.clone(), stop_rx.clone()));
+            let (tx, rx) = mpsc::channel(ingest::INGEST_QUEUE);
+            tokio::spawn(ingest::ingest_loop(shared.clone(), rx, stop_rx.clone()));
+            tokio::spawn(ingest::lease_loop(shared.clone(), stop_rx.clone()));
             Some(tx)
         };
-        tokio::spawn(pubsub_loop(
+        tokio::spawn(pubsub::pubsub_loop(
             shared.clone(),
             ingest_tx,
             stop_rx.clone(),
             ready_tx,
         ));
         tokio::spawn(health_loop(shared.clone(), stop_rx.clone()));
-        tokio::spawn(renew_loop(Arc::downgrade(&shared), stop_rx));
+        tokio::spawn(slots::renew_loop(Arc::downgrade(&shared), stop_rx));
         // Wait for the first Pub/Sub connection so that the relay starts healthy.
         let _ = tokio::time::timeout(timeout, ready_rx).await;
         Ok(Arc::new(Self {
@@ -503,155 +498,6 @@ impl Shared {
             replay,
         })
     }
-
-    async fn watch(&self, run: RunId) -> Result<(), BrokerError> {
-        *lock(&self.channels).entry(run.clone()).or_insert(0) += 1;
-        let sink = lock(&self.sink).clone();
-        let result = match sink {
-            None => Err(unavailable("pub/sub connection is down")),
-            Some(mut sink) => self.call(sink.subscribe(self.channel(&run))).await,
-        };
-        // Failed or not, the caller balances this with `unwatch`; meanwhile the run stays in
-        // `channels`, so a reconnecting Pub/Sub connection subscribes to it.
-        result
-    }
-
-    fn unwatch(self: Arc<Self>, run: RunId) {
-        let last = {
-            let mut channels = lock(&self.channels);
-            match channels.get_mut(&run) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
-                    false
-                }
-                Some(_) => {
-                    channels.remove(&run);
-                    true
-                }
-                None => false,
-            }
-        };
-        let sink = lock(&self.sink).clone();
-        let (true, Some(mut sink), Ok(rt)) = (last, sink, tokio::runtime::Handle::try_current())
-        else {
-            return;
-        };
-        rt.spawn(async move {
-            let channel = self.channel(&run);
-            let _ = self.call(sink.unsubscribe(&channel)).await;
-            // A watch of the same run may have subscribed while the unsubscribe was on its way and
-            // been undone by it: subscribe again and make its subscriptions catch up.
-            if lock(&self.channels).contains_key(&run)
-                && self.call(sink.subscribe(&channel)).await.is_ok()
-            {
-                self.hub.resync(&run);
-            }
-        });
-    }
-
-    async fn stream_slot(
-        self: Arc<Self>,
-        workspace: Arc<str>,
-        limit: usize,
-    ) -> Result<Slot, BrokerError> {
-        let id = self.counter.fetch_add(1, Ordering::Relaxed);
-        let member = format!("{}:{id}", self.relay_id);
-        let mut invocation = self.scripts.slot.prepare_invoke();
-        invocation
-            .key(self.streams_key(&workspace))
-            .arg(&member)
-            .arg(limit)
-            .arg(ttl_ms(self.config.stream_lease));
-        let mut conn = self.conn.clone();
-        // Registered before the call so that a slot taken just before a renewal is renewed too.
-        lock(&self.slots).insert(id, workspace.clone());
-        let taken: Result<i64, _> = self.call(invocation.invoke_async(&mut conn)).await;
-        match taken {
-            Ok(1) => Ok(Slot::new(SlotGuard {
-                shared: Arc::downgrade(&self),
-                id,
-                workspace,
-            })),
-            other => {
-                lock(&self.slots).remove(&id);
-                match other {
-                    Ok(_) => Err(BrokerError::LimitReached),
-                    Err(e) => Err(e),
-                }
-            }
-        }
-    }
-
-    fn streams_key(&self, workspace: &str) -> String {
-        format!("{}:streams:{workspace}", self.config.key_prefix)
-    }
-
-    /// Hands the events of one `live` message to the hub.
-    fn deliver(&self, run: &str, payload: &[u8]) {
-        let Ok(payload) = std::str::from_utf8(payload) else {
-            tracing::warn!(run, "ignoring a non-UTF-8 live message");
-            return;
-        };
-        let Some((epoch, frames)) = payload.split_once('\n') else {
-            tracing::warn!(run, "ignoring a malformed live message");
-            return;
-        };
-        let epoch: Arc<str> = epoch.into();
-        for frame in frames.split('\n') {
-            match Event::from_frame(epoch.clone(), frame.to_owned()) {
-                Ok(ev) => self.hub.deliver(&Arc::new(ev)),
-                Err(e) => tracing::warn!(run, error = %e, "ignoring a malformed live frame"),
-            }
-        }
-    }
-
-    async fn on_message(&self, msg: Msg, ingest: Option<&mpsc::Sender<IngestMsg>>) {
-        let channel = msg.get_channel_name();
-        if msg.from_pattern() {
-            let (Some(tx), Ok(pattern)) = (ingest, msg.get_pattern::<String>()) else {
-                return;
-            };
-            // A pattern as wide as `*` also matches the relay's own channels.
-            if self.run_of_channel(channel).is_some() {
-                return;
-            }
-            let item = IngestMsg {
-                channel: channel.to_owned(),
-                pattern,
-                payload: msg.get_payload_bytes().to_vec(),
-            };
-            let _ = tx.send(item).await;
-        } else if let Some(run) = self.run_of_channel(channel) {
-            self.deliver(run, msg.get_payload_bytes());
-        }
-    }
-
-    /// Waits (boundedly) until the command connection answers again after an outage.
-    async fn commands_ready(&self, stop: &mut watch::Receiver<()>) {
-        for _ in 0..20 {
-            let mut conn = self.conn.clone();
-            let pong: Result<String, _> =
-                self.call(::redis::cmd("PING").query_async(&mut conn)).await;
-            if pong.is_ok() || !pause(stop, self.config.reconnect_backoff.0).await {
-                return;
-            }
-        }
-    }
-
-    /// Subscribes a fresh Pub/Sub connection to everything this relay needs.
-    async fn resubscribe(&self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
-        let channels: Vec<String> = lock(&self.channels)
-            .keys()
-            .map(|run| self.channel(run))
-            .collect();
-        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            self.call(sink.subscribe(chunk)).await?;
-        }
-        if !self.config.ingest.is_empty() {
-            self.call(sink.psubscribe(&self.config.ingest)).await?;
-        }
-        Ok(())
-    }
 }
 
 fn ttl_ms(d: Duration) -> u64 {
@@ -681,123 +527,11 @@ fn parse_view(fields: &[String]) -> Result<Option<RunView>, BrokerError> {
     }))
 }
 
-struct SlotGuard {
-    shared: Weak<Shared>,
-    id: u64,
-    workspace: Arc<str>,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        lock(&shared.slots).remove(&self.id);
-        // Free the slot now; if this fails the lease, no longer renewed, lapses by itself.
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let key = shared.streams_key(&self.workspace);
-            let member = format!("{}:{}", shared.relay_id, self.id);
-            rt.spawn(async move {
-                let mut conn = shared.conn.clone();
-                let _: Result<i64, _> = shared
-                    .call(
-                        ::redis::cmd("ZREM")
-                            .arg(&key)
-                            .arg(&member)
-                            .query_async(&mut conn),
-                    )
-                    .await;
-            });
-        }
-    }
-}
-
-struct IngestMsg {
-    channel: String,
-    pattern: String,
-    payload: Vec<u8>,
-}
-
 /// Sleeps `d`, or returns false when the broker is being dropped.
 async fn pause(stop: &mut watch::Receiver<()>, d: Duration) -> bool {
     tokio::select! {
         _ = stop.changed() => false,
         () = tokio::time::sleep(d) => true,
-    }
-}
-
-async fn pubsub_loop(
-    shared: Arc<Shared>,
-    ingest: Option<mpsc::Sender<IngestMsg>>,
-    mut stop: watch::Receiver<()>,
-    ready: tokio::sync::oneshot::Sender<()>,
-) {
-    let (min, max) = shared.config.reconnect_backoff;
-    let mut backoff = min;
-    let mut ready = Some(ready);
-    let mut attempt = 0usize;
-    loop {
-        let connected = tokio::select! {
-            _ = stop.changed() => return,
-            c = conn::connect_pubsub(&shared.target, attempt, shared.config.command_timeout) => c,
-        };
-        attempt += 1;
-        let (mut sink, mut stream): (PubSubSink, PubSubStream) = match connected {
-            Ok(pubsub) => pubsub.split(),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub: cannot connect");
-                if !pause(&mut stop, backoff).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(max);
-                continue;
-            }
-        };
-        if let Err(e) = shared.resubscribe(&mut sink).await {
-            tracing::warn!(error = %e, "redis pub/sub: cannot subscribe");
-            if !pause(&mut stop, backoff).await {
-                return;
-            }
-            backoff = (backoff * 2).min(max);
-            continue;
-        }
-        *lock(&shared.sink) = Some(sink.clone());
-        shared.pubsub_up.store(true, Ordering::Relaxed);
-        backoff = min;
-        if let Some(ready) = ready.take() {
-            // Nothing watched a run before the first connection.
-            let _ = ready.send(());
-        } else {
-            shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!("redis pub/sub: reconnected; subscriptions catch up");
-            // Whatever was published while this relay was not subscribed is in the streams; the
-            // subscriptions read it through the command connection, so wait for that one too.
-            shared.commands_ready(&mut stop).await;
-            shared.hub.resync_all();
-        }
-        let mut ping = tokio::time::interval(shared.config.health_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.changed() => return,
-                msg = stream.next() => match msg {
-                    Some(msg) => shared.on_message(msg, ingest.as_ref()).await,
-                    None => break,
-                },
-                _ = ping.tick() => {
-                    let pong = tokio::time::timeout(
-                        shared.config.command_timeout,
-                        sink.ping::<::redis::Value>(),
-                    );
-                    if !matches!(pong.await, Ok(Ok(_))) {
-                        break;
-                    }
-                }
-            }
-        }
-        tracing::warn!("redis pub/sub: connection lost; reconnecting");
-        *lock(&shared.sink) = None;
-        shared.pubsub_up.store(false, Ordering::Relaxed);
     }
 }
 
@@ -812,131 +546,6 @@ async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
         if !pause(&mut stop, shared.config.health_interval).await {
             return;
         }
-    }
-}
-
-/// Renews the leases of the stream slots this relay holds.
-async fn renew_loop(shared: Weak<Shared>, mut stop: watch::Receiver<()>) {
-    loop {
-        let Some(s) = shared.upgrade() else { return };
-        let every = s.config.stream_lease / 3;
-        let mut by_workspace: HashMap<Arc<str>, Vec<String>> = HashMap::new();
-        for (id, ws) in lock(&s.slots).iter() {
-            by_workspace
-                .entry(ws.clone())
-                .or_default()
-                .push(format!("{}:{id}", s.relay_id));
-        }
-        for (ws, members) in by_workspace {
-            let mut invocation = s.scripts.renew.prepare_invoke();
-            invocation
-                .key(s.streams_key(&ws))
-                .arg(ttl_ms(s.config.stream_lease))
-                .arg(members);
-            let mut conn = s.conn.clone();
-            let _: Result<i64, _> = s.call(invocation.invoke_async(&mut conn)).await;
-        }
-        drop(s);
-        if !pause(&mut stop, every).await {
-            return;
-        }
-    }
-}
-
-/// Takes and keeps the ingest lease when it is free.
-async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
-    let lease = shared.config.ingest_lease;
-    let key = format!("{}:ingest-lease", shared.config.key_prefix);
-    loop {
-        let started = Instant::now();
-        let mut invocation = shared.scripts.lease.prepare_invoke();
-        invocation
-            .key(&key)
-            .arg(&shared.relay_id)
-            .arg(ttl_ms(lease));
-        let mut conn = shared.conn.clone();
-        let held: Result<i64, _> = shared.call(invocation.invoke_async(&mut conn)).await;
-        match held {
-            // Trust the lease for less than it lasts in Redis, counted from before the request:
-            // this relay stops ingesting before another can take over.
-            Ok(1) => *lock(&shared.ingest_until) = Some(started + lease * 3 / 4),
-            Ok(_) => *lock(&shared.ingest_until) = None,
-            // Unknown: keep the deadline, which lapses by itself.
-            Err(_) => {}
-        }
-        if !pause(&mut stop, lease / 4).await {
-            return;
-        }
-    }
-}
-
-/// Appends ingested messages, grouped into one publish per run per round.
-async fn ingest_loop(
-    shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<IngestMsg>,
-    mut stop: watch::Receiver<()>,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = stop.changed() => return,
-            m = rx.recv() => match m { Some(m) => m, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < INGEST_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        if !shared.is_ingest_leader() {
-            shared
-                .stats
-                .ingest_dropped
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            continue;
-        }
-        let mut runs: Vec<(RunId, Vec<NewEvent>)> = Vec::new();
-        for msg in batch {
-            let run = ingest::run_from_channel(&msg.pattern, &msg.channel)
-                .filter(|run| is_valid_run_id(run));
-            let Some(run) = run else {
-                tracing::debug!(channel = msg.channel, "ingest: no valid run id in channel");
-                shared.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            let event = ingest::map_payload(&msg.payload);
-            match runs.iter_mut().find(|(r, _)| &**r == run) {
-                Some((_, events)) => events.push(event),
-                None => runs.push((run.into(), vec![event])),
-            }
-        }
-        let publishes = runs.into_iter().map(|(run, mut events)| {
-            // A terminal event ends the batch: what follows it would be refused anyway.
-            if let Some(end) = events.iter().position(|e| e.typed.is_terminal()) {
-                let extra = events.len() - end - 1;
-                shared
-                    .stats
-                    .ingest_dropped
-                    .fetch_add(extra as u64, Ordering::Relaxed);
-                events.truncate(end + 1);
-            }
-            let shared = shared.clone();
-            async move {
-                let n = events.len() as u64;
-                match shared.publish(run.clone(), events).await {
-                    Ok(_) => shared.stats.ingested.fetch_add(n, Ordering::Relaxed),
-                    Err(BrokerError::RunFinished(_)) => {
-                        tracing::debug!(run = %run, "ingest: the run has already ended");
-                        shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
-                    }
-                    Err(e) => {
-                        tracing::warn!(run = %run, error = %e, "ingest: message not appended");
-                        shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
-                    }
-                };
-            }
-        });
-        futures_util::future::join_all(publishes).await;
     }
 }
 

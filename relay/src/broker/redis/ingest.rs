@@ -15,11 +15,22 @@
 //!   data, as it came (`run.failed` gains an `error` taken from `error`/`message` when missing).
 //! - Anything else (another status, a payload that does not fit the event's shape, non-JSON)
 //!   becomes a `custom` event whose data is the payload's JSON (non-JSON text: a JSON string).
+//!
+//! Every relay started with `--ingest` pattern-subscribes, but only the one holding the ingest
+//! lease ([`lease_loop`]) appends what it receives ([`ingest_loop`]), so each message becomes one
+//! event however many relays run.
 
-use runwire_protocol::{event::KNOWN_EVENTS, is_valid_event_name};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use runwire_protocol::{event::KNOWN_EVENTS, is_valid_event_name, is_valid_run_id};
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 
-use crate::broker::NewEvent;
+use super::{Shared, pause, ttl_ms};
+use crate::broker::{BrokerError, NewEvent, RunId};
+use crate::hub::lock;
 
 /// The name unknown payloads are carried under.
 pub const CUSTOM_EVENT: &str = "custom";
@@ -153,6 +164,115 @@ fn map_status(status: &str, obj: &Map<String, Value>) -> Option<NewEvent> {
             }
             NewEvent::parse(name, Value::Object(data)).ok()
         }
+    }
+}
+
+/// Ingested messages waiting to be appended. When full, the Pub/Sub reader waits, which delays
+/// live delivery on this relay rather than dropping messages.
+pub(super) const INGEST_QUEUE: usize = 4096;
+/// Ingested messages appended per round.
+const INGEST_BATCH: usize = 512;
+
+pub(super) struct IngestMsg {
+    pub(super) channel: String,
+    pub(super) pattern: String,
+    pub(super) payload: Vec<u8>,
+}
+
+/// Takes and keeps the ingest lease when it is free.
+pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+    let lease = shared.config.ingest_lease;
+    let key = format!("{}:ingest-lease", shared.config.key_prefix);
+    loop {
+        let started = Instant::now();
+        let mut invocation = shared.scripts.lease.prepare_invoke();
+        invocation
+            .key(&key)
+            .arg(&shared.relay_id)
+            .arg(ttl_ms(lease));
+        let mut conn = shared.conn.clone();
+        let held: Result<i64, _> = shared.call(invocation.invoke_async(&mut conn)).await;
+        match held {
+            // Trust the lease for less than it lasts in Redis, counted from before the request:
+            // this relay stops ingesting before another can take over.
+            Ok(1) => *lock(&shared.ingest_until) = Some(started + lease * 3 / 4),
+            Ok(_) => *lock(&shared.ingest_until) = None,
+            // Unknown: keep the deadline, which lapses by itself.
+            Err(_) => {}
+        }
+        if !pause(&mut stop, lease / 4).await {
+            return;
+        }
+    }
+}
+
+/// Appends ingested messages, grouped into one publish per run per round.
+pub(super) async fn ingest_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<IngestMsg>,
+    mut stop: watch::Receiver<()>,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = stop.changed() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let mut batch = vec![first];
+        while batch.len() < INGEST_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if !shared.is_ingest_leader() {
+            shared
+                .stats
+                .ingest_dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            continue;
+        }
+        let mut runs: Vec<(RunId, Vec<NewEvent>)> = Vec::new();
+        for msg in batch {
+            let run =
+                run_from_channel(&msg.pattern, &msg.channel).filter(|run| is_valid_run_id(run));
+            let Some(run) = run else {
+                tracing::debug!(channel = msg.channel, "ingest: no valid run id in channel");
+                shared.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let event = map_payload(&msg.payload);
+            match runs.iter_mut().find(|(r, _)| &**r == run) {
+                Some((_, events)) => events.push(event),
+                None => runs.push((run.into(), vec![event])),
+            }
+        }
+        let publishes = runs.into_iter().map(|(run, mut events)| {
+            // A terminal event ends the batch: what follows it would be refused anyway.
+            if let Some(end) = events.iter().position(|e| e.typed.is_terminal()) {
+                let extra = events.len() - end - 1;
+                shared
+                    .stats
+                    .ingest_dropped
+                    .fetch_add(extra as u64, Ordering::Relaxed);
+                events.truncate(end + 1);
+            }
+            let shared = shared.clone();
+            async move {
+                let n = events.len() as u64;
+                match shared.publish(run.clone(), events).await {
+                    Ok(_) => shared.stats.ingested.fetch_add(n, Ordering::Relaxed),
+                    Err(BrokerError::RunFinished(_)) => {
+                        tracing::debug!(run = %run, "ingest: the run has already ended");
+                        shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %run, error = %e, "ingest: message not appended");
+                        shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
+                    }
+                };
+            }
+        });
+        futures_util::future::join_all(publishes).await;
     }
 }
 
