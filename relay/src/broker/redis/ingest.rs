@@ -17,7 +17,7 @@
 //!   becomes a `custom` event whose data is the payload's JSON (non-JSON text: a JSON string).
 //!
 //! Every relay started with `--ingest` pattern-subscribes, but only the one holding the ingest
-//! lease ([`lease_loop`]) appends what it receives ([`ingest_loop`]), so each message becomes one
+//! lease (`lease_loop`) appends what it receives (`ingest_loop`), so each message becomes one
 //! event however many relays run.
 
 use std::sync::Arc;
