@@ -479,3 +479,90 @@ async fn misconfiguration_and_an_unreachable_redis_are_one_line_errors() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("no `*`"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_resets_subscribers_instead_of_reusing_seqs() {
+    let mut redis = RedisServer::start();
+    let a = RelayProc::start(&redis.url(), &[]).await;
+    let b = RelayProc::start(&redis.url(), &[]).await;
+    let mut c = a.client(&subscribe_token("l")).await;
+    let sub = c.subscribe("l", None).await;
+    let old_epoch = sub["epoch"].clone();
+    for i in 1..=3 {
+        b.publish_ok("l", &log(i)).await;
+    }
+    assert_eq!(support::seqs(&c.events(3).await), [1, 2, 3]);
+
+    // Restarted without persistence: run `l` is gone from Redis.
+    let redis = tokio::task::spawn_blocking(move || {
+        redis.restart();
+        redis
+    })
+    .await
+    .unwrap();
+    let reset = c.frame().await;
+    assert_eq!(reset["type"], "reset", "{reset}");
+    assert_eq!((&reset["run"], &reset["seq"]), (&json!("l"), &json!(0)));
+    assert_ne!(reset["epoch"], old_epoch, "a new epoch");
+    assert_eq!(reset["state"]["status"], "pending");
+    b.wait_ready().await;
+    assert_eq!(
+        b.publish_ok("l", &log(4)).await,
+        [1],
+        "seqs start again, under the new epoch"
+    );
+    let ev = c.frame().await;
+    assert_eq!(
+        (&ev["type"], &ev["seq"]),
+        (&json!("event"), &json!(1)),
+        "{ev}"
+    );
+    assert_eq!(ev["data"]["message"], "line 4");
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_do_not_get_redis_connections_of_their_own() {
+    let redis = RedisServer::start();
+    let a = RelayProc::start(&redis.url(), &[]).await;
+    let clients = || {
+        let info = redis.command("INFO clients").unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .unwrap()
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let before = clients();
+    let token = token_with(Claims {
+        runs: Some(vec!["*".into()]),
+        ..claims("x", Scope::Subscribe)
+    });
+    let mut sockets = Vec::new();
+    for i in 0..20 {
+        let mut c = a.client(&token).await;
+        for k in 0..5 {
+            let sub = c.subscribe(&format!("run-{i}-{k}"), None).await;
+            assert_eq!(sub["type"], "subscribed", "{sub}");
+        }
+        sockets.push(c);
+    }
+    let mut streams = Vec::new();
+    for i in 0..5 {
+        let url = a.url(&format!("/v1/runs/run-{i}-0/events?token={token}"));
+        let mut s = Sse::open(&url, &[]).await;
+        assert_eq!(s.status, 200);
+        s.message().await.unwrap();
+        streams.push(s);
+    }
+    assert_eq!(
+        clients(),
+        before,
+        "100 subscriptions on 20 sockets and 5 streams use the relay's own connections"
+    );
+    let numsub = redis
+        .command("PUBSUB NUMSUB runwire:{run-3-4}:live")
+        .unwrap();
+    assert!(numsub.ends_with(":1\r\n"), "{numsub}");
+}
