@@ -595,6 +595,20 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
             .unwrap();
         assert!(reply.starts_with(':') && reply != ":0\r\n", "{reply}");
     };
+    // Larger than a publish request may be: dropped, and it takes no seq.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let big = format!(
+        r#"{{"status":"Running","blob":"{}"}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let receivers: i64 = redis::cmd("PUBLISH")
+        .arg("workflow-run:42")
+        .arg(&big)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(receivers > 0);
     publish(
         "execution:ex-1:events",
         json!({"event":"node_started","execution_id":"ex-1","node_key":"fetch","data":{},"timestamp":"2026-01-01T00:00:00Z"}),
@@ -644,6 +658,18 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let ingested =
         a.stats().ingested.load(Ordering::Relaxed) + b.stats().ingested.load(Ordering::Relaxed);
     assert_eq!(ingested, 3);
+    let (leader, follower) = if a.is_ingest_leader() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let dropped = |r: &RedisBroker| r.stats().ingest_dropped.load(Ordering::Relaxed);
+    assert_eq!(
+        dropped(leader),
+        1,
+        "the leader dropped the large message only"
+    );
+    assert_eq!(dropped(follower), 4, "the other relay appends nothing");
 
     // The leader goes away: the other relay takes over within the lease.
     let (survivor, gone) = if a.is_ingest_leader() { (b, a) } else { (a, b) };

@@ -170,6 +170,8 @@ fn map_status(status: &str, obj: &Map<String, Value>) -> Option<NewEvent> {
 /// Ingested messages waiting to be appended. When full, the Pub/Sub reader waits, which delays
 /// live delivery on this relay rather than dropping messages.
 pub(super) const INGEST_QUEUE: usize = 4096;
+/// Largest ingested message, like the largest publish request body; larger ones are dropped.
+pub(super) const MAX_INGEST_PAYLOAD: usize = 1024 * 1024;
 /// Ingested messages appended per round.
 const INGEST_BATCH: usize = 512;
 

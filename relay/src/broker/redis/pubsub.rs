@@ -9,7 +9,7 @@ use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
-use super::ingest::IngestMsg;
+use super::ingest::{IngestMsg, MAX_INGEST_PAYLOAD};
 use super::{Shared, conn, pause, unavailable};
 use crate::broker::{BrokerError, Event, RunId};
 use crate::hub::lock;
@@ -92,10 +92,20 @@ impl Shared {
             if self.run_of_channel(channel).is_some() {
                 return;
             }
+            let payload = msg.get_payload_bytes();
+            if payload.len() > MAX_INGEST_PAYLOAD {
+                tracing::warn!(
+                    channel,
+                    bytes = payload.len(),
+                    "ingest: message too large, dropped"
+                );
+                self.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             let item = IngestMsg {
                 channel: channel.to_owned(),
                 pattern,
-                payload: msg.get_payload_bytes().to_vec(),
+                payload: payload.to_vec(),
             };
             let _ = tx.send(item).await;
         } else if let Some(run) = self.run_of_channel(channel) {
