@@ -251,6 +251,24 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn health(&self) -> BrokerHealth;
+
+    /// Figures of this broker for `/metrics`, beyond the relay's own.
+    fn samples(&self) -> Vec<Sample> {
+        Vec::new()
+    }
+}
+
+/// One broker-specific metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// A counter (only goes up) or a gauge.
+    pub counter: bool,
+    /// The value.
+    pub value: u64,
 }
 
 /// The current time as the envelope's `ts`: RFC 3339, UTC, milliseconds.

@@ -595,4 +595,42 @@ impl Broker for RedisBroker {
             BrokerHealth::Down
         }
     }
+
+    fn samples(&self) -> Vec<super::Sample> {
+        let stats = &self.shared.stats;
+        let counter = |name, help, value: &AtomicU64| super::Sample {
+            name,
+            help,
+            counter: true,
+            value: value.load(Ordering::Relaxed),
+        };
+        vec![
+            counter(
+                "runwire_redis_publish_conflicts_total",
+                "Publishes retried because another relay moved the run's head first.",
+                &stats.publish_conflicts,
+            ),
+            counter(
+                "runwire_redis_reconnects_total",
+                "Times the Redis Pub/Sub connection was re-established.",
+                &stats.reconnects,
+            ),
+            counter(
+                "runwire_ingested_total",
+                "Messages from --ingest channels appended as events.",
+                &stats.ingested,
+            ),
+            counter(
+                "runwire_ingest_dropped_total",
+                "Messages from --ingest channels not appended.",
+                &stats.ingest_dropped,
+            ),
+            super::Sample {
+                name: "runwire_redis_watched_runs",
+                help: "Runs whose live channel this relay subscribes to.",
+                counter: false,
+                value: self.subscribed_runs() as u64,
+            },
+        ]
+    }
 }
