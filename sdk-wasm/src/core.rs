@@ -849,7 +849,11 @@ impl Core {
 
     /// The connection (or the attempt) failed with close `code`: reconnect or give up.
     fn failed(&mut self, code: u16, reason: String) {
-        let was_open = self.phase == ConnPhase::Open;
+        // Only a transport that was actually tried counts against it (not a token failure).
+        let tried = matches!(
+            self.phase,
+            ConnPhase::Connecting | ConnPhase::Authenticating
+        );
         self.out.push(Effect::Disconnect);
         for t in [
             Timer::Attempt,
@@ -863,7 +867,7 @@ impl Core {
         self.probing = false;
         self.registry.disconnected();
         self.pending_unsub.clear();
-        if !was_open {
+        if tried {
             match self.kind {
                 Kind::WebSocket if code == 1006 => self.ws_failures += 1,
                 Kind::Sse => self.sse_sticky = false,

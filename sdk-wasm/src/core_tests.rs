@@ -709,6 +709,7 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
     }
     h.give_token("tok");
     assert_eq!(h.connected, Some(Kind::Sse));
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
     // SSE subscribes right away: opening a stream is how it connects.
     assert_eq!(
         h.sent[h.sent.len() - 2..],
@@ -755,6 +756,24 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
         finished: true,
     });
     assert_eq!(h.ends, [(1, EndReason::Completed)]);
+}
+
+#[test]
+fn token_failures_do_not_count_against_websocket() {
+    let mut h = Harness::new(Config::default());
+    h.subscribe(1, "r1");
+    for _ in 0..3 {
+        let req = h.token_req.take().unwrap();
+        h.input(Input::Token {
+            req,
+            token: Err("backend down".into()),
+        });
+        h.fire(Timer::Backoff);
+    }
+    assert_eq!(h.errors.len(), 3);
+    assert!(h.errors.iter().all(|e| e.code == "token_provider"));
+    h.give_token("tok");
+    assert_eq!(h.connected, Some(Kind::WebSocket));
 }
 
 #[test]
