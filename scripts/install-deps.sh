@@ -18,10 +18,15 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if [ "$what" = test ]; then
   want_apt redis-server
+  want_apt redis-tools
   want_apt chromium
   want_apt chromium-driver
   want_apt firefox-esr
   want_apt binaryen
+  # The token examples in docs/tokens.md run under Python and Node.
+  python3 -c 'import venv, ensurepip' 2>/dev/null || want_apt python3-venv
+  command -v node >/dev/null || want_apt nodejs
+  command -v npm >/dev/null || want_apt npm
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
@@ -42,5 +47,10 @@ fi
 if [ "$what" = test ] && ! command -v geckodriver >/dev/null; then
   log "cargo install geckodriver (a few minutes, once)"
   cargo install -q geckodriver
+fi
+# TypeScript, to type-check the SDK's generated declarations (scripts/test-sdk.sh).
+if [ "$what" = test ] && [ ! -x sdk-wasm/tests/ts/node_modules/.bin/tsc ]; then
+  log "npm ci in sdk-wasm/tests/ts (TypeScript)"
+  npm ci --prefix sdk-wasm/tests/ts --no-audit --no-fund --loglevel=error
 fi
 log "dependencies ready ($what)"

@@ -7,6 +7,7 @@ use clap::Args;
 use runwire_protocol::token::MIN_SECRET_LEN;
 
 use crate::broker::memory::MemoryConfig;
+use crate::broker::redis::RedisConfig;
 
 /// A misconfiguration, reported as one line before the relay starts.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum ConfigError {
     /// A limit is zero where it must not be.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// `--ingest` reads Redis Pub/Sub, so it needs `--redis`.
+    #[error("--ingest needs --redis (RUNWIRE_REDIS_URL)")]
+    IngestWithoutRedis,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -64,6 +68,9 @@ pub struct Config {
     /// Concurrent SSE streams per workspace (the token's `ws` claim).
     #[arg(long, env = "RUNWIRE_SSE_MAX_PER_WORKSPACE", default_value_t = 5)]
     pub sse_max_per_workspace: usize,
+    /// WebSocket connections this relay holds at most; further ones are closed with 4029.
+    #[arg(long, env = "RUNWIRE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
     /// Subscriptions per WebSocket.
     #[arg(long, env = "RUNWIRE_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions: usize,
@@ -88,6 +95,22 @@ pub struct Config {
     /// Also run simulated workflow runs and serve the demo endpoints.
     #[arg(long, env = "RUNWIRE_DEMO")]
     pub demo: bool,
+    /// Share runs with other relays through Redis instead of the embedded broker:
+    /// `redis://host:6379[/db]`, or `redis+cluster://host:7000[,host:7001…]` for Redis Cluster.
+    #[arg(long, env = "RUNWIRE_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// Treat a `redis://` URL as Redis Cluster seed node(s).
+    #[arg(long, env = "RUNWIRE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Turn messages on Redis Pub/Sub channels matching PATTERN into run events; the run id is
+    /// what the first `*` matches (`workflow-run:*`, `execution:*:events`). Repeatable.
+    #[arg(
+        long = "ingest",
+        value_name = "PATTERN",
+        env = "RUNWIRE_INGEST",
+        value_delimiter = ','
+    )]
+    pub ingest: Vec<String>,
 }
 
 impl Config {
@@ -111,6 +134,7 @@ impl Config {
             return Err(ConfigError::ShortSecret(secret.len()));
         }
         for (name, v) in [
+            ("--max-connections", self.max_connections),
             ("--max-subscriptions", self.max_subscriptions),
             ("--queue-capacity", self.queue_capacity),
             ("--history-limit", self.history_limit),
@@ -130,7 +154,21 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        if !self.ingest.is_empty() && self.redis.is_none() {
+            return Err(ConfigError::IngestWithoutRedis);
+        }
         Ok(secret.as_bytes())
+    }
+
+    /// The Redis broker's settings, when `--redis` is given.
+    pub fn redis(&self) -> Option<RedisConfig> {
+        let mut c = RedisConfig::new(self.redis.clone()?);
+        c.cluster = self.redis_cluster;
+        c.history_limit = self.history_limit;
+        c.finished_retention = self.finished_retention;
+        c.run_idle_ttl = self.run_idle_ttl;
+        c.ingest.clone_from(&self.ingest);
+        Some(c)
     }
 
     /// The embedded broker's limits.

@@ -285,7 +285,7 @@ async fn simulate(state: &AppState, run: &str, mut rng: Rng) -> Result<(), Broke
         json!({
             "total_duration_ms": started.elapsed().as_millis() as u64,
             "node_count": WORKFLOW.len(),
-            "result": {"accuracy": 0.9 + (rng.between(0, 90) as f64) / 1000.0},
+            "result": {"accuracy": (900 + rng.between(0, 90)) as f64 / 1000.0},
         }),
     )
     .await

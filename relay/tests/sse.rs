@@ -29,8 +29,9 @@ async fn streams_the_snapshot_then_typed_events_in_order_then_ends() {
     let first = sse.message().await.unwrap();
     assert_eq!(first.event.as_deref(), Some("subscribed"));
     assert_eq!(
-        first.id, None,
-        "control messages carry no id, so Last-Event-ID stays an event seq"
+        first.id.as_deref(),
+        Some("1"),
+        "the snapshot's seq, so a reconnect resumes after it"
     );
     let sub = first.json();
     assert_eq!(
@@ -106,7 +107,7 @@ async fn a_finished_run_with_nothing_newer_answers_204() {
         .await;
     let sse = Sse::open(&sse_url(&relay, "r", "&since=2"), &[]).await;
     assert_eq!(sse.status, 204);
-    // a late joiner without since gets the snapshot and the end
+    // a late joiner without since gets the snapshot and the end…
     let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
     let sub = sse.message().await.unwrap();
     assert_eq!(sub.json()["state"]["status"], "completed");
@@ -114,6 +115,10 @@ async fn a_finished_run_with_nothing_newer_answers_204() {
         sse.message().await.unwrap().event.as_deref(),
         Some("unsubscribed")
     );
+    // …and an EventSource reconnecting with the snapshot's id gets 204 and stops
+    let last = sub.id.unwrap();
+    let again = Sse::open(&sse_url(&relay, "r", ""), &[("last-event-id", &last)]).await;
+    assert_eq!(again.status, 204);
 }
 
 #[tokio::test]
@@ -192,4 +197,35 @@ async fn shutdown_ends_streams_with_a_close_event() {
     assert_eq!(close.json()["code"], 1012);
     assert!(sse.next().await.is_none());
     done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn ends_with_a_4001_close_event_when_the_token_expires() {
+    let relay = Relay::start().await;
+    // Valid for one more second thanks to the 5 s leeway.
+    let token = token_with(Claims {
+        exp: now() - 4,
+        ..claims("r", Scope::Subscribe)
+    });
+    let mut sse = Sse::open(&relay.url(&format!("/v1/runs/r/events?token={token}")), &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    let close = sse.message().await.unwrap();
+    assert_eq!(close.event.as_deref(), Some("close"));
+    assert_eq!(close.json()["code"], 4001);
+    assert!(sse.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_malformed_query_gets_a_json_400() {
+    let relay = Relay::start().await;
+    let resp = reqwest::get(sse_url(&relay, "r", "&since=abc"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query");
 }

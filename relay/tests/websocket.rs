@@ -264,3 +264,25 @@ async fn query_token_authenticates_at_once() {
     assert_eq!(welcome["protocol"], 1);
     assert!(welcome["expires_at"].as_u64().unwrap() > now());
 }
+
+#[tokio::test]
+async fn executions_socket_closes_with_4003_when_a_refresh_drops_its_run() {
+    let relay = Relay::start().await;
+    let url = relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("42")));
+    let mut c = Client::connect(&url).await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    c.send(json!({"type":"auth","token":subscribe_token("43")}))
+        .await;
+    assert_eq!(c.closed().await.0, Some(4003));
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_with_4029() {
+    let mut config = config();
+    config.max_connections = 2;
+    let relay = Relay::with(config).await;
+    let _a = Client::authed(&relay, &subscribe_token("r")).await;
+    let _b = Client::authed(&relay, &subscribe_token("r")).await;
+    let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;
+    assert_eq!(c.closed().await.0, Some(4029));
+}

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use runwire_protocol::token::Scope;
@@ -12,8 +12,9 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::request_token;
-use crate::broker::{BrokerHealth, NewEvent};
+use crate::broker::{BrokerHealth, NewEvent, Sample};
 use crate::error::ApiError;
+use crate::transport::ApiQuery;
 
 /// Largest publish body.
 pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
@@ -89,7 +90,7 @@ fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
 pub async fn publish(
     State(state): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
@@ -134,7 +135,7 @@ pub async fn publish(
 pub async fn run_state(
     State(state): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<TokenQuery>,
+    ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !is_valid_run_id(&run) {
@@ -187,12 +188,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let up = i64::from(state.broker.health() == BrokerHealth::Up);
-    let text = state.metrics.render(&[(
-        "runwire_broker_up",
-        "Whether the broker is reachable (1) or not (0).",
-        up,
-    )]);
+    let mut samples = vec![Sample {
+        name: "runwire_broker_up",
+        help: "Whether the broker is reachable (1) or not (0).",
+        counter: false,
+        value: u64::from(state.broker.health() == BrokerHealth::Up),
+    }];
+    samples.extend(state.broker.samples());
+    let text = state.metrics.render(&samples);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

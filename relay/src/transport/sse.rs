@@ -9,13 +9,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use runwire_protocol::token::Scope;
-use runwire_protocol::{ServerFrame, is_valid_run_id};
+use runwire_protocol::{CloseCode, ServerFrame, is_valid_run_id};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -26,6 +26,7 @@ use crate::auth::request_token;
 use crate::broker::{RunId, Slot};
 use crate::error::ApiError;
 use crate::hub::{ConnHandle, Outbound, SlowSignal};
+use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
 
 /// Chunks buffered between the stream task and the HTTP body; a client that lets this fill up
@@ -44,7 +45,7 @@ pub struct SseQuery {
 pub async fn stream(
     State(state): State<AppState>,
     Path(run): Path<String>,
-    Query(q): Query<SseQuery>,
+    ApiQuery(q): ApiQuery<SseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
@@ -100,6 +101,7 @@ pub async fn stream(
         queue,
         slow,
         tx,
+        expires_at: state.verifier.clock().expiry_instant(claims.exp),
         _release: release,
         _handle: handle,
     };
@@ -142,19 +144,30 @@ struct SseTask {
     queue: mpsc::Receiver<Outbound>,
     slow: Arc<SlowSignal>,
     tx: mpsc::Sender<Bytes>,
+    /// When the token expires (plus the leeway): the stream ends with a 4001 `close` event.
+    expires_at: Instant,
     _release: Release,
     // Keeps the queue open for as long as the task runs.
     _handle: ConnHandle,
 }
 
+/// A control message. `subscribed` and `reset` carry `id:` the seq their state is at, so an
+/// EventSource that reconnects resumes from there (and a finished run then answers 204).
 fn control(frame: &ServerFrame) -> Bytes {
-    let name = match frame {
-        ServerFrame::Subscribed { .. } => "subscribed",
-        ServerFrame::Reset { .. } => "reset",
-        ServerFrame::Unsubscribed { .. } => "unsubscribed",
-        _ => "message",
+    let (name, id) = match frame {
+        ServerFrame::Subscribed { seq, .. } => ("subscribed", Some(*seq)),
+        ServerFrame::Reset { seq, .. } => ("reset", Some(*seq)),
+        ServerFrame::Unsubscribed { .. } => ("unsubscribed", None),
+        _ => ("message", None),
     };
-    Bytes::from(format!("event: {name}\ndata: {}\n\n", frame.to_json()))
+    let id = id.map(|seq| format!("id: {seq}\n")).unwrap_or_default();
+    Bytes::from(format!("{id}event: {name}\ndata: {}\n\n", frame.to_json()))
+}
+
+/// The last message of a stream the relay ends on purpose.
+fn close_event(code: CloseCode) -> Bytes {
+    let data = serde_json::json!({"type": "close", "code": code.code(), "reason": code.reason()});
+    Bytes::from(format!("event: close\ndata: {data}\n\n"))
 }
 
 impl SseTask {
@@ -183,11 +196,11 @@ impl SseTask {
             tokio::select! {
                 biased;
                 () = &mut stop => {
-                    let close = r#"event: close
-data: {"type":"close","code":1012,"reason":"relay restarting"}
-
-"#;
-                    self.write(Bytes::from_static(close.as_bytes())).await;
+                    self.write(close_event(CloseCode::ServiceRestart)).await;
+                    return;
+                }
+                () = sleep_until(self.expires_at) => {
+                    self.write(close_event(CloseCode::TokenExpired)).await;
                     return;
                 }
                 () = slow.wait() => return,

@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -33,6 +33,7 @@ use crate::broker::RunId;
 use crate::error::{ApiError, AuthError};
 use crate::hub::{ConnHandle, Outbound, SlowSignal};
 use crate::metrics::Gauge;
+use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
 
 /// Largest frame a client may send; larger ones close the socket with 1009.
@@ -54,7 +55,7 @@ pub struct WsQuery {
 /// `GET /v1/ws`.
 pub async fn multi(
     State(state): State<AppState>,
-    Query(q): Query<WsQuery>,
+    ApiQuery(q): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -64,7 +65,7 @@ pub async fn multi(
 /// `GET /ws/executions`.
 pub async fn executions(
     State(state): State<AppState>,
-    Query(q): Query<WsQuery>,
+    ApiQuery(q): ApiQuery<WsQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -85,9 +86,10 @@ fn upgrade(
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
-        // is what limits how many a relay holds.
+        // is what limits how many a relay holds. Writes up to 8 KiB are gathered into one
+        // syscall, so a burst of small events costs one write, not one per frame.
         .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket: WebSocket| async move {
             let (tx, rx) = socket.split();
             Conn::new(state, mode, tx).run(rx, q).await;
@@ -183,7 +185,14 @@ where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
         self.gauge().inc();
-        let exit = self.drive(&mut rx, query).await;
+        let m = &self.state.metrics;
+        let open = m.ws_connections.get() + m.executions_connections.get();
+        let exit = if open > self.state.config.max_connections as i64 {
+            // Closed after the upgrade, not refused before it: browsers only see close codes.
+            Exit::Close(CloseCode::TooManyConnections)
+        } else {
+            self.drive(&mut rx, query).await
+        };
         if let Exit::Close(code) = exit {
             let frame = CloseFrame {
                 code: code.code(),
@@ -479,6 +488,7 @@ where
                 self.state.hub.register(&run, &self.handle);
                 if let Err(e) = self.state.broker.watch(run.clone()).await {
                     self.state.hub.unregister(&run, self.handle.id);
+                    self.state.broker.unwatch(run.clone());
                     self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run))
                         .await;
                     return;
@@ -563,7 +573,12 @@ where
         }
         if self.mode == Mode::Single {
             if self.exit.is_none() {
-                self.exit = Some(Exit::Close(CloseCode::Normal));
+                // The run finished (1000: done), or a refreshed token no longer covers it.
+                let code = match reason {
+                    EndReason::Forbidden => CloseCode::Forbidden,
+                    _ => CloseCode::Normal,
+                };
+                self.exit = Some(Exit::Close(code));
             }
             return;
         }

@@ -1,0 +1,950 @@
+//! The client state machine, free of I/O: inputs in (app calls, transport signals, timers),
+//! effects out (connect, send, set a timer, call the app). The browser driver (`driver.rs`) runs
+//! the effects; the tests here run them by hand, with full control over time and failures.
+//!
+//! Connection states as the app sees them:
+//! `closed → connecting → open`, then on a drop `open → reconnecting → open`; a first connection
+//! that fails goes `connecting → reconnecting`; giving up goes `… → closed` with the reason.
+
+use std::rc::Rc;
+
+use runwire_protocol::{ClientFrame, CloseCode, EndReason, Reconnect, RunState, RunStatus};
+
+use crate::backoff::{Backoff, Jitter};
+use crate::registry::{Check, Listener, Phase, Registry, SubId};
+use crate::wire::{EventFrame, Frame};
+
+/// How long a connection attempt (token, socket, `welcome`) may take before it counts as failed.
+pub const ATTEMPT_TIMEOUT_MS: u32 = 10_000;
+/// How long the connection stays up after the last subscription ended, so that an app that
+/// switches from one run to the next keeps its socket.
+pub const LINGER_MS: u32 = 1_500;
+/// The relay's default SSE heartbeat (`: hb` comments); SSE streams announce no interval.
+pub const SSE_HEARTBEAT_MS: u32 = 15_000;
+/// WebSocket attempts that must fail before `transport: "auto"` tries SSE.
+pub const WS_FAILURES_BEFORE_SSE: u32 = 2;
+
+/// The connection state the app sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// First connection since `closed`.
+    Connecting,
+    /// Authenticated; subscriptions flow.
+    Open,
+    /// Lost the connection (or never got one); retrying.
+    Reconnecting,
+    /// Not connected and not trying.
+    Closed,
+}
+
+impl ConnState {
+    /// The name the app sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Open => "open",
+            Self::Reconnecting => "reconnecting",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Which transports the client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TransportMode {
+    /// WebSocket, falling back to SSE when WebSocket keeps failing.
+    #[default]
+    Auto,
+    /// WebSocket only.
+    WebSocket,
+    /// SSE only.
+    Sse,
+}
+
+/// A transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One WebSocket to `/v1/ws` for every run.
+    WebSocket,
+    /// One `/v1/runs/{run}/events` stream per run.
+    Sse,
+}
+
+impl Kind {
+    /// The name the app sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Sse => "sse",
+        }
+    }
+}
+
+/// The client's timers; setting one replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// Wait before the next connection attempt.
+    Backoff,
+    /// Deadline of the current connection attempt.
+    Attempt,
+    /// Heartbeat tick: ping when quiet, give up when still quiet.
+    Liveness,
+    /// Fetch a fresh token before the current one expires.
+    Refresh,
+    /// Close the idle connection.
+    Linger,
+}
+
+impl Timer {
+    const ALL: [Timer; 5] = [
+        Self::Backoff,
+        Self::Attempt,
+        Self::Liveness,
+        Self::Refresh,
+        Self::Linger,
+    ];
+}
+
+/// Client settings that shape the state machine.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// Reconnect delay bounds.
+    pub backoff: Backoff,
+    /// Failed reconnect attempts after which the client gives up; `None`: never.
+    pub max_attempts: Option<u32>,
+    /// Allowed transports.
+    pub transport: TransportMode,
+    /// The token is a fixed string: asking again yields the same token.
+    pub static_token: bool,
+}
+
+/// Something the state machine is told.
+// Inputs are built, handed over by value and consumed at once; boxing the frame would cost an
+// allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input<'a> {
+    /// The app subscribed.
+    Subscribe {
+        /// The new app subscription.
+        id: SubId,
+        /// The run.
+        run: &'a str,
+        /// Replay retained events after this seq first.
+        since: Option<u64>,
+        /// The subscription has an `onState` callback.
+        wants_state: bool,
+    },
+    /// The app unsubscribed.
+    Unsubscribe(SubId),
+    /// The app closed the client.
+    Close,
+    /// The token provider answered request `req`.
+    Token {
+        /// The request id from [`Effect::FetchToken`].
+        req: u32,
+        /// The token, or why there is none.
+        token: Result<String, String>,
+    },
+    /// The transport is connected (WebSocket open; SSE: a stream answered).
+    Opened,
+    /// A frame (a WebSocket message, or an SSE message's data), or why it could not be decoded.
+    Frame(Result<Frame, String>),
+    /// Bytes arrived that carry no frame (an SSE heartbeat comment): the connection is alive.
+    Alive,
+    /// The transport closed or failed, with a WebSocket close code (1006 when dropped).
+    Closed {
+        /// The close code.
+        code: u16,
+        /// The close reason, possibly empty.
+        reason: &'a str,
+    },
+    /// SSE: a run's stream ended. `finished`: the relay answered 204 (nothing newer, run over).
+    StreamEnded {
+        /// The run.
+        run: &'a str,
+        /// The run is over and nothing is left to send.
+        finished: bool,
+    },
+    /// SSE: the relay refused a run's stream (403).
+    StreamForbidden {
+        /// The run.
+        run: &'a str,
+    },
+    /// A timer fired.
+    Timer(Timer),
+    /// The browser went online.
+    Online,
+    /// The page became visible.
+    Visible,
+}
+
+/// A problem reported to the app's `onError` hook; the client carries on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    /// `bad_frame`, `invalid_event`, `token_provider`, or a relay error code.
+    pub code: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// The run concerned, if any.
+    pub run: Option<String>,
+    /// The event concerned, if any.
+    pub seq: Option<u64>,
+}
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Ask the token provider; answer with [`Input::Token`] carrying `req`.
+    FetchToken {
+        /// Request id.
+        req: u32,
+    },
+    /// Open a connection of this kind (dropping any previous one).
+    Connect(Kind),
+    /// Drop the connection, if any.
+    Disconnect,
+    /// Send a frame on the connection.
+    Send(ClientFrame),
+    /// Arm a timer (replacing it).
+    SetTimer(Timer, u32),
+    /// Disarm a timer.
+    ClearTimer(Timer),
+    /// Tell the app the connection state changed.
+    State {
+        /// The new state.
+        state: ConnState,
+        /// The state before.
+        previous: ConnState,
+        /// Why.
+        reason: String,
+        /// The close code behind it, if any.
+        code: Option<u16>,
+    },
+    /// Hand the event in the current frame to app subscription `sub`; `known`: its name is one
+    /// of the typed ones (`onEvent`), else it goes to `onOtherEvent`.
+    Event(SubId, bool),
+    /// Hand a run state to app subscription `sub`.
+    RunState(SubId, Rc<RunState>),
+    /// App subscription `sub` ended; `last_seq` and `state` (JSON) are where it stopped.
+    End {
+        /// The app subscription.
+        sub: SubId,
+        /// Why it ended.
+        reason: EndReason,
+        /// Seq of the last event delivered, if any.
+        last_seq: Option<u64>,
+        /// The run state it ended with, if it had one.
+        state: Option<Rc<RunState>>,
+    },
+    /// Report a problem to the app.
+    Error(ClientError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnPhase {
+    /// No connection and none wanted.
+    Idle,
+    /// Waiting for the backoff timer.
+    Waiting,
+    /// Waiting for the token provider.
+    Token,
+    /// Transport connecting.
+    Connecting,
+    /// WebSocket open, `auth` sent, waiting for `welcome`.
+    Authenticating,
+    /// Ready.
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Connect,
+    Refresh,
+}
+
+/// The client state machine.
+#[derive(Debug)]
+pub struct Core {
+    cfg: Config,
+    state: ConnState,
+    phase: ConnPhase,
+    kind: Kind,
+    /// SSE worked after WebSocket did not: stay on SSE.
+    sse_sticky: bool,
+    /// WebSocket attempts in a row that failed before `welcome`.
+    ws_failures: u32,
+    /// Failed attempts since the last successful connection.
+    failures: u32,
+    token: Option<String>,
+    token_req: u32,
+    token_purpose: Purpose,
+    /// The last close was a token close and a fresh token was asked for: another one is final.
+    fresh_token_retry: bool,
+    heartbeat_ms: u32,
+    /// A frame arrived since the last liveness tick.
+    seen: bool,
+    /// A ping is out; the next quiet tick is fatal.
+    probing: bool,
+    linger_armed: bool,
+    /// `close()` was called: nothing ever starts again.
+    shut: bool,
+    /// Wire unsubscribes whose `unsubscribed` answer is still due, per run.
+    pending_unsub: Vec<String>,
+    registry: Registry,
+    jitter: Jitter,
+    out: Vec<Effect>,
+}
+
+impl Core {
+    /// A client in state `closed`, nothing subscribed.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        Self {
+            kind: match cfg.transport {
+                TransportMode::Sse => Kind::Sse,
+                _ => Kind::WebSocket,
+            },
+            cfg,
+            state: ConnState::Closed,
+            phase: ConnPhase::Idle,
+            sse_sticky: false,
+            ws_failures: 0,
+            failures: 0,
+            token: None,
+            token_req: 0,
+            token_purpose: Purpose::Connect,
+            fresh_token_retry: false,
+            heartbeat_ms: SSE_HEARTBEAT_MS,
+            seen: false,
+            probing: false,
+            linger_armed: false,
+            shut: false,
+            pending_unsub: Vec::new(),
+            registry: Registry::default(),
+            jitter: Jitter::new(seed),
+            out: Vec::new(),
+        }
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> ConnState {
+        self.state
+    }
+
+    /// The transport of the current (or last) connection, when connected.
+    pub fn transport(&self) -> Option<Kind> {
+        (self.phase == ConnPhase::Open).then_some(self.kind)
+    }
+
+    /// Whether `close()` was called.
+    pub fn is_shut(&self) -> bool {
+        self.shut
+    }
+
+    /// The subscriptions.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The token in force, for the transport (SSE sends it with every stream).
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// Feeds one input; returns what to do, in order. `now_ms` is wall-clock Unix time in ms.
+    pub fn handle(&mut self, input: Input<'_>, now_ms: f64) -> Vec<Effect> {
+        if self.shut && !matches!(input, Input::Close) {
+            return Vec::new();
+        }
+        match input {
+            Input::Subscribe {
+                id,
+                run,
+                since,
+                wants_state,
+            } => self.subscribe(id, run, since, wants_state),
+            Input::Unsubscribe(id) => self.unsubscribe(id),
+            Input::Close => self.close(),
+            Input::Token { req, token } => self.token_answer(req, token),
+            Input::Opened => self.opened(),
+            Input::Frame(frame) => {
+                self.seen = true;
+                self.frame(frame, now_ms);
+            }
+            Input::Alive => self.seen = true,
+            Input::Closed { code, reason } => {
+                if self.phase != ConnPhase::Idle && self.phase != ConnPhase::Waiting {
+                    self.failed(code, close_reason(code, reason));
+                }
+            }
+            Input::StreamEnded { run, finished } => self.stream_ended(run, finished),
+            Input::StreamForbidden { run } => self.end_run(run, EndReason::Forbidden),
+            Input::Timer(t) => self.timer(t),
+            Input::Online | Input::Visible => self.wake(),
+        }
+        self.check_linger();
+        std::mem::take(&mut self.out)
+    }
+
+    fn set_state(&mut self, state: ConnState, reason: &str, code: Option<u16>) {
+        if state != self.state {
+            let previous = std::mem::replace(&mut self.state, state);
+            self.out.push(Effect::State {
+                state,
+                previous,
+                reason: reason.to_owned(),
+                code,
+            });
+        }
+    }
+
+    fn subscribe(&mut self, id: SubId, run: &str, since: Option<u64>, wants_state: bool) {
+        let listener = Listener { id, wants_state };
+        if self.registry.add(run, listener, since) {
+            if self.can_subscribe() {
+                self.send_subscribe(run);
+            }
+        } else if let Some(r) = self.registry.run_mut(run) {
+            // Joining a run already followed: start from the state the client has.
+            if r.last_seq.is_some() && wants_state {
+                self.out.push(Effect::RunState(id, r.state.clone()));
+            }
+        }
+        if self.phase == ConnPhase::Idle {
+            self.failures = 0;
+            self.set_state(ConnState::Connecting, "subscribe", None);
+            self.start_attempt();
+        }
+    }
+
+    fn unsubscribe(&mut self, id: SubId) {
+        let ended = self.registry.run_of(id).map(ended_at);
+        let Some(removed) = self.registry.remove(id) else {
+            return;
+        };
+        let (last_seq, state) = ended.unwrap_or_default();
+        self.out.push(Effect::End {
+            sub: id,
+            reason: EndReason::Unsubscribed,
+            last_seq,
+            state,
+        });
+        if removed.run_dropped && removed.phase != Phase::Idle && self.can_subscribe() {
+            if self.kind == Kind::WebSocket {
+                self.pending_unsub.push(removed.run.clone());
+            }
+            self.out
+                .push(Effect::Send(ClientFrame::Unsubscribe { run: removed.run }));
+        }
+    }
+
+    fn close(&mut self) {
+        if self.shut {
+            return;
+        }
+        self.end_all(EndReason::Unsubscribed);
+        self.stop();
+        self.shut = true;
+        self.set_state(ConnState::Closed, "client closed", None);
+    }
+
+    /// Drops the connection and every timer; back to idle.
+    fn stop(&mut self) {
+        if self.phase != ConnPhase::Idle {
+            self.out.push(Effect::Disconnect);
+        }
+        for t in Timer::ALL {
+            self.out.push(Effect::ClearTimer(t));
+        }
+        self.linger_armed = false;
+        self.phase = ConnPhase::Idle;
+        self.token_req += 1;
+        self.registry.disconnected();
+        self.pending_unsub.clear();
+    }
+
+    fn can_subscribe(&self) -> bool {
+        match self.phase {
+            ConnPhase::Open => true,
+            // SSE opens a stream per subscription: subscribing is how it connects.
+            ConnPhase::Connecting => self.kind == Kind::Sse,
+            _ => false,
+        }
+    }
+
+    fn send_subscribe(&mut self, run: &str) {
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        r.phase = Phase::Requested;
+        let (since, epoch) = r.resume_point();
+        self.out.push(Effect::Send(ClientFrame::Subscribe {
+            run: run.to_owned(),
+            since,
+            epoch,
+        }));
+    }
+
+    fn subscribe_all(&mut self) {
+        let runs: Vec<String> = self
+            .registry
+            .runs()
+            .iter()
+            .filter(|r| r.phase == Phase::Idle)
+            .map(|r| r.run.clone())
+            .collect();
+        for run in runs {
+            self.send_subscribe(&run);
+        }
+    }
+
+    fn start_attempt(&mut self) {
+        self.phase = ConnPhase::Token;
+        self.token_req += 1;
+        self.token_purpose = Purpose::Connect;
+        self.out
+            .push(Effect::SetTimer(Timer::Attempt, ATTEMPT_TIMEOUT_MS));
+        self.out.push(Effect::FetchToken {
+            req: self.token_req,
+        });
+    }
+
+    fn next_kind(&self) -> Kind {
+        match self.cfg.transport {
+            TransportMode::WebSocket => Kind::WebSocket,
+            TransportMode::Sse => Kind::Sse,
+            TransportMode::Auto if self.sse_sticky => Kind::Sse,
+            // WebSocket keeps failing: alternate with SSE until one of them works.
+            TransportMode::Auto
+                if self.ws_failures >= WS_FAILURES_BEFORE_SSE && self.kind == Kind::WebSocket =>
+            {
+                Kind::Sse
+            }
+            TransportMode::Auto => Kind::WebSocket,
+        }
+    }
+
+    fn token_answer(&mut self, req: u32, token: Result<String, String>) {
+        if req != self.token_req {
+            return;
+        }
+        match (self.token_purpose, token) {
+            (Purpose::Connect, Ok(token)) if self.phase == ConnPhase::Token => {
+                self.token = Some(token.clone());
+                self.kind = self.next_kind();
+                self.phase = ConnPhase::Connecting;
+                self.out.push(Effect::Connect(self.kind));
+                if self.kind == Kind::Sse {
+                    self.out.push(Effect::Send(ClientFrame::Auth { token }));
+                    self.subscribe_all();
+                }
+            }
+            (Purpose::Connect, Err(message)) if self.phase == ConnPhase::Token => {
+                self.report("token_provider", message, None, None);
+                self.failed(1006, "token provider failed".to_owned());
+            }
+            (Purpose::Refresh, Ok(token)) if self.phase == ConnPhase::Open => {
+                self.token = Some(token.clone());
+                self.out.push(Effect::Send(ClientFrame::Auth { token }));
+            }
+            (Purpose::Refresh, Err(message)) if self.phase == ConnPhase::Open => {
+                self.report("token_provider", message, None, None);
+                self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+            }
+            _ => {}
+        }
+    }
+
+    fn opened(&mut self) {
+        match (self.phase, self.kind) {
+            (ConnPhase::Connecting, Kind::WebSocket) => {
+                self.phase = ConnPhase::Authenticating;
+                if let Some(token) = self.token.clone() {
+                    self.out.push(Effect::Send(ClientFrame::Auth { token }));
+                }
+            }
+            (ConnPhase::Connecting, Kind::Sse) => {
+                self.sse_sticky = self.cfg.transport == TransportMode::Auto;
+                self.became_open(SSE_HEARTBEAT_MS);
+            }
+            _ => {}
+        }
+    }
+
+    fn became_open(&mut self, heartbeat_ms: u32) {
+        self.phase = ConnPhase::Open;
+        self.failures = 0;
+        self.fresh_token_retry = false;
+        if self.kind == Kind::WebSocket {
+            self.ws_failures = 0;
+        }
+        self.heartbeat_ms = heartbeat_ms.max(100);
+        self.seen = false;
+        self.probing = false;
+        self.out.push(Effect::ClearTimer(Timer::Attempt));
+        self.out
+            .push(Effect::SetTimer(Timer::Liveness, self.heartbeat_ms));
+        self.set_state(ConnState::Open, "connected", None);
+        self.subscribe_all();
+    }
+
+    fn schedule_refresh(&mut self, expires_at: u64, now_ms: f64) {
+        if self.cfg.static_token || expires_at == 0 {
+            return;
+        }
+        let remaining = expires_at as f64 * 1000.0 - now_ms;
+        let delay = (remaining * 0.8).clamp(1_000.0, f64::from(i32::MAX as u32));
+        self.out
+            .push(Effect::SetTimer(Timer::Refresh, delay as u32));
+    }
+
+    fn grace_ms(&self) -> u32 {
+        (self.heartbeat_ms / 2).clamp(1_000, 10_000)
+    }
+
+    fn frame(&mut self, frame: Result<Frame, String>, now_ms: f64) {
+        if matches!(self.phase, ConnPhase::Idle | ConnPhase::Waiting) {
+            return;
+        }
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                self.report("bad_frame", e, None, None);
+                return;
+            }
+        };
+        match frame {
+            Frame::Welcome {
+                heartbeat_ms,
+                expires_at,
+            } => {
+                if self.phase == ConnPhase::Authenticating {
+                    self.became_open(heartbeat_ms.min(u64::from(u32::MAX)) as u32);
+                }
+                if self.phase == ConnPhase::Open {
+                    self.schedule_refresh(expires_at, now_ms);
+                }
+            }
+            Frame::Event(ev) => self.event(ev),
+            Frame::Subscribed {
+                run,
+                seq,
+                state,
+                epoch,
+            } => {
+                let Some(r) = self.registry.run_mut(&run) else {
+                    return;
+                };
+                if r.phase != Phase::Requested {
+                    return;
+                }
+                if r.on_subscribed(seq, state, epoch) {
+                    self.emit_state(&run);
+                }
+            }
+            Frame::Reset {
+                run,
+                seq,
+                state,
+                epoch,
+            } => {
+                let Some(r) = self.registry.run_mut(&run) else {
+                    return;
+                };
+                if r.phase == Phase::Idle {
+                    return;
+                }
+                r.on_reset(seq, state, epoch);
+                self.emit_state(&run);
+            }
+            Frame::Unsubscribed { run, reason } => {
+                if reason == EndReason::Unsubscribed {
+                    if let Some(i) = self.pending_unsub.iter().position(|r| *r == run) {
+                        // The answer to our own unsubscribe of an earlier subscription.
+                        self.pending_unsub.swap_remove(i);
+                        return;
+                    }
+                }
+                self.end_run(&run, reason);
+            }
+            Frame::Error { code, message, run } => {
+                self.report(&code, message, run, None);
+                match code.as_str() {
+                    "broker_unavailable" => {
+                        self.failed(1011, "relay broker unavailable".to_owned())
+                    }
+                    "auth_failed" if self.phase == ConnPhase::Open => {
+                        // The refreshed token was refused; the old one holds until it expires.
+                        self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                    }
+                    _ => {}
+                }
+            }
+            Frame::Pong => {}
+        }
+    }
+
+    fn event(&mut self, env: EventFrame) {
+        let Some(r) = self.registry.run_mut(&env.run) else {
+            return;
+        };
+        match r.check(env.seq) {
+            Check::InOrder => {}
+            Check::Duplicate | Check::NotReady => return,
+            Check::Gap => {
+                if r.phase == Phase::Live {
+                    let run = r.run.clone();
+                    self.send_subscribe(&run);
+                }
+                return;
+            }
+        }
+        r.last_seq = Some(env.seq);
+        let typed = match env.typed {
+            Ok(t) => t,
+            Err(e) => {
+                let state = Rc::make_mut(&mut r.state);
+                state.seq = state.seq.max(env.seq);
+                self.report("invalid_event", e, Some(env.run), Some(env.seq));
+                return;
+            }
+        };
+        // The app's copies of the previous state are gone by now, so this does not clone.
+        Rc::make_mut(&mut r.state).apply(env.seq, &env.ts, &typed);
+        let known = !matches!(typed, runwire_protocol::RunEvent::Other { .. });
+        for l in &r.listeners {
+            self.out.push(Effect::Event(l.id, known));
+            if l.wants_state {
+                self.out.push(Effect::RunState(l.id, r.state.clone()));
+            }
+        }
+        if let Some(reason) = EndReason::for_terminal_event(&env.name) {
+            self.end_run(&env.run, reason);
+        }
+    }
+
+    fn emit_state(&mut self, run: &str) {
+        let Some(r) = self.registry.runs().iter().find(|r| r.run == run) else {
+            return;
+        };
+        for l in r.listeners.iter().filter(|l| l.wants_state) {
+            self.out.push(Effect::RunState(l.id, r.state.clone()));
+        }
+    }
+
+    fn end_run(&mut self, run: &str, reason: EndReason) {
+        let Some(r) = self.registry.runs().iter().find(|r| r.run == run) else {
+            return;
+        };
+        let (last_seq, state) = ended_at(r);
+        for l in self.registry.drop_run(run) {
+            self.out.push(Effect::End {
+                sub: l.id,
+                reason,
+                last_seq,
+                state: state.clone(),
+            });
+        }
+    }
+
+    fn end_all(&mut self, reason: EndReason) {
+        let runs: Vec<String> = self.registry.runs().iter().map(|r| r.run.clone()).collect();
+        for run in runs {
+            self.end_run(&run, reason);
+        }
+    }
+
+    fn stream_ended(&mut self, run: &str, finished: bool) {
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        if finished {
+            let reason = match r.state.status {
+                RunStatus::Failed => EndReason::Failed,
+                RunStatus::Cancelled => EndReason::Cancelled,
+                _ => EndReason::Completed,
+            };
+            self.end_run(run, reason);
+        } else if self.can_subscribe() {
+            // The relay ended the stream (its maximum duration): pick it up where it stopped.
+            self.send_subscribe(run);
+        }
+    }
+
+    fn report(&mut self, code: &str, message: String, run: Option<String>, seq: Option<u64>) {
+        self.out.push(Effect::Error(ClientError {
+            code: code.to_owned(),
+            message,
+            run,
+            seq,
+        }));
+    }
+
+    fn timer(&mut self, t: Timer) {
+        match t {
+            Timer::Backoff if self.phase == ConnPhase::Waiting => self.start_attempt(),
+            Timer::Attempt
+                if matches!(
+                    self.phase,
+                    ConnPhase::Token | ConnPhase::Connecting | ConnPhase::Authenticating
+                ) =>
+            {
+                self.failed(1006, "connect timeout".to_owned());
+            }
+            Timer::Liveness if self.phase == ConnPhase::Open => {
+                if self.seen {
+                    self.seen = false;
+                    self.probing = false;
+                    self.out
+                        .push(Effect::SetTimer(Timer::Liveness, self.heartbeat_ms));
+                } else if !self.probing {
+                    self.probe();
+                } else {
+                    self.failed(1006, "heartbeat timeout".to_owned());
+                }
+            }
+            Timer::Refresh if self.phase == ConnPhase::Open && !self.cfg.static_token => {
+                self.token_req += 1;
+                self.token_purpose = Purpose::Refresh;
+                self.out.push(Effect::FetchToken {
+                    req: self.token_req,
+                });
+            }
+            Timer::Linger if self.registry.is_empty() && self.phase != ConnPhase::Idle => {
+                self.stop();
+                self.set_state(ConnState::Closed, "idle", None);
+            }
+            _ => {}
+        }
+    }
+
+    /// Asks the relay for a sign of life; the connection is dead if none comes within the grace.
+    fn probe(&mut self) {
+        self.probing = true;
+        self.seen = false;
+        if self.kind == Kind::WebSocket {
+            self.out.push(Effect::Send(ClientFrame::Ping { id: None }));
+        }
+        self.out
+            .push(Effect::SetTimer(Timer::Liveness, self.grace_ms()));
+    }
+
+    /// The browser came online or the page became visible: retry now instead of waiting, and
+    /// check that an open connection still answers.
+    fn wake(&mut self) {
+        match self.phase {
+            ConnPhase::Waiting => {
+                self.out.push(Effect::ClearTimer(Timer::Backoff));
+                self.start_attempt();
+            }
+            ConnPhase::Open if !self.probing => self.probe(),
+            ConnPhase::Idle if !self.registry.is_empty() => {
+                self.failures = 0;
+                self.set_state(ConnState::Connecting, "online", None);
+                self.start_attempt();
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection (or the attempt) failed with close `code`: reconnect or give up.
+    fn failed(&mut self, code: u16, reason: String) {
+        // Only a transport that was actually tried counts against it (not a token failure).
+        let tried = matches!(
+            self.phase,
+            ConnPhase::Connecting | ConnPhase::Authenticating
+        );
+        self.out.push(Effect::Disconnect);
+        for t in [
+            Timer::Attempt,
+            Timer::Liveness,
+            Timer::Refresh,
+            Timer::Backoff,
+        ] {
+            self.out.push(Effect::ClearTimer(t));
+        }
+        self.token_req += 1;
+        self.probing = false;
+        self.registry.disconnected();
+        self.pending_unsub.clear();
+        if tried {
+            match self.kind {
+                Kind::WebSocket if code == 1006 => self.ws_failures += 1,
+                Kind::Sse => self.sse_sticky = false,
+                Kind::WebSocket => {}
+            }
+        }
+        if self.registry.is_empty() {
+            self.phase = ConnPhase::Idle;
+            self.set_state(ConnState::Closed, "idle", Some(code));
+            return;
+        }
+        let delay = match CloseCode::reconnect_for(code) {
+            Reconnect::Never => {
+                let forbidden = code == CloseCode::Forbidden.code();
+                return self.give_up(&reason, Some(code), forbidden);
+            }
+            Reconnect::WithFreshToken => {
+                if self.cfg.static_token || self.fresh_token_retry {
+                    return self.give_up(&reason, Some(code), true);
+                }
+                self.fresh_token_retry = true;
+                0
+            }
+            Reconnect::Immediately => {
+                (f64::from(self.cfg.backoff.min_ms) * self.jitter.unit()) as u32
+            }
+            Reconnect::Backoff => {
+                let unit = self.jitter.unit();
+                self.cfg.backoff.delay(self.failures, unit)
+            }
+        };
+        self.failures += 1;
+        if self.cfg.max_attempts.is_some_and(|max| self.failures > max) {
+            return self.give_up("max reconnect attempts", Some(code), false);
+        }
+        self.set_state(ConnState::Reconnecting, &reason, Some(code));
+        self.phase = ConnPhase::Waiting;
+        self.out.push(Effect::SetTimer(Timer::Backoff, delay));
+    }
+
+    /// Stops trying. Subscriptions stay (a later `subscribe` or `online` starts again), except
+    /// when access was refused: those end with `forbidden`.
+    fn give_up(&mut self, reason: &str, code: Option<u16>, forbidden: bool) {
+        if forbidden {
+            self.end_all(EndReason::Forbidden);
+        }
+        self.stop();
+        self.failures = 0;
+        self.fresh_token_retry = false;
+        self.set_state(ConnState::Closed, reason, code);
+    }
+
+    fn check_linger(&mut self) {
+        let want = self.registry.is_empty() && self.phase != ConnPhase::Idle;
+        if want && !self.linger_armed {
+            self.out.push(Effect::SetTimer(Timer::Linger, LINGER_MS));
+        } else if !want && self.linger_armed {
+            self.out.push(Effect::ClearTimer(Timer::Linger));
+        }
+        self.linger_armed = want;
+    }
+}
+
+fn close_reason(code: u16, reason: &str) -> String {
+    if !reason.is_empty() {
+        reason.to_owned()
+    } else if let Some(c) = CloseCode::from_code(code) {
+        c.reason().to_owned()
+    } else {
+        "connection lost".to_owned()
+    }
+}
+
+fn ended_at(r: &crate::registry::RunSub) -> (Option<u64>, Option<Rc<RunState>>) {
+    (r.last_seq, r.last_seq.map(|_| r.state.clone()))
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,840 @@
+//! State machine tests: effects are run by a small harness with a fake clock and a fake relay.
+
+use std::collections::BTreeMap;
+
+use runwire_protocol::{ClientFrame, EndReason, RunState};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::wire::Frame;
+
+const T0: f64 = 1_800_000_000_000.0;
+
+/// Runs a [`Core`]'s effects and records what the app and the relay would see.
+struct Harness {
+    core: Core,
+    now: f64,
+    timers: BTreeMap<Timer, f64>,
+    connected: Option<Kind>,
+    connects: Vec<Kind>,
+    token_req: Option<u32>,
+    sent: Vec<ClientFrame>,
+    states: Vec<(ConnState, ConnState, String)>,
+    /// (sub, seq) of every event handed to the app.
+    events: Vec<(SubId, u64)>,
+    run_states: Vec<(SubId, Value)>,
+    ends: Vec<(SubId, EndReason)>,
+    errors: Vec<ClientError>,
+    current_seq: u64,
+}
+
+impl Harness {
+    fn new(cfg: Config) -> Self {
+        Self {
+            core: Core::new(cfg, 7),
+            now: T0,
+            timers: BTreeMap::new(),
+            connected: None,
+            connects: Vec::new(),
+            token_req: None,
+            sent: Vec::new(),
+            states: Vec::new(),
+            events: Vec::new(),
+            run_states: Vec::new(),
+            ends: Vec::new(),
+            errors: Vec::new(),
+            current_seq: 0,
+        }
+    }
+
+    fn input(&mut self, input: Input<'_>) {
+        if let Input::Frame(Ok(Frame::Event(e))) = &input {
+            self.current_seq = e.seq;
+        }
+        for effect in self.core.handle(input, self.now) {
+            match effect {
+                Effect::FetchToken { req } => self.token_req = Some(req),
+                Effect::Connect(kind) => {
+                    self.connected = Some(kind);
+                    self.connects.push(kind);
+                }
+                Effect::Disconnect => self.connected = None,
+                Effect::Send(frame) => {
+                    assert!(
+                        self.connected.is_some(),
+                        "sent {frame:?} with no connection"
+                    );
+                    self.sent.push(frame);
+                }
+                Effect::SetTimer(t, ms) => {
+                    self.timers.insert(t, self.now + f64::from(ms));
+                }
+                Effect::ClearTimer(t) => {
+                    self.timers.remove(&t);
+                }
+                Effect::State {
+                    state,
+                    previous,
+                    reason,
+                    ..
+                } => self.states.push((previous, state, reason)),
+                Effect::Event(sub, _) => self.events.push((sub, self.current_seq)),
+                Effect::RunState(sub, state) => self
+                    .run_states
+                    .push((sub, serde_json::to_value(&*state).unwrap())),
+                Effect::End { sub, reason, .. } => self.ends.push((sub, reason)),
+                Effect::Error(e) => self.errors.push(e),
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: SubId, run: &str) {
+        self.input(Input::Subscribe {
+            id,
+            run,
+            since: None,
+            wants_state: true,
+        });
+    }
+
+    fn give_token(&mut self, token: &str) {
+        let req = self.token_req.take().expect("a token was asked for");
+        self.input(Input::Token {
+            req,
+            token: Ok(token.to_owned()),
+        });
+    }
+
+    fn frame(&mut self, v: Value) {
+        self.text(&v.to_string());
+    }
+
+    fn text(&mut self, text: &str) {
+        self.input(Input::Frame(crate::wire::decode_json(text)));
+    }
+
+    fn welcome(&mut self, heartbeat_ms: u64, expires_in_s: u64) {
+        let expires_at = (self.now / 1000.0) as u64 + expires_in_s;
+        self.frame(json!({"type":"welcome","conn":"c","heartbeat_ms":heartbeat_ms,"expires_at":expires_at,"protocol":1}));
+    }
+
+    /// Token, socket open, welcome: a full WebSocket connection.
+    fn connect_ws(&mut self) {
+        self.give_token("tok");
+        assert_eq!(self.connected, Some(Kind::WebSocket));
+        self.input(Input::Opened);
+        assert_eq!(
+            self.sent.last(),
+            Some(&ClientFrame::Auth {
+                token: "tok".into()
+            })
+        );
+        self.welcome(25_000, 600);
+        assert_eq!(self.core.state(), ConnState::Open);
+    }
+
+    fn subscribed(&mut self, run: &str, seq: u64, epoch: &str) {
+        let state = RunState {
+            seq,
+            ..RunState::default()
+        };
+        self.frame(json!({"type":"subscribed","run":run,"seq":seq,"state":state,"epoch":epoch}));
+    }
+
+    fn event(&mut self, run: &str, seq: u64, name: &str, data: Value) {
+        self.frame(json!({"type":"event","run":run,"seq":seq,"event":name,"ts":"2026-01-01T00:00:00.000Z","data":data}));
+    }
+
+    fn log(&mut self, run: &str, seq: u64) {
+        self.event(run, seq, "log", json!({"level":"info","message":"m"}));
+    }
+
+    /// Moves the clock to the earliest armed timer and fires it.
+    fn fire_next(&mut self) -> Timer {
+        let (&t, &at) = self
+            .timers
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(b.1))
+            .expect("a timer is armed");
+        self.timers.remove(&t);
+        self.now = self.now.max(at);
+        self.input(Input::Timer(t));
+        t
+    }
+
+    fn fire(&mut self, t: Timer) -> f64 {
+        let at = self
+            .timers
+            .remove(&t)
+            .unwrap_or_else(|| panic!("{t:?} not armed"));
+        let waited = at - self.now;
+        self.now = self.now.max(at);
+        self.input(Input::Timer(t));
+        waited
+    }
+
+    fn last_subscribe(&self) -> (String, Option<u64>, Option<String>) {
+        self.sent
+            .iter()
+            .rev()
+            .find_map(|f| match f {
+                ClientFrame::Subscribe { run, since, epoch } => {
+                    Some((run.clone(), *since, epoch.clone()))
+                }
+                _ => None,
+            })
+            .expect("a subscribe was sent")
+    }
+
+    fn seqs(&self, sub: SubId) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|(s, _)| *s == sub)
+            .map(|(_, q)| *q)
+            .collect()
+    }
+
+    fn state_names(&self) -> Vec<String> {
+        self.states
+            .iter()
+            .map(|(p, s, _)| format!("{}>{}", p.as_str(), s.as_str()))
+            .collect()
+    }
+}
+
+fn ws_cfg() -> Config {
+    Config {
+        transport: TransportMode::WebSocket,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn connects_lazily_and_authenticates_with_a_frame() {
+    let mut h = Harness::new(ws_cfg());
+    assert_eq!(h.core.state(), ConnState::Closed);
+    assert!(h.connects.is_empty());
+    h.subscribe(1, "r1");
+    assert_eq!(h.state_names(), ["closed>connecting"]);
+    assert!(h.connected.is_none(), "the token comes first");
+    h.give_token("tok");
+    h.input(Input::Opened);
+    assert_eq!(
+        h.sent,
+        [ClientFrame::Auth {
+            token: "tok".into()
+        }],
+        "nothing but auth before welcome"
+    );
+    h.welcome(25_000, 600);
+    assert_eq!(h.state_names(), ["closed>connecting", "connecting>open"]);
+    assert_eq!(h.last_subscribe(), ("r1".into(), None, None));
+    h.subscribed("r1", 3, "e1");
+    assert_eq!(h.run_states.len(), 1);
+    assert_eq!(h.run_states[0].1["seq"], 3);
+    h.log("r1", 4);
+    h.log("r1", 5);
+    assert_eq!(h.seqs(1), [4, 5]);
+    assert_eq!(h.core.registry().run_of(1).unwrap().last_seq, Some(5));
+}
+
+#[test]
+fn resumes_after_a_drop_with_since_and_epoch_and_delivers_each_event_once() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    for seq in 1..=5 {
+        h.log("r1", seq);
+    }
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert!(h.connected.is_none());
+    let waited = h.fire(Timer::Backoff);
+    assert!((500.0..=1000.0).contains(&waited), "{waited}");
+    h.connect_ws();
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(5), Some("e1".into()))
+    );
+    h.subscribed("r1", 7, "e1");
+    // Replay overlaps what was delivered before the drop.
+    for seq in [4, 5, 6, 7, 7, 8] {
+        h.log("r1", seq);
+    }
+    assert_eq!(h.seqs(1), [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        h.state_names(),
+        [
+            "closed>connecting",
+            "connecting>open",
+            "open>reconnecting",
+            "reconnecting>open"
+        ]
+    );
+    // The fold went on from the state kept across the drop.
+    let last = &h.run_states.last().unwrap().1;
+    assert_eq!(
+        (last["seq"].as_u64(), last["log_count"].as_u64()),
+        (Some(8), Some(8))
+    );
+}
+
+#[test]
+fn a_gap_resubscribes_from_the_last_delivered_seq() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 2, "e1");
+    h.log("r1", 3);
+    h.log("r1", 5); // 4 is missing
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(3), Some("e1".into()))
+    );
+    let subscribes = h.sent.len();
+    h.log("r1", 6); // still missing 4: no second resubscribe
+    assert_eq!(h.sent.len(), subscribes);
+    h.log("r1", 4); // in flight before the resubscribe took effect: fine to deliver
+    h.subscribed("r1", 6, "e1");
+    for seq in [5, 6, 7] {
+        h.log("r1", seq);
+    }
+    assert_eq!(h.seqs(1), [3, 4, 5, 6, 7]);
+}
+
+#[test]
+fn reset_replaces_the_state_and_is_reported() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 10, "e1");
+    h.input(Input::Closed {
+        code: 1012,
+        reason: "",
+    });
+    let waited = h.fire(Timer::Backoff);
+    assert!(waited <= 500.0, "1012 reconnects at once: {waited}");
+    h.connect_ws();
+    assert_eq!(h.last_subscribe().1, Some(10));
+    let state = RunState {
+        seq: 2,
+        log_count: 2,
+        ..RunState::default()
+    };
+    h.frame(json!({"type":"reset","run":"r1","seq":2,"state":state,"epoch":"e2"}));
+    let last = &h.run_states.last().unwrap().1;
+    assert_eq!(
+        (last["seq"].as_u64(), last["log_count"].as_u64()),
+        (Some(2), Some(2))
+    );
+    h.log("r1", 3);
+    assert_eq!(h.seqs(1), [3]);
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    h.fire(Timer::Backoff);
+    h.connect_ws();
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(3), Some("e2".into()))
+    );
+}
+
+/// A relay model: holds a run's events, answers subscribes with `subscribed` + replay, and
+/// delivers live events. The test scrambles delivery (duplicates, drops, cuts) with a seeded
+/// generator and checks the app sees 1..=N exactly once, in order.
+#[test]
+fn every_event_once_in_order_under_duplicates_drops_and_cuts() {
+    for seed in 1..=40u64 {
+        let mut rng = Jitter::new(seed);
+        let mut h = Harness::new(ws_cfg());
+        let total = 300u64;
+        let mut published = 0u64;
+        h.subscribe(1, "r1");
+        h.connect_ws();
+        let mut answered = 0;
+        let mut steps = 0;
+        while h.seqs(1).len() < total as usize {
+            steps += 1;
+            assert!(steps < 100_000, "seed {seed}: no progress");
+            // Answer every subscribe the client sent since last time.
+            let subs: Vec<_> = h.sent[answered..]
+                .iter()
+                .filter_map(|f| match f {
+                    ClientFrame::Subscribe { since, .. } => Some(*since),
+                    _ => None,
+                })
+                .collect();
+            answered = h.sent.len();
+            for since in subs {
+                h.subscribed("r1", published, "e1");
+                if let Some(since) = since {
+                    for seq in since + 1..=published {
+                        h.log("r1", seq);
+                    }
+                }
+            }
+            if h.connected.is_none() {
+                h.fire(Timer::Backoff);
+                h.connect_ws();
+                continue;
+            }
+            let r = rng.unit();
+            if published < total {
+                published += 1;
+            }
+            if r < 0.05 {
+                // Cut the connection; the event is published but not delivered.
+                h.input(Input::Closed {
+                    code: 1006,
+                    reason: "",
+                });
+            } else if r < 0.10 {
+                // Lost on the way: a gap the client must notice.
+            } else if r < 0.20 {
+                h.log("r1", published);
+                h.log("r1", published);
+                let old = published.saturating_sub(1 + (rng.unit() * 5.0) as u64);
+                if old > 0 {
+                    h.log("r1", old);
+                }
+            } else {
+                h.log("r1", published);
+            }
+            if published == total && h.connected.is_some() && r >= 0.10 {
+                // Nudge: at the end, a resubscribe fetches whatever is still missing.
+                h.log("r1", total + 1_000);
+            }
+        }
+        let want: Vec<u64> = (1..=total).collect();
+        assert_eq!(h.seqs(1), want, "seed {seed}");
+    }
+}
+
+#[test]
+fn several_app_subscriptions_share_one_run() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.log("r1", 1);
+    h.subscribe(2, "r1");
+    assert_eq!(
+        h.sent
+            .iter()
+            .filter(|f| matches!(f, ClientFrame::Subscribe { .. }))
+            .count(),
+        1
+    );
+    assert_eq!(
+        h.run_states.last().unwrap().0,
+        2,
+        "the joiner gets the current state"
+    );
+    h.log("r1", 2);
+    assert_eq!(h.seqs(1), [1, 2]);
+    assert_eq!(h.seqs(2), [2]);
+    h.input(Input::Unsubscribe(1));
+    assert!(
+        !h.sent
+            .iter()
+            .any(|f| matches!(f, ClientFrame::Unsubscribe { .. }))
+    );
+    h.log("r1", 3);
+    assert_eq!(h.seqs(1), [1, 2]);
+    assert_eq!(h.seqs(2), [2, 3]);
+}
+
+#[test]
+fn terminal_event_ends_the_subscription_and_the_socket_lingers_then_closes() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.event("r1", 1, "run.started", json!({}));
+    h.event("r1", 2, "run.failed", json!({"error":"boom"}));
+    assert_eq!(h.ends, [(1, EndReason::Failed)]);
+    let last = &h.run_states.last().unwrap().1;
+    assert_eq!(last["status"], "failed");
+    assert_eq!(last["error"], "boom");
+    h.frame(json!({"type":"unsubscribed","run":"r1","reason":"failed"}));
+    assert_eq!(h.ends.len(), 1, "ended once");
+    assert!(h.timers.contains_key(&Timer::Linger));
+    // A new subscription during the linger keeps the socket.
+    h.subscribe(2, "r2");
+    assert!(!h.timers.contains_key(&Timer::Linger));
+    h.input(Input::Unsubscribe(2));
+    assert_eq!(h.ends.last(), Some(&(2, EndReason::Unsubscribed)));
+    assert_eq!(
+        h.sent.last(),
+        Some(&ClientFrame::Unsubscribe { run: "r2".into() })
+    );
+    let waited = h.fire(Timer::Linger);
+    assert_eq!(waited, f64::from(LINGER_MS));
+    assert!(h.connected.is_none());
+    assert_eq!(h.states.last().unwrap().1, ConnState::Closed);
+    assert_eq!(h.states.last().unwrap().2, "idle");
+    assert!(h.timers.is_empty(), "{:?}", h.timers);
+}
+
+#[test]
+fn resubscribing_after_unsubscribe_ignores_the_old_answer() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.input(Input::Unsubscribe(1));
+    h.subscribe(2, "r1");
+    h.frame(json!({"type":"unsubscribed","run":"r1","reason":"unsubscribed"}));
+    assert!(!h.ends.iter().any(|(s, _)| *s == 2));
+    h.subscribed("r1", 0, "e1");
+    h.log("r1", 1);
+    assert_eq!(h.seqs(2), [1]);
+}
+
+#[test]
+fn forbidden_close_is_final() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.give_token("tok");
+    h.input(Input::Opened);
+    h.input(Input::Closed {
+        code: 4003,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.states.last().unwrap().2, "forbidden");
+    assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
+    assert!(h.timers.is_empty());
+    assert!(h.token_req.is_none());
+}
+
+#[test]
+fn bad_token_is_final_only_after_a_fresh_one_fails() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.give_token("old");
+    h.input(Input::Opened);
+    h.input(Input::Closed {
+        code: 4002,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    h.fire(Timer::Backoff);
+    h.give_token("fresh");
+    h.input(Input::Opened);
+    h.input(Input::Closed {
+        code: 4002,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
+    assert!(h.timers.is_empty());
+
+    // A fresh token that works clears the strike.
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.input(Input::Closed {
+        code: 4001,
+        reason: "",
+    });
+    h.fire(Timer::Backoff);
+    h.connect_ws();
+    h.input(Input::Closed {
+        code: 4001,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+}
+
+#[test]
+fn a_static_token_cannot_be_refreshed_so_a_token_close_is_final() {
+    let mut h = Harness::new(Config {
+        static_token: true,
+        ..ws_cfg()
+    });
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    assert!(!h.timers.contains_key(&Timer::Refresh));
+    h.input(Input::Closed {
+        code: 4001,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Closed);
+}
+
+#[test]
+fn gives_up_after_max_attempts_and_backoff_grows() {
+    let mut h = Harness::new(Config {
+        max_attempts: Some(3),
+        backoff: Backoff::new(100, 10_000),
+        ..ws_cfg()
+    });
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        waits.push(h.fire(Timer::Backoff));
+        h.give_token("tok");
+        h.input(Input::Closed {
+            code: 1006,
+            reason: "",
+        });
+    }
+    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.states.last().unwrap().2, "max reconnect attempts");
+    assert!(h.timers.is_empty());
+    assert!(waits[0] >= 100.0 && waits[0] <= 200.0, "{waits:?}");
+    assert!(waits[1] >= 100.0 && waits[1] <= 400.0, "{waits:?}");
+    assert!(waits[2] >= 100.0 && waits[2] <= 800.0, "{waits:?}");
+    assert!(h.ends.is_empty(), "subscriptions stay for a later retry");
+    // Going online starts over.
+    h.input(Input::Online);
+    assert_eq!(h.core.state(), ConnState::Connecting);
+    h.connect_ws();
+    assert_eq!(h.last_subscribe().0, "r1");
+}
+
+#[test]
+fn attempts_time_out() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    // The token provider never answers.
+    let waited = h.fire(Timer::Attempt);
+    assert_eq!(waited, f64::from(ATTEMPT_TIMEOUT_MS));
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    let req = h.token_req.take().unwrap();
+    h.input(Input::Token {
+        req,
+        token: Ok("late".into()),
+    });
+    assert!(h.connected.is_none(), "a late token is ignored");
+}
+
+#[test]
+fn silent_connection_is_pinged_then_declared_dead() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.give_token("tok");
+    h.input(Input::Opened);
+    h.welcome(2_000, 600);
+    h.subscribed("r1", 0, "e1");
+    // Traffic keeps it alive.
+    assert_eq!(h.fire(Timer::Liveness), 2_000.0);
+    assert!(!matches!(h.sent.last(), Some(ClientFrame::Ping { .. })));
+    // Silence: ping, then give up after the grace.
+    assert_eq!(h.fire(Timer::Liveness), 2_000.0);
+    assert_eq!(h.sent.last(), Some(&ClientFrame::Ping { id: None }));
+    // A pong saves it.
+    h.frame(json!({"type":"pong"}));
+    h.fire(Timer::Liveness);
+    assert_eq!(h.core.state(), ConnState::Open);
+    h.fire(Timer::Liveness);
+    assert_eq!(h.sent.last(), Some(&ClientFrame::Ping { id: None }));
+    let grace = h.fire(Timer::Liveness);
+    assert_eq!(grace, 1_000.0);
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.states.last().unwrap().2, "heartbeat timeout");
+    assert!(h.connected.is_none());
+}
+
+#[test]
+fn refreshes_the_token_in_place_before_expiry() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.give_token("t1");
+    h.input(Input::Opened);
+    h.welcome(25_000, 100);
+    let waited = h.fire(Timer::Refresh);
+    assert!((79_000.0..=81_000.0).contains(&waited), "{waited}");
+    h.give_token("t2");
+    assert_eq!(
+        h.sent.last(),
+        Some(&ClientFrame::Auth { token: "t2".into() })
+    );
+    h.welcome(25_000, 100);
+    assert!(h.timers.contains_key(&Timer::Refresh));
+    assert_eq!(h.state_names(), ["closed>connecting", "connecting>open"]);
+    // A refused refresh is retried; the connection stays.
+    h.frame(json!({"type":"error","code":"auth_failed","message":"bad"}));
+    assert_eq!(h.errors.last().unwrap().code, "auth_failed");
+    assert_eq!(h.fire(Timer::Refresh), 5_000.0);
+    assert!(h.token_req.is_some());
+}
+
+#[test]
+fn online_and_visible_skip_the_backoff_wait() {
+    let mut h = Harness::new(Config {
+        backoff: Backoff::new(10_000, 20_000),
+        ..ws_cfg()
+    });
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    assert!(h.timers.contains_key(&Timer::Backoff));
+    h.input(Input::Online);
+    assert!(!h.timers.contains_key(&Timer::Backoff));
+    assert!(h.token_req.is_some());
+    h.connect_ws();
+    // Visible while open: probe instead of trusting a socket that may be dead.
+    h.input(Input::Visible);
+    assert_eq!(h.sent.last(), Some(&ClientFrame::Ping { id: None }));
+}
+
+#[test]
+fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
+    let mut h = Harness::new(Config::default());
+    h.subscribe(1, "r1");
+    for _ in 0..WS_FAILURES_BEFORE_SSE {
+        h.give_token("tok");
+        assert_eq!(h.connected, Some(Kind::WebSocket));
+        h.input(Input::Closed {
+            code: 1006,
+            reason: "",
+        });
+        h.fire(Timer::Backoff);
+    }
+    h.give_token("tok");
+    assert_eq!(h.connected, Some(Kind::Sse));
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    // SSE subscribes right away: opening a stream is how it connects.
+    assert_eq!(
+        h.sent[h.sent.len() - 2..],
+        [
+            ClientFrame::Auth {
+                token: "tok".into()
+            },
+            ClientFrame::Subscribe {
+                run: "r1".into(),
+                since: None,
+                epoch: None
+            }
+        ]
+    );
+    h.input(Input::Opened);
+    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.core.transport(), Some(Kind::Sse));
+    h.subscribed("r1", 0, "e1");
+    h.log("r1", 1);
+    // A dropped SSE connection comes back as SSE and resumes.
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    h.fire(Timer::Backoff);
+    h.give_token("tok");
+    assert_eq!(h.connected, Some(Kind::Sse));
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(1), Some("e1".into()))
+    );
+    // The relay ended the stream (max duration): resume it.
+    h.input(Input::Opened);
+    h.input(Input::StreamEnded {
+        run: "r1",
+        finished: false,
+    });
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(1), Some("e1".into()))
+    );
+    h.input(Input::StreamEnded {
+        run: "r1",
+        finished: true,
+    });
+    assert_eq!(h.ends, [(1, EndReason::Completed)]);
+}
+
+#[test]
+fn token_failures_do_not_count_against_websocket() {
+    let mut h = Harness::new(Config::default());
+    h.subscribe(1, "r1");
+    for _ in 0..3 {
+        let req = h.token_req.take().unwrap();
+        h.input(Input::Token {
+            req,
+            token: Err("backend down".into()),
+        });
+        h.fire(Timer::Backoff);
+    }
+    assert_eq!(h.errors.len(), 3);
+    assert!(h.errors.iter().all(|e| e.code == "token_provider"));
+    h.give_token("tok");
+    assert_eq!(h.connected, Some(Kind::WebSocket));
+}
+
+#[test]
+fn bad_input_is_reported_and_the_stream_goes_on() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.text("{not json");
+    h.frame(json!({"type":"surprise","x":1}));
+    h.frame(json!([1, 2]));
+    h.event("r1", 1, "node.failed", json!({"node_key":"n"})); // error missing
+    h.event("r1", 2, "custom.thing", json!({"anything": [1]}));
+    h.event("r1", 3, "node.failed", json!({"node_key":"n","error":"e"}));
+    let codes: Vec<_> = h.errors.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["bad_frame", "bad_frame", "bad_frame", "invalid_event"]
+    );
+    assert_eq!(h.errors[3].seq, Some(1));
+    assert_eq!(h.errors[3].run.as_deref(), Some("r1"));
+    assert_eq!(h.seqs(1), [2, 3], "the bad event is skipped, not a gap");
+    assert_eq!(h.core.state(), ConnState::Open);
+    let last = &h.run_states.last().unwrap().1;
+    assert_eq!(last["nodes"][0]["status"], "failed");
+    assert_eq!(last["seq"], 3);
+}
+
+#[test]
+fn close_ends_everything_for_good() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.subscribe(2, "r2");
+    h.connect_ws();
+    h.input(Input::Close);
+    assert_eq!(
+        h.ends,
+        [(1, EndReason::Unsubscribed), (2, EndReason::Unsubscribed)]
+    );
+    assert_eq!(h.states.last().unwrap().1, ConnState::Closed);
+    assert_eq!(h.states.last().unwrap().2, "client closed");
+    assert!(h.connected.is_none());
+    assert!(h.timers.is_empty());
+    h.subscribe(3, "r3");
+    assert!(h.connected.is_none() && h.token_req.is_none());
+    assert!(h.core.is_shut());
+}
+
+#[test]
+fn subscribing_to_a_finished_run_gets_its_snapshot_then_ends() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    let state = RunState {
+        seq: 9,
+        status: RunStatus::Cancelled,
+        ..RunState::default()
+    };
+    h.frame(json!({"type":"subscribed","run":"r1","seq":9,"state":state,"epoch":"e"}));
+    h.frame(json!({"type":"unsubscribed","run":"r1","reason":"cancelled"}));
+    assert_eq!(h.run_states[0].1["status"], "cancelled");
+    assert_eq!(h.ends, [(1, EndReason::Cancelled)]);
+    assert_eq!(h.fire_next(), Timer::Linger);
+}

@@ -1,0 +1,453 @@
+//! Runs the state machine in the browser: feeds it inputs from sockets, timers and page events,
+//! and carries out its effects (connect, send, arm timers, call the app).
+//!
+//! No `RefCell` borrow is held while app code runs, so callbacks may call back into the client
+//! (unsubscribe from `onEvent`, close from `onStateChange`) freely.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Function, Reflect};
+use runwire_protocol::{EndReason, RunState};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::callback::{ClientToken, Held, HeldTimeout};
+use crate::core::{ClientError, Core, Effect, Input, Kind, Timer};
+use crate::registry::SubId;
+use crate::transport::{SseTransport, Transport, WsTransport};
+use crate::url::RelayUrl;
+
+/// Where the token comes from.
+#[derive(Debug)]
+pub enum TokenSource {
+    /// A fixed token.
+    Fixed(String),
+    /// A function returning a token or a promise of one.
+    Provider(Function),
+}
+
+/// The app's callbacks for one subscription.
+#[derive(Debug)]
+pub struct SubCallbacks {
+    /// `onEvent`: events with a typed name.
+    pub on_event: Option<Function>,
+    /// `onOtherEvent`: events with any other name.
+    pub on_other_event: Option<Function>,
+    /// `onState`.
+    pub on_state: Option<Function>,
+    /// `onEnd`.
+    pub on_end: Option<Function>,
+}
+
+/// What a subscription handle can still read after the subscription ended.
+#[derive(Debug, Default)]
+pub struct SubCell {
+    /// Why it ended, once it has.
+    pub ended: Cell<Option<EndReason>>,
+    /// The last seq delivered when it ended.
+    pub last_seq: Cell<Option<u64>>,
+    /// The state it ended with.
+    pub state: RefCell<Option<Rc<RunState>>>,
+}
+
+#[derive(Debug)]
+struct SubRecord {
+    id: SubId,
+    callbacks: SubCallbacks,
+    cell: Rc<SubCell>,
+}
+
+#[derive(Debug, Default)]
+struct App {
+    state_listeners: Vec<Function>,
+    error_listeners: Vec<Function>,
+    subs: Vec<SubRecord>,
+    next_id: SubId,
+}
+
+#[derive(Debug, Default)]
+struct Io {
+    transport: Option<Transport>,
+    timers: Vec<(Timer, HeldTimeout)>,
+    page: Option<PageListeners>,
+    /// The frame being dispatched, as the object `JSON.parse` made: what `onEvent` receives.
+    frame: Option<JsValue>,
+}
+
+/// A client's shared state. The app's handle owns the only strong reference; sockets, timers and
+/// tasks hold weak ones, so freeing the handle frees everything.
+#[derive(Debug)]
+pub struct Inner {
+    core: RefCell<Core>,
+    io: RefCell<Io>,
+    app: RefCell<App>,
+    url: Rc<RelayUrl>,
+    token: TokenSource,
+    _alive: ClientToken,
+}
+
+impl Inner {
+    /// A client; page listeners are attached by [`attach_page_listeners`].
+    pub fn new(core: Core, url: RelayUrl, token: TokenSource) -> Rc<Self> {
+        Rc::new(Self {
+            core: RefCell::new(core),
+            io: RefCell::new(Io::default()),
+            app: RefCell::new(App::default()),
+            url: Rc::new(url),
+            token,
+            _alive: ClientToken::default(),
+        })
+    }
+
+    /// The state machine, read-only.
+    pub fn core(&self) -> std::cell::Ref<'_, Core> {
+        self.core.borrow()
+    }
+
+    /// Adds an `onStateChange` listener.
+    pub fn add_state_listener(&self, f: Function) {
+        if !self.core.borrow().is_shut() {
+            self.app.borrow_mut().state_listeners.push(f);
+        }
+    }
+
+    /// Removes an `onStateChange` listener.
+    pub fn remove_state_listener(&self, f: &Function) {
+        self.app
+            .borrow_mut()
+            .state_listeners
+            .retain(|g| !js_sys::Object::is(g, f));
+    }
+
+    /// Adds an `onError` listener.
+    pub fn add_error_listener(&self, f: Function) {
+        if !self.core.borrow().is_shut() {
+            self.app.borrow_mut().error_listeners.push(f);
+        }
+    }
+
+    /// Removes an `onError` listener.
+    pub fn remove_error_listener(&self, f: &Function) {
+        self.app
+            .borrow_mut()
+            .error_listeners
+            .retain(|g| !js_sys::Object::is(g, f));
+    }
+
+    /// Registers a subscription's callbacks; returns its id and its cell.
+    pub fn add_sub(&self, callbacks: SubCallbacks) -> (SubId, Rc<SubCell>) {
+        let mut app = self.app.borrow_mut();
+        app.next_id = app.next_id.wrapping_add(1);
+        let id = app.next_id;
+        let cell = Rc::new(SubCell::default());
+        app.subs.push(SubRecord {
+            id,
+            callbacks,
+            cell: cell.clone(),
+        });
+        (id, cell)
+    }
+
+    /// Drops every app callback and page listener: after `close()` nothing is called again.
+    pub fn release(&self) {
+        self.io.borrow_mut().page = None;
+        let mut app = self.app.borrow_mut();
+        app.state_listeners.clear();
+        app.error_listeners.clear();
+        app.subs.clear();
+    }
+}
+
+/// Feeds `input` to the state machine and carries out what it asks.
+pub fn dispatch(inner: &Rc<Inner>, input: Input<'_>) {
+    let effects = inner.core.borrow_mut().handle(input, js_sys::Date::now());
+    for effect in effects {
+        execute(inner, effect);
+    }
+}
+
+/// Dispatches a text frame (a JS string): parsed by `JSON.parse`, decoded field by field, and
+/// kept at hand as the object `onEvent` receives.
+pub fn dispatch_frame(inner: &Rc<Inner>, text: &JsValue) {
+    let frame = crate::js::parse(text).and_then(|object| {
+        let frame = crate::js::decode_frame(&object);
+        inner.io.borrow_mut().frame = Some(object);
+        frame
+    });
+    dispatch(inner, Input::Frame(frame));
+    inner.io.borrow_mut().frame = None;
+}
+
+fn execute(inner: &Rc<Inner>, effect: Effect) {
+    // An app callback may have closed the client while this dispatch's effects run: start
+    // nothing new after that.
+    let starts = matches!(
+        effect,
+        Effect::FetchToken { .. } | Effect::Connect(_) | Effect::Send(_) | Effect::SetTimer(..)
+    );
+    if starts && inner.core.borrow().is_shut() {
+        return;
+    }
+    match effect {
+        Effect::FetchToken { req } => fetch_token(inner, req),
+        Effect::Connect(kind) => connect(inner, kind),
+        Effect::Disconnect => {
+            let old = inner.io.borrow_mut().transport.take();
+            drop(old);
+        }
+        Effect::Send(frame) => {
+            if let Some(t) = inner.io.borrow_mut().transport.as_mut() {
+                t.send(frame);
+            }
+        }
+        Effect::SetTimer(timer, ms) => {
+            let weak = Rc::downgrade(inner);
+            let timeout = HeldTimeout::new(ms, move || {
+                if let Some(inner) = weak.upgrade() {
+                    dispatch(&inner, Input::Timer(timer));
+                }
+            });
+            let old = {
+                let mut io = inner.io.borrow_mut();
+                let old = io
+                    .timers
+                    .iter()
+                    .position(|(t, _)| *t == timer)
+                    .map(|i| io.timers.swap_remove(i));
+                io.timers.push((timer, timeout));
+                old
+            };
+            drop(old);
+        }
+        Effect::ClearTimer(timer) => {
+            let old = {
+                let mut io = inner.io.borrow_mut();
+                io.timers
+                    .iter()
+                    .position(|(t, _)| *t == timer)
+                    .map(|i| io.timers.swap_remove(i))
+            };
+            drop(old);
+        }
+        Effect::State {
+            state,
+            previous,
+            reason,
+            code,
+        } => {
+            let change = js_sys::Object::new();
+            set(&change, "state", &state.as_str().into());
+            set(&change, "previous", &previous.as_str().into());
+            set(&change, "reason", &reason.into());
+            if let Some(code) = code {
+                set(&change, "code", &code.into());
+            }
+            let listeners = inner.app.borrow().state_listeners.clone();
+            for f in listeners {
+                let _ = f.call1(&JsValue::NULL, &change);
+            }
+        }
+        Effect::Event(sub, known) => {
+            fn pick(known: bool) -> impl Fn(&SubCallbacks) -> Option<&Function> {
+                move |c| {
+                    if known {
+                        c.on_event.as_ref()
+                    } else {
+                        c.on_other_event.as_ref()
+                    }
+                }
+            }
+            let Some(f) = sub_callback(inner, sub, pick(known)) else {
+                return;
+            };
+            let Some(event) = inner.io.borrow().frame.clone() else {
+                return;
+            };
+            let _ = f.call1(&JsValue::NULL, &event);
+        }
+        Effect::RunState(sub, json) => {
+            let Some(f) = sub_callback(inner, sub, |c| c.on_state.as_ref()) else {
+                return;
+            };
+            let _ = f.call1(&JsValue::NULL, &crate::js::state_to_js(&json));
+        }
+        Effect::End {
+            sub,
+            reason,
+            last_seq,
+            state,
+        } => {
+            let record = {
+                let mut app = inner.app.borrow_mut();
+                app.subs
+                    .iter()
+                    .position(|s| s.id == sub)
+                    .map(|i| app.subs.swap_remove(i))
+            };
+            let Some(record) = record else { return };
+            record.cell.ended.set(Some(reason));
+            record.cell.last_seq.set(last_seq);
+            *record.cell.state.borrow_mut() = state;
+            if let Some(f) = record.callbacks.on_end {
+                let _ = f.call1(&JsValue::NULL, &reason.as_str().into());
+            }
+        }
+        Effect::Error(e) => report(inner, &e),
+    }
+}
+
+fn report(inner: &Rc<Inner>, e: &ClientError) {
+    let listeners = inner.app.borrow().error_listeners.clone();
+    if listeners.is_empty() {
+        return;
+    }
+    let obj = js_sys::Object::new();
+    set(&obj, "code", &e.code.as_str().into());
+    set(&obj, "message", &e.message.as_str().into());
+    if let Some(run) = &e.run {
+        set(&obj, "run", &run.as_str().into());
+    }
+    if let Some(seq) = e.seq {
+        set(&obj, "seq", &(seq as f64).into());
+    }
+    for f in listeners {
+        let _ = f.call1(&JsValue::NULL, &obj);
+    }
+}
+
+fn set(obj: &js_sys::Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(obj, &key.into(), value);
+}
+
+fn sub_callback(
+    inner: &Rc<Inner>,
+    sub: SubId,
+    pick: impl Fn(&SubCallbacks) -> Option<&Function>,
+) -> Option<Function> {
+    let app = inner.app.borrow();
+    let record = app.subs.iter().find(|s| s.id == sub)?;
+    pick(&record.callbacks).cloned()
+}
+
+fn connect(inner: &Rc<Inner>, kind: Kind) {
+    let old = inner.io.borrow_mut().transport.take();
+    drop(old);
+    let transport = match kind {
+        Kind::WebSocket => WsTransport::open(&inner.url.websocket, Rc::downgrade(inner))
+            .map(Transport::WebSocket)
+            .ok(),
+        Kind::Sse => Some(Transport::Sse(SseTransport::new(
+            inner.url.clone(),
+            Rc::downgrade(inner),
+        ))),
+    };
+    match transport {
+        Some(t) => inner.io.borrow_mut().transport = Some(t),
+        None => dispatch(
+            inner,
+            Input::Closed {
+                code: 1006,
+                reason: "could not open the connection",
+            },
+        ),
+    }
+}
+
+fn fetch_token(inner: &Rc<Inner>, req: u32) {
+    let pending = match &inner.token {
+        TokenSource::Fixed(t) => Ok(JsValue::from_str(t)),
+        TokenSource::Provider(f) => f.call0(&JsValue::NULL),
+    };
+    let weak = Rc::downgrade(inner);
+    // Always answered from a task, never from inside this dispatch.
+    wasm_bindgen_futures::spawn_local(async move {
+        let token = match pending {
+            Ok(v) if v.has_type::<js_sys::Promise>() => {
+                JsFuture::from(v.unchecked_into::<js_sys::Promise>()).await
+            }
+            other => other,
+        };
+        let token = match token {
+            Ok(v) => v
+                .as_string()
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| "the token provider did not return a string".to_owned()),
+            Err(e) => Err(describe(&e)),
+        };
+        if let Some(inner) = weak.upgrade() {
+            dispatch(&inner, Input::Token { req, token });
+        }
+    });
+}
+
+/// A JS exception as text.
+pub fn describe(e: &JsValue) -> String {
+    if let Some(s) = e.as_string() {
+        return s;
+    }
+    Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| "unknown error".to_owned())
+}
+
+/// `online` on the global object and `visibilitychange` on the document, while the client lives.
+#[derive(Debug)]
+struct PageListeners {
+    global: web_sys::EventTarget,
+    document: Option<web_sys::EventTarget>,
+    on_online: Held<dyn FnMut()>,
+    on_visible: Held<dyn FnMut()>,
+}
+
+impl Drop for PageListeners {
+    fn drop(&mut self) {
+        let _ = self
+            .global
+            .remove_event_listener_with_callback("online", self.on_online.function());
+        if let Some(d) = &self.document {
+            let _ = d.remove_event_listener_with_callback(
+                "visibilitychange",
+                self.on_visible.function(),
+            );
+        }
+    }
+}
+
+/// Reconnects at once when the browser comes online or the page becomes visible.
+pub fn attach_page_listeners(inner: &Rc<Inner>) {
+    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+    let document = Reflect::get(&global, &"document".into())
+        .ok()
+        .filter(|d| d.is_object())
+        .map(|d| d.unchecked_into::<web_sys::EventTarget>());
+    let weak = Rc::downgrade(inner);
+    let on_online = Held::new(Closure::<dyn FnMut()>::new(move || {
+        if let Some(inner) = weak.upgrade() {
+            dispatch(&inner, Input::Online);
+        }
+    }));
+    let weak = Rc::downgrade(inner);
+    let doc = document.clone();
+    let on_visible = Held::new(Closure::<dyn FnMut()>::new(move || {
+        let visible = doc
+            .as_ref()
+            .and_then(|d| Reflect::get(d, &"visibilityState".into()).ok())
+            .and_then(|v| v.as_string())
+            .is_some_and(|v| v == "visible");
+        if let Some(inner) = weak.upgrade().filter(|_| visible) {
+            dispatch(&inner, Input::Visible);
+        }
+    }));
+    let _ = global.add_event_listener_with_callback("online", on_online.function());
+    if let Some(d) = &document {
+        let _ = d.add_event_listener_with_callback("visibilitychange", on_visible.function());
+    }
+    inner.io.borrow_mut().page = Some(PageListeners {
+        global,
+        document,
+        on_online,
+        on_visible,
+    });
+}

@@ -1,0 +1,302 @@
+//! runwire's browser client: follows workflow runs live from a runwire relay.
+//!
+//! A thin `#[wasm_bindgen]` facade (this file) over plain Rust modules:
+//! - [`core`]: the client state machine, free of I/O (connection states, reconnects, resume,
+//!   heartbeats, token refresh, transport fallback);
+//! - [`registry`]: subscriptions, ordering and deduplication by seq;
+//! - [`backoff`]: reconnect delays;
+//! - [`sse`], [`url`]: the event-stream parser and relay addresses;
+//! - [`driver`], [`transport`], [`callback`]: the browser side (sockets, `fetch` streams, timers,
+//!   page events), where every JS callback is owned and released on drop.
+//!
+//! The state machine and its helpers are tested natively with `cargo test`; the browser side by
+//! the `wasm-bindgen-test` suites under `tests/`.
+#![deny(missing_docs)]
+
+pub mod backoff;
+pub mod callback;
+pub mod core;
+pub mod driver;
+pub mod js;
+pub mod registry;
+pub mod sse;
+pub mod transport;
+pub mod url;
+pub mod wire;
+
+use std::rc::Rc;
+
+use js_sys::{Function, Reflect};
+use runwire_protocol::is_valid_run_id;
+use wasm_bindgen::prelude::*;
+
+pub use callback::{live_callbacks, live_clients};
+
+use crate::backoff::Backoff;
+use crate::core::{Config, Core, Input, TransportMode};
+use crate::driver::{Inner, SubCallbacks, SubCell, TokenSource, dispatch};
+use crate::registry::SubId;
+use crate::url::RelayUrl;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = include_str!("types.d.ts");
+
+/// A connection to a runwire relay, shared by any number of run subscriptions.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct RunwireClient {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl RunwireClient {
+    /// Creates a client. Nothing connects until the first `subscribe`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "RunwireClientOptions")] options: JsValue,
+    ) -> Result<RunwireClient, JsError> {
+        let get = |key: &str| Reflect::get(&options, &key.into()).unwrap_or(JsValue::UNDEFINED);
+        if !options.is_object() {
+            return Err(JsError::new("RunwireClient: options must be an object"));
+        }
+        let url = get("url")
+            .as_string()
+            .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
+        let url =
+            RelayUrl::parse(&url).map_err(|e| JsError::new(&format!("RunwireClient: {e}")))?;
+        let token = get("token");
+        let token = if let Some(t) = token.as_string() {
+            TokenSource::Fixed(t)
+        } else if token.is_function() {
+            TokenSource::Provider(token.unchecked_into())
+        } else {
+            return Err(JsError::new(
+                "RunwireClient: `token` must be a string or a function returning one",
+            ));
+        };
+        let defaults = Backoff::default();
+        let min = ms_option(&get("minReconnectDelayMs"), "minReconnectDelayMs")?;
+        let max = ms_option(&get("maxReconnectDelayMs"), "maxReconnectDelayMs")?;
+        let max_attempts = ms_option(&get("maxReconnectAttempts"), "maxReconnectAttempts")?;
+        let transport = match get("transport").as_string().as_deref() {
+            None | Some("auto") => TransportMode::Auto,
+            Some("websocket") => TransportMode::WebSocket,
+            Some("sse") => TransportMode::Sse,
+            Some(other) => {
+                return Err(JsError::new(&format!(
+                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\", got \"{other}\""
+                )));
+            }
+        };
+        let cfg = Config {
+            backoff: Backoff::new(
+                min.unwrap_or(defaults.min_ms),
+                max.unwrap_or(defaults.max_ms),
+            ),
+            max_attempts,
+            transport,
+            static_token: matches!(token, TokenSource::Fixed(_)),
+        };
+        let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
+        let inner = Inner::new(Core::new(cfg, seed), url, token);
+        driver::attach_page_listeners(&inner);
+        Ok(Self { inner })
+    }
+
+    /// Calls `listener({ state, previous, reason, code? })` on every connection state change.
+    #[wasm_bindgen(js_name = onStateChange)]
+    pub fn on_state_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
+    ) {
+        self.inner.add_state_listener(listener);
+    }
+
+    /// Removes a listener added with `onStateChange`.
+    #[wasm_bindgen(js_name = offStateChange)]
+    pub fn off_state_change(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
+    ) {
+        self.inner.remove_state_listener(&listener);
+    }
+
+    /// Calls `listener({ code, message, run?, seq? })` when the relay sends something the client
+    /// cannot use (a malformed frame, an event whose data does not match its name) or the token
+    /// provider fails. The client carries on; nothing is thrown into the app.
+    #[wasm_bindgen(js_name = onError)]
+    pub fn on_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
+    ) {
+        self.inner.add_error_listener(listener);
+    }
+
+    /// Removes a listener added with `onError`.
+    #[wasm_bindgen(js_name = offError)]
+    pub fn off_error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
+    ) {
+        self.inner.remove_error_listener(&listener);
+    }
+
+    /// Follows run `run`. Connects on the first subscription.
+    pub fn subscribe(
+        &self,
+        run: &str,
+        #[wasm_bindgen(unchecked_param_type = "SubscribeOptions")] handlers: JsValue,
+    ) -> Result<Subscription, JsError> {
+        if self.inner.core().is_shut() {
+            return Err(JsError::new("RunwireClient: the client is closed"));
+        }
+        if !is_valid_run_id(run) {
+            return Err(JsError::new(&format!(
+                "RunwireClient: invalid run id \"{run}\" (1 to 128 of A-Z a-z 0-9 _ . : -)"
+            )));
+        }
+        let get = |key: &str| {
+            if handlers.is_object() {
+                Reflect::get(&handlers, &key.into()).unwrap_or(JsValue::UNDEFINED)
+            } else {
+                JsValue::UNDEFINED
+            }
+        };
+        let callback = |key: &str| {
+            let v = get(key);
+            v.is_function().then(|| v.unchecked_into::<Function>())
+        };
+        let callbacks = SubCallbacks {
+            on_event: callback("onEvent"),
+            on_other_event: callback("onOtherEvent"),
+            on_state: callback("onState"),
+            on_end: callback("onEnd"),
+        };
+        let since = match get("since").as_f64() {
+            Some(s) if s >= 0.0 && s.fract() == 0.0 => Some(s as u64),
+            Some(_) => {
+                return Err(JsError::new(
+                    "RunwireClient: `since` must be a non-negative integer",
+                ));
+            }
+            None => None,
+        };
+        let wants_state = callbacks.on_state.is_some();
+        let (id, cell) = self.inner.add_sub(callbacks);
+        dispatch(
+            &self.inner,
+            Input::Subscribe {
+                id,
+                run,
+                since,
+                wants_state,
+            },
+        );
+        Ok(Subscription {
+            inner: self.inner.clone(),
+            id,
+            run: run.to_owned(),
+            cell,
+        })
+    }
+
+    /// The connection state.
+    #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
+    pub fn state(&self) -> String {
+        self.inner.core().state().as_str().to_owned()
+    }
+
+    /// The transport of the open connection: `"websocket"`, `"sse"`, or `undefined`.
+    #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
+    pub fn transport(&self) -> Option<String> {
+        self.inner.core().transport().map(|k| k.as_str().to_owned())
+    }
+
+    /// Ends every subscription (`onEnd("unsubscribed")`), closes the connection and releases every
+    /// callback. The client cannot be used again.
+    pub fn close(&self) {
+        dispatch(&self.inner, Input::Close);
+        self.inner.release();
+    }
+}
+
+/// Freeing the client (`free()`, `using`, or garbage collection of the JS object) closes it once
+/// no subscription handle refers to it either.
+impl Drop for RunwireClient {
+    fn drop(&mut self) {
+        if Rc::strong_count(&self.inner) == 1 {
+            dispatch(&self.inner, Input::Close);
+            self.inner.release();
+        }
+    }
+}
+
+/// One `subscribe` call: read its position, or end it. Holding it keeps the client alive.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct Subscription {
+    inner: Rc<Inner>,
+    id: SubId,
+    run: String,
+    cell: Rc<SubCell>,
+}
+
+#[wasm_bindgen]
+impl Subscription {
+    /// The run followed.
+    #[wasm_bindgen(getter)]
+    pub fn run(&self) -> String {
+        self.run.clone()
+    }
+
+    /// The run's state as folded so far (`undefined` before the first snapshot).
+    #[wasm_bindgen(getter, unchecked_return_type = "RunState | undefined")]
+    pub fn state(&self) -> JsValue {
+        let state = if self.cell.ended.get().is_some() {
+            self.cell.state.borrow().clone()
+        } else {
+            let core = self.inner.core();
+            core.registry()
+                .run_of(self.id)
+                .filter(|r| r.last_seq.is_some())
+                .map(|r| r.state.clone())
+        };
+        state.map_or(JsValue::UNDEFINED, |s| js::state_to_js(&s))
+    }
+
+    /// Seq of the last event delivered (or of the snapshot); `undefined` before the first one.
+    #[wasm_bindgen(getter, js_name = lastSeq)]
+    pub fn last_seq(&self) -> Option<f64> {
+        let seq = if self.cell.ended.get().is_some() {
+            self.cell.last_seq.get()
+        } else {
+            let core = self.inner.core();
+            core.registry().run_of(self.id).and_then(|r| r.last_seq)
+        };
+        seq.map(|s| s as f64)
+    }
+
+    /// Why the subscription ended, or `undefined` while it is active.
+    #[wasm_bindgen(getter, unchecked_return_type = "EndReason | undefined")]
+    pub fn ended(&self) -> Option<String> {
+        self.cell.ended.get().map(|r| r.as_str().to_owned())
+    }
+
+    /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.
+    pub fn unsubscribe(&self) {
+        dispatch(&self.inner, Input::Unsubscribe(self.id));
+    }
+}
+
+fn ms_option(v: &JsValue, name: &str) -> Result<Option<u32>, JsError> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(None);
+    }
+    match v.as_f64() {
+        Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n.min(f64::from(u32::MAX)) as u32)),
+        Some(n) if n == f64::INFINITY => Ok(None),
+        _ => Err(JsError::new(&format!(
+            "RunwireClient: `{name}` must be a non-negative number"
+        ))),
+    }
+}

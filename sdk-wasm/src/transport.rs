@@ -1,0 +1,313 @@
+//! The two transports, as the driver sees them: open, send a frame, drop to close.
+//!
+//! - WebSocket: one socket for every run; frames as JSON text.
+//! - SSE: one `fetch` stream of `/v1/runs/{run}/events` per run. `subscribe` opens a stream,
+//!   `unsubscribe` aborts it, `auth` sets the token for the streams opened after it. Unlike
+//!   `EventSource`, `fetch` can send the token in an `Authorization` header (never in the URL),
+//!   sees every event name, and leaves reconnecting to the client.
+
+use std::cell::Cell;
+use std::rc::{Rc, Weak};
+
+use js_sys::{Reflect, Uint8Array};
+use runwire_protocol::ClientFrame;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    AbortController, CloseEvent, Headers, MessageEvent, Request, RequestInit, WebSocket,
+};
+
+use crate::callback::Held;
+use crate::core::Input;
+use crate::driver::{Inner, dispatch, dispatch_frame};
+use crate::sse::{SseItem, SseParser};
+use crate::url::RelayUrl;
+
+#[wasm_bindgen]
+extern "C" {
+    /// The global `fetch`, in windows and workers alike.
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &Request) -> js_sys::Promise;
+}
+
+/// The connection in use.
+#[derive(Debug)]
+pub enum Transport {
+    /// A WebSocket.
+    WebSocket(WsTransport),
+    /// SSE streams.
+    Sse(SseTransport),
+}
+
+impl Transport {
+    /// Sends a frame (for SSE: acts on it).
+    pub fn send(&mut self, frame: ClientFrame) {
+        match self {
+            Self::WebSocket(t) => t.send(&frame),
+            Self::Sse(t) => t.send(frame),
+        }
+    }
+}
+
+/// A WebSocket with its four handlers; dropping it detaches them and closes the socket.
+#[derive(Debug)]
+pub struct WsTransport {
+    ws: WebSocket,
+    _on_open: Held<dyn FnMut()>,
+    _on_message: Held<dyn FnMut(MessageEvent)>,
+    _on_close: Held<dyn FnMut(CloseEvent)>,
+}
+
+impl WsTransport {
+    /// Opens a socket to `url`; events go to `inner`.
+    pub fn open(url: &str, inner: Weak<Inner>) -> Result<Self, JsValue> {
+        let ws = WebSocket::new(url)?;
+        let weak = inner.clone();
+        let on_open = Held::new(Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                dispatch(&inner, Input::Opened);
+            }
+        }));
+        let weak = inner.clone();
+        let on_message = Held::new(Closure::<dyn FnMut(MessageEvent)>::new(
+            move |e: MessageEvent| {
+                let Some(inner) = weak.upgrade() else { return };
+                let data = e.data();
+                if data.is_string() {
+                    dispatch_frame(&inner, &data);
+                }
+            },
+        ));
+        let weak = inner;
+        let on_close = Held::new(Closure::<dyn FnMut(CloseEvent)>::new(
+            move |e: CloseEvent| {
+                if let Some(inner) = weak.upgrade() {
+                    let reason = e.reason();
+                    dispatch(
+                        &inner,
+                        Input::Closed {
+                            code: e.code(),
+                            reason: &reason,
+                        },
+                    );
+                }
+            },
+        ));
+        ws.set_onopen(Some(on_open.function()));
+        ws.set_onmessage(Some(on_message.function()));
+        ws.set_onclose(Some(on_close.function()));
+        Ok(Self {
+            ws,
+            _on_open: on_open,
+            _on_message: on_message,
+            _on_close: on_close,
+        })
+    }
+
+    fn send(&self, frame: &ClientFrame) {
+        // A socket that is closing throws; its close event follows and drives the reconnect.
+        let _ = self
+            .ws
+            .send_with_str(&crate::wire::encode_client_frame(frame));
+    }
+}
+
+impl Drop for WsTransport {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        if self.ws.ready_state() <= WebSocket::OPEN {
+            let _ = self.ws.close_with_code(1000);
+        }
+    }
+}
+
+/// SSE streams, one per run.
+#[derive(Debug)]
+pub struct SseTransport {
+    url: Rc<RelayUrl>,
+    token: Option<String>,
+    streams: Vec<(String, Stream)>,
+    inner: Weak<Inner>,
+}
+
+/// A running stream; dropping it aborts the request and silences its task.
+#[derive(Debug)]
+struct Stream {
+    abort: Option<AbortController>,
+    live: Rc<Cell<bool>>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.live.set(false);
+        if let Some(a) = &self.abort {
+            a.abort();
+        }
+    }
+}
+
+impl SseTransport {
+    /// A transport with no stream yet.
+    pub fn new(url: Rc<RelayUrl>, inner: Weak<Inner>) -> Self {
+        Self {
+            url,
+            token: None,
+            streams: Vec::new(),
+            inner,
+        }
+    }
+
+    fn send(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Auth { token } => self.token = Some(token),
+            ClientFrame::Subscribe { run, since, epoch } => {
+                self.streams.retain(|(r, _)| *r != run);
+                let url = self.url.events(&run, since, epoch.as_deref());
+                let stream = self.start(run.clone(), url);
+                self.streams.push((run, stream));
+            }
+            ClientFrame::Unsubscribe { run } => self.streams.retain(|(r, _)| *r != run),
+            ClientFrame::Ping { .. } => {}
+        }
+    }
+
+    fn start(&self, run: String, url: String) -> Stream {
+        let live = Rc::new(Cell::new(true));
+        let abort = AbortController::new().ok();
+        let signal = abort.as_ref().map(AbortController::signal);
+        let token = self.token.clone().unwrap_or_default();
+        let weak = self.inner.clone();
+        let task_live = live.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            let end = read_stream(&url, &token, signal.as_ref(), &weak, &task_live).await;
+            if !task_live.get() {
+                return;
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let input = match end {
+                StreamEnd::Eof => Input::StreamEnded {
+                    run: &run,
+                    finished: false,
+                },
+                StreamEnd::Finished => Input::StreamEnded {
+                    run: &run,
+                    finished: true,
+                },
+                StreamEnd::Forbidden => Input::StreamForbidden { run: &run },
+                StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
+            };
+            dispatch(&inner, input);
+        });
+        Stream { abort, live }
+    }
+}
+
+enum StreamEnd {
+    /// The stream ended without saying the run is over.
+    Eof,
+    /// 204: the run is over and nothing newer is left.
+    Finished,
+    /// 403.
+    Forbidden,
+    /// The connection failed: a WebSocket close code with the same meaning.
+    Closed(u16),
+}
+
+async fn read_stream(
+    url: &str,
+    token: &str,
+    signal: Option<&web_sys::AbortSignal>,
+    weak: &Weak<Inner>,
+    live: &Rc<Cell<bool>>,
+) -> StreamEnd {
+    let Ok(response) = fetch_events(url, token, signal).await else {
+        return StreamEnd::Closed(1006);
+    };
+    let opened = |weak: &Weak<Inner>| {
+        if let Some(inner) = weak.upgrade().filter(|_| live.get()) {
+            dispatch(&inner, Input::Opened);
+        }
+    };
+    match response.status() {
+        200 => opened(weak),
+        204 => {
+            opened(weak);
+            return StreamEnd::Finished;
+        }
+        401 => return StreamEnd::Closed(4002),
+        403 => return StreamEnd::Forbidden,
+        429 => return StreamEnd::Closed(4029),
+        _ => return StreamEnd::Closed(1006),
+    }
+    let Some(body) = response.body() else {
+        return StreamEnd::Closed(1006);
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut parser = SseParser::default();
+    let mut any_frame = false;
+    loop {
+        let Ok(chunk) = JsFuture::from(reader.read()).await else {
+            return StreamEnd::Closed(1006);
+        };
+        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+            // A stream that ends before saying anything is a failure, not a reason to reopen
+            // it at once (which could spin).
+            return if any_frame {
+                StreamEnd::Eof
+            } else {
+                StreamEnd::Closed(1006)
+            };
+        }
+        let Ok(value) = Reflect::get(&chunk, &"value".into()) else {
+            return StreamEnd::Closed(1006);
+        };
+        let bytes = Uint8Array::new(&value).to_vec();
+        let items = match parser.feed(&bytes) {
+            Ok(items) => items,
+            Err(_) => return StreamEnd::Closed(1006),
+        };
+        for item in items {
+            let Some(inner) = weak.upgrade().filter(|_| live.get()) else {
+                return StreamEnd::Eof;
+            };
+            match item {
+                SseItem::Comment => dispatch(&inner, Input::Alive),
+                SseItem::Message { event, data } if event == "close" => {
+                    // The relay is going away: {"type":"close","code":1012,...}
+                    let code = crate::js::parse(&JsValue::from_str(&data))
+                        .ok()
+                        .and_then(|v| Reflect::get(&v, &"code".into()).ok())
+                        .and_then(|c| c.as_f64())
+                        .filter(|c| (1000.0..5000.0).contains(c))
+                        .map_or(1012, |c| c as u16);
+                    return StreamEnd::Closed(code);
+                }
+                SseItem::Message { data, .. } => {
+                    any_frame = true;
+                    dispatch_frame(&inner, &JsValue::from_str(&data));
+                }
+            }
+        }
+    }
+}
+
+async fn fetch_events(
+    url: &str,
+    token: &str,
+    signal: Option<&web_sys::AbortSignal>,
+) -> Result<web_sys::Response, JsValue> {
+    let headers = Headers::new()?;
+    headers.set("Accept", "text/event-stream")?;
+    if !token.is_empty() {
+        headers.set("Authorization", &format!("Bearer {token}"))?;
+    }
+    let init = RequestInit::new();
+    init.set_method("GET");
+    init.set_headers(&headers);
+    init.set_signal(signal);
+    let request = Request::new_with_str_and_init(url, &init)?;
+    let response = JsFuture::from(global_fetch(&request)).await?;
+    Ok(response.unchecked_into())
+}

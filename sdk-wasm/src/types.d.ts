@@ -1,0 +1,139 @@
+/** Connection states, in the order they can occur: `closed → connecting → open`, `open → reconnecting → open`, `… → closed`. */
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "closed";
+
+/** Passed to `onStateChange` listeners. */
+export interface StateChange {
+  state: ConnectionState;
+  previous: ConnectionState;
+  /** Why: "subscribe", "connected", "connection lost", "heartbeat timeout", "idle", "client closed", "max reconnect attempts", a close reason… */
+  reason: string;
+  /** The WebSocket close code behind the change, if any. */
+  code?: number;
+}
+
+/** A token, or a function returning one (or a promise of one). Functions are called again on every reconnect and before the token expires. */
+export type TokenProvider = string | (() => string | Promise<string>);
+
+export interface RunwireClientOptions {
+  /** The relay's WebSocket endpoint, e.g. "wss://relay.example/v1/ws". SSE streams are derived from it. */
+  url: string;
+  token: TokenProvider;
+  /** Shortest reconnect delay (default 500). */
+  minReconnectDelayMs?: number;
+  /** Longest reconnect delay (default 20000). */
+  maxReconnectDelayMs?: number;
+  /** Failed reconnect attempts after which the client goes to "closed" (default: unlimited). */
+  maxReconnectAttempts?: number;
+  /** "auto" (default): WebSocket, falling back to SSE when WebSocket keeps failing. */
+  transport?: "auto" | "websocket" | "sse";
+}
+
+export interface RunStartedData { workflow?: string; node_count?: number; [extra: string]: unknown }
+export interface RunProgressData { progress: number; current_node?: string; [extra: string]: unknown }
+export interface RunCompletedData { total_duration_ms?: number; node_count?: number; result?: unknown; [extra: string]: unknown }
+export interface RunFailedData { error: string; node_key?: string; [extra: string]: unknown }
+export interface RunCancelledData { reason?: string; [extra: string]: unknown }
+export interface NodeStartedData { node_key: string; [extra: string]: unknown }
+export interface NodeProgressData { node_key: string; progress: number; [extra: string]: unknown }
+export interface NodeCompletedData { node_key: string; duration_ms?: number; output_summary?: unknown; [extra: string]: unknown }
+export interface NodeFailedData { node_key: string; error: string; [extra: string]: unknown }
+export type LogLevel = "debug" | "info" | "warning" | "error";
+export interface LogData { level: LogLevel; message: string; node_key?: string; metadata?: unknown; [extra: string]: unknown }
+
+/** The data of each event name runwire knows the shape of. */
+export interface RunEventDataMap {
+  "run.started": RunStartedData;
+  "run.progress": RunProgressData;
+  "run.completed": RunCompletedData;
+  "run.failed": RunFailedData;
+  "run.cancelled": RunCancelledData;
+  "node.started": NodeStartedData;
+  "node.progress": NodeProgressData;
+  "node.completed": NodeCompletedData;
+  "node.failed": NodeFailedData;
+  "log": LogData;
+}
+
+export type KnownEventName = keyof RunEventDataMap;
+
+/** One event as delivered to `onEvent`. */
+export interface RunEventOf<N extends string, D> {
+  type: "event";
+  run: string;
+  /** Per-run sequence number: 1, 2, 3… with no gaps. */
+  seq: number;
+  event: N;
+  /** When the relay accepted the event (RFC 3339, UTC). */
+  ts: string;
+  data: D;
+}
+
+/** What `onEvent` receives, discriminated by `event`: `if (ev.event === "node.failed") ev.data.error` is a string. */
+export type RunwireEvent = { [N in KnownEventName]: RunEventOf<N, RunEventDataMap[N]> }[KnownEventName];
+
+/**
+ * An event whose name is not one of the typed ones (`custom.thing`): handed to `onOtherEvent` as
+ * it came. Kept apart from `onEvent` so that `RunwireEvent` stays a union TypeScript can narrow.
+ */
+export type OtherRunEvent = RunEventOf<string, unknown>;
+
+export type RunStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
+export type NodeStatus = "pending" | "running" | "completed" | "failed";
+
+export interface NodeState {
+  key: string;
+  status: NodeStatus;
+  progress?: number;
+  started_at?: string;
+  finished_at?: string;
+  duration_ms?: number;
+  error?: string;
+  output_summary?: unknown;
+}
+
+/** A run's snapshot, folded from its events (the same fold the relay runs). */
+export interface RunState {
+  seq: number;
+  status: RunStatus;
+  workflow?: string;
+  node_count?: number;
+  progress: number;
+  current_node?: string;
+  nodes: NodeState[];
+  nodes_truncated?: boolean;
+  started_at?: string;
+  finished_at?: string;
+  duration_ms?: number;
+  error?: string;
+  failed_node?: string;
+  cancel_reason?: string;
+  result?: unknown;
+  log_count: number;
+  warning_count: number;
+  error_count: number;
+}
+
+/** Why a subscription ended. */
+export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed";
+
+export interface SubscribeOptions {
+  /** Every event with a typed name, once, in seq order, across reconnects. */
+  onEvent?: (ev: RunwireEvent) => void;
+  /** Every event with another name (delivered in the same seq order, interleaved with `onEvent`). */
+  onOtherEvent?: (ev: OtherRunEvent) => void;
+  /** The folded state after every event, snapshot and reset. */
+  onState?: (state: RunState) => void;
+  /** Called once when the subscription ends. */
+  onEnd?: (reason: EndReason) => void;
+  /** Replay the retained events after this seq first (0: from the start). Default: the current snapshot, then live events. */
+  since?: number;
+}
+
+/** Reported to `onError`; the client carries on. */
+export interface RunwireError {
+  /** "bad_frame", "invalid_event", "token_provider", or a relay error code ("too_many_subscriptions", …). */
+  code: string;
+  message: string;
+  run?: string;
+  seq?: number;
+}

@@ -1,0 +1,235 @@
+//! Frames as the state machine sees them, decoded from whichever representation the transport
+//! has: JS objects from `JSON.parse` in the browser (see `js.rs`; no JSON parser ships in the
+//! `.wasm`), or JSON text with `serde_json` in native tests.
+
+use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState, ServerFrame};
+
+/// A decoded server frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// `welcome`.
+    Welcome {
+        /// The relay's ping interval.
+        heartbeat_ms: u64,
+        /// When the token in force expires, Unix seconds.
+        expires_at: u64,
+    },
+    /// `subscribed`.
+    Subscribed {
+        /// The run.
+        run: String,
+        /// The run's head seq.
+        seq: u64,
+        /// The state at `seq`.
+        state: RunState,
+        /// The run's epoch.
+        epoch: String,
+    },
+    /// `reset`.
+    Reset {
+        /// The run.
+        run: String,
+        /// The seq `state` is at.
+        seq: u64,
+        /// The new state.
+        state: RunState,
+        /// The run's epoch from now on.
+        epoch: String,
+    },
+    /// `event`.
+    Event(EventFrame),
+    /// `unsubscribed`.
+    Unsubscribed {
+        /// The run.
+        run: String,
+        /// Why.
+        reason: EndReason,
+    },
+    /// `error`.
+    Error {
+        /// The relay's error code (`too_many_subscriptions`, …).
+        code: String,
+        /// Detail.
+        message: String,
+        /// The run concerned, if any.
+        run: Option<String>,
+    },
+    /// `pong`.
+    Pong,
+}
+
+/// An `event` frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFrame {
+    /// The run.
+    pub run: String,
+    /// The event's seq.
+    pub seq: u64,
+    /// The event name.
+    pub name: String,
+    /// When the relay accepted it.
+    pub ts: String,
+    /// The typed event, or why its data does not fit its name.
+    pub typed: Result<RunEvent, String>,
+}
+
+/// Decodes JSON text with `serde_json` (native builds and tests; the browser uses `JSON.parse`).
+pub fn decode_json(text: &str) -> Result<Frame, String> {
+    let frame: ServerFrame = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(match frame {
+        ServerFrame::Welcome {
+            heartbeat_ms,
+            expires_at,
+            ..
+        } => Frame::Welcome {
+            heartbeat_ms,
+            expires_at,
+        },
+        ServerFrame::Subscribed {
+            run,
+            seq,
+            state,
+            epoch,
+        } => Frame::Subscribed {
+            run,
+            seq,
+            state,
+            epoch,
+        },
+        ServerFrame::Reset {
+            run,
+            seq,
+            state,
+            epoch,
+        } => Frame::Reset {
+            run,
+            seq,
+            state,
+            epoch,
+        },
+        ServerFrame::Event(env) => Frame::Event(EventFrame {
+            typed: env.typed().map_err(|e| e.to_string()),
+            run: env.run,
+            seq: env.seq,
+            name: env.event,
+            ts: env.ts,
+        }),
+        ServerFrame::Unsubscribed { run, reason } => Frame::Unsubscribed { run, reason },
+        ServerFrame::Error { code, message, run } => Frame::Error {
+            code: serde_json::to_value(code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            message,
+            run,
+        },
+        ServerFrame::Pong { .. } => Frame::Pong,
+    })
+}
+
+/// The JSON text of a client frame, written by hand so that no JSON serializer ships in the
+/// `.wasm` (ping ids are never sent by the SDK and are left out).
+pub fn encode_client_frame(frame: &ClientFrame) -> String {
+    let mut out = String::with_capacity(64);
+    match frame {
+        ClientFrame::Auth { token } => {
+            out.push_str(r#"{"type":"auth","token":"#);
+            push_json_string(&mut out, token);
+        }
+        ClientFrame::Subscribe { run, since, epoch } => {
+            out.push_str(r#"{"type":"subscribe","run":"#);
+            push_json_string(&mut out, run);
+            if let Some(since) = since {
+                out.push_str(r#","since":"#);
+                out.push_str(&since.to_string());
+            }
+            if let Some(epoch) = epoch {
+                out.push_str(r#","epoch":"#);
+                push_json_string(&mut out, epoch);
+            }
+        }
+        ClientFrame::Unsubscribe { run } => {
+            out.push_str(r#"{"type":"unsubscribe","run":"#);
+            push_json_string(&mut out, run);
+        }
+        ClientFrame::Ping { .. } => out.push_str(r#"{"type":"ping""#),
+    }
+    out.push('}');
+    out
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let b = c as usize;
+                out.push_str("\\u00");
+                out.push(HEX[b >> 4] as char);
+                out.push(HEX[b & 0xf] as char);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_round_trip_through_serde() {
+        let frames = [
+            ClientFrame::Auth {
+                token: "a.b\"c\\d\u{1}\n\u{e9}".into(),
+            },
+            ClientFrame::Subscribe {
+                run: "r1".into(),
+                since: None,
+                epoch: None,
+            },
+            ClientFrame::Subscribe {
+                run: "r:1".into(),
+                since: Some(u64::MAX),
+                epoch: Some("ep\"1".into()),
+            },
+            ClientFrame::Unsubscribe { run: "r".into() },
+            ClientFrame::Ping { id: None },
+        ];
+        for f in frames {
+            let text = encode_client_frame(&f);
+            let back: ClientFrame = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, f, "{text}");
+        }
+    }
+
+    #[test]
+    fn decodes_frames() {
+        let f = decode_json(
+            r#"{"type":"event","run":"r","seq":2,"event":"node.failed","ts":"t","data":{"node_key":"n"}}"#,
+        )
+        .unwrap();
+        let Frame::Event(e) = f else { panic!() };
+        assert_eq!(
+            (e.run.as_str(), e.seq, e.name.as_str()),
+            ("r", 2, "node.failed")
+        );
+        assert!(e.typed.is_err());
+        assert_eq!(
+            decode_json(r#"{"type":"error","code":"auth_failed","message":"m"}"#).unwrap(),
+            Frame::Error {
+                code: "auth_failed".into(),
+                message: "m".into(),
+                run: None
+            }
+        );
+        assert!(decode_json(r#"{"type":"nope"}"#).is_err());
+    }
+}
