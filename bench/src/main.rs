@@ -73,7 +73,7 @@ struct Args {
     /// Relays per system, sharing `--redis` (scenario 5).
     #[arg(long, default_value_t = 1)]
     instances: usize,
-    /// Redis URL for the peers' multi-relay mode.
+    /// Redis URL every started relay shares (scenario 5: with `--instances 2`).
     #[arg(long)]
     redis: Option<String>,
     /// Measure relays that are already running (loopback URLs, comma-separated) instead of

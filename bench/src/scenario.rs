@@ -304,7 +304,8 @@ async fn idle(p: &Params, target: &Target, index: usize) -> Result<Measurement, 
 }
 
 async fn fanout(p: &Params, target: &Target, index: usize) -> Result<Measurement, String> {
-    let run = "fanout".to_owned();
+    // A run of its own per measurement: with a shared broker (Redis), runs outlive relays.
+    let run = format!("fanout-{index}");
     let subs = (0..p.clients).map(|_| (run.clone(), None)).collect();
     let fleet = Fleet::spawn(p, target, index, subs, Some(p.connect_concurrency));
     let result = async {
@@ -319,6 +320,7 @@ async fn fanout(p: &Params, target: &Target, index: usize) -> Result<Measurement
         // deadline, or at the timeout when delivery stalls.
         let pub_task = {
             let (counters, published, timeout) = (counters.clone(), published.clone(), p.timeout);
+            let run = run.clone();
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let sent = published.load(Ordering::Relaxed);
@@ -340,7 +342,7 @@ async fn fanout(p: &Params, target: &Target, index: usize) -> Result<Measurement
                     }
                     counters.wake_at.store(0, Ordering::Relaxed);
                     let t = now_ns();
-                    publisher.ticks("fanout", &vec![t; batch]).await?;
+                    publisher.ticks(&run, &vec![t; batch]).await?;
                     published.fetch_add(batch as u64, Ordering::Relaxed);
                 }
                 Ok::<(), String>(())

@@ -28,7 +28,7 @@ pub struct Launch {
     pub secret: String,
     /// Pin servers to this core.
     pub pin: Option<usize>,
-    /// Redis URL for peers run as several instances.
+    /// Redis URL shared by every instance (runwire's and the peers' `--redis`).
     pub redis: Option<String>,
     /// Where servers' stderr goes.
     pub log_dir: PathBuf,
@@ -50,6 +50,9 @@ impl Server {
         let (program, mut args): (PathBuf, Vec<String>) = match system {
             System::Runwire => {
                 let mut args = vec!["serve".into(), "--addr".into(), "127.0.0.1:0".into()];
+                if let Some(redis) = &launch.redis {
+                    args.extend(["--redis".into(), redis.clone()]);
+                }
                 args.extend(launch.relay_args.iter().cloned());
                 (launch.relay_bin.clone(), args)
             }
