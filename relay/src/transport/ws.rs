@@ -86,9 +86,11 @@ fn upgrade(
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
-        // is what limits how many a relay holds. Writes up to 8 KiB are gathered into one
-        // syscall, so a burst of small events costs one write, not one per frame.
-        .read_buffer_size(4 * 1024)
+        // is what limits how many a relay holds. Client frames are small (an `auth` is ~350 B) and
+        // the read buffer grows for a larger one; 512 B instead of 4 KiB took an idle subscribed
+        // connection from ~11.0 KB to ~7.4 KB (docs/benchmarks.md). Writes up to 8 KiB are
+        // gathered into one syscall, so a burst of small events costs one write, not one per frame.
+        .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket: WebSocket| async move {
             let (tx, rx) = socket.split();
