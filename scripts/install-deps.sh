@@ -22,21 +22,26 @@ if [ "$what" = test ]; then
   want_apt chromium-driver
   want_apt firefox-esr
   want_apt binaryen
+  # The token examples in docs/tokens.md run under Python and Node.
+  python3 -c 'import venv, ensurepip' 2>/dev/null || want_apt python3-venv
+  command -v node >/dev/null || want_apt nodejs
+  command -v npm >/dev/null || want_apt npm
 fi
-want_apt pkg-config
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   sudo_ apt-get update -qq
   DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-
-if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
-  log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
-  cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+if [ "$what" = test ]; then
+  rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+  rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
+    # Not --locked: the CLI's lock file pins a crate version the registry no longer serves.
+    cargo install -q wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --force
+  fi
 fi
 if [ "$what" = test ] && ! command -v geckodriver >/dev/null; then
   log "cargo install geckodriver (a few minutes, once)"

@@ -93,8 +93,6 @@ pub enum ErrorCode {
     BadRequest,
     /// The frame needs an authenticated connection: send `auth` first.
     NotAuthenticated,
-    /// The token does not allow this (wrong run, or a publish-scope token).
-    Forbidden,
     /// The connection already holds the maximum number of subscriptions.
     TooManySubscriptions,
     /// The relay's broker is unreachable; retry later.

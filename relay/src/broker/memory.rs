@@ -12,7 +12,8 @@
 //! what keeps delivery in seq order when publishers race.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -87,8 +88,12 @@ pub struct MemoryBroker {
     config: MemoryConfig,
     hub: Arc<Hub>,
     boot: String,
-    created: AtomicU64,
+    /// Generation counters that make up run epochs; see [`MemoryBroker::epoch_of`].
+    generations: Box<[AtomicU32]>,
 }
+
+/// Slots of the epoch generation table: 16 KiB, whatever the number of runs.
+const GENERATION_SLOTS: usize = 4096;
 
 impl MemoryBroker {
     /// A broker delivering to `hub`, with a background task that drops expired runs. The task
@@ -104,13 +109,31 @@ impl MemoryBroker {
             config,
             hub,
             boot: format!("{boot:x}"),
-            created: AtomicU64::new(0),
+            generations: (0..GENERATION_SLOTS).map(|_| AtomicU32::new(0)).collect(),
         });
         let weak = Arc::downgrade(&broker);
         let every = (broker.config.finished_retention / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(30));
         tokio::spawn(sweep_loop(weak, every));
         broker
+    }
+
+    fn slot(run: &str) -> usize {
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(run) as usize % GENERATION_SLOTS
+    }
+
+    /// The epoch a run has, or will have when its first event arrives: the relay's boot id and
+    /// the generation of the run's slot. Dropping a run bumps its slot's generation, so a run
+    /// published again after it was dropped gets a new epoch, while a subscriber that joins
+    /// before the first event already holds the epoch the run will be created with. Runs that
+    /// share a slot only ever get an extra (safe) reset.
+    fn epoch_of(&self, run: &str) -> Arc<str> {
+        let generation = self.generations[Self::slot(run)].load(Ordering::Acquire);
+        format!("{}.{generation:x}", self.boot).into()
+    }
+
+    fn forget(&self, run: &str) {
+        self.generations[Self::slot(run)].fetch_add(1, Ordering::AcqRel);
     }
 
     /// Runs held now.
@@ -127,7 +150,7 @@ impl MemoryBroker {
                 break;
             }
             let (at, run) = inner.finished.pop_front().expect("front exists");
-            remove_if(&mut inner, &run, |e| e.finished_at == Some(at));
+            self.remove_if(&mut inner, &run, |e| e.finished_at == Some(at));
         }
         let idle: Vec<RunId> = inner
             .runs
@@ -140,7 +163,7 @@ impl MemoryBroker {
             .map(|(r, _)| r.clone())
             .collect();
         for run in idle {
-            if remove_if(&mut inner, &run, |e| e.finished_at.is_none()) {
+            if self.remove_if(&mut inner, &run, |e| e.finished_at.is_none()) {
                 // Its history is gone and seqs restart: make watchers reset.
                 self.hub.resync(&run);
             }
@@ -155,9 +178,8 @@ impl MemoryBroker {
         if inner.runs.len() >= self.config.max_runs {
             self.evict_oldest_finished(&mut inner)?;
         }
-        let n = self.created.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Mutex::new(RunEntry {
-            epoch: format!("{}-{n:x}", self.boot).into(),
+            epoch: self.epoch_of(run),
             head: 0,
             state: Arc::default(),
             history: VecDeque::new(),
@@ -172,11 +194,27 @@ impl MemoryBroker {
 
     fn evict_oldest_finished(&self, inner: &mut Inner) -> Result<(), BrokerError> {
         while let Some((at, run)) = inner.finished.pop_front() {
-            if remove_if(inner, &run, |e| e.finished_at == Some(at)) {
+            if self.remove_if(inner, &run, |e| e.finished_at == Some(at)) {
                 return Ok(());
             }
         }
         Err(BrokerError::TooManyRuns)
+    }
+
+    /// Removes `run` when `pred` holds for its entry; true if it did.
+    fn remove_if(&self, inner: &mut Inner, run: &RunId, pred: impl Fn(&RunEntry) -> bool) -> bool {
+        let Some(entry) = inner.runs.get(run) else {
+            return false;
+        };
+        let mut e = lock(entry);
+        if !pred(&e) {
+            return false;
+        }
+        e.removed = true;
+        drop(e);
+        inner.runs.remove(run);
+        self.forget(run);
+        true
     }
 
     fn publish_now(
@@ -238,7 +276,7 @@ impl MemoryBroker {
         let entry = lock(&self.inner).runs.get(run).cloned();
         let Some(entry) = entry else {
             return Snapshot {
-                epoch: self.boot.as_str().into(),
+                epoch: self.epoch_of(run),
                 head: 0,
                 state: Arc::default(),
                 replay: match since {
@@ -265,21 +303,6 @@ impl MemoryBroker {
             replay,
         }
     }
-}
-
-/// Removes `run` when `pred` holds for its entry; true if it did.
-fn remove_if(inner: &mut Inner, run: &RunId, pred: impl Fn(&RunEntry) -> bool) -> bool {
-    let Some(entry) = inner.runs.get(run) else {
-        return false;
-    };
-    let mut e = lock(entry);
-    if !pred(&e) {
-        return false;
-    }
-    e.removed = true;
-    drop(e);
-    inner.runs.remove(run);
-    true
 }
 
 async fn sweep_loop(broker: Weak<MemoryBroker>, every: Duration) {
@@ -409,6 +432,14 @@ mod tests {
             b.snapshot(run, Some(4)).await.unwrap().replay,
             Replay::Gap
         ));
+    }
+
+    #[tokio::test]
+    async fn a_run_keeps_the_epoch_a_subscriber_saw_before_its_first_event() {
+        let (b, _) = broker(MemoryConfig::default());
+        let before = b.snapshot("new".into(), None).await.unwrap().epoch;
+        let out = b.publish("new".into(), vec![log(1)]).await.unwrap();
+        assert_eq!(out[0].epoch, before);
     }
 
     #[tokio::test]

@@ -1,0 +1,329 @@
+//! One subscription's position in a run, and the rules that make delivery exactly-once and in
+//! order whatever the transport: snapshot first, then live events deduplicated by seq; a gap or an
+//! epoch change means "take a fresh snapshot from where you are".
+//!
+//! Pure logic, no I/O: the WebSocket and SSE transports own the broker calls and the writes.
+
+use std::sync::Arc;
+
+use runwire_protocol::{EndReason, RunStatus, ServerFrame};
+
+use crate::broker::{Event, Replay, RunId, Snapshot};
+
+/// What a subscription should send next.
+#[derive(Debug)]
+pub enum Emit {
+    /// `subscribed` or `reset`.
+    Control(Box<ServerFrame>),
+    /// An event frame (replayed or live).
+    Event(Arc<Event>),
+    /// The run ended: send `unsubscribed` with this reason and drop the subscription.
+    End(EndReason),
+}
+
+/// The live event cannot be sent in order: take a snapshot from [`Follow::last_seq`] and pass it
+/// to [`Follow::on_snapshot`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct NeedsResync;
+
+/// A subscription's position.
+#[derive(Debug, Clone, Default)]
+pub struct Follow {
+    epoch: Arc<str>,
+    last_seq: u64,
+    ended: bool,
+}
+
+impl Follow {
+    /// The seq of the last event sent (or covered by a snapshot).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Applies a snapshot taken with `since`, the client's resume point (`None` for a plain
+    /// subscribe), and `client_epoch`, the epoch the client's `since` belongs to. `ack` says the
+    /// client is waiting for `subscribed`; a resync sends only what changed.
+    pub fn on_snapshot(
+        &mut self,
+        run: &RunId,
+        snapshot: Snapshot,
+        since: Option<u64>,
+        client_epoch: Option<&str>,
+        ack: bool,
+        out: &mut Vec<Emit>,
+    ) {
+        let Snapshot {
+            epoch,
+            head,
+            state,
+            replay,
+        } = snapshot;
+        let since_seq = since.unwrap_or(0);
+        // Seqs are comparable only within one epoch; a client that has seen nothing (since 0)
+        // cannot be confused by a new one.
+        let epoch_changed = since_seq > 0 && client_epoch.is_some_and(|e| *e != *epoch);
+        let reset = epoch_changed || matches!(replay, Replay::Gap);
+        if reset {
+            out.push(Emit::Control(Box::new(ServerFrame::Reset {
+                run: run.to_string(),
+                seq: head,
+                state: (*state).clone(),
+                epoch: epoch.to_string(),
+            })));
+        } else {
+            if ack {
+                out.push(Emit::Control(Box::new(ServerFrame::Subscribed {
+                    run: run.to_string(),
+                    seq: head,
+                    state: (*state).clone(),
+                    epoch: epoch.to_string(),
+                })));
+            }
+            if let Replay::Events(events) = replay {
+                out.extend(
+                    events
+                        .into_iter()
+                        .filter(|ev| ev.seq > since_seq && ev.seq <= head)
+                        .map(Emit::Event),
+                );
+            }
+        }
+        self.epoch = epoch;
+        self.last_seq = head;
+        let reason = match state.status {
+            RunStatus::Completed => Some(EndReason::Completed),
+            RunStatus::Failed => Some(EndReason::Failed),
+            RunStatus::Cancelled => Some(EndReason::Cancelled),
+            RunStatus::Pending | RunStatus::Running => None,
+        };
+        if let Some(reason) = reason {
+            self.ended = true;
+            out.push(Emit::End(reason));
+        }
+    }
+
+    /// The resync that [`NeedsResync`] asks for: the client already holds everything up to
+    /// `last_seq` in the current epoch.
+    pub fn resync_point(&self) -> (Option<u64>, Option<&str>) {
+        (Some(self.last_seq), Some(&self.epoch))
+    }
+
+    /// A live event from the hub.
+    pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Emit>) -> Result<(), NeedsResync> {
+        if self.ended {
+            return Ok(());
+        }
+        if ev.epoch != self.epoch {
+            if self.last_seq > 0 || ev.seq != 1 {
+                return Err(NeedsResync);
+            }
+            self.epoch = ev.epoch.clone();
+        }
+        if ev.seq <= self.last_seq {
+            return Ok(()); // already sent, by the replay or a racing snapshot
+        }
+        if ev.seq > self.last_seq + 1 {
+            return Err(NeedsResync);
+        }
+        self.last_seq = ev.seq;
+        out.push(Emit::Event(ev.clone()));
+        if ev.terminal {
+            self.ended = true;
+            let reason = EndReason::for_terminal_event(&ev.name).unwrap_or(EndReason::Completed);
+            out.push(Emit::End(reason));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{NewEvent, now_ts};
+    use runwire_protocol::RunState;
+    use serde_json::json;
+
+    fn ev(epoch: &str, seq: u64, name: &str) -> Arc<Event> {
+        let data = json!({"level":"info","message":"m","error":"e"});
+        let ne = NewEvent::parse(name, data).unwrap();
+        Arc::new(Event::encode("r".into(), epoch.into(), seq, now_ts(), &ne))
+    }
+
+    fn snap(epoch: &str, head: u64, replay: Replay) -> Snapshot {
+        Snapshot {
+            epoch: epoch.into(),
+            head,
+            state: Arc::new(RunState {
+                seq: head,
+                ..RunState::default()
+            }),
+            replay,
+        }
+    }
+
+    fn control(e: &Emit) -> Option<&ServerFrame> {
+        match e {
+            Emit::Control(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn seqs(out: &[Emit]) -> Vec<u64> {
+        out.iter()
+            .filter_map(|e| match e {
+                Emit::Event(ev) => Some(ev.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replays_then_dedups_live_events() {
+        let run: RunId = "r".into();
+        let mut f = Follow::default();
+        let mut out = Vec::new();
+        let replay = Replay::Events(vec![ev("e", 3, "log"), ev("e", 4, "log")]);
+        f.on_snapshot(
+            &run,
+            snap("e", 4, replay),
+            Some(2),
+            Some("e"),
+            true,
+            &mut out,
+        );
+        assert!(matches!(
+            control(&out[0]),
+            Some(ServerFrame::Subscribed { seq: 4, .. })
+        ));
+        assert_eq!(seqs(&out), [3, 4]);
+        out.clear();
+        // live events that raced with the snapshot
+        for s in [3, 4, 5, 5, 6] {
+            f.on_event(&ev("e", s, "log"), &mut out).unwrap();
+        }
+        assert_eq!(seqs(&out), [5, 6]);
+        assert_eq!(f.last_seq(), 6);
+    }
+
+    #[test]
+    fn a_gap_or_another_epoch_needs_a_resync() {
+        let run: RunId = "r".into();
+        let mut f = Follow::default();
+        let mut out = Vec::new();
+        f.on_snapshot(
+            &run,
+            snap("e", 2, Replay::NotAsked),
+            None,
+            None,
+            true,
+            &mut out,
+        );
+        assert_eq!(f.on_event(&ev("e", 4, "log"), &mut out), Err(NeedsResync));
+        assert_eq!(f.on_event(&ev("x", 3, "log"), &mut out), Err(NeedsResync));
+        assert_eq!(f.resync_point(), (Some(2), Some("e")));
+        out.clear();
+        // the resync finds the history gone: reset, then carry on from the new head
+        f.on_snapshot(
+            &run,
+            snap("x", 9, Replay::Gap),
+            Some(2),
+            Some("e"),
+            false,
+            &mut out,
+        );
+        assert!(matches!(
+            control(&out[0]),
+            Some(ServerFrame::Reset { seq: 9, .. })
+        ));
+        assert_eq!(out.len(), 1);
+        f.on_event(&ev("x", 10, "log"), &mut out).unwrap();
+        assert_eq!(seqs(&out), [10]);
+    }
+
+    #[test]
+    fn an_empty_subscription_adopts_a_new_epoch() {
+        let run: RunId = "r".into();
+        let mut f = Follow::default();
+        let mut out = Vec::new();
+        f.on_snapshot(
+            &run,
+            snap("boot", 0, Replay::NotAsked),
+            None,
+            None,
+            true,
+            &mut out,
+        );
+        f.on_event(&ev("run-1", 1, "log"), &mut out).unwrap();
+        assert_eq!(seqs(&out), [1]);
+    }
+
+    #[test]
+    fn resume_from_another_epoch_resets() {
+        let run: RunId = "r".into();
+        let mut f = Follow::default();
+        let mut out = Vec::new();
+        let replay = Replay::Events(vec![ev("new", 1, "log")]);
+        f.on_snapshot(
+            &run,
+            snap("new", 1, replay),
+            Some(5),
+            Some("old"),
+            true,
+            &mut out,
+        );
+        assert!(matches!(control(&out[0]), Some(ServerFrame::Reset { .. })));
+        assert!(seqs(&out).is_empty());
+        // since 0 replays from the start whatever the epoch
+        let mut out = Vec::new();
+        let replay = Replay::Events(vec![ev("new", 1, "log")]);
+        Follow::default().on_snapshot(
+            &run,
+            snap("new", 1, replay),
+            Some(0),
+            Some("old"),
+            true,
+            &mut out,
+        );
+        assert!(matches!(
+            control(&out[0]),
+            Some(ServerFrame::Subscribed { .. })
+        ));
+        assert_eq!(seqs(&out), [1]);
+    }
+
+    #[test]
+    fn ends_after_the_terminal_event() {
+        let run: RunId = "r".into();
+        let mut f = Follow::default();
+        let mut out = Vec::new();
+        f.on_snapshot(
+            &run,
+            snap("e", 0, Replay::NotAsked),
+            None,
+            None,
+            true,
+            &mut out,
+        );
+        out.clear();
+        f.on_event(&ev("e", 1, "run.failed"), &mut out).unwrap();
+        assert!(matches!(out.last(), Some(Emit::End(EndReason::Failed))));
+        out.clear();
+        f.on_event(&ev("e", 2, "log"), &mut out).unwrap();
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_finished_run_ends_after_its_replay() {
+        let run: RunId = "r".into();
+        let mut s = snap(
+            "e",
+            2,
+            Replay::Events(vec![ev("e", 1, "log"), ev("e", 2, "run.completed")]),
+        );
+        Arc::make_mut(&mut s.state).status = RunStatus::Completed;
+        let mut out = Vec::new();
+        Follow::default().on_snapshot(&run, s, Some(0), None, true, &mut out);
+        assert_eq!(seqs(&out), [1, 2]);
+        assert!(matches!(out.last(), Some(Emit::End(EndReason::Completed))));
+    }
+}

@@ -1,0 +1,258 @@
+//! Bad input and limits: each rule closes or refuses only the offender and loses nothing.
+
+mod support;
+
+use std::sync::Arc;
+
+use runwire_protocol::token::{Claims, Scope};
+use serde_json::{Value, json};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn an_oversized_frame_closes_that_socket_with_1009_only() {
+    let relay = Relay::start().await;
+    let mut bystander = Client::authed(&relay, &subscribe_token("r")).await;
+    bystander.subscribe("r", None).await;
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let huge = json!({"type":"ping","id":"x".repeat(70 * 1024)});
+    c.send(huge).await;
+    assert_eq!(c.closed().await.0, Some(1009));
+    relay.publish_ok("r", log(1)).await;
+    assert_eq!(bystander.frame().await["seq"], 1);
+}
+
+#[tokio::test]
+async fn a_frame_just_under_the_limit_is_fine() {
+    let relay = Relay::start().await;
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    c.send(json!({"type":"ping","id":"x".repeat(60 * 1024)}))
+        .await;
+    assert_eq!(c.frame().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn invalid_json_and_unknown_frames_get_errors_and_the_socket_stays() {
+    let relay = Relay::start().await;
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    c.send_raw(Message::text("{not json")).await;
+    assert_eq!(c.frame().await["code"], "bad_frame");
+    c.send_raw(Message::text("[1,2]")).await;
+    assert_eq!(c.frame().await["code"], "bad_frame");
+    c.send(json!({"type":"teleport"})).await;
+    assert_eq!(c.frame().await["code"], "unknown_frame");
+    c.send(json!({"type":"subscribe"})).await;
+    assert_eq!(c.frame().await["code"], "bad_request");
+    c.send(json!({"type":"subscribe","run":"bad/run"})).await;
+    assert_eq!(c.frame().await["code"], "bad_request");
+    assert_eq!(c.subscribe("r", None).await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn a_binary_frame_is_a_protocol_error() {
+    let relay = Relay::start().await;
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    c.send_raw(Message::binary(vec![1, 2, 3])).await;
+    assert_eq!(c.closed().await.0, Some(4000));
+}
+
+#[tokio::test]
+async fn more_than_the_subscription_limit_is_refused() {
+    let relay = Relay::start().await;
+    let token = token_with(Claims {
+        runs: Some(vec!["*".into()]),
+        ..claims("x", Scope::Subscribe)
+    });
+    let mut c = Client::authed(&relay, &token).await;
+    for i in 0..100 {
+        assert_eq!(
+            c.subscribe(&format!("run-{i}"), None).await["type"],
+            "subscribed"
+        );
+    }
+    let f = c.subscribe("run-100", None).await;
+    assert_eq!(f["type"], "error");
+    assert_eq!(f["code"], "too_many_subscriptions");
+    assert_eq!(f["run"], "run-100");
+    // resubscribing to one it holds is not a new subscription
+    assert_eq!(c.subscribe("run-5", None).await["type"], "subscribed");
+    assert_eq!(relay.state.metrics.subscriptions.get(), 100);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_closed_with_4008_and_others_keep_up() {
+    let mut config = config();
+    config.queue_capacity = 32;
+    let relay = Arc::new(Relay::with(config).await);
+    let mut fast = Client::authed(&relay, &subscribe_token("r")).await;
+    fast.subscribe("r", None).await;
+    // The slow client subscribes and then never reads. Its socket buffers fill, then its queue.
+    let mut slow = Client::authed(&relay, &subscribe_token("r")).await;
+    slow.subscribe("r", None).await;
+    let big = "x".repeat(32 * 1024);
+    let total = 400u64;
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        while n < total {
+            let f = fast.frame().await;
+            assert_eq!(f["seq"], n + 1);
+            n += 1;
+        }
+    });
+    for i in 0..total / 5 {
+        let batch: Vec<Value> = (0..5)
+            .map(|j| json!({"event":"log","data":{"level":"info","message":format!("{i}-{j} {big}")}}))
+            .collect();
+        relay.publish_ok("r", Value::Array(batch)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    reader.await.unwrap();
+    assert!(relay.state.metrics.slow_consumer_closes.get() >= 1);
+    let (code, frames) = slow.closed().await;
+    assert_eq!(code, Some(4008));
+    assert!(frames.len() < total as usize + 1);
+}
+
+#[tokio::test]
+async fn origins_outside_the_allowlist_are_refused() {
+    let mut config = config();
+    config.allowed_origins = vec!["https://app.example".into()];
+    let relay = Relay::with(config).await;
+    let http = reqwest::Client::new();
+    // WebSocket upgrade from another origin
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        relay.ws_url("/v1/ws"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    // SSE from another origin
+    let resp = http
+        .get(relay.url("/v1/runs/r/events"))
+        .header("origin", "https://evil.example")
+        .bearer_auth(subscribe_token("r"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // Preflight: allowed origin gets CORS headers, another gets 403
+    let ok = http
+        .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let bad = http
+        .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    // the allowed origin connects
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        relay.ws_url("/v1/ws"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+}
+
+#[tokio::test]
+async fn malformed_publishes_get_400_with_a_json_error_and_append_nothing() {
+    let relay = Relay::start().await;
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        http.post(relay.url("/v1/runs/r/events"))
+            .bearer_auth(publish_token("r"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases = [
+        ("{", "invalid_json"),
+        ("[]", "invalid_batch"),
+        (r#"{"event":"Not Valid"}"#, "invalid_event"),
+        (
+            r#"{"event":"node.started","data":{"node_key":7}}"#,
+            "invalid_event",
+        ),
+        (
+            r#"{"event":"run.progress","data":{"progress":250}}"#,
+            "invalid_event",
+        ),
+        (
+            r#"{"event":"log","data":{"level":"shout","message":"m"}}"#,
+            "invalid_event",
+        ),
+        (r#"{"data":{}}"#, "invalid_event"),
+        (
+            r#"[{"event":"run.completed"},{"event":"log","data":{"level":"info","message":"m"}}]"#,
+            "invalid_event",
+        ),
+    ];
+    for (body, code) in cases {
+        let resp = post(body.into()).await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body}");
+        assert!(!err["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let resp = http
+        .post(relay.url("/v1/runs/bad%2Frun/events"))
+        .bearer_auth(publish_token("bad/run"))
+        .json(&log(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(
+        relay.publish_ok("r", log(1)).await,
+        [1],
+        "nothing was appended before"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_gets_413() {
+    let relay = Relay::start().await;
+    let big = json!({"event":"log","data":{"level":"info","message":"x".repeat(1024 * 1024)}});
+    let resp = relay.publish("r", big).await;
+    assert_eq!(resp.status(), 413);
+    // and a chunked one without Content-Length
+    let chunks = futures_util::stream::iter(
+        (0..20).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 64 * 1024]))),
+    );
+    let resp = reqwest::Client::new()
+        .post(relay.url("/v1/runs/r/events"))
+        .bearer_auth(publish_token("r"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+#[tokio::test]
+async fn publishing_after_the_terminal_event_is_a_conflict() {
+    let relay = Relay::start().await;
+    relay
+        .publish_ok(
+            "r",
+            json!({"event":"run.cancelled","data":{"reason":"user"}}),
+        )
+        .await;
+    let resp = relay.publish("r", log(1)).await;
+    assert_eq!(resp.status(), 409);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "run_finished");
+}

@@ -1,0 +1,277 @@
+//! Health, metrics, run state, graceful shutdown, and the command line.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let relay = Relay::start().await;
+    let health: Value = reqwest::get(relay.url("/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        health,
+        json!({"status":"ok","broker":{"kind":"memory","status":"up"}})
+    );
+    assert_eq!(
+        reqwest::get(relay.url("/ready")).await.unwrap().status(),
+        200
+    );
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    c.subscribe("r", None).await;
+    relay.publish_ok("r", json!([log(1), log(2)])).await;
+    c.events(2).await;
+    let text = reqwest::get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "runwire_connections{transport=\"ws\"} 1",
+        "runwire_subscriptions 1",
+        "runwire_events_published_total 2",
+        "runwire_events_delivered_total 2",
+        "runwire_broker_up 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_state_reports_the_fold_and_head() {
+    let relay = Relay::start().await;
+    relay
+        .publish_ok(
+            "r",
+            json!([
+                {"event":"run.started","data":{"workflow":"w","node_count":1}},
+                {"event":"node.started","data":{"node_key":"a"}},
+                {"event":"run.progress","data":{"progress":40}}
+            ]),
+        )
+        .await;
+    let resp = reqwest::Client::new()
+        .get(relay.url("/v1/runs/r"))
+        .bearer_auth(subscribe_token("r"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["seq"], 3);
+    assert_eq!(body["state"]["status"], "running");
+    assert_eq!(body["state"]["progress"], 40.0);
+    assert_eq!(body["state"]["nodes"][0]["key"], "a");
+    assert!(body["epoch"].is_string());
+}
+
+#[tokio::test]
+async fn shutdown_tells_websockets_to_reconnect_and_lets_publishes_finish() {
+    let mut relay = Relay::start().await;
+    let addr = relay.addr;
+    let state = relay.state.clone();
+    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    c.subscribe("r", None).await;
+    let relay_ref = Arc::new(reqwest::Client::new());
+    let publishes = {
+        let http = relay_ref.clone();
+        tokio::spawn(async move {
+            let mut accepted = 0;
+            for i in 0..200 {
+                let resp = http
+                    .post(format!("http://{addr}/v1/runs/r/events"))
+                    .bearer_auth(publish_token("r"))
+                    .json(&log(i))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == 200 => accepted += 1,
+                    _ => break,
+                }
+            }
+            accepted
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let done = relay.begin_shutdown();
+    let (code, frames) = c.closed().await;
+    assert_eq!(code, Some(1012));
+    tokio::time::timeout(PATIENCE, done)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let accepted = publishes.await.unwrap();
+    // Every publish the relay answered 200 to is in the run: nothing accepted was dropped.
+    let snapshot = state.broker.snapshot("r".into(), Some(0)).await.unwrap();
+    assert_eq!(snapshot.head, accepted);
+    assert!(frames.iter().all(|f| f["type"] == "event"));
+    assert!(TcpProbe::refused(addr).await, "no longer accepting");
+}
+
+struct TcpProbe;
+
+impl TcpProbe {
+    async fn refused(addr: std::net::SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    }
+}
+
+fn runwire() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwire"));
+    cmd.env_remove("RUNWIRE_SECRET")
+        .env_remove("RUNWIRE_TOKEN")
+        .env_remove("RUNWIRE_URL");
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test]
+async fn a_missing_or_short_secret_is_a_one_line_error_with_exit_code_2() {
+    for args in [vec!["serve"], vec!["serve", "--secret", "too-short"]] {
+        let out = runwire().args(&args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: ") && err.contains("32 bytes"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn serve_token_and_publish_work_together() {
+    let mut relay = runwire()
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .env("RUNWIRE_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let url = first
+        .strip_prefix("listening on ")
+        .expect(&first)
+        .to_owned();
+    let token = runwire()
+        .args(["token", "--run", "cli", "--ttl", "60"])
+        .env("RUNWIRE_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(token.status.success());
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let out = runwire()
+        .args([
+            "publish",
+            "--run",
+            "cli",
+            "--event",
+            "node.started",
+            "--data",
+            r#"{"node_key":"n1"}"#,
+        ])
+        .env("RUNWIRE_URL", &url)
+        .env("RUNWIRE_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body, json!({"run":"cli","seqs":[1]}));
+    let state: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/runs/cli"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["state"]["nodes"][0]["status"], "running");
+    // bad data is refused by the relay and reported with a non-zero exit
+    let out = runwire()
+        .args([
+            "publish",
+            "--run",
+            "cli",
+            "--event",
+            "node.started",
+            "--data",
+            "{}",
+        ])
+        .env("RUNWIRE_URL", &url)
+        .env("RUNWIRE_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("invalid_event"));
+    relay.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn demo_publishes_simulated_runs() {
+    let mut config = config();
+    config.demo = true;
+    let relay = Relay::with(config).await;
+    let mut runs: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        runs = reqwest::get(relay.url("/demo/runs"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !runs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let run = runs[0]["run"].as_str().unwrap().to_owned();
+    let token = reqwest::get(relay.url(&format!("/demo/token?run={run}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut c = Client::authed(&relay, &token).await;
+    let sub = c.subscribe(&run, Some(0)).await;
+    assert_eq!(sub["type"], "subscribed");
+    let first = c.frame().await;
+    assert_eq!(first["event"], "run.started");
+    assert!(first["data"]["graph"].as_array().unwrap().len() >= 5);
+    let started: Value = reqwest::Client::new()
+        .post(relay.url("/demo/runs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(started["run"].as_str().unwrap().starts_with("demo-"));
+}

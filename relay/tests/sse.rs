@@ -1,0 +1,231 @@
+//! Server-Sent Events: snapshot first, replay, live, resume by Last-Event-ID, the end, limits.
+
+mod support;
+
+use std::time::Duration;
+
+use runwire_protocol::token::{Claims, Scope};
+use serde_json::json;
+use support::*;
+
+fn sse_url(relay: &Relay, run: &str, query: &str) -> String {
+    relay.url(&format!(
+        "/v1/runs/{run}/events?token={}{query}",
+        subscribe_token(run)
+    ))
+}
+
+#[tokio::test]
+async fn streams_the_snapshot_then_typed_events_in_order_then_ends() {
+    let relay = Relay::start().await;
+    relay
+        .publish_ok(
+            "r",
+            json!([{"event":"run.started","data":{"workflow":"w"}}]),
+        )
+        .await;
+    let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
+    assert_eq!(sse.status, 200);
+    let first = sse.message().await.unwrap();
+    assert_eq!(first.event.as_deref(), Some("subscribed"));
+    assert_eq!(
+        first.id.as_deref(),
+        Some("1"),
+        "the snapshot's seq, so a reconnect resumes after it"
+    );
+    let sub = first.json();
+    assert_eq!(
+        (sub["seq"].as_u64(), sub["state"]["workflow"].as_str()),
+        (Some(1), Some("w"))
+    );
+    relay
+        .publish_ok(
+            "r",
+            json!([
+                {"event":"node.started","data":{"node_key":"a"}},
+                {"event":"node.completed","data":{"node_key":"a","duration_ms":3}},
+                {"event":"run.completed","data":{}}
+            ]),
+        )
+        .await;
+    for (seq, name) in [
+        (2, "node.started"),
+        (3, "node.completed"),
+        (4, "run.completed"),
+    ] {
+        let m = sse.message().await.unwrap();
+        assert_eq!(m.id.as_deref(), Some(seq.to_string().as_str()));
+        assert_eq!(m.event.as_deref(), Some(name));
+        let env = m.json();
+        assert_eq!(
+            (env["type"].as_str(), env["seq"].as_u64()),
+            (Some("event"), Some(seq))
+        );
+    }
+    let end = sse.message().await.unwrap();
+    assert_eq!(end.event.as_deref(), Some("unsubscribed"));
+    assert_eq!(end.json()["reason"], "completed");
+    assert!(
+        sse.next().await.is_none(),
+        "the stream ends after the terminal event"
+    );
+}
+
+#[tokio::test]
+async fn resumes_from_last_event_id_or_since() {
+    let relay = Relay::start().await;
+    for i in 0..6 {
+        relay.publish_ok("r", log(i)).await;
+    }
+    let token = subscribe_token("r");
+    let url = relay.url("/v1/runs/r/events");
+    let auth = format!("Bearer {token}");
+    let mut sse = Sse::open(&url, &[("authorization", &auth), ("last-event-id", "4")]).await;
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    assert_eq!(sse.message().await.unwrap().id.as_deref(), Some("5"));
+    assert_eq!(sse.message().await.unwrap().id.as_deref(), Some("6"));
+    relay.publish_ok("r", log(7)).await;
+    assert_eq!(sse.message().await.unwrap().id.as_deref(), Some("7"));
+
+    let mut sse = Sse::open(&sse_url(&relay, "r", "&since=5"), &[]).await;
+    sse.message().await.unwrap();
+    let ids: Vec<_> = [sse.message().await.unwrap(), sse.message().await.unwrap()]
+        .iter()
+        .map(|m| m.id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["6", "7"]);
+}
+
+#[tokio::test]
+async fn a_finished_run_with_nothing_newer_answers_204() {
+    let relay = Relay::start().await;
+    relay
+        .publish_ok("r", json!([log(1), {"event":"run.completed"}]))
+        .await;
+    let sse = Sse::open(&sse_url(&relay, "r", "&since=2"), &[]).await;
+    assert_eq!(sse.status, 204);
+    // a late joiner without since gets the snapshot and the end…
+    let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
+    let sub = sse.message().await.unwrap();
+    assert_eq!(sub.json()["state"]["status"], "completed");
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("unsubscribed")
+    );
+    // …and an EventSource reconnecting with the snapshot's id gets 204 and stops
+    let last = sub.id.unwrap();
+    let again = Sse::open(&sse_url(&relay, "r", ""), &[("last-event-id", &last)]).await;
+    assert_eq!(again.status, 204);
+}
+
+#[tokio::test]
+async fn sends_heartbeat_comments() {
+    let mut config = config();
+    config.sse_heartbeat = Duration::from_millis(100);
+    let relay = Relay::with(config).await;
+    let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    let mut comments = 0;
+    while comments < 2 {
+        if sse.next().await.unwrap().comment {
+            comments += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ends_after_the_maximum_duration() {
+    let mut config = config();
+    config.sse_max_duration = Duration::from_millis(300);
+    let relay = Relay::with(config).await;
+    let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
+    sse.message().await.unwrap();
+    assert!(sse.message().await.is_none());
+}
+
+#[tokio::test]
+async fn at_most_the_configured_streams_per_workspace() {
+    let relay = Relay::start().await;
+    let ws_token = |ws: &str| {
+        token_with(Claims {
+            ws: Some(ws.into()),
+            ..claims("r", Scope::Subscribe)
+        })
+    };
+    let url = |t: &str| relay.url(&format!("/v1/runs/r/events?token={t}"));
+    let mut open = Vec::new();
+    for _ in 0..5 {
+        let mut s = Sse::open(&url(&ws_token("acme")), &[]).await;
+        assert_eq!(s.status, 200);
+        s.message().await.unwrap();
+        open.push(s);
+    }
+    let sixth = Sse::open(&url(&ws_token("acme")), &[]).await;
+    assert_eq!(sixth.status, 429);
+    assert_eq!(
+        Sse::open(&url(&ws_token("other")), &[]).await.status,
+        200,
+        "other workspaces are not affected"
+    );
+    // closing one frees its slot
+    drop(open.pop());
+    let mut freed = false;
+    for _ in 0..100 {
+        if Sse::open(&url(&ws_token("acme")), &[]).await.status == 200 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "a closed stream gives its slot back");
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_with_a_close_event() {
+    let mut relay = Relay::start().await;
+    let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
+    sse.message().await.unwrap();
+    let done = relay.begin_shutdown();
+    let close = sse.message().await.unwrap();
+    assert_eq!(close.event.as_deref(), Some("close"));
+    assert_eq!(close.json()["code"], 1012);
+    assert!(sse.next().await.is_none());
+    done.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn ends_with_a_4001_close_event_when_the_token_expires() {
+    let relay = Relay::start().await;
+    // Valid for one more second thanks to the 5 s leeway.
+    let token = token_with(Claims {
+        exp: now() - 4,
+        ..claims("r", Scope::Subscribe)
+    });
+    let mut sse = Sse::open(&relay.url(&format!("/v1/runs/r/events?token={token}")), &[]).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    let close = sse.message().await.unwrap();
+    assert_eq!(close.event.as_deref(), Some("close"));
+    assert_eq!(close.json()["code"], 4001);
+    assert!(sse.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_malformed_query_gets_a_json_400() {
+    let relay = Relay::start().await;
+    let resp = reqwest::get(sse_url(&relay, "r", "&since=abc"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_query");
+}

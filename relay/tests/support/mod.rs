@@ -1,0 +1,335 @@
+//! Test support: a relay on 127.0.0.1:0, tokens, and WebSocket, SSE and HTTP clients.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use runwire_protocol::token::{Claims, Scope, sign};
+use runwire_relay::auth::Clock;
+use runwire_relay::{AppState, Config};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub fn config() -> Config {
+    let mut c = Config::with_secret(SECRET);
+    c.addr = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+/// A relay serving on a loopback port until dropped.
+pub struct Relay {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Relay {
+    pub async fn start() -> Self {
+        Self::with(config()).await
+    }
+
+    pub async fn with(config: Config) -> Self {
+        let state = AppState::new(config, Clock::System).expect("valid config");
+        Self::with_state(state).await
+    }
+
+    pub async fn with_state(state: AppState) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(runwire_relay::serve(listener, state.clone(), async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Triggers shutdown and waits for `serve` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("relay drained in time")
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Triggers shutdown without waiting.
+    pub fn begin_shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap()
+    }
+
+    pub async fn publish(&self, run: &str, events: Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(self.url(&format!("/v1/runs/{run}/events")))
+            .bearer_auth(publish_token(run))
+            .json(&events)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Publishes and returns the seqs assigned.
+    pub async fn publish_ok(&self, run: &str, events: Value) -> Vec<u64> {
+        let resp = self.publish(run, events).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "publish failed: {:?}",
+            resp.text().await
+        );
+        let body: Value = resp.json().await.unwrap();
+        body["seqs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_u64().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn now() -> u64 {
+    Clock::System.unix_secs()
+}
+
+pub fn token_with(claims: Claims) -> String {
+    sign(&claims, SECRET.as_bytes())
+}
+
+pub fn claims(run: &str, scope: Scope) -> Claims {
+    Claims {
+        exp: now() + 300,
+        iat: Some(now()),
+        run: Some(run.into()),
+        scope,
+        ..Claims::default()
+    }
+}
+
+pub fn subscribe_token(run: &str) -> String {
+    token_with(claims(run, Scope::Subscribe))
+}
+
+pub fn publish_token(run: &str) -> String {
+    token_with(claims(run, Scope::Publish))
+}
+
+pub fn log(i: u64) -> Value {
+    json!({"event":"log","data":{"level":"info","message":format!("line {i}")}})
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket test client.
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// What a client read.
+#[derive(Debug)]
+pub enum Read {
+    Frame(Value),
+    Closed(Option<u16>),
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        Self { ws }
+    }
+
+    /// Connects to `/v1/ws`, authenticates and checks the welcome.
+    pub async fn authed(relay: &Relay, token: &str) -> Self {
+        let mut c = Self::connect(&relay.ws_url("/v1/ws")).await;
+        c.send(json!({"type":"auth","token":token})).await;
+        let welcome = c.frame().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        c
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: Message) {
+        self.ws.send(m).await.unwrap();
+    }
+
+    /// The next text frame or the close; pings are answered by tungstenite and skipped here.
+    pub async fn read(&mut self) -> Read {
+        loop {
+            let msg = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(Message::Text(t))) => {
+                    return Read::Frame(serde_json::from_str(&t).unwrap());
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Read::Closed(frame.map(|f: CloseFrame| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Read::Closed(None),
+            }
+        }
+    }
+
+    pub async fn frame(&mut self) -> Value {
+        match self.read().await {
+            Read::Frame(v) => v,
+            Read::Closed(code) => panic!("closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Reads until the close and returns its code; frames before it are returned too.
+    pub async fn closed(&mut self) -> (Option<u16>, Vec<Value>) {
+        let mut frames = Vec::new();
+        loop {
+            match self.read().await {
+                Read::Frame(v) => frames.push(v),
+                Read::Closed(code) => return (code, frames),
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, run: &str, since: Option<u64>) -> Value {
+        let mut frame = json!({"type":"subscribe","run":run});
+        if let Some(s) = since {
+            frame["since"] = json!(s);
+        }
+        self.send(frame).await;
+        self.frame().await
+    }
+
+    /// Reads event frames of `run` until `count` arrived; fails on anything unexpected.
+    pub async fn events(&mut self, count: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(count);
+        while out.len() < count {
+            let f = self.frame().await;
+            assert_eq!(f["type"], "event", "expected an event, got {f}");
+            out.push(f);
+        }
+        out
+    }
+}
+
+pub fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+/// A Server-Sent Events reader over a streaming response.
+pub struct Sse {
+    pub status: u16,
+    stream: Option<futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>>,
+    buf: String,
+}
+
+/// One SSE message.
+#[derive(Debug, Clone, Default)]
+pub struct SseMessage {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+    pub comment: bool,
+}
+
+impl SseMessage {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
+impl Sse {
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> Self {
+        let mut req = reqwest::Client::new().get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        Self {
+            status,
+            stream: Some(resp.bytes_stream().boxed()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next message (comments included), or None at the end of the stream.
+    pub async fn next(&mut self) -> Option<SseMessage> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut msg = SseMessage::default();
+                for line in block.lines() {
+                    if let Some(rest) = line.strip_prefix(':') {
+                        let _ = rest;
+                        msg.comment = true;
+                    } else if let Some(v) = line.strip_prefix("id: ") {
+                        msg.id = Some(v.into());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        msg.event = Some(v.into());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        msg.data.push_str(v);
+                    }
+                }
+                return Some(msg);
+            }
+            let stream = self.stream.as_mut()?;
+            match tokio::time::timeout(PATIENCE, stream.next())
+                .await
+                .expect("sse data in time")
+            {
+                Some(Ok(chunk)) => self.buf.push_str(std::str::from_utf8(&chunk).unwrap()),
+                _ => {
+                    self.stream = None;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next message that is not a comment or a `retry:` hint.
+    pub async fn message(&mut self) -> Option<SseMessage> {
+        loop {
+            let m = self.next().await?;
+            if !m.comment && (m.event.is_some() || !m.data.is_empty()) {
+                return Some(m);
+            }
+        }
+    }
+}

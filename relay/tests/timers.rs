@@ -1,0 +1,212 @@
+//! Heartbeat, idle timeout, auth timeout and token expiry, driven over in-memory channels with
+//! paused tokio time: minutes pass in microseconds, and every instant is exact.
+
+mod support;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use futures_util::Sink;
+use runwire_protocol::token::{Claims, Scope};
+use runwire_relay::AppState;
+use runwire_relay::auth::Clock;
+use runwire_relay::transport::ws::{Conn, Mode, WsQuery};
+use serde_json::{Value, json};
+use support::{SECRET, claims, config, token_with};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+type ToRelay = mpsc::Sender<Result<Message, axum::Error>>;
+
+/// A connection whose socket is a pair of channels.
+struct Harness {
+    to_relay: ToRelay,
+    from_relay: mpsc::Receiver<Message>,
+    state: AppState,
+    started: Instant,
+}
+
+impl Harness {
+    fn start(query: WsQuery) -> Self {
+        let state = AppState::new(config(), Clock::tokio()).unwrap();
+        let (to_relay, rx) = mpsc::channel(64);
+        let (tx, from_relay) = mpsc::channel::<Message>(64);
+        let sink: Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>> = Box::pin(
+            futures_util::sink::unfold(tx, |tx, msg: Message| async move {
+                tx.send(msg).await.map_err(axum::Error::new)?;
+                Ok::<_, axum::Error>(tx)
+            }),
+        );
+        let conn = Conn::new(state.clone(), Mode::Multi, sink);
+        tokio::spawn(conn.run(ReceiverStream::new(rx), query));
+        Self {
+            to_relay,
+            from_relay,
+            state,
+            started: Instant::now(),
+        }
+    }
+
+    async fn send(&self, v: Value) {
+        self.to_relay
+            .send(Ok(Message::Text(v.to_string().into())))
+            .await
+            .unwrap();
+    }
+
+    async fn pong(&self) {
+        self.to_relay
+            .send(Ok(Message::Pong(Default::default())))
+            .await
+            .unwrap();
+    }
+
+    /// The next message and how long after the start it came.
+    async fn next(&mut self) -> (Message, Duration) {
+        let m = self
+            .from_relay
+            .recv()
+            .await
+            .expect("the relay sent something");
+        (m, self.started.elapsed())
+    }
+
+    async fn frame(&mut self) -> Value {
+        match self.next().await.0 {
+            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// Skips pings until the close; returns its code and when it came.
+    async fn close(&mut self) -> (u16, Duration) {
+        loop {
+            match self.next().await {
+                (Message::Close(Some(f)), at) => return (f.code, at),
+                (Message::Ping(_), _) => continue,
+                (other, _) => panic!("expected a close, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// A token that expires `ttl` seconds from now on the relay's (paused) clock.
+fn token(h: &Harness, ttl: u64) -> String {
+    token_with(Claims {
+        exp: h.state.verifier.clock().unix_secs() + ttl,
+        ..claims("r", Scope::Subscribe)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn pings_every_interval_and_closes_an_idle_client_with_4009() {
+    let _ = SECRET;
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    assert_eq!(h.frame().await["type"], "welcome");
+    // The client answers the first four pings, then goes quiet.
+    for n in 1..=4u64 {
+        let (m, at) = h.next().await;
+        assert!(matches!(m, Message::Ping(_)), "{m:?}");
+        assert_eq!(at, secs(25 * n));
+        h.pong().await;
+    }
+    // Heard last at 100 s; the idle timeout (120 s) is checked at each ping tick.
+    let (code, at) = h.close().await;
+    assert_eq!(code, 4009);
+    assert_eq!(
+        at,
+        secs(225),
+        "first tick at least 120 s after the last pong"
+    );
+    assert_eq!(h.state.metrics.ws_connections.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_frames_count_as_activity() {
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    h.frame().await;
+    let pinger = h.to_relay.clone();
+    tokio::spawn(async move {
+        for _ in 0..10 {
+            tokio::time::sleep(secs(60)).await;
+            let ping = json!({"type":"ping"}).to_string();
+            pinger.send(Ok(Message::Text(ping.into()))).await.unwrap();
+        }
+    });
+    let mut pongs = 0;
+    let closed_at = loop {
+        match h.next().await {
+            (Message::Text(_), _) => pongs += 1,
+            (Message::Ping(_), _) => {}
+            (Message::Close(Some(f)), at) => {
+                assert_eq!(f.code, 4009);
+                break at;
+            }
+            (other, _) => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(pongs, 10);
+    assert!(
+        closed_at >= secs(600 + 120),
+        "alive while it pinged ({closed_at:?})"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_auth_frame_in_time_closes_with_4004() {
+    let mut h = Harness::start(WsQuery::default());
+    let (code, at) = h.close().await;
+    assert_eq!((code, at), (4004, secs(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_token_closes_with_4001_unless_refreshed() {
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 60)})).await;
+    h.frame().await;
+    let (code, at) = h.close().await;
+    assert_eq!(code, 4001);
+    assert_eq!(at, secs(65), "exp plus the 5 s leeway");
+
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 60)})).await;
+    h.frame().await;
+    tokio::time::sleep(secs(50)).await;
+    h.send(json!({"type":"auth","token":token(&h, 600)})).await;
+    loop {
+        match h.next().await {
+            (Message::Text(t), _) => {
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(f["type"], "welcome");
+                break;
+            }
+            (Message::Ping(_), _) => {}
+            (other, _) => panic!("{other:?}"),
+        }
+    }
+    // keep it alive past the old expiry with pongs; the new token lasts until 50 + 600 + 5
+    let ponger = h.to_relay.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(secs(20)).await;
+            if ponger
+                .send(Ok(Message::Pong(Default::default())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let (code, at) = h.close().await;
+    assert_eq!(code, 4001);
+    assert_eq!(at, secs(655));
+}
