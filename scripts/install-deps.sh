@@ -47,4 +47,9 @@ if [ "$what" = test ] && ! command -v geckodriver >/dev/null; then
   log "cargo install geckodriver (a few minutes, once)"
   cargo install -q geckodriver
 fi
+# TypeScript, to type-check the SDK's generated declarations (scripts/test-sdk.sh).
+if [ "$what" = test ] && [ ! -x sdk-wasm/tests/ts/node_modules/.bin/tsc ]; then
+  log "npm ci in sdk-wasm/tests/ts (TypeScript)"
+  npm ci --prefix sdk-wasm/tests/ts --no-audit --no-fund --loglevel=error
+fi
 log "dependencies ready ($what)"

@@ -218,8 +218,9 @@ pub enum Effect {
         /// The close code behind it, if any.
         code: Option<u16>,
     },
-    /// Hand the event in the current frame to app subscription `sub`.
-    Event(SubId),
+    /// Hand the event in the current frame to app subscription `sub`; `known`: its name is one
+    /// of the typed ones (`onEvent`), else it goes to `onOtherEvent`.
+    Event(SubId, bool),
     /// Hand a run state to app subscription `sub`.
     RunState(SubId, Rc<RunState>),
     /// App subscription `sub` ended; `last_seq` and `state` (JSON) are where it stopped.
@@ -707,8 +708,9 @@ impl Core {
         };
         // The app's copies of the previous state are gone by now, so this does not clone.
         Rc::make_mut(&mut r.state).apply(env.seq, &env.ts, &typed);
+        let known = !matches!(typed, runwire_protocol::RunEvent::Other { .. });
         for l in &r.listeners {
-            self.out.push(Effect::Event(l.id));
+            self.out.push(Effect::Event(l.id, known));
             if l.wants_state {
                 self.out.push(Effect::RunState(l.id, r.state.clone()));
             }

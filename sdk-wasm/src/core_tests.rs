@@ -78,7 +78,7 @@ impl Harness {
                     reason,
                     ..
                 } => self.states.push((previous, state, reason)),
-                Effect::Event(sub) => self.events.push((sub, self.current_seq)),
+                Effect::Event(sub, _) => self.events.push((sub, self.current_seq)),
                 Effect::RunState(sub, state) => self
                     .run_states
                     .push((sub, serde_json::to_value(&*state).unwrap())),

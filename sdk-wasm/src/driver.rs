@@ -30,8 +30,10 @@ pub enum TokenSource {
 /// The app's callbacks for one subscription.
 #[derive(Debug)]
 pub struct SubCallbacks {
-    /// `onEvent`.
+    /// `onEvent`: events with a typed name.
     pub on_event: Option<Function>,
+    /// `onOtherEvent`: events with any other name.
+    pub on_other_event: Option<Function>,
     /// `onState`.
     pub on_state: Option<Function>,
     /// `onEnd`.
@@ -237,8 +239,17 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 let _ = f.call1(&JsValue::NULL, &change);
             }
         }
-        Effect::Event(sub) => {
-            let Some(f) = sub_callback(inner, sub, |c| c.on_event.as_ref()) else {
+        Effect::Event(sub, known) => {
+            fn pick(known: bool) -> impl Fn(&SubCallbacks) -> Option<&Function> {
+                move |c| {
+                    if known {
+                        c.on_event.as_ref()
+                    } else {
+                        c.on_other_event.as_ref()
+                    }
+                }
+            }
+            let Some(f) = sub_callback(inner, sub, pick(known)) else {
                 return;
             };
             let Some(event) = inner.io.borrow().frame.clone() else {

@@ -168,6 +168,7 @@ impl RunwireClient {
         };
         let callbacks = SubCallbacks {
             on_event: callback("onEvent"),
+            on_other_event: callback("onOtherEvent"),
             on_state: callback("onState"),
             on_end: callback("onEnd"),
         };

@@ -68,13 +68,14 @@ export interface RunEventOf<N extends string, D> {
   data: D;
 }
 
-/** An event whose name the SDK does not know: delivered as is. Its name is never one of the known names. */
-export type GenericRunEvent = RunEventOf<string & { readonly __generic?: never }, unknown>;
-
 /** What `onEvent` receives, discriminated by `event`: `if (ev.event === "node.failed") ev.data.error` is a string. */
-export type RunwireEvent =
-  | { [N in KnownEventName]: RunEventOf<N, RunEventDataMap[N]> }[KnownEventName]
-  | GenericRunEvent;
+export type RunwireEvent = { [N in KnownEventName]: RunEventOf<N, RunEventDataMap[N]> }[KnownEventName];
+
+/**
+ * An event whose name is not one of the typed ones (`custom.thing`): handed to `onOtherEvent` as
+ * it came. Kept apart from `onEvent` so that `RunwireEvent` stays a union TypeScript can narrow.
+ */
+export type OtherRunEvent = RunEventOf<string, unknown>;
 
 export type RunStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
 export type NodeStatus = "pending" | "running" | "completed" | "failed";
@@ -116,8 +117,10 @@ export interface RunState {
 export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed";
 
 export interface SubscribeOptions {
-  /** Every event, once, in seq order, across reconnects. */
+  /** Every event with a typed name, once, in seq order, across reconnects. */
   onEvent?: (ev: RunwireEvent) => void;
+  /** Every event with another name (delivered in the same seq order, interleaved with `onEvent`). */
+  onOtherEvent?: (ev: OtherRunEvent) => void;
   /** The folded state after every event, snapshot and reset. */
   onState?: (state: RunState) => void;
   /** Called once when the subscription ends. */

@@ -1,0 +1,293 @@
+//! Browser tests that need no relay: the JS-side decoder agrees with `runwire-protocol`, states
+//! survive the trip to JS and back, options are checked, and the decode→fold→callback path is
+//! fast enough.
+#![cfg(target_arch = "wasm32")]
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Reflect};
+use runwire_protocol::{RunEvent, RunState};
+use runwire_sdk::core::{Config, Core, Input, TransportMode};
+use runwire_sdk::driver::{Inner, SubCallbacks, TokenSource, dispatch, dispatch_frame};
+use runwire_sdk::js;
+use runwire_sdk::url::RelayUrl;
+use runwire_sdk::{RunwireClient, live_callbacks};
+use serde_json::{Value, json};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+fn to_js(v: &Value) -> JsValue {
+    js_sys::JSON::parse(&v.to_string()).unwrap()
+}
+
+#[wasm_bindgen_test]
+fn js_decoder_agrees_with_the_protocol_on_event_data() {
+    let cases: Vec<(&str, Value)> = vec![
+        ("run.started", json!({})),
+        ("run.started", json!(null)),
+        ("run.started", json!({"workflow":"w","node_count":3})),
+        ("run.started", json!({"workflow":7})),
+        ("run.started", json!({"node_count":-1})),
+        ("run.started", json!({"node_count":1.5})),
+        ("run.started", json!([1])),
+        ("run.started", json!("text")),
+        ("run.progress", json!({"progress":50})),
+        ("run.progress", json!({"progress":100,"current_node":"n"})),
+        ("run.progress", json!({"progress":101})),
+        ("run.progress", json!({"progress":-0.5})),
+        ("run.progress", json!({})),
+        (
+            "run.completed",
+            json!({"total_duration_ms":9,"node_count":2,"result":{"a":[1,"x",null,true,2.5]}}),
+        ),
+        ("run.completed", json!({"result":null})),
+        ("run.failed", json!({"error":"boom","node_key":"n"})),
+        ("run.failed", json!({"node_key":"n"})),
+        ("run.cancelled", json!({"reason":"user"})),
+        ("run.cancelled", json!({"reason":false})),
+        ("node.started", json!({"node_key":"a","extra":{"x":1}})),
+        ("node.started", json!({"node_key":""})),
+        ("node.started", json!({"node_key":"k".repeat(257)})),
+        ("node.started", json!({})),
+        ("node.progress", json!({"node_key":"a","progress":12.5})),
+        ("node.progress", json!({"node_key":"a"})),
+        (
+            "node.completed",
+            json!({"node_key":"a","duration_ms":4,"output_summary":{"rows":3}}),
+        ),
+        ("node.completed", json!({"node_key":"a","duration_ms":"4"})),
+        ("node.failed", json!({"node_key":"a","error":"e"})),
+        ("node.failed", json!({"node_key":"a"})),
+        ("log", json!({"level":"info","message":"m"})),
+        ("log", json!({"level":"warn","message":"m","node_key":"n"})),
+        ("log", json!({"level":"loud","message":"m"})),
+        ("log", json!({"message":"m"})),
+        ("log", json!({"level":"error"})),
+        ("custom.thing", json!([1, 2])),
+        ("custom:thing-2", json!({"any":"thing"})),
+        ("Bad", json!({})),
+        ("", json!({})),
+    ];
+    for (name, data) in cases {
+        let want = RunEvent::parse(name, &data).map(|mut e| {
+            if let RunEvent::Log(l) = &mut e {
+                l.metadata = None; // not decoded for the fold
+            }
+            e
+        });
+        let got = js::typed_event(name, &to_js(&data));
+        match (&want, &got) {
+            (Ok(w), Ok(g)) => assert_eq!(w, g, "{name} {data}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{name} {data}: protocol {want:?}, js {got:?}"),
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+fn states_round_trip_through_js() {
+    let mut state = RunState::default();
+    let events = [
+        ("run.started", json!({"workflow":"etl","node_count":2})),
+        ("node.started", json!({"node_key":"a"})),
+        (
+            "node.completed",
+            json!({"node_key":"a","duration_ms":7,"output_summary":{"rows":[1,2]}}),
+        ),
+        ("node.failed", json!({"node_key":"b","error":"x"})),
+        ("log", json!({"level":"warning","message":"m"})),
+        ("run.failed", json!({"error":"boom","node_key":"b"})),
+    ];
+    for (i, (name, data)) in events.iter().enumerate() {
+        let e = RunEvent::parse(name, data).unwrap();
+        state.apply(i as u64 + 1, "2026-01-01T00:00:00.000Z", &e);
+    }
+    let js_state = js::state_to_js(&state);
+    // The JS object has exactly the JSON shape of the protocol's serialization.
+    let via_js: Value = serde_json::from_str(
+        &js_sys::JSON::stringify(&js_state)
+            .unwrap()
+            .as_string()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        numbers_as_f64(via_js),
+        numbers_as_f64(serde_json::to_value(&state).unwrap())
+    );
+    let back = js::state_from_js(&js_state).unwrap();
+    assert_eq!(back, state);
+}
+
+/// JS has one number type: `100.0` comes back as `100`.
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        v => v,
+    }
+}
+
+#[wasm_bindgen_test]
+fn frames_decode_from_js_objects() {
+    let frame = js::decode_frame(&to_js(&json!({"type":"event","run":"r","seq":3,"event":"node.failed","ts":"t","data":{"node_key":"n","error":"e"}}))).unwrap();
+    let runwire_sdk::wire::Frame::Event(e) = frame else {
+        panic!("{frame:?}")
+    };
+    assert_eq!(
+        (e.run.as_str(), e.seq, e.name.as_str(), e.ts.as_str()),
+        ("r", 3, "node.failed", "t")
+    );
+    assert!(e.typed.is_ok());
+    for bad in [
+        json!({"type":"event","run":"r","seq":-1,"event":"log","ts":"t"}),
+        json!({"type":"nope"}),
+        json!([1]),
+        json!({"type":"subscribed","run":"r","seq":1,"epoch":"e","state":"x"}),
+        json!({"type":"unsubscribed","run":"r","reason":"bored"}),
+    ] {
+        assert!(js::decode_frame(&to_js(&bad)).is_err(), "{bad}");
+    }
+}
+
+fn options(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &(*k).into(), v).unwrap();
+    }
+    o.into()
+}
+
+#[wasm_bindgen_test]
+fn options_are_checked() {
+    let url = || ("url", JsValue::from_str("ws://127.0.0.1:9/v1/ws"));
+    let token = || ("token", JsValue::from_str("t"));
+    assert!(RunwireClient::new(options(&[url(), token()])).is_ok());
+    assert!(RunwireClient::new(options(&[token()])).is_err());
+    assert!(RunwireClient::new(options(&[url()])).is_err());
+    assert!(RunwireClient::new(options(&[("url", "ftp://x/v1/ws".into()), token()])).is_err());
+    assert!(
+        RunwireClient::new(options(&[
+            url(),
+            token(),
+            ("transport", "carrier-pigeon".into())
+        ]))
+        .is_err()
+    );
+    assert!(
+        RunwireClient::new(options(&[
+            url(),
+            token(),
+            ("minReconnectDelayMs", (-1).into())
+        ]))
+        .is_err()
+    );
+    assert!(RunwireClient::new(JsValue::from_str("ws://x")).is_err());
+    let client = RunwireClient::new(options(&[url(), token()])).unwrap();
+    assert_eq!(client.state(), "closed");
+    assert!(client.subscribe("bad run id", JsValue::UNDEFINED).is_err());
+    client.close();
+    assert!(
+        client.subscribe("r1", JsValue::UNDEFINED).is_err(),
+        "closed for good"
+    );
+    drop(client);
+    assert_eq!(live_callbacks(), 0);
+}
+
+/// Decodes, folds and hands events to a JS callback as fast as it can; the issue asks for at
+/// least 100,000 events per second in headless Chrome.
+#[wasm_bindgen_test]
+fn decodes_folds_and_delivers_fast() {
+    let core = Core::new(
+        Config {
+            transport: TransportMode::WebSocket,
+            ..Config::default()
+        },
+        1,
+    );
+    // A relay nobody listens on: the socket fails later, after this synchronous test is done.
+    let url = RelayUrl::parse("ws://127.0.0.1:9/v1/ws").unwrap();
+    let inner = Inner::new(core, url, TokenSource::Fixed("t".into()));
+    let count = Rc::new(Cell::new(0u32));
+    let counter = count.clone();
+    let on_event = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
+        let seq = Reflect::get(&ev, &"seq".into()).unwrap().as_f64().unwrap();
+        assert_eq!(seq as u32, counter.get() + 1);
+        counter.set(counter.get() + 1);
+    });
+    let f: &Function = on_event.as_ref().unchecked_ref();
+    let (id, _) = inner.add_sub(SubCallbacks {
+        on_event: Some(f.clone()),
+        on_other_event: None,
+        on_state: None,
+        on_end: None,
+    });
+    dispatch(
+        &inner,
+        Input::Subscribe {
+            id,
+            run: "bench",
+            since: None,
+            wants_state: false,
+        },
+    );
+    dispatch(
+        &inner,
+        Input::Token {
+            req: 1,
+            token: Ok("t".into()),
+        },
+    );
+    dispatch(&inner, Input::Opened);
+    let frame = |v: Value| JsValue::from_str(&v.to_string());
+    dispatch_frame(
+        &inner,
+        &frame(
+            json!({"type":"welcome","conn":"c","heartbeat_ms":25000,"expires_at":0,"protocol":1}),
+        ),
+    );
+    dispatch_frame(
+        &inner,
+        &frame(
+            json!({"type":"subscribed","run":"bench","seq":0,"state":{"seq":0,"status":"pending","progress":0.0,"nodes":[],"log_count":0,"warning_count":0,"error_count":0},"epoch":"e"}),
+        ),
+    );
+    let n = 200_000u32;
+    let kinds = [
+        json!({"level":"info","message":"row batch loaded"}),
+        json!({"node_key":"extract","progress":42.5}),
+        json!({"node_key":"transform"}),
+    ];
+    let names = ["log", "node.progress", "node.started"];
+    let frames: Vec<JsValue> = (1..=n)
+        .map(|seq| {
+            let k = seq as usize % 3;
+            frame(json!({"type":"event","run":"bench","seq":seq,"event":names[k],"ts":"2026-11-22T03:00:00.000Z","data":kinds[k]}))
+        })
+        .collect();
+    let perf = web_sys::window().unwrap().performance().unwrap();
+    let start = perf.now();
+    for f in &frames {
+        dispatch_frame(&inner, f);
+    }
+    let secs = (perf.now() - start) / 1000.0;
+    assert_eq!(count.get(), n);
+    let rate = f64::from(n) / secs;
+    console_log!("decode+fold+callback: {rate:.0} events/s ({n} events in {secs:.3} s)");
+    // The target is for optimized builds (`--release`); a debug build only has to be sane.
+    let floor = if cfg!(debug_assertions) {
+        20_000.0
+    } else {
+        100_000.0
+    };
+    assert!(rate >= floor, "{rate:.0} events/s");
+    dispatch(&inner, Input::Close);
+    inner.release();
+}

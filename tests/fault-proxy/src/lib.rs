@@ -1,0 +1,350 @@
+//! A TCP proxy for tests that can cut every connection, stall traffic, refuse new connections, or
+//! refuse only WebSocket upgrades, on command from an HTTP control API.
+//!
+//! - [`Proxy`]: the shared fault switches and counters.
+//! - [`serve`]: accepts connections and pumps bytes to the upstream, obeying the switches.
+//! - [`control`]: the control API (`POST /cut`, `/stall`, `/unstall`, `/refuse`, `/accept`,
+//!   `/refuse-ws`, `/allow-ws`, `/reset`; `GET /stats`). Every response allows any origin, so
+//!   browser tests drive it with `fetch`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Longest HTTP request head read when WebSocket upgrades are refused.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// The fault switches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Forward nothing in either direction (connections stay open).
+    pub stalled: bool,
+    /// Close new connections at once.
+    pub refuse: bool,
+    /// Answer WebSocket upgrade requests with 403; plain HTTP passes.
+    pub refuse_ws: bool,
+}
+
+/// Shared state of a proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    upstream: SocketAddr,
+    faults: watch::Sender<Faults>,
+    /// Bumped by `cut`: every connection open at that moment closes.
+    cuts: watch::Sender<u64>,
+    accepted: AtomicU64,
+    active: AtomicU64,
+    refused: AtomicU64,
+    ws_refused: AtomicU64,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` with no fault switched on.
+    pub fn new(upstream: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            upstream,
+            faults: watch::Sender::new(Faults::default()),
+            cuts: watch::Sender::new(0),
+            accepted: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            ws_refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Changes the switches.
+    pub fn set(&self, f: impl FnOnce(&mut Faults)) {
+        self.faults.send_modify(f);
+    }
+
+    /// Closes every open connection; returns how many were open.
+    pub fn cut(&self) -> u64 {
+        self.cuts.send_modify(|g| *g += 1);
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counters as JSON.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accepted": self.accepted.load(Ordering::Relaxed),
+            "active": self.active.load(Ordering::Relaxed),
+            "refused": self.refused.load(Ordering::Relaxed),
+            "ws_refused": self.ws_refused.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Accepts connections on `listener` forever.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        proxy.accepted.fetch_add(1, Ordering::Relaxed);
+        if proxy.faults.borrow().refuse {
+            proxy.refused.fetch_add(1, Ordering::Relaxed);
+            drop(client);
+            continue;
+        }
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            proxy.active.fetch_add(1, Ordering::Relaxed);
+            let _ = connection(client, &proxy).await;
+            proxy.active.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn connection(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
+    let mut cuts = proxy.cuts.subscribe();
+    cuts.mark_unchanged();
+    let mut head = Vec::new();
+    if proxy.faults.borrow().refuse_ws {
+        read_head(&mut client, &mut head).await?;
+        if is_websocket_upgrade(&head) {
+            proxy.ws_refused.fetch_add(1, Ordering::Relaxed);
+            client
+                .write_all(
+                    b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await?;
+            return client.shutdown().await;
+        }
+    }
+    let mut upstream = TcpStream::connect(proxy.upstream).await?;
+    upstream.write_all(&head).await?;
+    let (cr, cw) = client.into_split();
+    let (ur, uw) = upstream.into_split();
+    tokio::select! {
+        r = pump(cr, uw, proxy.faults.subscribe()) => r,
+        r = pump(ur, cw, proxy.faults.subscribe()) => r,
+        _ = cuts.changed() => Ok(()),
+    }
+}
+
+async fn read_head(client: &mut TcpStream, head: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_HEAD {
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .map_err(|_| std::io::ErrorKind::TimedOut)??;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
+}
+
+/// Whether an HTTP request head asks for a WebSocket upgrade.
+pub fn is_websocket_upgrade(head: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(head).to_ascii_lowercase();
+    text.lines().any(|l| {
+        l.split_once(':')
+            .is_some_and(|(k, v)| k.trim() == "upgrade" && v.trim() == "websocket")
+    })
+}
+
+/// Copies `from` to `to`, holding every byte while the proxy is stalled.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut faults: watch::Receiver<Faults>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        wait_unstalled(&mut faults).await;
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        wait_unstalled(&mut faults).await;
+        to.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn wait_unstalled(faults: &mut watch::Receiver<Faults>) {
+    // `wait_for` errs only when the sender is gone, which outlives every connection.
+    let _ = faults.wait_for(|f| !f.stalled).await;
+}
+
+/// The control API.
+pub fn control(proxy: Arc<Proxy>) -> Router {
+    fn ok(proxy: &Proxy) -> Response {
+        axum::Json(proxy.stats()).into_response()
+    }
+    Router::new()
+        .route(
+            "/cut",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                let cut = p.cut();
+                axum::Json(serde_json::json!({ "cut": cut })).into_response()
+            }),
+        )
+        .route(
+            "/stall",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.stalled = true);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/unstall",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.stalled = false);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/refuse",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.refuse = true);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/accept",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.refuse = false);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/refuse-ws",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.refuse_ws = true);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/allow-ws",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| f.refuse_ws = false);
+                ok(&p)
+            }),
+        )
+        .route(
+            "/reset",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                p.set(|f| *f = Faults::default());
+                ok(&p)
+            }),
+        )
+        .route(
+            "/stats",
+            get(|State(p): State<Arc<Proxy>>| async move { ok(&p) }),
+        )
+        .layer(axum::middleware::map_response(|mut res: Response| async {
+            res.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            res
+        }))
+        .with_state(proxy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        addr
+    }
+
+    async fn start() -> (Arc<Proxy>, SocketAddr) {
+        let proxy = Proxy::new(echo_server().await);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(serve(l, proxy.clone()));
+        (proxy, addr)
+    }
+
+    async fn read_some(s: &mut TcpStream, ms: u64) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(ms), s.read(&mut buf)).await {
+            Ok(Ok(n)) => Some(buf[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn forwards_cuts_and_stalls() {
+        let (proxy, addr) = start().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        assert_eq!(read_some(&mut s, 2000).await.unwrap(), b"hello");
+
+        proxy.set(|f| f.stalled = true);
+        s.write_all(b"held").await.unwrap();
+        assert_eq!(read_some(&mut s, 300).await, None, "nothing passes a stall");
+        proxy.set(|f| f.stalled = false);
+        assert_eq!(read_some(&mut s, 2000).await.unwrap(), b"held");
+
+        assert_eq!(proxy.cut(), 1);
+        assert_eq!(read_some(&mut s, 2000).await.unwrap(), b"", "cut: EOF");
+    }
+
+    #[tokio::test]
+    async fn refuses_connections_and_websocket_upgrades() {
+        let (proxy, addr) = start().await;
+        proxy.set(|f| f.refuse = true);
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(matches!(
+            read_some(&mut s, 2000).await.as_deref(),
+            Some(b"") | None
+        ));
+        proxy.set(|f| {
+            f.refuse = false;
+            f.refuse_ws = true;
+        });
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"GET /v1/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let answer = read_some(&mut s, 2000).await.unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 403"), "{answer:?}");
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/runs/r/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_some(&mut s, 2000).await.unwrap();
+        assert!(answer.starts_with(b"GET /v1/runs"), "plain HTTP passes");
+        assert_eq!(proxy.stats()["ws_refused"], 1);
+        assert_eq!(proxy.stats()["refused"], 1);
+    }
+
+    #[test]
+    fn detects_upgrades() {
+        assert!(is_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nupgrade:  WebSocket\r\n\r\n"
+        ));
+        assert!(!is_websocket_upgrade(
+            b"GET / HTTP/1.1\r\nX-Upgrade: websocket\r\n\r\n"
+        ));
+    }
+}
