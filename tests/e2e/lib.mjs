@@ -68,7 +68,9 @@ export async function launchBrowser() {
   const page = context.pages()[0] ?? (await context.newPage());
   const problems = [];
   page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
-  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  // Failed loads are reported by URL below; the console line for them carries no URL.
+  page.on("console", (m) => m.type() === "error" && !m.text().startsWith("Failed to load resource") && problems.push(`console: ${m.text()}`));
+  page.on("response", (r) => r.status() >= 400 && !r.url().endsWith("/favicon.ico") && problems.push(`${r.status()} ${r.url()}`));
   return {
     page,
     problems,
