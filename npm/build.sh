@@ -20,6 +20,9 @@ log "wasm-bindgen --target web"
 wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
 # No wasm-opt pass: Debian's binaryen rewrites the reference-typed function table of
 # wasm-bindgen 0.2.130 output into a module Chromium refuses at `WebAssembly.Table.set`.
+# The generated classes declare `[Symbol.dispose]()` (for `using`); name the lib that types it,
+# so that apps compiling without skipLibCheck need no extra `lib` entry (TypeScript >= 5.2).
+sed -i '1i /// <reference lib="esnext.disposable" />' wasm/runwire_sdk.d.ts
 
 [ -d node_modules/typescript ] || npm ci --no-audit --no-fund --loglevel=error
 log "tsc"

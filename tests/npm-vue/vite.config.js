@@ -1,4 +1,4 @@
 import { defineConfig } from "vite";
 import vue from "@vitejs/plugin-vue";
 
-export default defineConfig({ plugins: [vue()], build: { target: "es2022" } });
+export default defineConfig({ plugins: [vue()] });
