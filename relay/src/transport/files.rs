@@ -134,7 +134,147 @@ fn content_type(rel: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::auth::Clock;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A directory with a small built page, removed on drop.
+    struct Page(PathBuf);
+
+    impl Page {
+        fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("runwire-files-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("assets")).unwrap();
+            std::fs::write(
+                dir.join("index.html"),
+                "<!doctype html><title>built page</title>",
+            )
+            .unwrap();
+            std::fs::write(dir.join("assets/app-1a2b.js"), "console.log(1)").unwrap();
+            std::fs::write(dir.join("assets/sdk_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+            std::fs::write(dir.join(".secret"), "no").unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Page {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn relay(web_dir: Option<&Path>, demo: bool) -> Router {
+        let mut config = Config::with_secret(SECRET);
+        config.web_dir = web_dir.map(Path::to_path_buf);
+        config.demo = demo;
+        crate::app(AppState::new(config, Clock::System).unwrap())
+    }
+
+    async fn get(
+        app: &Router,
+        path: &str,
+    ) -> (StatusCode, Option<String>, Option<String>, Vec<u8>) {
+        let res = app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let header = |h| {
+            res.headers()
+                .get(h)
+                .map(|v: &HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let (ct, cache) = (header(header::CONTENT_TYPE), header(header::CACHE_CONTROL));
+        let status = res.status();
+        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec();
+        (status, ct, cache, body)
+    }
+
+    #[tokio::test]
+    async fn web_dir_replaces_the_built_in_page() {
+        let page = Page::new("serve");
+        let app = relay(Some(&page.0), false);
+
+        let (status, ct, cache, body) = get(&app, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+        assert_eq!(cache.as_deref(), Some("no-cache"));
+        assert_eq!(body, b"<!doctype html><title>built page</title>");
+
+        let (status, ct, cache, body) = get(&app, "/assets/app-1a2b.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("text/javascript; charset=utf-8"));
+        assert_eq!(
+            cache.as_deref(),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(body, b"console.log(1)");
+
+        let (status, ct, _, _) = get(&app, "/assets/sdk_bg.wasm").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("application/wasm"));
+
+        // Missing files, hidden files, directories and escapes: 404 with an empty body.
+        for path in [
+            "/assets/missing.js",
+            "/.secret",
+            "/assets",
+            "/assets/../index.html",
+            "/%2e%2e/x",
+        ] {
+            let (status, _, _, body) = get(&app, path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(body.is_empty(), "{path}");
+        }
+
+        // The relay's own routes are untouched.
+        let (status, _, _, body) = get(&app, "/health").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains("\"status\":\"ok\"")
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_web_dir_the_built_in_page_stays() {
+        let app = relay(None, false);
+        let (status, ct, _, body) = get(&app, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ct.as_deref(), Some("text/html; charset=utf-8"));
+        assert_eq!(body, include_bytes!("../../static/index.html"));
+        let (status, _, _, body) = get(&app, "/assets/app.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn a_web_dir_without_index_html_is_refused() {
+        let page = Page::new("refuse");
+        let mut config = Config::with_secret(SECRET);
+        config.web_dir = Some(page.0.join("assets"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("--web-dir "), "{err}");
+        config.web_dir = Some(page.0.clone());
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn an_explicit_web_dir_wins_and_serve_has_none_by_default() {
+        let mut config = Config::with_secret(SECRET);
+        assert_eq!(web_dir(&config), None);
+        config.web_dir = Some(PathBuf::from("/srv/page"));
+        config.demo = true;
+        assert_eq!(web_dir(&config), Some(PathBuf::from("/srv/page")));
+    }
 
     #[test]
     fn relative_paths_stay_inside() {
