@@ -13,7 +13,7 @@ command -v node >/dev/null || { echo "error: node not found (scripts/install-dep
 
 log "cargo build -p runwire-sdk --target wasm32-unknown-unknown --profile wasm-release"
 (cd "$root" && cargo build -q --locked -p runwire-sdk --lib --target wasm32-unknown-unknown --profile wasm-release)
-wasm="$root/target/wasm32-unknown-unknown/wasm-release/runwire_sdk.wasm"
+wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/runwire_sdk.wasm"
 
 rm -rf wasm dist
 log "wasm-bindgen --target web"

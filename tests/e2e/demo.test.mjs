@@ -45,6 +45,7 @@ test("a run drawn live survives a cut connection with every event shown exactly 
   const seqAtCut = Number(await page.locator('[data-testid="log"] li').last().getAttribute("data-seq"));
   await page.click('[data-testid="cut"]');
   await page.waitForSelector('[data-testid="connection"][data-state="closed"]', { timeout: 5_000 });
+  await screenshot(page, "demo-e2e-cut.png");
   await page.waitForSelector('[data-testid="connection"][data-state="open"]', { timeout: 15_000 });
   const states = await page.evaluate(() => window.__connStates);
   assert.deepEqual(states.slice(-3), ["closed", "reconnecting", "open"], `connection states: ${states}`);
