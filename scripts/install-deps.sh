@@ -18,6 +18,7 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 if [ "$what" = test ]; then
   want_apt redis-server
+  want_apt redis-tools
   want_apt chromium
   want_apt chromium-driver
   want_apt firefox-esr

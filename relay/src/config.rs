@@ -8,6 +8,7 @@ use clap::Args;
 use runwire_protocol::token::MIN_SECRET_LEN;
 
 use crate::broker::memory::MemoryConfig;
+use crate::broker::redis::RedisConfig;
 
 /// A misconfiguration, reported as one line before the relay starts.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,9 @@ pub enum ConfigError {
     /// `--web-dir` names no directory with an `index.html`.
     #[error("--web-dir {0}: no index.html there (build the page with scripts/build-web.sh)")]
     WebDir(String),
+    /// `--ingest` reads Redis Pub/Sub, so it needs `--redis`.
+    #[error("--ingest needs --redis (RUNWIRE_REDIS_URL)")]
+    IngestWithoutRedis,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -99,6 +103,22 @@ pub struct Config {
     /// With `--demo` and no `--web-dir`, `demo-web/dist` is served when it has been built.
     #[arg(long, env = "RUNWIRE_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Share runs with other relays through Redis instead of the embedded broker:
+    /// `redis://host:6379[/db]`, or `redis+cluster://host:7000[,host:7001…]` for Redis Cluster.
+    #[arg(long, env = "RUNWIRE_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// Treat a `redis://` URL as Redis Cluster seed node(s).
+    #[arg(long, env = "RUNWIRE_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+    /// Turn messages on Redis Pub/Sub channels matching PATTERN into run events; the run id is
+    /// what the first `*` matches (`workflow-run:*`, `execution:*:events`). Repeatable.
+    #[arg(
+        long = "ingest",
+        value_name = "PATTERN",
+        env = "RUNWIRE_INGEST",
+        value_delimiter = ','
+    )]
+    pub ingest: Vec<String>,
 }
 
 impl Config {
@@ -149,7 +169,21 @@ impl Config {
         {
             return Err(ConfigError::WebDir(dir.display().to_string()));
         }
+        if !self.ingest.is_empty() && self.redis.is_none() {
+            return Err(ConfigError::IngestWithoutRedis);
+        }
         Ok(secret.as_bytes())
+    }
+
+    /// The Redis broker's settings, when `--redis` is given.
+    pub fn redis(&self) -> Option<RedisConfig> {
+        let mut c = RedisConfig::new(self.redis.clone()?);
+        c.cluster = self.redis_cluster;
+        c.history_limit = self.history_limit;
+        c.finished_retention = self.finished_retention;
+        c.run_idle_ttl = self.run_idle_ttl;
+        c.ingest.clone_from(&self.ingest);
+        Some(c)
     }
 
     /// The embedded broker's limits.

@@ -3,7 +3,7 @@
 //! - [`config`]: `runwire serve` flags and their validation.
 //! - [`auth`]: token verification and the clock it uses.
 //! - [`broker`]: the [`broker::Broker`] trait (sequencing, retention, cross-relay delivery) and the
-//!   embedded [`broker::memory::MemoryBroker`].
+//!   embedded [`broker::memory::MemoryBroker`] and [`broker::redis::RedisBroker`] for several relays.
 //! - [`hub`]: this relay's connections, their runs, and the fan-out of live events to them.
 //! - [`transport`]: WebSocket (`/v1/ws`, `/ws/executions`), SSE, and the HTTP API.
 //! - [`demo`]: simulated workflow runs for `runwire demo`.
@@ -34,7 +34,9 @@ use tokio::sync::watch;
 
 use crate::auth::{Clock, Verifier};
 use crate::broker::Broker;
+use crate::broker::BrokerError;
 use crate::broker::memory::MemoryBroker;
+use crate::broker::redis::RedisBroker;
 pub use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -82,6 +84,19 @@ impl AppState {
         let hub = Arc::new(Hub::new(metrics.clone()));
         let broker = MemoryBroker::new(config.memory(), hub.clone());
         Self::with_broker(config, clock, broker, hub, metrics)
+    }
+
+    /// Validates `config` and builds the relay's state on the broker it names: Redis with
+    /// `--redis` (connecting to it), else the embedded one.
+    pub async fn connect(config: Config, clock: Clock) -> Result<Self, RunError> {
+        let Some(redis) = config.redis() else {
+            return Ok(Self::new(config, clock)?);
+        };
+        config.validate()?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let broker = RedisBroker::connect(redis, hub.clone()).await?;
+        Ok(Self::with_broker(config, clock, broker, hub, metrics)?)
     }
 
     /// Builds the relay's state on a given broker, which must deliver to `hub`.
@@ -186,7 +201,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let state = AppState::new(config, Clock::System)?;
+    let state = AppState::connect(config, Clock::System).await?;
     serve(listener, state, shutdown).await?;
     Ok(())
 }
@@ -200,4 +215,7 @@ pub enum RunError {
     /// Serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    /// The broker could not be started (Redis unreachable, say).
+    #[error("cannot start the broker: {0}")]
+    Broker(#[from] BrokerError),
 }

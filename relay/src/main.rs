@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use runwire_protocol::token::{Claims, MIN_SECRET_LEN, Scope, sign};
-use runwire_relay::Config;
+use runwire_relay::auth::Clock;
 use runwire_relay::shutdown::shutdown_signal;
+use runwire_relay::{AppState, Config, RunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::EnvFilter;
 
@@ -126,13 +127,20 @@ async fn serve(config: Config) -> ExitCode {
         Err(e) => return fail(1, &format!("cannot listen on {}: {e}", config.addr)),
     };
     let addr = listener.local_addr().map_or(config.addr, |a| a);
+    let demo = config.demo;
+    // Connect to the broker before announcing the address: a relay that prints it is ready.
+    let state = match AppState::connect(config, Clock::System).await {
+        Ok(state) => state,
+        Err(RunError::Config(e)) => return fail(2, &e.to_string()),
+        Err(e) => return fail(1, &e.to_string()),
+    };
     // The first stdout line is for people and for scripts that start a relay on port 0.
     println!("listening on http://{addr}");
-    if config.demo {
+    if demo {
         println!("runwire demo: open http://{addr}/ in a browser");
     }
-    tracing::info!(%addr, demo = config.demo, "relay started");
-    match runwire_relay::run(listener, config, shutdown_signal()).await {
+    tracing::info!(%addr, broker = state.broker.kind(), demo, "relay started");
+    match runwire_relay::serve(listener, state, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e.to_string()),
     }

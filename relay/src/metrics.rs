@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use runwire_protocol::token::TokenError;
 
+use crate::broker::Sample;
+
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -125,8 +127,8 @@ impl Metrics {
             .map_or(0, |i| self.auth_failures[i].get())
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self, extra: &[(&str, &str, i64)]) -> String {
+    /// Prometheus text exposition, with `extra` samples (the broker's) after the relay's own.
+    pub fn render(&self, extra: &[Sample]) -> String {
         let mut out = String::with_capacity(2048);
         let mut gauge = |name: &str, help: &str, samples: &[(&str, i64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -151,9 +153,6 @@ impl Metrics {
             "Live run subscriptions.",
             &[("", self.subscriptions.get())],
         );
-        for (name, help, v) in extra {
-            gauge(name, help, &[("", *v)]);
-        }
         let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (labels, v) in samples {
@@ -194,6 +193,16 @@ impl Metrics {
             "Refused tokens by reason.",
             &samples,
         );
+        for s in extra {
+            let kind = if s.counter { "counter" } else { "gauge" };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}",
+                name = s.name,
+                help = s.help,
+                value = s.value
+            );
+        }
         out
     }
 }
@@ -208,7 +217,12 @@ mod tests {
         m.ws_connections.inc();
         m.auth_failed(AuthFailure::Token(TokenError::Expired));
         m.auth_failed(AuthFailure::WrongRun);
-        let text = m.render(&[("runwire_runs", "Runs held.", 3)]);
+        let text = m.render(&[Sample {
+            name: "runwire_runs",
+            help: "Runs held.",
+            counter: false,
+            value: 3,
+        }]);
         assert!(text.contains("runwire_connections{transport=\"ws\"} 1\n"));
         assert!(text.contains("runwire_auth_failures_total{reason=\"expired\"} 1\n"));
         assert!(text.contains("runwire_auth_failures_total{reason=\"wrong_run\"} 1\n"));

@@ -388,6 +388,15 @@ impl Broker for MemoryBroker {
     fn health(&self) -> BrokerHealth {
         BrokerHealth::Up
     }
+
+    fn samples(&self) -> Vec<super::Sample> {
+        vec![super::Sample {
+            name: "runwire_runs",
+            help: "Runs held by the embedded broker.",
+            counter: false,
+            value: self.run_count() as u64,
+        }]
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //!   reset instead of silently dropping the new, lower seqs as duplicates.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::{Arc, OnceLock};
 
@@ -233,7 +234,8 @@ pub trait Broker: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Snapshot, BrokerError>>;
 
     /// A local subscriber watches `run`: make sure its live events reach this relay's hub.
-    /// Resolves once they do. Called once per subscription; balanced by [`Broker::unwatch`].
+    /// Resolves once they do. Called once per subscription; every call, also one that failed, is
+    /// balanced by one [`Broker::unwatch`].
     fn watch(&self, run: RunId) -> BoxFuture<'_, Result<(), BrokerError>>;
 
     /// A local subscription of `run` ended.
@@ -249,6 +251,24 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Current health.
     fn health(&self) -> BrokerHealth;
+
+    /// Figures of this broker for `/metrics`, beyond the relay's own.
+    fn samples(&self) -> Vec<Sample> {
+        Vec::new()
+    }
+}
+
+/// One broker-specific metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// A counter (only goes up) or a gauge.
+    pub counter: bool,
+    /// The value.
+    pub value: u64,
 }
 
 /// The current time as the envelope's `ts`: RFC 3339, UTC, milliseconds.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::request_token;
-use crate::broker::{BrokerHealth, NewEvent};
+use crate::broker::{BrokerHealth, NewEvent, Sample};
 use crate::error::ApiError;
 use crate::transport::ApiQuery;
 
@@ -188,12 +188,14 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let up = i64::from(state.broker.health() == BrokerHealth::Up);
-    let text = state.metrics.render(&[(
-        "runwire_broker_up",
-        "Whether the broker is reachable (1) or not (0).",
-        up,
-    )]);
+    let mut samples = vec![Sample {
+        name: "runwire_broker_up",
+        help: "Whether the broker is reachable (1) or not (0).",
+        counter: false,
+        value: u64::from(state.broker.health() == BrokerHealth::Up),
+    }];
+    samples.extend(state.broker.samples());
+    let text = state.metrics.render(&samples);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -488,6 +488,7 @@ where
                 self.state.hub.register(&run, &self.handle);
                 if let Err(e) = self.state.broker.watch(run.clone()).await {
                     self.state.hub.unregister(&run, self.handle.id);
+                    self.state.broker.unwatch(run.clone());
                     self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run))
                         .await;
                     return;

@@ -1,0 +1,636 @@
+//! The Redis broker: several relays behind a load balancer share runs through Redis (one server
+//! or a Redis Cluster). `docs/redis.md` is the operator's view of this module.
+//!
+//! Per run, all under one hash tag so that a run lives in one cluster slot:
+//! - `{prefix}:{<run>}:meta`, a hash: `head` (last seq), `epoch`, `state` (the [`RunState`] JSON
+//!   at `head`), `done` ("1" after the terminal event);
+//! - `{prefix}:{<run>}:events`, a stream: entry `<seq>-0` holds the encoded `event` frame, trimmed
+//!   to `history_limit` entries;
+//! - `{prefix}:{<run>}:live`, the Pub/Sub channel a publish is fanned out on:
+//!   `<epoch>\n<frame>\n<frame>…`.
+//!
+//! Both keys expire `run_idle_ttl` after the last publish, and `finished_retention` after the
+//! terminal event.
+//!
+//! **Publishing.** `publish.lua` appends a batch atomically, but only if the run's head and epoch
+//! are what the publishing relay computed the batch for: the relay numbers and encodes the frames
+//! and folds the new state with [`RunState::apply`] itself (the fold is never written twice, in
+//! Rust and in Lua), and the script refuses a batch computed for a stale head, answering the
+//! current head, epoch and state so that the relay recomputes and tries again. Stored states
+//! are therefore always `fold(state at head H, events H+1…)` whichever relay wrote them, even with
+//! publishers racing on different relays. Each relay keeps its last view of a run, so a run
+//! published through one relay costs one round trip per publish (a batch is one script call);
+//! publishes of one run through one relay are serialized to keep that view valid.
+//!
+//! **Epochs.** A run that has no meta hash (new, expired, or lost with the server's data) gets a
+//! fresh epoch when it is first written. Its seqs start again at 1 under the new epoch, which
+//! subscriptions notice (the event's epoch, or the snapshot's, differs from theirs) and answer
+//! with `reset`.
+//!
+//! **Fan-out.** One Pub/Sub connection per relay, subscribed to the `live` channels of the runs
+//! local subscriptions watch (reference counted), decodes nothing but the frame header
+//! ([`Event::from_frame`]) and hands the events to [`Hub::deliver`]. Events reach local
+//! subscribers only through that channel, also on the relay that published them, so they arrive
+//! in the order Redis appended them. On a cluster the connection goes to one node: a `PUBLISH`
+//! on any node reaches subscribers on every node.
+//!
+//! **Outages.** Commands time out after `command_timeout` and fail with
+//! [`BrokerError::Unavailable`]; nothing half-written is reported as accepted. The Pub/Sub
+//! connection is pinged every `health_interval`; when it drops, the relay reconnects with
+//! backoff, resubscribes, then calls [`Hub::resync_all`] so that every subscription catches up
+//! from its last seq through a fresh snapshot (or resets when the history no longer reaches
+//! back, or the epoch changed).
+//!
+//! **Stream limits.** A workspace's concurrent streams are a sorted set of leases
+//! (`{prefix}:streams:<workspace>`, score = lease expiry by Redis' clock), renewed every third of
+//! `stream_lease` while held, so the slots of a relay that died lapse on their own.
+//!
+//! **Ingest.** See [`ingest`]. Every relay with `--ingest` pattern-subscribes; the one relay
+//! holding the ingest lease (`{prefix}:ingest-lease`) appends what it receives, so each message
+//! becomes one event however many relays run.
+
+pub mod ingest;
+
+mod conn;
+mod pubsub;
+mod slots;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher as _, Hasher as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::redis::aio::PubSubSink;
+use ::redis::{RedisError, Script};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
+use runwire_protocol::RunState;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use self::conn::{Conn, Target};
+use super::{
+    Broker, BrokerError, BrokerHealth, Event, NewEvent, Replay, RunId, Slot, Snapshot, now_ts,
+};
+use crate::hub::{Hub, lock};
+
+/// Settings of the Redis broker.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]`, or `redis+cluster://host:port[,host:port…]` for a cluster.
+    pub url: String,
+    /// Treat a `redis://` URL as a cluster's seed node(s).
+    pub cluster: bool,
+    /// Prefix of every key and channel, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Events retained per run (the stream's `MAXLEN`).
+    pub history_limit: usize,
+    /// How long a run's keys stay after its terminal event.
+    pub finished_retention: Duration,
+    /// How long an unfinished run's keys stay after its last publish.
+    pub run_idle_ttl: Duration,
+    /// Longest wait for one Redis command; past it the operation fails with 503.
+    pub command_timeout: Duration,
+    /// How often the connections are checked.
+    pub health_interval: Duration,
+    /// First and longest wait between reconnection attempts.
+    pub reconnect_backoff: (Duration, Duration),
+    /// Lease of a workspace stream slot; a dead relay's slots free themselves after it.
+    pub stream_lease: Duration,
+    /// Pub/Sub channel patterns to ingest (`workflow-run:*`).
+    pub ingest: Vec<String>,
+    /// Lease of the ingest leader; another relay takes over at most this long after it died.
+    pub ingest_lease: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &conn::redact(&self.url))
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("history_limit", &self.history_limit)
+            .field("ingest", &self.ingest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            cluster: false,
+            key_prefix: "runwire".into(),
+            history_limit: 10_000,
+            finished_retention: Duration::from_secs(300),
+            run_idle_ttl: Duration::from_secs(3600),
+            command_timeout: Duration::from_secs(2),
+            health_interval: Duration::from_secs(1),
+            reconnect_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+            stream_lease: Duration::from_secs(30),
+            ingest: Vec::new(),
+            ingest_lease: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of the Redis broker, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct RedisStats {
+    /// Publishes retried because another relay had moved the run's head.
+    pub publish_conflicts: AtomicU64,
+    /// Times the Pub/Sub connection was re-established.
+    pub reconnects: AtomicU64,
+    /// Ingested messages appended as events.
+    pub ingested: AtomicU64,
+    /// Ingested messages not appended (not the leader, unparseable channel, refused publish).
+    pub ingest_dropped: AtomicU64,
+}
+
+/// Attempts of one publish racing other relays before it gives up with 503.
+const MAX_PUBLISH_ATTEMPTS: usize = 64;
+/// Runs whose last view a relay keeps; past it, views not in use are forgotten (the next
+/// publish of such a run costs one extra round trip).
+const MAX_CACHED_RUNS: usize = 10_000;
+
+/// This relay's view of a run: what it last wrote or was told by the script.
+#[derive(Debug, Clone)]
+struct RunView {
+    head: u64,
+    epoch: Arc<str>,
+    state: Arc<RunState>,
+}
+
+struct Scripts {
+    publish: Script,
+    snapshot: Script,
+    slot: Script,
+    renew: Script,
+    lease: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Self {
+            publish: Script::new(include_str!("redis/publish.lua")),
+            snapshot: Script::new(include_str!("redis/snapshot.lua")),
+            slot: Script::new(include_str!("redis/slot.lua")),
+            renew: Script::new(include_str!("redis/renew.lua")),
+            lease: Script::new(include_str!("redis/lease.lua")),
+        }
+    }
+}
+
+struct Shared {
+    config: RedisConfig,
+    target: Target,
+    hub: Arc<Hub>,
+    conn: Conn,
+    scripts: Scripts,
+    /// Random per process: names this relay's epochs, stream slots and ingest lease.
+    relay_id: String,
+    counter: AtomicU64,
+    views: Mutex<HashMap<RunId, Arc<tokio::sync::Mutex<Option<RunView>>>>>,
+    /// Runs watched by local subscriptions, with how many.
+    channels: Mutex<HashMap<RunId, usize>>,
+    /// The Pub/Sub connection's command side; `None` while disconnected.
+    sink: Mutex<Option<PubSubSink>>,
+    pubsub_up: AtomicBool,
+    commands_up: AtomicBool,
+    /// Stream slots held by this relay: slot id → workspace.
+    slots: Mutex<HashMap<u64, Arc<str>>>,
+    /// Until when this relay surely holds the ingest lease.
+    ingest_until: Mutex<Option<Instant>>,
+    stats: RedisStats,
+}
+
+/// The Redis broker. Background tasks (Pub/Sub, health, lease renewal, ingest) end when it is
+/// dropped.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    _stop: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("url", &conn::redact(&self.shared.config.url))
+            .field("relay_id", &self.shared.relay_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {e}"))
+}
+
+impl RedisBroker {
+    /// Connects to Redis and starts the background tasks. Fails when the URL or an ingest pattern
+    /// is invalid or Redis cannot be reached now; later outages are survived.
+    pub async fn connect(config: RedisConfig, hub: Arc<Hub>) -> Result<Arc<Self>, BrokerError> {
+        let target = conn::parse_target(&config.url, config.cluster).map_err(unavailable)?;
+        for pattern in &config.ingest {
+            ingest::check_pattern(pattern).map_err(unavailable)?;
+        }
+        let timeout = config.command_timeout;
+        let conn = match tokio::time::timeout(timeout, conn::connect(&target, timeout)).await {
+            Ok(result) => result.map_err(unavailable)?,
+            Err(_) => return Err(unavailable("connecting timed out")),
+        };
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let shared = Arc::new(Shared {
+            target,
+            hub,
+            conn,
+            scripts: Scripts::default(),
+            relay_id: format!("{:012x}", seed & 0xffff_ffff_ffff),
+            counter: AtomicU64::new(0),
+            views: Mutex::default(),
+            channels: Mutex::default(),
+            sink: Mutex::new(None),
+            pubsub_up: AtomicBool::new(false),
+            commands_up: AtomicBool::new(true),
+            slots: Mutex::default(),
+            ingest_until: Mutex::new(None),
+            stats: RedisStats::default(),
+            config,
+        });
+        let (stop, stop_rx) = watch::channel(());
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let ingest_tx = if shared.config.ingest.is_empty() {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(ingest::INGEST_QUEUE);
+            tokio::spawn(ingest::ingest_loop(shared.clone(), rx, stop_rx.clone()));
+            tokio::spawn(ingest::lease_loop(shared.clone(), stop_rx.clone()));
+            Some(tx)
+        };
+        tokio::spawn(pubsub::pubsub_loop(
+            shared.clone(),
+            ingest_tx,
+            stop_rx.clone(),
+            ready_tx,
+        ));
+        tokio::spawn(health_loop(shared.clone(), stop_rx.clone()));
+        tokio::spawn(slots::renew_loop(Arc::downgrade(&shared), stop_rx));
+        // Wait for the first Pub/Sub connection so that the relay starts healthy.
+        let _ = tokio::time::timeout(timeout, ready_rx).await;
+        Ok(Arc::new(Self {
+            shared,
+            _stop: stop,
+        }))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RedisStats {
+        &self.shared.stats
+    }
+
+    /// Whether this relay holds the ingest lease now.
+    pub fn is_ingest_leader(&self) -> bool {
+        self.shared.is_ingest_leader()
+    }
+
+    /// Runs whose live channel this relay is subscribed to.
+    pub fn subscribed_runs(&self) -> usize {
+        lock(&self.shared.channels).len()
+    }
+}
+
+impl Shared {
+    fn meta_key(&self, run: &str) -> String {
+        format!("{}:{{{run}}}:meta", self.config.key_prefix)
+    }
+
+    fn stream_key(&self, run: &str) -> String {
+        format!("{}:{{{run}}}:events", self.config.key_prefix)
+    }
+
+    fn channel(&self, run: &str) -> String {
+        format!("{}:{{{run}}}:live", self.config.key_prefix)
+    }
+
+    /// The run a `live` channel belongs to.
+    fn run_of_channel<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        channel
+            .strip_prefix(self.config.key_prefix.as_str())?
+            .strip_prefix(":{")?
+            .strip_suffix("}:live")
+    }
+
+    fn fresh_epoch(&self) -> Arc<str> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{n:x}", self.relay_id).into()
+    }
+
+    fn is_ingest_leader(&self) -> bool {
+        lock(&self.ingest_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Runs a command with the command timeout, tracking whether Redis answers.
+    async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, BrokerError> {
+        match tokio::time::timeout(self.config.command_timeout, fut).await {
+            Ok(Ok(v)) => {
+                self.commands_up.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                {
+                    self.commands_up.store(false, Ordering::Relaxed);
+                }
+                Err(unavailable(e))
+            }
+            Err(_) => {
+                self.commands_up.store(false, Ordering::Relaxed);
+                Err(unavailable("command timed out"))
+            }
+        }
+    }
+
+    fn view_of(&self, run: &RunId) -> Arc<tokio::sync::Mutex<Option<RunView>>> {
+        let mut views = lock(&self.views);
+        if let Some(v) = views.get(run) {
+            return v.clone();
+        }
+        if views.len() >= MAX_CACHED_RUNS {
+            // Forget views nobody is publishing with right now.
+            views.retain(|_, v| Arc::strong_count(v) > 1);
+        }
+        views.entry(run.clone()).or_default().clone()
+    }
+
+    async fn publish(
+        &self,
+        run: RunId,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let view_lock = self.view_of(&run);
+        let mut view = view_lock.lock().await;
+        let (meta, stream, channel) = (
+            self.meta_key(&run),
+            self.stream_key(&run),
+            self.channel(&run),
+        );
+        let n = events.len() as u64;
+        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+            let base = view.clone().unwrap_or_else(|| RunView {
+                head: 0,
+                epoch: self.fresh_epoch(),
+                state: Arc::default(),
+            });
+            let ts = now_ts();
+            let mut state = (*base.state).clone();
+            let mut out = Vec::with_capacity(events.len());
+            for (i, new) in (1..).zip(&events) {
+                let seq = base.head + i;
+                state.apply(seq, &ts, &new.typed);
+                out.push(Event::encode(
+                    run.clone(),
+                    base.epoch.clone(),
+                    seq,
+                    ts.clone(),
+                    new,
+                ));
+            }
+            // The fold fixes a run's status at its first terminal event, wherever it is in the batch.
+            let terminal = state.status.is_terminal();
+            let state_json = serde_json::to_string(&state).map_err(unavailable)?;
+            let mut invocation = self.scripts.publish.prepare_invoke();
+            invocation
+                .key(&meta)
+                .key(&stream)
+                .arg(&channel)
+                .arg(base.head)
+                .arg(&*base.epoch)
+                .arg(&state_json)
+                .arg(if terminal { "1" } else { "0" })
+                .arg(self.config.history_limit.max(1))
+                .arg(ttl_ms(self.config.run_idle_ttl))
+                .arg(ttl_ms(self.config.finished_retention));
+            for ev in &out {
+                invocation.arg(ev.frame.as_str());
+            }
+            let mut conn = self.conn.clone();
+            let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    // Whether the script ran is unknown: learn the run afresh next time.
+                    *view = None;
+                    return Err(e);
+                }
+            };
+            match reply.first().map(String::as_str) {
+                Some("ok") => {
+                    *view = Some(RunView {
+                        head: base.head + n,
+                        epoch: base.epoch,
+                        state: Arc::new(state),
+                    });
+                    return Ok(out.into_iter().map(Arc::new).collect());
+                }
+                Some("conflict") => {
+                    self.stats.publish_conflicts.fetch_add(1, Ordering::Relaxed);
+                    *view = parse_view(&reply[1..])?;
+                }
+                Some("finished") => {
+                    *view = parse_view(&reply[1..])?;
+                    return Err(BrokerError::RunFinished(run));
+                }
+                _ => {
+                    *view = None;
+                    return Err(unavailable(format!("unexpected reply {reply:?}")));
+                }
+            }
+        }
+        Err(unavailable("too many concurrent publishers for this run"))
+    }
+
+    async fn snapshot(&self, run: RunId, since: Option<u64>) -> Result<Snapshot, BrokerError> {
+        let mut invocation = self.scripts.snapshot.prepare_invoke();
+        invocation
+            .key(self.meta_key(&run))
+            .key(self.stream_key(&run))
+            .arg(since.map_or_else(|| "-".to_owned(), |s| s.to_string()))
+            .arg(&*self.fresh_epoch())
+            .arg(ttl_ms(self.config.run_idle_ttl));
+        let mut conn = self.conn.clone();
+        // A read is safe to repeat: the first command on a connection that broke while idle
+        // fails and makes it reconnect, so try once more before answering 503.
+        let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
+            Ok(reply) => reply,
+            Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
+        };
+        if reply.len() < 4 {
+            return Err(unavailable(format!("unexpected reply {reply:?}")));
+        }
+        let view = parse_view(&reply[..3])?.ok_or_else(|| unavailable("snapshot without epoch"))?;
+        let replay = match reply[3].as_str() {
+            "none" => Replay::NotAsked,
+            "gap" => Replay::Gap,
+            _ => {
+                let mut events = Vec::with_capacity(reply.len() - 4);
+                for frame in &reply[4..] {
+                    let ev = Event::from_frame(view.epoch.clone(), frame.clone())
+                        .map_err(|e| unavailable(format!("stored frame: {e}")))?;
+                    events.push(Arc::new(ev));
+                }
+                Replay::Events(events)
+            }
+        };
+        Ok(Snapshot {
+            epoch: view.epoch,
+            head: view.head,
+            state: view.state,
+            replay,
+        })
+    }
+}
+
+fn ttl_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// `[head, epoch, state]` of a script reply; `None` when the run has no epoch.
+fn parse_view(fields: &[String]) -> Result<Option<RunView>, BrokerError> {
+    let [head, epoch, state, ..] = fields else {
+        return Err(unavailable(format!("unexpected reply {fields:?}")));
+    };
+    if epoch.is_empty() {
+        return Ok(None);
+    }
+    let head: u64 = head
+        .parse()
+        .map_err(|_| unavailable(format!("bad head {head:?}")))?;
+    let state: RunState = if state.is_empty() {
+        RunState::default()
+    } else {
+        serde_json::from_str(state).map_err(|e| unavailable(format!("stored state: {e}")))?
+    };
+    Ok(Some(RunView {
+        head,
+        epoch: epoch.as_str().into(),
+        state: Arc::new(state),
+    }))
+}
+
+/// Sleeps `d`, or returns false when the broker is being dropped.
+async fn pause(stop: &mut watch::Receiver<()>, d: Duration) -> bool {
+    tokio::select! {
+        _ = stop.changed() => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Pings through the command connection, so `/health` notices a Redis that stopped answering
+/// even when nothing is published.
+async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+    loop {
+        let mut conn = shared.conn.clone();
+        let _: Result<String, _> = shared
+            .call(::redis::cmd("PING").query_async(&mut conn))
+            .await;
+        if !pause(&mut stop, shared.config.health_interval).await {
+            return;
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn publish(
+        &self,
+        run: RunId,
+        events: Vec<NewEvent>,
+    ) -> BoxFuture<'_, Result<Vec<Arc<Event>>, BrokerError>> {
+        self.shared.publish(run, events).boxed()
+    }
+
+    fn snapshot(
+        &self,
+        run: RunId,
+        since: Option<u64>,
+    ) -> BoxFuture<'_, Result<Snapshot, BrokerError>> {
+        self.shared.snapshot(run, since).boxed()
+    }
+
+    fn watch(&self, run: RunId) -> BoxFuture<'_, Result<(), BrokerError>> {
+        self.shared.watch(run).boxed()
+    }
+
+    fn unwatch(&self, run: RunId) {
+        self.shared.clone().unwatch(run);
+    }
+
+    fn stream_slot(
+        &self,
+        workspace: Arc<str>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Slot, BrokerError>> {
+        self.shared.clone().stream_slot(workspace, limit).boxed()
+    }
+
+    fn health(&self) -> BrokerHealth {
+        if self.shared.pubsub_up.load(Ordering::Relaxed)
+            && self.shared.commands_up.load(Ordering::Relaxed)
+        {
+            BrokerHealth::Up
+        } else {
+            BrokerHealth::Down
+        }
+    }
+
+    fn samples(&self) -> Vec<super::Sample> {
+        let stats = &self.shared.stats;
+        let counter = |name, help, value: &AtomicU64| super::Sample {
+            name,
+            help,
+            counter: true,
+            value: value.load(Ordering::Relaxed),
+        };
+        vec![
+            counter(
+                "runwire_redis_publish_conflicts_total",
+                "Publishes retried because another relay moved the run's head first.",
+                &stats.publish_conflicts,
+            ),
+            counter(
+                "runwire_redis_reconnects_total",
+                "Times the Redis Pub/Sub connection was re-established.",
+                &stats.reconnects,
+            ),
+            counter(
+                "runwire_ingested_total",
+                "Messages from --ingest channels appended as events.",
+                &stats.ingested,
+            ),
+            counter(
+                "runwire_ingest_dropped_total",
+                "Messages from --ingest channels not appended.",
+                &stats.ingest_dropped,
+            ),
+            super::Sample {
+                name: "runwire_redis_watched_runs",
+                help: "Runs whose live channel this relay subscribes to.",
+                counter: false,
+                value: self.subscribed_runs() as u64,
+            },
+        ]
+    }
+}

@@ -1,0 +1,53 @@
+-- Appends a batch of encoded events to a run, all or none, and fans them out.
+--
+-- KEYS[1] the run's meta hash (head, epoch, state, done)   KEYS[2] the run's event stream
+-- ARGV[1] the run's live channel
+-- ARGV[2] the head seq the publisher computed its frames and state for
+-- ARGV[3] the epoch it computed them for (for a run that does not exist yet: a fresh epoch)
+-- ARGV[4] the run state JSON after the batch
+-- ARGV[5] "1" when the batch ends the run
+-- ARGV[6] events retained per run (stream MAXLEN)
+-- ARGV[7] key TTL in ms while the run is live, ARGV[8] after its terminal event
+-- ARGV[9..] the encoded event frames, seqs head+1, head+2, …
+--
+-- Replies {"ok"}, or {"conflict"|"finished", head, epoch, state} without writing anything: the
+-- publisher's view was stale (another relay published, or the run was lost and recreated), or
+-- the run has already ended. The publisher recomputes from the reply and tries again.
+local meta, stream = KEYS[1], KEYS[2]
+local cur = redis.call('HMGET', meta, 'head', 'epoch', 'state', 'done')
+local head = tonumber(cur[1] or '0') or 0
+local epoch = cur[2]
+local expected = tonumber(ARGV[2])
+if not epoch then
+  -- A run unknown here (new, expired, or lost with the server's data). A stream left without
+  -- its meta would carry stale ids: drop it so the new epoch starts clean.
+  if expected ~= 0 then
+    return {'conflict', '0', '', ''}
+  end
+  redis.call('DEL', stream)
+  epoch = ARGV[3]
+  head = 0
+elseif epoch ~= ARGV[3] or head ~= expected then
+  return {'conflict', string.format('%d', head), epoch, cur[3] or ''}
+end
+if cur[4] == '1' then
+  return {'finished', string.format('%d', head), epoch, cur[3] or ''}
+end
+local n = #ARGV - 8
+local frames = {}
+for i = 1, n do
+  local frame = ARGV[8 + i]
+  redis.call('XADD', stream, 'MAXLEN', ARGV[6], string.format('%d-0', head + i), 'f', frame)
+  frames[i] = frame
+end
+local done = ARGV[5]
+redis.call('HSET', meta, 'head', string.format('%d', head + n), 'epoch', epoch, 'state', ARGV[4],
+  'done', done)
+local ttl = ARGV[7]
+if done == '1' then
+  ttl = ARGV[8]
+end
+redis.call('PEXPIRE', meta, ttl)
+redis.call('PEXPIRE', stream, ttl)
+redis.call('PUBLISH', ARGV[1], epoch .. '\n' .. table.concat(frames, '\n'))
+return {'ok'}

@@ -1,0 +1,217 @@
+//! The relay's one Pub/Sub connection: which runs' `live` channels it is subscribed to, the
+//! reader that hands their events to the hub, and reconnection after Redis went away.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use ::redis::Msg;
+use ::redis::aio::{PubSubSink, PubSubStream};
+use futures_util::StreamExt as _;
+use tokio::sync::{mpsc, watch};
+
+use super::ingest::{IngestMsg, MAX_INGEST_PAYLOAD};
+use super::{Shared, conn, pause, unavailable};
+use crate::broker::{BrokerError, Event, RunId};
+use crate::hub::lock;
+
+/// Channels per `SUBSCRIBE` when resubscribing after a reconnect.
+const SUBSCRIBE_CHUNK: usize = 512;
+
+impl Shared {
+    pub(super) async fn watch(&self, run: RunId) -> Result<(), BrokerError> {
+        *lock(&self.channels).entry(run.clone()).or_insert(0) += 1;
+        let sink = lock(&self.sink).clone();
+        let result = match sink {
+            None => Err(unavailable("pub/sub connection is down")),
+            Some(mut sink) => self.call(sink.subscribe(self.channel(&run))).await,
+        };
+        // Failed or not, the caller balances this with `unwatch`; meanwhile the run stays in
+        // `channels`, so a reconnecting Pub/Sub connection subscribes to it.
+        result
+    }
+
+    pub(super) fn unwatch(self: Arc<Self>, run: RunId) {
+        let last = {
+            let mut channels = lock(&self.channels);
+            match channels.get_mut(&run) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    channels.remove(&run);
+                    true
+                }
+                None => false,
+            }
+        };
+        let sink = lock(&self.sink).clone();
+        let (true, Some(mut sink), Ok(rt)) = (last, sink, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        rt.spawn(async move {
+            let channel = self.channel(&run);
+            let _ = self.call(sink.unsubscribe(&channel)).await;
+            // A watch of the same run may have subscribed while the unsubscribe was on its way and
+            // been undone by it: subscribe again and make its subscriptions catch up.
+            if lock(&self.channels).contains_key(&run)
+                && self.call(sink.subscribe(&channel)).await.is_ok()
+            {
+                self.hub.resync(&run);
+            }
+        });
+    }
+
+    /// Hands the events of one `live` message to the hub.
+    fn deliver(&self, run: &str, payload: &[u8]) {
+        let Ok(payload) = std::str::from_utf8(payload) else {
+            tracing::warn!(run, "ignoring a non-UTF-8 live message");
+            return;
+        };
+        let Some((epoch, frames)) = payload.split_once('\n') else {
+            tracing::warn!(run, "ignoring a malformed live message");
+            return;
+        };
+        let epoch: Arc<str> = epoch.into();
+        for frame in frames.split('\n') {
+            match Event::from_frame(epoch.clone(), frame.to_owned()) {
+                Ok(ev) => self.hub.deliver(&Arc::new(ev)),
+                Err(e) => tracing::warn!(run, error = %e, "ignoring a malformed live frame"),
+            }
+        }
+    }
+
+    async fn on_message(&self, msg: Msg, ingest: Option<&mpsc::Sender<IngestMsg>>) {
+        let channel = msg.get_channel_name();
+        if msg.from_pattern() {
+            let (Some(tx), Ok(pattern)) = (ingest, msg.get_pattern::<String>()) else {
+                return;
+            };
+            // A pattern as wide as `*` also matches the relay's own channels.
+            if self.run_of_channel(channel).is_some() {
+                return;
+            }
+            let payload = msg.get_payload_bytes();
+            if payload.len() > MAX_INGEST_PAYLOAD {
+                tracing::warn!(
+                    channel,
+                    bytes = payload.len(),
+                    "ingest: message too large, dropped"
+                );
+                self.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let item = IngestMsg {
+                channel: channel.to_owned(),
+                pattern,
+                payload: payload.to_vec(),
+            };
+            let _ = tx.send(item).await;
+        } else if let Some(run) = self.run_of_channel(channel) {
+            self.deliver(run, msg.get_payload_bytes());
+        }
+    }
+
+    /// Waits (boundedly) until the command connection answers again after an outage.
+    async fn commands_ready(&self, stop: &mut watch::Receiver<()>) {
+        for _ in 0..20 {
+            let mut conn = self.conn.clone();
+            let pong: Result<String, _> =
+                self.call(::redis::cmd("PING").query_async(&mut conn)).await;
+            if pong.is_ok() || !pause(stop, self.config.reconnect_backoff.0).await {
+                return;
+            }
+        }
+    }
+
+    /// Subscribes a fresh Pub/Sub connection to everything this relay needs.
+    async fn resubscribe(&self, sink: &mut PubSubSink) -> Result<(), BrokerError> {
+        let channels: Vec<String> = lock(&self.channels)
+            .keys()
+            .map(|run| self.channel(run))
+            .collect();
+        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
+            self.call(sink.subscribe(chunk)).await?;
+        }
+        if !self.config.ingest.is_empty() {
+            self.call(sink.psubscribe(&self.config.ingest)).await?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn pubsub_loop(
+    shared: Arc<Shared>,
+    ingest: Option<mpsc::Sender<IngestMsg>>,
+    mut stop: watch::Receiver<()>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) {
+    let (min, max) = shared.config.reconnect_backoff;
+    let mut backoff = min;
+    let mut ready = Some(ready);
+    let mut attempt = 0usize;
+    loop {
+        let connected = tokio::select! {
+            _ = stop.changed() => return,
+            c = conn::connect_pubsub(&shared.target, attempt, shared.config.command_timeout) => c,
+        };
+        attempt += 1;
+        let (mut sink, mut stream): (PubSubSink, PubSubStream) = match connected {
+            Ok(pubsub) => pubsub.split(),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "redis pub/sub: cannot connect");
+                if !pause(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(max);
+                continue;
+            }
+        };
+        if let Err(e) = shared.resubscribe(&mut sink).await {
+            tracing::warn!(error = %e, "redis pub/sub: cannot subscribe");
+            if !pause(&mut stop, backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(max);
+            continue;
+        }
+        *lock(&shared.sink) = Some(sink.clone());
+        shared.pubsub_up.store(true, Ordering::Relaxed);
+        backoff = min;
+        if let Some(ready) = ready.take() {
+            // Nothing watched a run before the first connection.
+            let _ = ready.send(());
+        } else {
+            shared.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("redis pub/sub: reconnected; subscriptions catch up");
+            // Whatever was published while this relay was not subscribed is in the streams; the
+            // subscriptions read it through the command connection, so wait for that one too.
+            shared.commands_ready(&mut stop).await;
+            shared.hub.resync_all();
+        }
+        let mut ping = tokio::time::interval(shared.config.health_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                msg = stream.next() => match msg {
+                    Some(msg) => shared.on_message(msg, ingest.as_ref()).await,
+                    None => break,
+                },
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(
+                        shared.config.command_timeout,
+                        sink.ping::<::redis::Value>(),
+                    );
+                    if !matches!(pong.await, Ok(Ok(_))) {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::warn!("redis pub/sub: connection lost; reconnecting");
+        *lock(&shared.sink) = None;
+        shared.pubsub_up.store(false, Ordering::Relaxed);
+    }
+}
