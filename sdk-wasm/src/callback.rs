@@ -71,9 +71,8 @@ impl Drop for HeldTimeout {
 #[derive(Debug)]
 pub struct ClientToken(());
 
-impl ClientToken {
-    /// A new live client.
-    pub fn new() -> Self {
+impl Default for ClientToken {
+    fn default() -> Self {
         LIVE_CLIENTS.fetch_add(1, Ordering::Relaxed);
         Self(())
     }

@@ -119,6 +119,9 @@ pub struct Config {
 }
 
 /// Something the state machine is told.
+// Inputs are built, handed over by value and consumed at once; boxing the frame would cost an
+// allocation per event for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input<'a> {
     /// The app subscribed.

@@ -96,7 +96,7 @@ impl Inner {
             app: RefCell::new(App::default()),
             url: Rc::new(url),
             token,
-            _alive: ClientToken::new(),
+            _alive: ClientToken::default(),
         })
     }
 
@@ -180,6 +180,15 @@ pub fn dispatch_frame(inner: &Rc<Inner>, text: &JsValue) {
 }
 
 fn execute(inner: &Rc<Inner>, effect: Effect) {
+    // An app callback may have closed the client while this dispatch's effects run: start
+    // nothing new after that.
+    let starts = matches!(
+        effect,
+        Effect::FetchToken { .. } | Effect::Connect(_) | Effect::Send(_) | Effect::SetTimer(..)
+    );
+    if starts && inner.core.borrow().is_shut() {
+        return;
+    }
     match effect {
         Effect::FetchToken { req } => fetch_token(inner, req),
         Effect::Connect(kind) => connect(inner, kind),

@@ -24,7 +24,7 @@ pub mod transport;
 pub mod url;
 pub mod wire;
 
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 use js_sys::{Function, Reflect};
 use runwire_protocol::is_valid_run_id;
@@ -193,7 +193,7 @@ impl RunwireClient {
             },
         );
         Ok(Subscription {
-            inner: Rc::downgrade(&self.inner),
+            inner: self.inner.clone(),
             id,
             run: run.to_owned(),
             cell,
@@ -220,18 +220,22 @@ impl RunwireClient {
     }
 }
 
+/// Freeing the client (`free()`, `using`, or garbage collection of the JS object) closes it once
+/// no subscription handle refers to it either.
 impl Drop for RunwireClient {
     fn drop(&mut self) {
-        dispatch(&self.inner, Input::Close);
-        self.inner.release();
+        if Rc::strong_count(&self.inner) == 1 {
+            dispatch(&self.inner, Input::Close);
+            self.inner.release();
+        }
     }
 }
 
-/// One `subscribe` call: read its position, or end it.
+/// One `subscribe` call: read its position, or end it. Holding it keeps the client alive.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct Subscription {
-    inner: Weak<Inner>,
+    inner: Rc<Inner>,
     id: SubId,
     run: String,
     cell: Rc<SubCell>,
@@ -251,12 +255,11 @@ impl Subscription {
         let state = if self.cell.ended.get().is_some() {
             self.cell.state.borrow().clone()
         } else {
-            self.inner.upgrade().and_then(|inner| {
-                let core = inner.core();
-                let r = core.registry().run_of(self.id)?;
-                r.last_seq?;
-                Some(r.state.clone())
-            })
+            let core = self.inner.core();
+            core.registry()
+                .run_of(self.id)
+                .filter(|r| r.last_seq.is_some())
+                .map(|r| r.state.clone())
         };
         state.map_or(JsValue::UNDEFINED, |s| js::state_to_js(&s))
     }
@@ -267,10 +270,8 @@ impl Subscription {
         let seq = if self.cell.ended.get().is_some() {
             self.cell.last_seq.get()
         } else {
-            self.inner.upgrade().and_then(|inner| {
-                let core = inner.core();
-                core.registry().run_of(self.id)?.last_seq
-            })
+            let core = self.inner.core();
+            core.registry().run_of(self.id).and_then(|r| r.last_seq)
         };
         seq.map(|s| s as f64)
     }
@@ -283,9 +284,7 @@ impl Subscription {
 
     /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.
     pub fn unsubscribe(&self) {
-        if let Some(inner) = self.inner.upgrade() {
-            dispatch(&inner, Input::Unsubscribe(self.id));
-        }
+        dispatch(&self.inner, Input::Unsubscribe(self.id));
     }
 }
 

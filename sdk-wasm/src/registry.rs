@@ -256,12 +256,16 @@ mod tests {
         let mut reg = Registry::default();
         reg.add("r", l(1), None);
         let r = reg.run_mut("r").unwrap();
-        let mut snap = RunState::default();
-        snap.seq = 3;
+        let snap = RunState {
+            seq: 3,
+            ..RunState::default()
+        };
         assert!(r.on_subscribed(3, snap.clone(), "e1".into()));
         assert_eq!(r.state.seq, 3);
-        let mut newer = RunState::default();
-        newer.seq = 9;
+        let newer = RunState {
+            seq: 9,
+            ..RunState::default()
+        };
         assert!(!r.on_subscribed(9, newer, "e1".into()));
         assert_eq!(
             r.state.seq, 3,
@@ -275,8 +279,10 @@ mod tests {
         let mut reg = Registry::default();
         reg.add("a", l(1), Some(0));
         reg.add("b", l(2), Some(4));
-        let mut snap = RunState::default();
-        snap.seq = 10;
+        let snap = RunState {
+            seq: 10,
+            ..RunState::default()
+        };
         let a = reg.run_mut("a").unwrap();
         assert_eq!(a.resume_point(), (Some(0), None));
         a.on_subscribed(10, snap.clone(), "e".into());
@@ -293,8 +299,10 @@ mod tests {
         reg.add("r", l(1), None);
         let r = reg.run_mut("r").unwrap();
         r.on_subscribed(50, RunState::default(), "e1".into());
-        let mut s = RunState::default();
-        s.seq = 2;
+        let s = RunState {
+            seq: 2,
+            ..RunState::default()
+        };
         r.on_reset(2, s, "e2".into());
         assert_eq!(r.last_seq, Some(2));
         assert_eq!(r.epoch.as_deref(), Some("e2"));

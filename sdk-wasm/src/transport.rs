@@ -246,12 +246,19 @@ async fn read_stream(
     };
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
     let mut parser = SseParser::default();
+    let mut any_frame = false;
     loop {
         let Ok(chunk) = JsFuture::from(reader.read()).await else {
             return StreamEnd::Closed(1006);
         };
         if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
-            return StreamEnd::Eof;
+            // A stream that ends before saying anything is a failure, not a reason to reopen
+            // it at once (which could spin).
+            return if any_frame {
+                StreamEnd::Eof
+            } else {
+                StreamEnd::Closed(1006)
+            };
         }
         let Ok(value) = Reflect::get(&chunk, &"value".into()) else {
             return StreamEnd::Closed(1006);
@@ -277,7 +284,10 @@ async fn read_stream(
                         .map_or(1012, |c| c as u16);
                     return StreamEnd::Closed(code);
                 }
-                SseItem::Message { data, .. } => dispatch_frame(&inner, &JsValue::from_str(&data)),
+                SseItem::Message { data, .. } => {
+                    any_frame = true;
+                    dispatch_frame(&inner, &JsValue::from_str(&data));
+                }
             }
         }
     }
