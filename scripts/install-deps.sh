@@ -25,9 +25,10 @@ if [ "$what" = test ]; then
   want_apt binaryen
   # The token examples in docs/tokens.md run under Python and Node.
   python3 -c 'import venv, ensurepip' 2>/dev/null || want_apt python3-venv
-  command -v node >/dev/null || want_apt nodejs
-  command -v npm >/dev/null || want_apt npm
 fi
+# The demo page and the npm package are built with Node (scripts/build-web.sh).
+command -v node >/dev/null || want_apt nodejs
+command -v npm >/dev/null || want_apt npm
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   sudo_ apt-get update -qq
@@ -37,6 +38,9 @@ fi
 if [ "$what" = test ]; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+# The browser SDK (wasm32 + wasm-bindgen) is in the demo page and in the tests.
+if [ "$what" = test ] || [ "$what" = demo ]; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
     log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"

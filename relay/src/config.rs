@@ -1,6 +1,7 @@
 //! The relay's configuration: `runwire serve` flags, each with an environment fallback.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -25,6 +26,9 @@ pub enum ConfigError {
     /// A limit is zero where it must not be.
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    /// `--web-dir` names no directory with an `index.html`.
+    #[error("--web-dir {0}: no index.html there (build the page with scripts/build-web.sh)")]
+    WebDir(String),
     /// `--ingest` reads Redis Pub/Sub, so it needs `--redis`.
     #[error("--ingest needs --redis (RUNWIRE_REDIS_URL)")]
     IngestWithoutRedis,
@@ -95,6 +99,10 @@ pub struct Config {
     /// Also run simulated workflow runs and serve the demo endpoints.
     #[arg(long, env = "RUNWIRE_DEMO")]
     pub demo: bool,
+    /// A directory of static files (a built page) served at `/` in place of the built-in page.
+    /// With `--demo` and no `--web-dir`, `demo-web/dist` is served when it has been built.
+    #[arg(long, env = "RUNWIRE_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
     /// Share runs with other relays through Redis instead of the embedded broker:
     /// `redis://host:6379[/db]`, or `redis+cluster://host:7000[,host:7001…]` for Redis Cluster.
     #[arg(long, env = "RUNWIRE_REDIS_URL", hide_env_values = true)]
@@ -153,6 +161,13 @@ impl Config {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if let Some(dir) = self
+            .web_dir
+            .as_ref()
+            .filter(|d| !d.join("index.html").is_file())
+        {
+            return Err(ConfigError::WebDir(dir.display().to_string()));
         }
         if !self.ingest.is_empty() && self.redis.is_none() {
             return Err(ConfigError::IngestWithoutRedis);

@@ -1,6 +1,7 @@
 //! How clients reach the relay: WebSocket ([`ws`]), Server-Sent Events ([`sse`]) and plain HTTP
-//! ([`http`]), sharing the subscription rules in [`follow`].
+//! ([`http`]), sharing the subscription rules in [`follow`]; [`files`] serves a built page at `/`.
 
+pub mod files;
 pub mod follow;
 pub mod http;
 pub mod sse;
@@ -39,7 +40,6 @@ where
 /// Every route of the relay.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
-        .route("/", get(http::index))
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
         .route("/metrics", get(http::metrics))
@@ -53,6 +53,10 @@ pub fn router(state: AppState) -> Router {
     if state.config.demo {
         router = router.merge(crate::demo::routes());
     }
+    router = match files::web_dir(&state.config) {
+        Some(dir) => router.merge(files::routes(dir)),
+        None => router.route("/", get(http::index)),
+    };
     router
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .with_state(state)

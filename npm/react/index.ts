@@ -1,0 +1,145 @@
+/**
+ * React bindings: `useRun` follows one run for as long as the component is mounted,
+ * `useConnectionState` tracks the client's connection.
+ *
+ * Subscriptions live in effects, so StrictMode's mount → unmount → mount ends the first
+ * subscription before the second starts, and callbacks of an ended subscription are ignored:
+ * a run is never followed twice by one hook and no event is shown twice.
+ */
+import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
+import type {
+  AnyRunEvent,
+  ConnectionState,
+  EndReason,
+  RunState,
+  RunwireClient,
+  RunwireError,
+} from "../src/index.js";
+
+/** Options of `useRun`. */
+export interface UseRunOptions {
+  /** Replay retained events after this seq first; `0` (default) replays the run from its start. */
+  since?: number;
+  /** Events kept in `events`, oldest dropped first (default 1000). */
+  maxEvents?: number;
+}
+
+/** What `useRun` returns. */
+export interface UseRunResult {
+  /** The run's folded state; `undefined` until the first snapshot. */
+  state: RunState | undefined;
+  /** Events in seq order, each once (the last `maxEvents`). */
+  events: readonly AnyRunEvent[];
+  /** The client's connection state. */
+  connection: ConnectionState;
+  /** The last error about this run (or the connection), if any. */
+  error: RunwireError | undefined;
+  /** Why the subscription ended (`completed`, `failed`, `forbidden`…), while it has. */
+  ended: EndReason | undefined;
+}
+
+interface Followed {
+  key: string | null;
+  state: RunState | undefined;
+  events: readonly AnyRunEvent[];
+  error: RunwireError | undefined;
+  ended: EndReason | undefined;
+}
+
+const EMPTY: readonly AnyRunEvent[] = [];
+
+function initial(key: string | null): Followed {
+  return { key, state: undefined, events: EMPTY, error: undefined, ended: undefined };
+}
+
+/** The connection state of `client`, re-rendering on every change. */
+export function useConnectionState(client: RunwireClient | null | undefined): ConnectionState {
+  const subscribe = useCallback(
+    (notify: () => void) => {
+      if (!client) return () => {};
+      const listener = () => notify();
+      client.onStateChange(listener);
+      return () => {
+        try {
+          client.offStateChange(listener);
+        } catch {
+          // The client was freed already; its listeners went with it.
+        }
+      };
+    },
+    [client],
+  );
+  const snapshot = () => {
+    try {
+      return client ? client.state : "closed";
+    } catch {
+      return "closed";
+    }
+  };
+  return useSyncExternalStore(subscribe, snapshot, () => "closed");
+}
+
+/**
+ * Follows run `runId` on `client` while the component is mounted; `null` follows nothing.
+ * Changing `runId` ends the old subscription and starts a new one.
+ */
+export function useRun(
+  client: RunwireClient | null | undefined,
+  runId: string | null | undefined,
+  options: UseRunOptions = {},
+): UseRunResult {
+  const { since = 0, maxEvents = 1000 } = options;
+  const key = client && runId ? runId : null;
+  const connection = useConnectionState(client);
+  const [followed, setFollowed] = useState<Followed>(() => initial(key));
+
+  useEffect(() => {
+    setFollowed(initial(key));
+    if (!client || !key) return;
+    let active = true;
+    const update = (f: (prev: Followed) => Followed) => {
+      if (active) setFollowed((prev) => (prev.key === key ? f(prev) : prev));
+    };
+    const onError = (error: RunwireError) => {
+      if (error.run === undefined || error.run === key) update((p) => ({ ...p, error }));
+    };
+    const onEvent = (ev: AnyRunEvent) =>
+      update((p) => {
+        const events = p.events.length >= maxEvents ? p.events.slice(p.events.length - maxEvents + 1) : p.events.slice();
+        events.push(ev);
+        return { ...p, events };
+      });
+    client.onError(onError);
+    let subscription: ReturnType<RunwireClient["subscribe"]> | undefined;
+    try {
+      subscription = client.subscribe(key, {
+        since,
+        onEvent,
+        onOtherEvent: onEvent,
+        onState: (state) => update((p) => ({ ...p, state })),
+        onEnd: (ended) => update((p) => ({ ...p, ended })),
+      });
+    } catch (e) {
+      update((p) => ({ ...p, error: { code: "subscribe", message: e instanceof Error ? e.message : String(e) } }));
+    }
+    return () => {
+      active = false;
+      try {
+        subscription?.unsubscribe();
+        subscription?.free();
+        client.offError(onError);
+      } catch {
+        // The client was freed already; its subscriptions went with it.
+      }
+    };
+  }, [client, key, since, maxEvents]);
+
+  const current = followed.key === key ? followed : initial(key);
+  return {
+    state: current.state,
+    events: current.events,
+    connection,
+    error: current.error,
+    ended: current.ended,
+  };
+}

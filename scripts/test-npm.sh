@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The npm package in real browsers: builds the package and the demo page, packs the tarball,
+# installs it into the Vite + React and Vite + Vue apps under tests/, type-checks tests/types,
+# then drives the apps and the demo page in headless Chromium against relays the tests start
+# themselves (tests/e2e). Screenshots land in artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+log() { printf '==> %s\n' "$*" >&2; }
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+command -v node >/dev/null || fail "node is missing (scripts/install-deps.sh test)"
+command -v npm >/dev/null || fail "npm is missing (scripts/install-deps.sh test)"
+[ -x "$CHROMIUM" ] || fail "$CHROMIUM is missing (scripts/install-deps.sh test)"
+command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is missing (scripts/install-deps.sh test)"
+export CHROMIUM
+
+scripts/build-web.sh
+log "cargo build --release -p runwire-relay"
+cargo build -q --release --locked -p runwire-relay --bin runwire
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+log "npm pack"
+(cd npm && npm pack --silent --pack-destination "$tmp" >/dev/null)
+tarball=$(echo "$tmp"/runwire-*.tgz)
+[ -f "$tarball" ] || fail "npm pack produced no tarball"
+# The tarball holds exactly the built package: no sources, no build tooling.
+listing=$(tar -tzf "$tarball" | sort)
+expected=$(printf 'package/%s\n' README.md package.json \
+  dist/src/index.js dist/src/index.d.ts dist/react/index.js dist/react/index.d.ts \
+  dist/vue/index.js dist/vue/index.d.ts \
+  dist/wasm/runwire_sdk.js dist/wasm/runwire_sdk.d.ts dist/wasm/runwire_sdk_bg.wasm | sort)
+[ "$listing" = "$expected" ] || fail "unexpected tarball contents:
+$listing"
+
+for app in tests/npm-react tests/npm-vue tests/types; do
+  log "$app: npm ci + the packed tarball"
+  (cd "$app" && npm ci --no-audit --no-fund --loglevel=error && npm install --no-save --no-audit --no-fund --loglevel=error "$tarball")
+done
+log "tests/types: tsc --noEmit"
+(cd tests/types && node_modules/.bin/tsc -p tsconfig.json)
+for app in tests/npm-react tests/npm-vue; do
+  log "$app: vite build"
+  (cd "$app" && node_modules/.bin/vite build --logLevel warn)
+done
+
+log "browser tests (headless Chromium)"
+(cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+timeout 600 node --test --test-concurrency=1 tests/e2e/demo.test.mjs tests/e2e/packages.test.mjs
+log "npm tests passed; screenshots in artifacts/"
