@@ -149,8 +149,19 @@ pub struct RedisStats {
     pub ingest_dropped: AtomicU64,
 }
 
-/// Attempts of one publish racing other relays before it gives up with 503.
-const MAX_PUBLISH_ATTEMPTS: usize = 64;
+/// How long one publish may keep retrying while other relays keep moving the run's head, before
+/// it gives up with 503 (nothing appended). A count of attempts would be a few milliseconds at one
+/// round trip each: too little for a relay whose publishes race a busier one's.
+const PUBLISH_CONTENTION_BUDGET: Duration = Duration::from_secs(2);
+
+/// A pause of up to `max_us` microseconds, different for every caller, so that relays that keep
+/// colliding on one run stop doing it in lockstep.
+fn jitter(max_us: u64) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(max_us);
+    Duration::from_micros(h.finish() % max_us.max(1))
+}
 /// Runs whose last view a relay keeps; past it, views not in use are forgotten (the next
 /// publish of such a run costs one extra round trip).
 const MAX_CACHED_RUNS: usize = 10_000;
@@ -386,7 +397,8 @@ impl Shared {
             self.channel(&run),
         );
         let n = events.len() as u64;
-        for _ in 0..MAX_PUBLISH_ATTEMPTS {
+        let deadline = Instant::now() + PUBLISH_CONTENTION_BUDGET;
+        for attempt in 1u64.. {
             let base = view.clone().unwrap_or_else(|| RunView {
                 head: 0,
                 epoch: self.fresh_epoch(),
@@ -445,6 +457,12 @@ impl Shared {
                 Some("conflict") => {
                     self.stats.publish_conflicts.fetch_add(1, Ordering::Relaxed);
                     *view = parse_view(&reply[1..])?;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    if attempt >= 4 {
+                        tokio::time::sleep(jitter(attempt.min(20) * 50)).await;
+                    }
                 }
                 Some("finished") => {
                     *view = parse_view(&reply[1..])?;
