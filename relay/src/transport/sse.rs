@@ -101,6 +101,7 @@ pub async fn stream(
         queue,
         slow,
         tx,
+        scratch: Vec::new(),
         expires_at: state.verifier.clock().expiry_instant(claims.exp),
         _release: release,
         _handle: handle,
@@ -144,6 +145,8 @@ struct SseTask {
     queue: mpsc::Receiver<Outbound>,
     slow: Arc<SlowSignal>,
     tx: mpsc::Sender<Bytes>,
+    /// Reused for every live event, so delivering one allocates nothing.
+    scratch: Vec<Emit>,
     /// When the token expires (plus the leeway): the stream ends with a 4001 `close` event.
     expires_at: Instant,
     _release: Release,
@@ -171,16 +174,16 @@ fn close_event(code: CloseCode) -> Bytes {
 }
 
 impl SseTask {
-    async fn run(mut self, first: Vec<Emit>) {
+    async fn run(mut self, mut first: Vec<Emit>) {
         let metrics = self.state.metrics.clone();
         metrics.sse_connections.inc();
         metrics.subscriptions.inc();
-        self.drive(first).await;
+        self.drive(&mut first).await;
         metrics.subscriptions.dec();
         metrics.sse_connections.dec();
     }
 
-    async fn drive(&mut self, first: Vec<Emit>) {
+    async fn drive(&mut self, first: &mut Vec<Emit>) {
         let config = &self.state.config;
         let deadline = Instant::now() + config.sse_max_duration;
         let mut heartbeat =
@@ -223,7 +226,7 @@ impl SseTask {
 
     /// False when the stream is over.
     async fn on_outbound(&mut self, item: Outbound) -> bool {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.scratch);
         let needs_resync = match item {
             Outbound::Event(ev) => self.follow.on_event(&ev, &mut out).is_err(),
             Outbound::Resync(_) => true,
@@ -244,12 +247,15 @@ impl SseTask {
                 Err(e) => tracing::debug!(run = %self.run, error = %e, "sse resync failed"),
             }
         }
-        self.emit(out).await
+        let open = self.emit(&mut out).await;
+        out.clear();
+        self.scratch = out;
+        open
     }
 
-    /// Writes `out`; false when the stream is over.
-    async fn emit(&mut self, out: Vec<Emit>) -> bool {
-        for item in out {
+    /// Writes and empties `out`; false when the stream is over.
+    async fn emit(&mut self, out: &mut Vec<Emit>) -> bool {
+        for item in out.drain(..) {
             let (bytes, end) = match item {
                 Emit::Control(frame) => (control(&frame), false),
                 Emit::Event(ev) => {

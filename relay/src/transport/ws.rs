@@ -126,6 +126,8 @@ pub struct Conn<W> {
     claims: Option<Claims>,
     expires_at: Option<Instant>,
     subs: HashMap<RunId, Follow>,
+    /// Reused for every live event, so delivering one allocates nothing.
+    scratch: Vec<Emit>,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
 }
@@ -170,6 +172,7 @@ where
             claims: None,
             expires_at: None,
             subs: HashMap::new(),
+            scratch: Vec::new(),
             exit: None,
         }
     }
@@ -506,7 +509,7 @@ where
                 if let Some(follow) = self.subs.get_mut(&run) {
                     follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
                 }
-                self.emit(&run, out).await;
+                self.emit(&run, &mut out).await;
             }
             Err(e) => {
                 self.subs.remove(&run);
@@ -517,8 +520,9 @@ where
         }
     }
 
-    async fn emit(&mut self, run: &RunId, out: Vec<Emit>) {
-        for item in out {
+    /// Sends and empties `out`.
+    async fn emit(&mut self, run: &RunId, out: &mut Vec<Emit>) {
+        for item in out.drain(..) {
             match item {
                 Emit::Control(frame) => self.send(&frame).await,
                 Emit::Event(ev) => {
@@ -536,9 +540,13 @@ where
                 let Some(follow) = self.subs.get_mut(&ev.run) else {
                     return; // unsubscribed since it was queued
                 };
-                let mut out = Vec::new();
-                if follow.on_event(&ev, &mut out).is_ok() {
-                    self.emit(&ev.run, out).await;
+                let mut out = std::mem::take(&mut self.scratch);
+                let sent = follow.on_event(&ev, &mut out).is_ok();
+                if sent {
+                    self.emit(&ev.run, &mut out).await;
+                }
+                self.scratch = out;
+                if sent {
                     return;
                 }
                 ev.run.clone()
@@ -561,7 +569,7 @@ where
                 if let Some(follow) = self.subs.get_mut(run) {
                     follow.on_snapshot(run, snapshot, since, epoch.as_deref(), false, &mut out);
                 }
-                self.emit(run, out).await;
+                self.emit(run, &mut out).await;
             }
             // The broker resyncs every subscription again once it is back.
             Err(e) => tracing::debug!(conn = self.handle.id, %run, error = %e, "resync failed"),
