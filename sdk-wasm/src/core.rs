@@ -6,7 +6,10 @@
 //! `closed → connecting → open`, then on a drop `open → reconnecting → open`; a first connection
 //! that fails goes `connecting → reconnecting`; giving up goes `… → closed` with the reason.
 
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use runwire_protocol::{ClientFrame, CloseCode, EndReason, Reconnect, RunState, RunStatus};
 
@@ -383,12 +386,12 @@ impl Core {
             Input::Online | Input::Visible => self.wake(),
         }
         self.check_linger();
-        std::mem::take(&mut self.out)
+        core::mem::take(&mut self.out)
     }
 
     fn set_state(&mut self, state: ConnState, reason: &str, code: Option<u16>) {
         if state != self.state {
-            let previous = std::mem::replace(&mut self.state, state);
+            let previous = core::mem::replace(&mut self.state, state);
             self.out.push(Effect::State {
                 state,
                 previous,

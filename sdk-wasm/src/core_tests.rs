@@ -1,6 +1,8 @@
 //! State machine tests: effects are run by a small harness with a fake clock and a fake relay.
 
 use std::collections::BTreeMap;
+use std::format;
+use std::string::ToString;
 
 use runwire_protocol::{ClientFrame, EndReason, RunState};
 use serde_json::{Value, json};

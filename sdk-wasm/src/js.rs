@@ -5,6 +5,9 @@
 //! Event data is checked against its name's shape with the same rules as
 //! `runwire_protocol::RunEvent::parse` (the browser test suite compares the two on a table).
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 use runwire_protocol::event::{
     LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeStarted, RunCancelled, RunCompleted,
     RunFailed, RunProgress, RunStarted,
@@ -164,7 +167,7 @@ fn is_plain_object(v: &JsValue) -> bool {
 
 fn string(v: JsValue, what: &str) -> Result<String, String> {
     v.as_string()
-        .ok_or_else(|| format!("{what} must be a string"))
+        .ok_or_else(|| [what, " must be a string"].concat())
 }
 
 fn opt_string(v: JsValue, what: &str) -> Result<Option<String>, String> {
@@ -178,8 +181,8 @@ fn opt_string(v: JsValue, what: &str) -> Result<Option<String>, String> {
 /// A non-negative integer no larger than `max`.
 fn uint(v: &JsValue, what: &str, max: f64) -> Result<u64, String> {
     match v.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= max => Ok(n as u64),
-        _ => Err(format!("{what} must be a non-negative integer")),
+        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
+        _ => Err([what, " must be a non-negative integer"].concat()),
     }
 }
 
@@ -197,8 +200,8 @@ const U64: f64 = 18_446_744_073_709_551_615.0;
 fn percent(v: JsValue, what: &str) -> Result<f64, String> {
     match v.as_f64() {
         Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        Some(_) => Err(format!("{what} must be between 0 and 100")),
-        None => Err(format!("{what} must be a number")),
+        Some(_) => Err([what, " must be between 0 and 100"].concat()),
+        None => Err([what, " must be a number"].concat()),
     }
 }
 
@@ -220,14 +223,14 @@ pub fn typed_event(name: &str, data: &JsValue) -> Result<RunEvent, String> {
         if e.starts_with("invalid") {
             e
         } else {
-            format!("invalid data for {name}: {e}")
+            ["invalid data for ", name, ": ", &e].concat()
         }
     })
 }
 
 fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     if !is_valid_event_name(name) {
-        return Err(format!("invalid event name \"{name}\""));
+        return Err(["invalid event name \"", name, "\""].concat());
     }
     let empty;
     let data = if data.is_undefined() || data.is_null() {
@@ -238,9 +241,7 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     };
     let known = runwire_protocol::event::KNOWN_EVENTS.contains(&name);
     if known && !is_plain_object(data) {
-        return Err(format!(
-            "invalid data for {name}: data must be a JSON object"
-        ));
+        return Err(["invalid data for ", name, ": data must be a JSON object"].concat());
     }
     let d = obj(data);
     let typed = match name {
@@ -366,7 +367,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
             run: opt_string(f.run(), "run")?,
         },
         "pong" => Frame::Pong,
-        other => return Err(format!("unknown frame type \"{other}\"")),
+        other => return Err(["unknown frame type \"", other, "\""].concat()),
     };
     Ok(frame)
 }
@@ -387,7 +388,7 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
         Some("completed") => RunStatus::Completed,
         Some("failed") => RunStatus::Failed,
         Some("cancelled") => RunStatus::Cancelled,
-        Some(other) => return Err(format!("unknown run status \"{other}\"")),
+        Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
     };
     let mut nodes = Vec::new();
     let list = s.nodes();
@@ -525,7 +526,7 @@ pub fn value_from_js(v: &JsValue, depth: u32) -> Value {
     if let Some(b) = v.as_bool() {
         Value::Bool(b)
     } else if let Some(n) = v.as_f64() {
-        if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
+        if n % 1.0 == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
             if n >= 0.0 {
                 Value::from(n as u64)
             } else {
