@@ -15,13 +15,10 @@ use runwire_protocol::event::{
 use runwire_protocol::{
     EndReason, NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name,
 };
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use crate::wire::{EventFrame, Frame};
-
-/// Deepest nesting converted between JS values and JSON values; deeper parts become `null`.
-const MAX_DEPTH: u32 = 64;
 
 #[wasm_bindgen]
 extern "C" {
@@ -146,8 +143,8 @@ extern "C" {
 
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_namespace = Object, js_name = keys)]
-    fn object_keys(obj: &JsValue) -> js_sys::Array;
+    #[wasm_bindgen(js_namespace = JSON, js_name = stringify, catch)]
+    fn json_stringify(v: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_namespace = Array, js_name = isArray)]
     fn is_array(v: &JsValue) -> bool;
 }
@@ -213,8 +210,23 @@ fn node_key(d: &Obj) -> Result<String, String> {
     Ok(key)
 }
 
+/// An opaque JSON value (a run's `result`, a node's `output_summary`), kept as its JSON text in a
+/// `Value::String`: the fold only moves these values, so they are never turned into a tree inside
+/// the `.wasm` (no map or number code ships for them). [`opaque_to_js`] parses the text back.
 fn opt_value(v: JsValue) -> Option<Value> {
-    (!v.is_undefined() && !v.is_null()).then(|| value_from_js(&v, 0))
+    if v.is_undefined() || v.is_null() {
+        return None;
+    }
+    // Values come from `JSON.parse`, so `JSON.stringify` cannot fail on them.
+    json_stringify(&v).ok()?.as_string().map(Value::String)
+}
+
+/// The JS value of an opaque value made by [`opt_value`].
+fn opaque_to_js(v: &Value) -> JsValue {
+    match v {
+        Value::String(text) => json_parse(&JsValue::from_str(text)).unwrap_or(JsValue::NULL),
+        _ => JsValue::NULL,
+    }
 }
 
 /// Checks `data` against the shape of event `name` (see `RunEvent::parse`).
@@ -483,7 +495,7 @@ pub fn state_to_js(state: &RunState) -> JsValue {
             no.set_error(e);
         }
         if let Some(v) = &n.output_summary {
-            no.set_output_summary(&value_to_js(v, 0));
+            no.set_output_summary(&opaque_to_js(v));
         }
         nodes.push(&no);
     }
@@ -510,71 +522,10 @@ pub fn state_to_js(state: &RunState) -> JsValue {
         o.set_cancel_reason(r);
     }
     if let Some(r) = &state.result {
-        o.set_result(&value_to_js(r, 0));
+        o.set_result(&opaque_to_js(r));
     }
     o.set_log_count(state.log_count as f64);
     o.set_warning_count(state.warning_count as f64);
     o.set_error_count(state.error_count as f64);
     o.into()
-}
-
-/// A JSON value from a JS value (as `JSON.parse` makes them).
-pub fn value_from_js(v: &JsValue, depth: u32) -> Value {
-    if depth > MAX_DEPTH {
-        return Value::Null;
-    }
-    if let Some(b) = v.as_bool() {
-        Value::Bool(b)
-    } else if let Some(n) = v.as_f64() {
-        if n % 1.0 == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
-            if n >= 0.0 {
-                Value::from(n as u64)
-            } else {
-                Value::from(n as i64)
-            }
-        } else {
-            Number::from_f64(n).map_or(Value::Null, Value::Number)
-        }
-    } else if let Some(s) = v.as_string() {
-        Value::String(s)
-    } else if is_array(v) {
-        let a: &js_sys::Array = v.unchecked_ref();
-        Value::Array(a.iter().map(|x| value_from_js(&x, depth + 1)).collect())
-    } else if v.is_object() {
-        let mut map = Map::new();
-        for key in object_keys(v).iter() {
-            if let Some(k) = key.as_string() {
-                let x = js_sys::Reflect::get(v, &key).unwrap_or(JsValue::NULL);
-                map.insert(k, value_from_js(&x, depth + 1));
-            }
-        }
-        Value::Object(map)
-    } else {
-        Value::Null
-    }
-}
-
-/// A JS value from a JSON value.
-pub fn value_to_js(v: &Value, depth: u32) -> JsValue {
-    if depth > MAX_DEPTH {
-        return JsValue::NULL;
-    }
-    match v {
-        Value::Null => JsValue::NULL,
-        Value::Bool(b) => JsValue::from_bool(*b),
-        Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => JsValue::from_str(s),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| value_to_js(x, depth + 1))
-            .collect::<js_sys::Array>()
-            .into(),
-        Value::Object(m) => {
-            let o = js_sys::Object::new();
-            for (k, x) in m {
-                let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &value_to_js(x, depth + 1));
-            }
-            o.into()
-        }
-    }
 }

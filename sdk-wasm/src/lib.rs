@@ -234,6 +234,16 @@ impl RunwireClient {
         self.inner.core().transport().map(|k| k.as_str().to_owned())
     }
 
+    /// Drops the connection and connects again at once, without waiting for a backoff delay, then
+    /// resumes every subscription from its last event (nothing is lost or repeated). After the
+    /// client gave up (`closed` with subscriptions left, e.g. after `maxReconnectAttempts`), it
+    /// starts again. Does nothing without subscriptions or after `close()`.
+    pub fn reconnect(&self) {
+        if !self.inner.core().is_shut() {
+            dispatch(&self.inner, Input::Reconnect);
+        }
+    }
+
     /// Ends every subscription (`onEnd("unsubscribed")`), closes the connection and releases every
     /// callback. The client cannot be used again.
     pub fn close(&self) {
