@@ -30,9 +30,10 @@ wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
 # declares (reference types for wasm-bindgen's externref table among them).
 log "wasm-opt -Oz"
 node node_modules/binaryen/bin/wasm-opt -Oz wasm/runwire_sdk_bg.wasm -o wasm/runwire_sdk_bg.wasm
-# The glue minified (its doc comments are the same as the .d.ts's, which keeps them).
+# The glue minified, with its snippet (src/js.rs) bundled in (its doc comments are the same as
+# the .d.ts's, which keeps them).
 log "esbuild --minify (JS glue)"
-node_modules/.bin/esbuild wasm/runwire_sdk.js --minify --format=esm --target=es2020 --log-level=warning \
+node_modules/.bin/esbuild wasm/runwire_sdk.js --bundle --minify --format=esm --target=es2020 --log-level=warning \
   --outfile=wasm/runwire_sdk.min.js
 mv wasm/runwire_sdk.min.js wasm/runwire_sdk.js
 # The generated classes declare `[Symbol.dispose]()` (for `using`); name the lib that types it,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke of the benchmark harness: every scenario with a few hundred clients for a few seconds,
-# against runwire and the Node `ws` peer. Fails when the tool errors or any delivery is incomplete
+# against runwire and the Node `ws` peer, and scenario 6 (the npm package in headless Chromium)
+# with a thousand events. Fails when the tool errors or any delivery is incomplete
 # (a subscriber failed, an event was missing, duplicated or out of order). The numbers of a debug
 # build on a CI machine mean nothing; the full scenarios are run by hand (scripts/bench.sh).
 set -euo pipefail
@@ -31,6 +32,17 @@ run idle --clients 400 --runs 40
 run fanout --clients 300 --warmup 1 --duration 2
 run many-runs --clients 300 --runs 30 --rate 500 --warmup 1 --duration 2
 run storm --clients 300 --runs 10
+
+# Scenario 6: the npm package in headless Chromium, 2 runs of 500 events.
+printf '\n==> bench/sdk/throughput.mjs (scenario 6)\n' >&2
+npm/build.sh
+(cd bench/sdk && npm ci --no-audit --no-fund --loglevel=error)
+if RUNWIRE_BIN=target/debug/runwire node bench/sdk/throughput.mjs --runs 2 --events 500 --rounds 1; then
+  summary+=("PASS  sdk")
+else
+  summary+=("FAIL  sdk")
+  status=1
+fi
 
 printf '\nbenchmark smoke (runwire and node-ws, debug builds):\n'
 printf '  %s\n' "${summary[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The browser SDK (sdk-wasm) and the fault proxy (tests/fault-proxy):
-#   1. native unit tests, and clippy for wasm32;
+#   1. native unit tests, and clippy for wasm32 (with `std`, and without it as the npm package);
 #   2. the TypeScript declarations type-check (the event union narrows on `event`);
 #   3. the wasm-bindgen-test suites in headless Chrome, then headless Firefox, against a real relay
 #      started here behind the fault-injecting proxy (both on 127.0.0.1:0, stopped on exit);
@@ -20,7 +20,7 @@ need node "Node.js"
 CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 [ -x "$CHROMEDRIVER" ] || fail "chromedriver not found at $CHROMEDRIVER (Debian package chromium-driver)"
 command -v firefox-esr >/dev/null || command -v firefox >/dev/null || fail "firefox not found (Debian package firefox-esr)"
-pinned=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' sdk-wasm/Cargo.toml)
+pinned=$(sed -n 's/^wasm-bindgen = .*"=\([0-9.]*\)".*/\1/p' sdk-wasm/Cargo.toml)
 [ "$(wasm-bindgen --version | awk '{print $2}')" = "$pinned" ] \
   || fail "wasm-bindgen-cli $(wasm-bindgen --version) does not match the pinned wasm-bindgen $pinned"
 
@@ -28,6 +28,7 @@ log "native tests"
 cargo test --locked -p runwire-sdk -p runwire-fault-proxy
 log "clippy (wasm32)"
 cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --all-targets -- -D warnings
+cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --lib --no-default-features -- -D warnings
 
 tmp=$(mktemp -d)
 pids=()

@@ -19,7 +19,7 @@ async function fetchToken(): Promise<string> {
   return res.text();
 }
 
-let client = newClient();
+const client = newClient();
 let subscription: Subscription | undefined;
 let current: string | undefined;
 let graph: GraphView | undefined;
@@ -41,10 +41,9 @@ function newClient(): RunwireClient {
 
 function showConnection(s: ConnectionState): void {
   const label =
-    s === "open" ? "Connected" : s === "closed" ? "Disconnected" : s === "connecting" && !cut ? "Connecting…" : "Reconnecting…";
-  const shown = s === "connecting" && cut ? "reconnecting" : s;
+    s === "open" ? "Connected" : s === "closed" ? "Disconnected" : s === "connecting" ? "Connecting…" : "Reconnecting…";
   const conn = $("connection");
-  conn.dataset.state = shown;
+  conn.dataset.state = s;
   conn.querySelector("span")!.textContent = label;
 }
 
@@ -256,31 +255,21 @@ $("start").addEventListener("click", async () => {
   follow(run.run);
 });
 
-// Cuts the connection: the client is closed, then a new one resumes the run after the last seq
-// shown, so the log catches up on what it missed without repeating anything.
+// Cuts the connection: the client drops its socket and connects again at once, then resumes the
+// run after the last event it delivered, so the log catches up without repeating anything.
 $<HTMLButtonElement>("cut").addEventListener("click", () => {
   if (cut || !current) return;
   cut = true;
-  const run = current;
   $<HTMLButtonElement>("cut").disabled = true;
-  subscription?.free();
-  subscription = undefined;
-  client.close();
-  client.free();
-  showConnection("closed");
-  setTimeout(() => {
-    client = newClient();
-    showConnection("connecting");
-    const from = lastSeq;
-    follow(run, from);
-    client.onStateChange(function resumed(change) {
-      if (change.state !== "open") return;
-      client.offStateChange(resumed);
-      cut = false;
-      $<HTMLButtonElement>("cut").disabled = false;
-      toast(`Reconnected — resumed after event #${from}.`);
-    });
-  }, 1500);
+  const from = lastSeq;
+  client.onStateChange(function resumed(change) {
+    if (change.state !== "open") return;
+    client.offStateChange(resumed);
+    cut = false;
+    $<HTMLButtonElement>("cut").disabled = false;
+    toast(`Reconnected — resumed after event #${from}.`);
+  });
+  client.reconnect();
 });
 
 $<HTMLInputElement>("show-lifecycle").addEventListener("change", (e) => {

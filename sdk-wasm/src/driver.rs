@@ -59,6 +59,8 @@ struct SubRecord {
     id: SubId,
     callbacks: SubCallbacks,
     cell: Rc<SubCell>,
+    /// The node objects of the last state handed to `onState`, reused in the next one.
+    nodes: crate::js::NodeObjects,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +150,7 @@ impl Inner {
             id,
             callbacks,
             cell: cell.clone(),
+            nodes: crate::js::NodeObjects::default(),
         });
         (id, cell)
     }
@@ -269,11 +272,19 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             };
             let _ = f.call1(&JsValue::NULL, &event);
         }
-        Effect::RunState(sub, json) => {
-            let Some(f) = sub_callback(inner, sub, |c| c.on_state.as_ref()) else {
-                return;
+        Effect::RunState(sub, state) => {
+            // Built with the app's records borrowed, called after: the callback may subscribe.
+            let call = {
+                let mut app = inner.app.borrow_mut();
+                let Some(record) = app.subs.iter_mut().find(|s| s.id == sub) else {
+                    return;
+                };
+                let Some(f) = record.callbacks.on_state.clone() else {
+                    return;
+                };
+                (f, record.nodes.state_to_js(&state))
             };
-            let _ = f.call1(&JsValue::NULL, &crate::js::state_to_js(&json));
+            let _ = call.0.call1(&JsValue::NULL, &call.1);
         }
         Effect::End {
             sub,

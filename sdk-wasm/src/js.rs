@@ -20,127 +20,86 @@ use wasm_bindgen::prelude::*;
 
 use crate::wire::{EventFrame, Frame};
 
-#[wasm_bindgen]
+/// The property names read and written, in the order of the key table in the JS helpers below.
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+enum Field {
+    Type,
+    Run,
+    Seq,
+    Event,
+    Ts,
+    Data,
+    State,
+    Epoch,
+    Reason,
+    Code,
+    Message,
+    HeartbeatMs,
+    ExpiresAt,
+    Workflow,
+    NodeCount,
+    Progress,
+    CurrentNode,
+    TotalDurationMs,
+    Result,
+    Error,
+    NodeKey,
+    DurationMs,
+    OutputSummary,
+    Level,
+    Status,
+    Nodes,
+    NodesTruncated,
+    Key,
+    StartedAt,
+    FinishedAt,
+    FailedNode,
+    CancelReason,
+    LogCount,
+    WarningCount,
+    ErrorCount,
+}
+
+// One small getter and setter, by key index, instead of a generated accessor per property: the
+// names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
+#[wasm_bindgen(
+    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count'.split(' ');
+export function get(o, k) { return o[K[k]]; }
+export function set(o, k, v) { o[K[k]] = v; }"
+)]
 extern "C" {
-    /// Any JS object, read and written through property getters and setters (the property names
-    /// live in the JS glue, so no key strings cross into wasm).
+    /// Any JS object (a parsed frame, its data, a state), read and written by [`Field`].
     #[derive(Debug)]
     pub type Obj;
 
-    #[wasm_bindgen(method, getter, js_name = type)]
-    fn type_(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn run(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn seq(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn event(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn ts(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn data(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn state(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn epoch(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn reason(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn code(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn message(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn heartbeat_ms(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn expires_at(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn workflow(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn node_count(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn progress(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn current_node(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn total_duration_ms(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn result(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn error(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn node_key(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn duration_ms(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn output_summary(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn level(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn metadata(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn status(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn nodes(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn nodes_truncated(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn key(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn started_at(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn finished_at(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn failed_node(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn cancel_reason(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn log_count(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn warning_count(this: &Obj) -> JsValue;
-    #[wasm_bindgen(method, getter)]
-    fn error_count(this: &Obj) -> JsValue;
+    #[wasm_bindgen(js_name = get)]
+    fn get_key(o: &Obj, k: u32) -> JsValue;
+    #[wasm_bindgen(js_name = set)]
+    fn set_value(o: &Obj, k: u32, v: &JsValue);
+    #[wasm_bindgen(js_name = set)]
+    fn set_str(o: &Obj, k: u32, v: &str);
+    #[wasm_bindgen(js_name = set)]
+    fn set_num(o: &Obj, k: u32, v: f64);
+}
 
-    #[wasm_bindgen(method, setter, js_name = seq)]
-    fn set_seq(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = status)]
-    fn set_status(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = workflow)]
-    fn set_workflow(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = node_count)]
-    fn set_node_count(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = progress)]
-    fn set_progress(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = current_node)]
-    fn set_current_node(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = nodes)]
-    fn set_nodes(this: &Obj, v: &js_sys::Array);
-    #[wasm_bindgen(method, setter, js_name = nodes_truncated)]
-    fn set_nodes_truncated(this: &Obj, v: bool);
-    #[wasm_bindgen(method, setter, js_name = started_at)]
-    fn set_started_at(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = finished_at)]
-    fn set_finished_at(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = duration_ms)]
-    fn set_duration_ms(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = error)]
-    fn set_error(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = failed_node)]
-    fn set_failed_node(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = cancel_reason)]
-    fn set_cancel_reason(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = result)]
-    fn set_result(this: &Obj, v: &JsValue);
-    #[wasm_bindgen(method, setter, js_name = log_count)]
-    fn set_log_count(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = warning_count)]
-    fn set_warning_count(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = error_count)]
-    fn set_error_count(this: &Obj, v: f64);
-    #[wasm_bindgen(method, setter, js_name = key)]
-    fn set_key(this: &Obj, v: &str);
-    #[wasm_bindgen(method, setter, js_name = output_summary)]
-    fn set_output_summary(this: &Obj, v: &JsValue);
+impl Obj {
+    fn get(&self, k: Field) -> JsValue {
+        get_key(self, k as u32)
+    }
+    fn set(&self, k: Field, v: &JsValue) {
+        set_value(self, k as u32, v);
+    }
+    fn set_str(&self, k: Field, v: &str) {
+        set_str(self, k as u32, v);
+    }
+    fn set_num(&self, k: Field, v: f64) {
+        set_num(self, k as u32, v);
+    }
+}
 
+#[wasm_bindgen]
+extern "C" {
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_namespace = JSON, js_name = stringify, catch)]
@@ -203,7 +162,7 @@ fn percent(v: JsValue, what: &str) -> Result<f64, String> {
 }
 
 fn node_key(d: &Obj) -> Result<String, String> {
-    let key = string(d.node_key(), "node_key")?;
+    let key = string(d.get(Field::NodeKey), "node_key")?;
     if key.is_empty() || key.len() > runwire_protocol::event::MAX_NODE_KEY_LEN {
         return Err("node_key must be 1 to 256 bytes".to_owned());
     }
@@ -258,43 +217,43 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     let d = obj(data);
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
-            workflow: opt_string(d.workflow(), "workflow")?,
-            node_count: opt_uint(d.node_count(), "node_count", U32)?.map(|n| n as u32),
+            workflow: opt_string(d.get(Field::Workflow), "workflow")?,
+            node_count: opt_uint(d.get(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
         }),
         "run.progress" => RunEvent::RunProgress(RunProgress {
-            progress: percent(d.progress(), "progress")?,
-            current_node: opt_string(d.current_node(), "current_node")?,
+            progress: percent(d.get(Field::Progress), "progress")?,
+            current_node: opt_string(d.get(Field::CurrentNode), "current_node")?,
         }),
         "run.completed" => RunEvent::RunCompleted(RunCompleted {
-            total_duration_ms: opt_uint(d.total_duration_ms(), "total_duration_ms", U64)?,
-            node_count: opt_uint(d.node_count(), "node_count", U32)?.map(|n| n as u32),
-            result: opt_value(d.result()),
+            total_duration_ms: opt_uint(d.get(Field::TotalDurationMs), "total_duration_ms", U64)?,
+            node_count: opt_uint(d.get(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
+            result: opt_value(d.get(Field::Result)),
         }),
         "run.failed" => RunEvent::RunFailed(RunFailed {
-            error: string(d.error(), "error")?,
-            node_key: opt_string(d.node_key(), "node_key")?,
+            error: string(d.get(Field::Error), "error")?,
+            node_key: opt_string(d.get(Field::NodeKey), "node_key")?,
         }),
         "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
-            reason: opt_string(d.reason(), "reason")?,
+            reason: opt_string(d.get(Field::Reason), "reason")?,
         }),
         "node.started" => RunEvent::NodeStarted(NodeStarted {
             node_key: node_key(d)?,
         }),
         "node.progress" => RunEvent::NodeProgress(NodeProgress {
             node_key: node_key(d)?,
-            progress: percent(d.progress(), "progress")?,
+            progress: percent(d.get(Field::Progress), "progress")?,
         }),
         "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
             node_key: node_key(d)?,
-            duration_ms: opt_uint(d.duration_ms(), "duration_ms", U64)?,
-            output_summary: opt_value(d.output_summary()),
+            duration_ms: opt_uint(d.get(Field::DurationMs), "duration_ms", U64)?,
+            output_summary: opt_value(d.get(Field::OutputSummary)),
         }),
         "node.failed" => RunEvent::NodeFailed(NodeFailed {
             node_key: node_key(d)?,
-            error: string(d.error(), "error")?,
+            error: string(d.get(Field::Error), "error")?,
         }),
         "log" => RunEvent::Log(runwire_protocol::event::Log {
-            level: match d.level().as_string().as_deref() {
+            level: match d.get(Field::Level).as_string().as_deref() {
                 Some("debug") => LogLevel::Debug,
                 Some("info") => LogLevel::Info,
                 Some("warning" | "warn") => LogLevel::Warning,
@@ -306,8 +265,8 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
                     );
                 }
             },
-            message: string(d.message(), "message")?,
-            node_key: opt_string(d.node_key(), "node_key")?,
+            message: string(d.get(Field::Message), "message")?,
+            node_key: opt_string(d.get(Field::NodeKey), "node_key")?,
             // Not part of the fold; the app reads it from the event object.
             metadata: None,
         }),
@@ -324,28 +283,28 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
         return Err("frame is not a JSON object".to_owned());
     }
     let f = obj(v);
-    let ty = f.type_().as_string().unwrap_or_default();
-    let run = || string(f.run(), "run");
+    let ty = f.get(Field::Type).as_string().unwrap_or_default();
+    let run = || string(f.get(Field::Run), "run");
     let frame = match ty.as_str() {
         "event" => {
-            let name = string(f.event(), "event")?;
+            let name = string(f.get(Field::Event), "event")?;
             Frame::Event(EventFrame {
                 run: run()?,
-                seq: uint(&f.seq(), "seq", U64)?,
-                typed: typed_event(&name, &f.data()),
+                seq: uint(&f.get(Field::Seq), "seq", U64)?,
+                typed: typed_event(&name, &f.get(Field::Data)),
                 name,
-                ts: string(f.ts(), "ts")?,
+                ts: string(f.get(Field::Ts), "ts")?,
             })
         }
         "welcome" => Frame::Welcome {
-            heartbeat_ms: uint(&f.heartbeat_ms(), "heartbeat_ms", U64)?,
-            expires_at: uint(&f.expires_at(), "expires_at", U64)?,
+            heartbeat_ms: uint(&f.get(Field::HeartbeatMs), "heartbeat_ms", U64)?,
+            expires_at: uint(&f.get(Field::ExpiresAt), "expires_at", U64)?,
         },
         "subscribed" | "reset" => {
             let run = run()?;
-            let seq = uint(&f.seq(), "seq", U64)?;
-            let state = state_from_js(&f.state())?;
-            let epoch = string(f.epoch(), "epoch")?;
+            let seq = uint(&f.get(Field::Seq), "seq", U64)?;
+            let state = state_from_js(&f.get(Field::State))?;
+            let epoch = string(f.get(Field::Epoch), "epoch")?;
             if ty == "reset" {
                 Frame::Reset {
                     run,
@@ -364,7 +323,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
         }
         "unsubscribed" => Frame::Unsubscribed {
             run: run()?,
-            reason: match f.reason().as_string().as_deref() {
+            reason: match f.get(Field::Reason).as_string().as_deref() {
                 Some("completed") => EndReason::Completed,
                 Some("failed") => EndReason::Failed,
                 Some("cancelled") => EndReason::Cancelled,
@@ -374,9 +333,9 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
             },
         },
         "error" => Frame::Error {
-            code: string(f.code(), "code")?,
-            message: f.message().as_string().unwrap_or_default(),
-            run: opt_string(f.run(), "run")?,
+            code: string(f.get(Field::Code), "code")?,
+            message: f.get(Field::Message).as_string().unwrap_or_default(),
+            run: opt_string(f.get(Field::Run), "run")?,
         },
         "pong" => Frame::Pong,
         other => return Err(["unknown frame type \"", other, "\""].concat()),
@@ -394,7 +353,7 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
         return Err("state must be a JSON object".to_owned());
     }
     let s = obj(v);
-    let status = match s.status().as_string().as_deref() {
+    let status = match s.get(Field::Status).as_string().as_deref() {
         Some("pending") | None => RunStatus::Pending,
         Some("running") => RunStatus::Running,
         Some("completed") => RunStatus::Completed,
@@ -403,129 +362,172 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
         Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
     };
     let mut nodes = Vec::new();
-    let list = s.nodes();
+    let list = s.get(Field::Nodes);
     if is_array(&list) {
         let list: js_sys::Array = list.unchecked_into();
         for n in list.iter().take(runwire_protocol::state::MAX_NODES) {
             let o = obj(&n);
             nodes.push(NodeState {
-                key: o.key().as_string().unwrap_or_default(),
-                status: match o.status().as_string().as_deref() {
+                key: o.get(Field::Key).as_string().unwrap_or_default(),
+                status: match o.get(Field::Status).as_string().as_deref() {
                     Some("running") => NodeStatus::Running,
                     Some("completed") => NodeStatus::Completed,
                     Some("failed") => NodeStatus::Failed,
                     _ => NodeStatus::Pending,
                 },
-                progress: o.progress().as_f64(),
-                started_at: opt_ts(o.started_at()),
-                finished_at: opt_ts(o.finished_at()),
-                duration_ms: o.duration_ms().as_f64().map(|n| n as u64),
-                error: o.error().as_string(),
-                output_summary: opt_value(o.output_summary()),
+                progress: o.get(Field::Progress).as_f64(),
+                started_at: opt_ts(o.get(Field::StartedAt)),
+                finished_at: opt_ts(o.get(Field::FinishedAt)),
+                duration_ms: o.get(Field::DurationMs).as_f64().map(|n| n as u64),
+                error: o.get(Field::Error).as_string(),
+                output_summary: opt_value(o.get(Field::OutputSummary)),
             });
         }
     }
     let count = |v: JsValue| v.as_f64().map_or(0, |n| n as u64);
     Ok(RunState {
-        seq: count(s.seq()),
+        seq: count(s.get(Field::Seq)),
         status,
-        workflow: s.workflow().as_string(),
-        node_count: s.node_count().as_f64().map(|n| n as u32),
-        progress: s.progress().as_f64().unwrap_or(0.0),
-        current_node: s.current_node().as_string(),
+        workflow: s.get(Field::Workflow).as_string(),
+        node_count: s.get(Field::NodeCount).as_f64().map(|n| n as u32),
+        progress: s.get(Field::Progress).as_f64().unwrap_or(0.0),
+        current_node: s.get(Field::CurrentNode).as_string(),
         nodes,
-        nodes_truncated: s.nodes_truncated().is_truthy(),
-        started_at: opt_ts(s.started_at()),
-        finished_at: opt_ts(s.finished_at()),
-        duration_ms: s.duration_ms().as_f64().map(|n| n as u64),
-        error: s.error().as_string(),
-        failed_node: s.failed_node().as_string(),
-        cancel_reason: s.cancel_reason().as_string(),
-        result: opt_value(s.result()),
-        log_count: count(s.log_count()),
-        warning_count: count(s.warning_count()),
-        error_count: count(s.error_count()),
+        nodes_truncated: s.get(Field::NodesTruncated).is_truthy(),
+        started_at: opt_ts(s.get(Field::StartedAt)),
+        finished_at: opt_ts(s.get(Field::FinishedAt)),
+        duration_ms: s.get(Field::DurationMs).as_f64().map(|n| n as u64),
+        error: s.get(Field::Error).as_string(),
+        failed_node: s.get(Field::FailedNode).as_string(),
+        cancel_reason: s.get(Field::CancelReason).as_string(),
+        result: opt_value(s.get(Field::Result)),
+        log_count: count(s.get(Field::LogCount)),
+        warning_count: count(s.get(Field::WarningCount)),
+        error_count: count(s.get(Field::ErrorCount)),
     })
 }
 
 /// A run state as the plain object the app receives (the same shape as its JSON).
 pub fn state_to_js(state: &RunState) -> JsValue {
-    let o: Obj = js_sys::Object::new().unchecked_into();
-    o.set_seq(state.seq as f64);
-    o.set_status(match state.status {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-        RunStatus::Cancelled => "cancelled",
-    });
-    if let Some(w) = &state.workflow {
-        o.set_workflow(w);
+    NodeObjects::default().state_to_js(state)
+}
+
+/// The node objects of the last state built, so that the next state reuses those of the nodes
+/// that did not change: one event changes one node, and a run may have hundreds. Apps see
+/// structural sharing, as immutable-update libraries do (an unchanged node is the same object
+/// from one state to the next), which is also what lets React skip re-rendering it.
+#[derive(Debug, Default)]
+pub struct NodeObjects {
+    nodes: Vec<NodeState>,
+    objects: Vec<JsValue>,
+}
+
+impl NodeObjects {
+    /// `state` as the plain object the app receives, reusing unchanged node objects.
+    pub fn state_to_js(&mut self, state: &RunState) -> JsValue {
+        let nodes = js_sys::Array::new();
+        for (i, n) in state.nodes.iter().enumerate() {
+            if self.nodes.get(i) != Some(n) {
+                let o = node_to_js(n);
+                if i < self.nodes.len() {
+                    self.nodes[i] = n.clone();
+                    self.objects[i] = o;
+                } else {
+                    self.nodes.push(n.clone());
+                    self.objects.push(o);
+                }
+            }
+            nodes.push(&self.objects[i]);
+        }
+        self.nodes.truncate(state.nodes.len());
+        self.objects.truncate(state.nodes.len());
+        state_object(state, &nodes)
     }
-    if let Some(n) = state.node_count {
-        o.set_node_count(f64::from(n));
-    }
-    o.set_progress(state.progress);
-    if let Some(c) = &state.current_node {
-        o.set_current_node(c);
-    }
-    let nodes = js_sys::Array::new();
-    for n in &state.nodes {
-        let no: Obj = js_sys::Object::new().unchecked_into();
-        no.set_key(&n.key);
-        no.set_status(match n.status {
+}
+
+fn node_to_js(n: &NodeState) -> JsValue {
+    let no: Obj = js_sys::Object::new().unchecked_into();
+    no.set_str(Field::Key, &n.key);
+    no.set_str(
+        Field::Status,
+        match n.status {
             NodeStatus::Pending => "pending",
             NodeStatus::Running => "running",
             NodeStatus::Completed => "completed",
             NodeStatus::Failed => "failed",
-        });
-        if let Some(p) = n.progress {
-            no.set_progress(p);
-        }
-        if let Some(t) = &n.started_at {
-            no.set_started_at(t);
-        }
-        if let Some(t) = &n.finished_at {
-            no.set_finished_at(t);
-        }
-        if let Some(d) = n.duration_ms {
-            no.set_duration_ms(d as f64);
-        }
-        if let Some(e) = &n.error {
-            no.set_error(e);
-        }
-        if let Some(v) = &n.output_summary {
-            no.set_output_summary(&opaque_to_js(v));
-        }
-        nodes.push(&no);
+        },
+    );
+    if let Some(p) = n.progress {
+        no.set_num(Field::Progress, p);
     }
-    o.set_nodes(&nodes);
+    if let Some(t) = &n.started_at {
+        no.set_str(Field::StartedAt, t);
+    }
+    if let Some(t) = &n.finished_at {
+        no.set_str(Field::FinishedAt, t);
+    }
+    if let Some(d) = n.duration_ms {
+        no.set_num(Field::DurationMs, d as f64);
+    }
+    if let Some(e) = &n.error {
+        no.set_str(Field::Error, e);
+    }
+    if let Some(v) = &n.output_summary {
+        no.set(Field::OutputSummary, &opaque_to_js(v));
+    }
+    no.into()
+}
+
+fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
+    let o: Obj = js_sys::Object::new().unchecked_into();
+    o.set_num(Field::Seq, state.seq as f64);
+    o.set_str(
+        Field::Status,
+        match state.status {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        },
+    );
+    if let Some(w) = &state.workflow {
+        o.set_str(Field::Workflow, w);
+    }
+    if let Some(n) = state.node_count {
+        o.set_num(Field::NodeCount, f64::from(n));
+    }
+    o.set_num(Field::Progress, state.progress);
+    if let Some(c) = &state.current_node {
+        o.set_str(Field::CurrentNode, c);
+    }
+    o.set(Field::Nodes, nodes);
     if state.nodes_truncated {
-        o.set_nodes_truncated(true);
+        o.set(Field::NodesTruncated, &JsValue::from_bool(true));
     }
     if let Some(t) = &state.started_at {
-        o.set_started_at(t);
+        o.set_str(Field::StartedAt, t);
     }
     if let Some(t) = &state.finished_at {
-        o.set_finished_at(t);
+        o.set_str(Field::FinishedAt, t);
     }
     if let Some(d) = state.duration_ms {
-        o.set_duration_ms(d as f64);
+        o.set_num(Field::DurationMs, d as f64);
     }
     if let Some(e) = &state.error {
-        o.set_error(e);
+        o.set_str(Field::Error, e);
     }
     if let Some(n) = &state.failed_node {
-        o.set_failed_node(n);
+        o.set_str(Field::FailedNode, n);
     }
     if let Some(r) = &state.cancel_reason {
-        o.set_cancel_reason(r);
+        o.set_str(Field::CancelReason, r);
     }
     if let Some(r) = &state.result {
-        o.set_result(&opaque_to_js(r));
+        o.set(Field::Result, &opaque_to_js(r));
     }
-    o.set_log_count(state.log_count as f64);
-    o.set_warning_count(state.warning_count as f64);
-    o.set_error_count(state.error_count as f64);
+    o.set_num(Field::LogCount, state.log_count as f64);
+    o.set_num(Field::WarningCount, state.warning_count as f64);
+    o.set_num(Field::ErrorCount, state.error_count as f64);
     o.into()
 }

@@ -114,7 +114,19 @@ fn states_round_trip_through_js() {
         let e = RunEvent::parse(name, data).unwrap();
         state.apply(i as u64 + 1, "2026-01-01T00:00:00.000Z", &e);
     }
-    let js_state = js::state_to_js(&state);
+    // Inside the SDK, opaque values are JSON text (see `opaque`).
+    let mut sdk_state = state.clone();
+    for n in &mut sdk_state.nodes {
+        n.output_summary = n
+            .output_summary
+            .take()
+            .map(|v| Value::String(v.to_string()));
+    }
+    sdk_state.result = sdk_state
+        .result
+        .take()
+        .map(|v| Value::String(v.to_string()));
+    let js_state = js::state_to_js(&sdk_state);
     // The JS object has exactly the JSON shape of the protocol's serialization.
     let via_js: Value = serde_json::from_str(
         &js_sys::JSON::stringify(&js_state)
@@ -133,6 +145,54 @@ fn states_round_trip_through_js() {
         n.output_summary = n.output_summary.take().map(opaque);
     }
     assert_eq!(back, state);
+}
+
+#[wasm_bindgen_test]
+fn successive_states_share_the_nodes_that_did_not_change() {
+    let mut state = RunState::default();
+    let mut seq = 0;
+    let mut apply = |state: &mut RunState, name: &str, data: Value| {
+        seq += 1;
+        let e = RunEvent::parse(name, &data).unwrap();
+        state.apply(seq, "2026-01-01T00:00:00.000Z", &e);
+    };
+    apply(&mut state, "node.started", json!({"node_key":"a"}));
+    apply(&mut state, "node.started", json!({"node_key":"b"}));
+    let mut objects = js::NodeObjects::default();
+    let first = objects.state_to_js(&state);
+    apply(
+        &mut state,
+        "node.progress",
+        json!({"node_key":"b","progress":50}),
+    );
+    let second = objects.state_to_js(&state);
+    let nodes = |s: &JsValue| js_sys::Array::from(&Reflect::get(s, &"nodes".into()).unwrap());
+    assert!(!Object::is(&first, &second), "every state is a new object");
+    assert!(
+        Object::is(&nodes(&first).get(0), &nodes(&second).get(0)),
+        "node a did not change"
+    );
+    assert!(
+        !Object::is(&nodes(&first).get(1), &nodes(&second).get(1)),
+        "node b did"
+    );
+    let b = nodes(&second).get(1);
+    assert_eq!(
+        Reflect::get(&b, &"progress".into()).unwrap().as_f64(),
+        Some(50.0)
+    );
+    assert_eq!(
+        Reflect::get(&nodes(&first).get(1), &"progress".into())
+            .unwrap()
+            .as_f64(),
+        None,
+        "the earlier state is left as it was"
+    );
+    // A state with fewer nodes (after a reset) drops the rest.
+    let third = objects.state_to_js(&RunState::default());
+    assert_eq!(nodes(&third).length(), 0);
+    let fourth = objects.state_to_js(&state);
+    assert_eq!(nodes(&fourth).length(), 2);
 }
 
 /// The SDK keeps opaque values (`result`, `output_summary`) as their JSON text: the value it

@@ -1,0 +1,306 @@
+// Scenario 6 (docs/benchmarks.md): the npm package as it ships (npm/dist) — its gzipped size, and
+// how many events per second it decodes, folds and hands to the app's callback in headless
+// Chromium.
+//
+//   node bench/sdk/throughput.mjs [--runs 10] [--events 10000] [--rounds 5]
+//
+// Each round has three passes; every one checks that each run's events arrive exactly once and in
+// order (or the round fails):
+// - "SDK alone": the client talks to an in-memory socket in the page (the global `WebSocket`
+//   replaced), which answers `auth` and `subscribe` as the relay does and then hands it the
+//   event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
+//   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, and with
+//   `onEvent` plus `onState` (the folded state built as a JS object after every event).
+// - "through a relay": the same events published to a relay started here (`target/release/runwire
+//   serve` on 127.0.0.1:0), then one client subscribes to every run from seq 0 over WebSocket and
+//   receives the relay's replay; and, as the baseline, a bare `WebSocket` in the same page that
+//   only `JSON.parse`s each frame.
+// Rates are events ÷ time from the first event to the last.
+
+import { execFileSync, spawn } from "node:child_process";
+import { createHmac, randomBytes } from "node:crypto";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createInterface } from "node:readline";
+import { gzipSync } from "node:zlib";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const RUNWIRE = process.env.RUNWIRE_BIN ?? join(ROOT, "target/release/runwire");
+const DIST = join(ROOT, "npm/dist");
+
+function option(name, fallback) {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const n = Number(process.argv[i + 1]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} takes a positive integer`);
+  return n;
+}
+const RUNS = option("runs", 10);
+const EVENTS = option("events", 10_000);
+const ROUNDS = option("rounds", 5);
+if (EVENTS < 2 || EVENTS > 10_000) throw new Error("--events: 2 to 10000 (the relay retains 10,000 events per run)");
+
+for (const [path, hint] of [
+  [join(DIST, "wasm/runwire_sdk_bg.wasm"), "build the package: npm/build.sh"],
+  [RUNWIRE, "cargo build --release -p runwire-relay"],
+  [CHROMIUM, "apt-get install chromium"],
+]) {
+  if (!existsSync(path)) throw new Error(`${path} is missing (${hint})`);
+}
+
+const b64 = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+function token(secret, claims) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ ...claims, iat: now, exp: now + 3600 })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** A mix of typed events as a worker sends them: the run starts, nodes start, report, log, finish. */
+function eventAt(i, EVENTS) {
+  if (i === 1) return { event: "run.started", data: { workflow: "bench", node_count: 50 } };
+  if (i === EVENTS) return { event: "run.completed", data: { total_duration_ms: i, result: { events: i } } };
+  const node_key = `n${Math.floor(i / 4) % 50}`;
+  switch (i % 4) {
+    case 0:
+      return { event: "node.started", data: { node_key } };
+    case 1:
+      return { event: "node.progress", data: { node_key, progress: i % 100 } };
+    case 2:
+      return { event: "log", data: { level: "info", message: `event ${i}`, node_key } };
+    default:
+      return { event: "node.completed", data: { node_key, duration_ms: i, output_summary: { rows: i } } };
+  }
+}
+
+async function startRelay(secret, webDir) {
+  const child = spawn(RUNWIRE, ["serve", "--addr", "127.0.0.1:0", "--secret", secret, "--web-dir", webDir], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: "warn" },
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+  const url = await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`relay did not start within 20 s\n${stderr}`)), 20_000);
+    child.once("exit", (code) => fail(new Error(`relay exited with ${code}\n${stderr}`)));
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const m = /^listening on (http:\/\/\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]);
+      }
+    });
+  });
+  return { url, stop: () => child.kill("SIGTERM") };
+}
+
+async function publish(url, secret, run) {
+  const auth = `Bearer ${token(secret, { run, scope: "publish" })}`;
+  for (let from = 1; from <= EVENTS; from += 1000) {
+    const batch = [];
+    for (let i = from; i < Math.min(from + 1000, EVENTS + 1); i++) batch.push(eventAt(i, EVENTS));
+    const res = await fetch(`${url}/v1/runs/${run}/events`, {
+      method: "POST",
+      headers: { authorization: auth, "content-type": "application/json" },
+      body: JSON.stringify(batch),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (res.status !== 200) throw new Error(`publish to ${run}: ${res.status} ${await res.text()}`);
+  }
+}
+
+// Runs in the page.
+const PAGE = `<!doctype html><meta charset="utf-8"><title>runwire SDK throughput</title>
+<script type="module">
+import { RunwireClient } from "./dist/src/index.js";
+const eventAt = ${eventAt.toString()};
+
+// Follows every run with one client; resolves when all have ended ("completed").
+function follow(client, runs, withState, onFirstSubscribed) {
+  const errors = [];
+  client.onError((e) => errors.push(e.code + ": " + e.message));
+  let count = 0, first = 0, lastAt = 0, ended = 0, outOfOrder = 0, states = 0;
+  return new Promise((done, fail) => {
+    const timer = setTimeout(() => { client.close(); fail(new Error("timed out after " + count + " events")); }, 120000);
+    for (const run of runs) {
+      let last = 0;
+      client.subscribe(run, {
+        since: 0,
+        onEvent: (ev) => {
+          lastAt = performance.now();
+          if (count++ === 0) first = lastAt;
+          if (ev.seq !== last + 1) outOfOrder++;
+          last = ev.seq;
+        },
+        onState: withState ? (s) => { if (s.seq > 0) states++; } : undefined,
+        onEnd: (reason) => {
+          if (reason !== "completed") errors.push(run + " ended: " + reason);
+          if (++ended === runs.length) {
+            clearTimeout(timer);
+            client.close();
+            done({ count, ms: lastAt - first, outOfOrder, states, errors });
+          }
+        },
+      });
+    }
+  });
+}
+
+// A socket that plays the relay from memory.
+const EMPTY = { seq: 0, status: "pending", progress: 0, nodes: [], log_count: 0, warning_count: 0, error_count: 0 };
+class MemorySocket {
+  constructor() {
+    this.readyState = 0;
+    this.onopen = this.onmessage = this.onclose = null;
+    MemorySocket.current = this;
+    setTimeout(() => { this.readyState = 1; this.onopen?.(); });
+  }
+  send(text) {
+    const f = JSON.parse(text);
+    if (f.type === "auth") {
+      this.deliver({ type: "welcome", conn: "m", heartbeat_ms: 600000, expires_at: Math.floor(Date.now() / 1000) + 3600, protocol: 1 });
+    } else if (f.type === "subscribe") {
+      this.deliver({ type: "subscribed", run: f.run, seq: 0, state: EMPTY, epoch: "e1" }, () => MemorySocket.subscribed(f.run));
+    }
+  }
+  deliver(frame, then) {
+    const data = JSON.stringify(frame);
+    setTimeout(() => { this.onmessage?.({ data }); then?.(); });
+  }
+  close() { this.readyState = 3; }
+}
+
+window.inMemory = async ({ runs, events, withState }) => {
+  const frames = runs.map((run) => Array.from({ length: events }, (_, k) => JSON.stringify({
+    type: "event", run, seq: k + 1, ts: "2026-11-22T08:00:00.000Z", ...eventAt(k + 1, events),
+  })));
+  const real = globalThis.WebSocket;
+  globalThis.WebSocket = MemorySocket;
+  try {
+    let subscribed = 0;
+    const ready = new Promise((ok) => { MemorySocket.subscribed = () => { if (++subscribed === runs.length) ok(); }; });
+    const client = new RunwireClient({ url: "ws://memory.invalid/v1/ws", token: "t", transport: "websocket" });
+    const result = follow(client, runs, withState);
+    await ready;
+    const socket = MemorySocket.current;
+    for (let k = 0; k < events; k++) {
+      for (const list of frames) socket.onmessage?.({ data: list[k] });
+    }
+    return await result;
+  } finally {
+    globalThis.WebSocket = real;
+  }
+};
+
+window.viaRelay = ({ url, token, runs }) =>
+  follow(new RunwireClient({ url, token, transport: "websocket" }), runs, false);
+
+// The browser alone: a bare WebSocket that parses each frame and does nothing else.
+window.bareSocket = ({ url, token, runs, events }) => new Promise((done, fail) => {
+  const ws = new WebSocket(url);
+  const want = runs.length * events, last = new Map();
+  let count = 0, first = 0, outOfOrder = 0;
+  const timer = setTimeout(() => { ws.close(); fail(new Error("timed out after " + count + " events")); }, 120000);
+  ws.onopen = () => {
+    ws.send(JSON.stringify({ type: "auth", token }));
+    for (const run of runs) ws.send(JSON.stringify({ type: "subscribe", run, since: 0 }));
+  };
+  ws.onmessage = (m) => {
+    const f = JSON.parse(m.data);
+    if (f.type !== "event") return;
+    if (count++ === 0) first = performance.now();
+    if (f.seq !== (last.get(f.run) ?? 0) + 1) outOfOrder++;
+    last.set(f.run, f.seq);
+    if (count === want) {
+      clearTimeout(timer);
+      ws.close();
+      done({ count, ms: performance.now() - first, outOfOrder, states: 0, errors: [] });
+    }
+  };
+});
+window.ready = true;
+</script>`;
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const fmt = (n) => Math.round(n).toLocaleString("en-US");
+
+const wasm = join(DIST, "wasm/runwire_sdk_bg.wasm");
+const glue = join(DIST, "wasm/runwire_sdk.js");
+// Measured as the CI budget measures it (scripts/test-sdk.sh): `gzip -9`.
+const gz = (file) => execFileSync("gzip", ["-9c", file]).length;
+const raw = (file) => readFileSync(file).length;
+
+const webDir = mkdtempSync(join(tmpdir(), "runwire-sdk-bench-"));
+const profile = mkdtempSync(join(tmpdir(), "runwire-chromium-"));
+cpSync(DIST, join(webDir, "dist"), { recursive: true });
+writeFileSync(join(webDir, "index.html"), PAGE);
+const secret = randomBytes(32).toString("hex");
+const relay = await startRelay(secret, webDir);
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: CHROMIUM,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const PASSES = [
+  ["SDK alone, onEvent", "inMemory", { withState: false }],
+  ["SDK alone, onEvent + onState", "inMemory", { withState: true }],
+  ["through a relay (WebSocket), onEvent", "viaRelay", {}],
+  ["bare WebSocket + JSON.parse, no SDK (baseline)", "bareSocket", {}],
+];
+const rates = new Map(PASSES.map(([name]) => [name, []]));
+let failed = 0;
+let userAgent = "";
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("pageerror", (e) => console.error(`pageerror: ${e.message}`));
+  await page.goto(`${relay.url}/`);
+  await page.waitForFunction(() => window.ready === true, null, { timeout: 20_000 });
+  userAgent = await page.evaluate(() => navigator.userAgent);
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [name, fn, extra] of PASSES) {
+      const runs = Array.from({ length: RUNS }, (_, i) => `sdk-${round}-${fn}-${i}`);
+      if (fn !== "inMemory") for (const run of runs) await publish(relay.url, secret, run);
+      const args = {
+        url: relay.url.replace(/^http/, "ws") + "/v1/ws",
+        token: token(secret, { runs, scope: "subscribe" }),
+        runs,
+        events: EVENTS,
+        ...extra,
+      };
+      const r = await page.evaluate(([fn, a]) => window[fn](a), [fn, args]);
+      const want = RUNS * EVENTS;
+      const ok = r.count === want && r.outOfOrder === 0 && r.errors.length === 0 && (!extra.withState || r.states >= want);
+      const rate = (r.count / r.ms) * 1000;
+      console.error(
+        `round ${round}, ${name}: ${fmt(r.count)} events in ${r.ms.toFixed(1)} ms = ${fmt(rate)}/s` +
+          (ok ? "" : ` FAILED (want ${want}, out of order ${r.outOfOrder}, states ${r.states}, errors ${r.errors.slice(0, 3)})`),
+      );
+      if (ok) rates.get(name).push(rate);
+      else failed++;
+    }
+  }
+} finally {
+  await context.close();
+  relay.stop();
+  rmSync(profile, { recursive: true, force: true });
+  rmSync(webDir, { recursive: true, force: true });
+}
+
+const chromiumVersion = /Chrome\/(\S+)/.exec(userAgent)?.[1] ?? "?";
+console.log(`Scenario 6: the npm package (npm/dist) in headless Chromium ${chromiumVersion}; ${RUNS} runs × ${fmt(EVENTS)} events per pass`);
+console.log("");
+console.log("| metric | value |");
+console.log("| --- | ---: |");
+console.log(`| \`.wasm\`, gzipped | ${fmt(gz(wasm))} B (${fmt(raw(wasm))} B raw) |`);
+console.log(`| JS glue, gzipped | ${fmt(gz(glue))} B (${fmt(raw(glue))} B raw) |`);
+console.log(`| **total, gzipped** | **${fmt(gz(wasm) + gz(glue))} B** |`);
+for (const [name, xs] of rates) {
+  if (xs.length) console.log(`| events/s, ${name} | ${fmt(median(xs))} (median of ${xs.length}; ${fmt(Math.min(...xs))} to ${fmt(Math.max(...xs))}) |`);
+}
+console.log("");
+console.log(`${ROUNDS * PASSES.length - failed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
