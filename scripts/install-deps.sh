@@ -22,7 +22,6 @@ if [ "$what" = test ]; then
   want_apt chromium
   want_apt chromium-driver
   want_apt firefox-esr
-  want_apt binaryen
   # The token examples in docs/tokens.md run under Python and Node.
   python3 -c 'import venv, ensurepip' 2>/dev/null || want_apt python3-venv
 fi
