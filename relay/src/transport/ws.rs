@@ -13,7 +13,6 @@
 //! last seq instead (replay, or `reset` when the history is gone).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -25,13 +24,12 @@ use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::AppState;
 use crate::broker::RunId;
 use crate::error::{ApiError, AuthError};
-use crate::hub::{ConnHandle, Outbound, SlowSignal};
+use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::metrics::Gauge;
 use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
@@ -121,8 +119,7 @@ pub struct Conn<W> {
     mode: Mode,
     tx: W,
     handle: ConnHandle,
-    queue: mpsc::Receiver<Outbound>,
-    slow: Arc<SlowSignal>,
+    inbox: Inbox,
     claims: Option<Claims>,
     expires_at: Option<Instant>,
     subs: HashMap<RunId, Follow>,
@@ -161,14 +158,13 @@ where
     /// A connection writing to `tx`.
     pub fn new(state: AppState, mode: Mode, tx: W) -> Self {
         let id = state.next_conn_id();
-        let (handle, queue, slow) = ConnHandle::new(id, state.config.queue_capacity);
+        let (handle, inbox) = ConnHandle::new(id, state.config.queue_capacity);
         Self {
             state,
             mode,
             tx,
             handle,
-            queue,
-            slow,
+            inbox,
             claims: None,
             expires_at: None,
             subs: HashMap::new(),
@@ -245,15 +241,16 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = self.state.shutting_down();
         tokio::pin!(stop);
-        let slow = self.slow.clone();
         loop {
             if let Some(exit) = self.exit.take() {
                 return exit;
             }
+            if self.inbox.is_slow() {
+                return Exit::Close(CloseCode::SlowConsumer);
+            }
             tokio::select! {
                 biased;
                 () = &mut stop => return Exit::Close(CloseCode::ServiceRestart),
-                () = slow.wait() => return Exit::Close(CloseCode::SlowConsumer),
                 () = sleep_until_opt(self.expires_at) => return Exit::Close(CloseCode::TokenExpired),
                 () = sleep_until_opt(auth_deadline) => return Exit::Close(CloseCode::AuthTimeout),
                 _ = ping.tick() => {
@@ -280,14 +277,14 @@ where
                         self.flush().await;
                     }
                 },
-                item = self.queue.recv() => {
-                    // The connection holds its own handle, so the queue never closes under it.
-                    let Some(item) = item else { return Exit::Gone };
+                item = self.inbox.recv() => {
+                    // None: the hub found the queue full.
+                    let Some(item) = item else { return Exit::Close(CloseCode::SlowConsumer) };
                     self.on_outbound(item).await;
                     for _ in 1..WRITE_BATCH {
-                        match self.queue.try_recv() {
-                            Ok(item) => self.on_outbound(item).await,
-                            Err(_) => break,
+                        match self.inbox.try_recv() {
+                            Some(item) => self.on_outbound(item).await,
+                            None => break,
                         }
                         if self.exit.is_some() {
                             break;
@@ -319,7 +316,7 @@ where
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.exit = Some(Exit::Gone),
             Err(_) => {
-                if !self.slow.is_raised() {
+                if !self.inbox.is_slow() {
                     self.state.metrics.slow_consumer_closes.inc();
                 }
                 self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
