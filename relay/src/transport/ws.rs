@@ -96,9 +96,11 @@ fn upgrade(
         // gathered into one syscall, so a burst of small events costs one write, not one per frame.
         .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket: WebSocket| async move {
+        // The connection's future directly, not an `async` block around it: such a block would
+        // keep the moved-out socket and query in the task for the connection's lifetime.
+        .on_upgrade(move |socket: WebSocket| {
             let (tx, rx) = socket.split();
-            Conn::new(state, mode, tx).run(rx, q).await;
+            Conn::new(state, mode, tx).run(rx, q)
         })
 }
 
