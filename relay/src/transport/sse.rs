@@ -102,7 +102,6 @@ pub async fn stream(
         scratch: Vec::new(),
         expires_at: state.verifier.clock().expiry_instant(claims.exp),
         _release: release,
-        _handle: handle,
     };
     tokio::spawn(task.run(first));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
@@ -147,8 +146,6 @@ struct SseTask {
     /// When the token expires (plus the leeway): the stream ends with a 4001 `close` event.
     expires_at: Instant,
     _release: Release,
-    // Keeps the queue open for as long as the task runs.
-    _handle: ConnHandle,
 }
 
 /// A control message. `subscribed` and `reset` carry `id:` the seq their state is at, so an
