@@ -11,20 +11,34 @@ log() { printf '==> %s\n' "$*" >&2; }
 command -v wasm-bindgen >/dev/null || { echo "error: wasm-bindgen not found (scripts/install-deps.sh demo)" >&2; exit 1; }
 command -v node >/dev/null || { echo "error: node not found (scripts/install-deps.sh demo)" >&2; exit 1; }
 
-log "cargo build -p runwire-sdk --target wasm32-unknown-unknown --profile wasm-release"
-(cd "$root" && cargo build -q --locked -p runwire-sdk --lib --target wasm32-unknown-unknown --profile wasm-release)
+[ -x node_modules/.bin/tsc ] && [ -x node_modules/.bin/esbuild ] && [ -f node_modules/binaryen/bin/wasm-opt ] \
+  || npm ci --no-audit --no-fund --loglevel=error
+
+# `cargo rustc --crate-type cdylib`: built as the cdylib alone, LTO may inline the abort-only
+# panic handler, so no panic message formatting (`core::fmt`) is linked; with the rlib crate type
+# beside it, it is not, and the .wasm grows by a third. `--no-default-features`: no `std` (see
+# sdk-wasm/src/bare.rs).
+log "cargo rustc -p runwire-sdk --crate-type cdylib --no-default-features (wasm32, profile wasm-release)"
+(cd "$root" && cargo rustc -q --locked -p runwire-sdk --lib --crate-type cdylib --no-default-features \
+  --target wasm32-unknown-unknown --profile wasm-release)
 wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/runwire_sdk.wasm"
 
 rm -rf wasm dist
 log "wasm-bindgen --target web"
 wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
-# No wasm-opt pass: Debian's binaryen rewrites the reference-typed function table of
-# wasm-bindgen 0.2.130 output into a module Chromium refuses at `WebAssembly.Table.set`.
+# binaryen from the npm registry (pinned in package-lock.json): it reads the features the module
+# declares (reference types for wasm-bindgen's externref table among them).
+log "wasm-opt -Oz"
+node node_modules/binaryen/bin/wasm-opt -Oz wasm/runwire_sdk_bg.wasm -o wasm/runwire_sdk_bg.wasm
+# The glue minified (its doc comments are the same as the .d.ts's, which keeps them).
+log "esbuild --minify (JS glue)"
+node_modules/.bin/esbuild wasm/runwire_sdk.js --minify --format=esm --target=es2020 --log-level=warning \
+  --outfile=wasm/runwire_sdk.min.js
+mv wasm/runwire_sdk.min.js wasm/runwire_sdk.js
 # The generated classes declare `[Symbol.dispose]()` (for `using`); name the lib that types it,
 # so that apps compiling without skipLibCheck need no extra `lib` entry (TypeScript >= 5.2).
 sed -i '1i /// <reference lib="esnext.disposable" />' wasm/runwire_sdk.d.ts
 
-[ -d node_modules/typescript ] || npm ci --no-audit --no-fund --loglevel=error
 log "tsc"
 node_modules/.bin/tsc -p tsconfig.json
 mkdir -p dist/wasm

@@ -4,6 +4,9 @@
 //! checked on the way in; any other well-formed name is carried through untouched, so new event
 //! kinds reach browsers before every component knows about them.
 
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

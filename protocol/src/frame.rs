@@ -2,6 +2,7 @@
 //!
 //! `docs/protocol.md` is the prose version of this module; the two change together.
 
+use alloc::string::String;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

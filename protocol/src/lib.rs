@@ -6,8 +6,15 @@
 //! - [`close`]: WebSocket close codes and what a client should do after each.
 //! - [`token`] (feature `token`): JWT HS256 claims, signing and verification.
 //!
-//! Nothing here does I/O, so the crate builds for `wasm32-unknown-unknown`.
+//! Nothing here does I/O, and the crate is `no_std` (it needs only `alloc`), so it builds for
+//! `wasm32-unknown-unknown` without pulling the standard library's panic and formatting machinery
+//! into the browser SDK.
+#![no_std]
 #![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
 
 pub mod close;
 pub mod event;

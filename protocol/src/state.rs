@@ -4,6 +4,9 @@
 //! history; the browser SDK runs the same fold over the events it receives, so both sides always
 //! agree on what a run looks like.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -102,7 +105,7 @@ pub struct RunState {
     #[serde(default)]
     pub nodes: Vec<NodeState>,
     /// More than [`MAX_NODES`] nodes appeared; the rest are not in `nodes`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub nodes_truncated: bool,
     /// `ts` of `run.started` (else of the first event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,6 +278,7 @@ impl RunState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::{format, vec::Vec};
     use serde_json::json;
 
     fn ev(name: &str, data: Value) -> RunEvent {

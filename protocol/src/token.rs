@@ -4,6 +4,9 @@
 //! `HS256` only (`none` and every other `alg` are refused before the signature is looked at),
 //! compares signatures in constant time, and allows 5 s of clock skew on `exp` and `nbf`.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -128,7 +131,7 @@ impl TokenError {
 #[derive(Deserialize)]
 struct Header<'a> {
     #[serde(borrow)]
-    alg: std::borrow::Cow<'a, str>,
+    alg: alloc::borrow::Cow<'a, str>,
 }
 
 fn mac(secret: &[u8]) -> Hmac<Sha256> {
@@ -194,6 +197,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::{format, vec::Vec};
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
     const NOW: u64 = 1_800_000_000;

@@ -74,6 +74,7 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     #[test]
     fn ceiling_doubles_up_to_max() {

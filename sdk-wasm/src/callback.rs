@@ -1,9 +1,21 @@
 //! JS callbacks the library hands to the browser, counted so tests can prove none outlive their
 //! owner. Every one is held by the struct that registered it and released in that struct's `Drop`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use alloc::boxed::Box;
 
 use wasm_bindgen::closure::{Closure, WasmClosure};
+use wasm_bindgen::prelude::wasm_bindgen;
+
+#[wasm_bindgen]
+extern "C" {
+    // On the global object of both windows and workers.
+    #[wasm_bindgen(js_name = setTimeout)]
+    fn set_timeout(handler: &js_sys::Function, ms: u32) -> f64;
+    #[wasm_bindgen(js_name = clearTimeout)]
+    fn clear_timeout(id: f64);
+}
 
 static LIVE_CALLBACKS: AtomicUsize = AtomicUsize::new(0);
 static LIVE_CLIENTS: AtomicUsize = AtomicUsize::new(0);
@@ -22,8 +34,8 @@ pub fn live_clients() -> usize {
 /// A [`Closure`] that counts itself.
 pub struct Held<T: ?Sized>(Closure<T>);
 
-impl<T: ?Sized> std::fmt::Debug for Held<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T: ?Sized> core::fmt::Debug for Held<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("Held")
     }
 }
@@ -48,22 +60,33 @@ impl<T: ?Sized> Drop for Held<T> {
     }
 }
 
-/// A timer that counts itself; dropping it cancels it.
+/// A `setTimeout` that counts itself; dropping it cancels it and releases its callback.
 #[derive(Debug)]
-pub struct HeldTimeout(Option<gloo_timers::callback::Timeout>);
+pub struct HeldTimeout {
+    id: f64,
+    _callback: Held<dyn FnMut()>,
+}
 
 impl HeldTimeout {
     /// Calls `f` after `ms` milliseconds.
     pub fn new(ms: u32, f: impl FnOnce() + 'static) -> Self {
-        LIVE_CALLBACKS.fetch_add(1, Ordering::Relaxed);
-        Self(Some(gloo_timers::callback::Timeout::new(ms, f)))
+        let mut f = Some(f);
+        let callback = Held::new(Closure::<dyn FnMut()>::wrap(Box::new(move || {
+            if let Some(f) = f.take() {
+                f();
+            }
+        })));
+        let id = set_timeout(callback.function(), ms);
+        Self {
+            id,
+            _callback: callback,
+        }
     }
 }
 
 impl Drop for HeldTimeout {
     fn drop(&mut self) {
-        LIVE_CALLBACKS.fetch_sub(1, Ordering::Relaxed);
-        drop(self.0.take());
+        clear_timeout(self.id);
     }
 }
 

@@ -6,7 +6,10 @@
 //! `closed → connecting → open`, then on a drop `open → reconnecting → open`; a first connection
 //! that fails goes `connecting → reconnecting`; giving up goes `… → closed` with the reason.
 
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
 
 use runwire_protocol::{ClientFrame, CloseCode, EndReason, Reconnect, RunState, RunStatus};
 
@@ -177,6 +180,8 @@ pub enum Input<'a> {
     Online,
     /// The page became visible.
     Visible,
+    /// The app asked for a new connection now (`reconnect()`).
+    Reconnect,
 }
 
 /// A problem reported to the app's `onError` hook; the client carries on.
@@ -381,14 +386,15 @@ impl Core {
             Input::StreamForbidden { run } => self.end_run(run, EndReason::Forbidden),
             Input::Timer(t) => self.timer(t),
             Input::Online | Input::Visible => self.wake(),
+            Input::Reconnect => self.reconnect_now(),
         }
         self.check_linger();
-        std::mem::take(&mut self.out)
+        core::mem::take(&mut self.out)
     }
 
     fn set_state(&mut self, state: ConnState, reason: &str, code: Option<u16>) {
         if state != self.state {
-            let previous = std::mem::replace(&mut self.state, state);
+            let previous = core::mem::replace(&mut self.state, state);
             self.out.push(Effect::State {
                 state,
                 previous,
@@ -845,6 +851,37 @@ impl Core {
             }
             _ => {}
         }
+    }
+
+    /// Drops the connection, if any, and connects again at once (no backoff wait), resuming every
+    /// subscription. Also starts again after the client gave up. Nothing to do without
+    /// subscriptions.
+    fn reconnect_now(&mut self) {
+        if self.registry.is_empty() {
+            return;
+        }
+        match self.phase {
+            ConnPhase::Idle => {
+                self.failures = 0;
+                self.fresh_token_retry = false;
+                self.set_state(ConnState::Connecting, "reconnect", None);
+            }
+            ConnPhase::Waiting => self.out.push(Effect::ClearTimer(Timer::Backoff)),
+            ConnPhase::Token
+            | ConnPhase::Connecting
+            | ConnPhase::Authenticating
+            | ConnPhase::Open => {
+                self.out.push(Effect::Disconnect);
+                for t in [Timer::Attempt, Timer::Liveness, Timer::Refresh] {
+                    self.out.push(Effect::ClearTimer(t));
+                }
+                self.probing = false;
+                self.registry.disconnected();
+                self.pending_unsub.clear();
+                self.set_state(ConnState::Reconnecting, "reconnect", None);
+            }
+        }
+        self.start_attempt();
     }
 
     /// The connection (or the attempt) failed with close `code`: reconnect or give up.

@@ -1,6 +1,8 @@
 //! State machine tests: effects are run by a small harness with a fake clock and a fake relay.
 
 use std::collections::BTreeMap;
+use std::format;
+use std::string::ToString;
 
 use runwire_protocol::{ClientFrame, EndReason, RunState};
 use serde_json::{Value, json};
@@ -837,4 +839,76 @@ fn subscribing_to_a_finished_run_gets_its_snapshot_then_ends() {
     assert_eq!(h.run_states[0].1["status"], "cancelled");
     assert_eq!(h.ends, [(1, EndReason::Cancelled)]);
     assert_eq!(h.fire_next(), Timer::Linger);
+}
+
+#[test]
+fn reconnect_drops_the_connection_and_resumes_at_once() {
+    let mut h = Harness::new(Config {
+        backoff: Backoff::new(10_000, 20_000),
+        ..ws_cfg()
+    });
+    // Nothing subscribed: nothing to do.
+    h.input(Input::Reconnect);
+    assert_eq!(h.core.state(), ConnState::Closed);
+    assert!(h.token_req.is_none());
+
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.log("r1", 1);
+    h.log("r1", 2);
+    h.input(Input::Reconnect);
+    assert!(h.connected.is_none(), "the open connection is dropped");
+    assert!(!h.timers.contains_key(&Timer::Backoff), "no backoff wait");
+    h.connect_ws();
+    assert_eq!(
+        h.last_subscribe(),
+        ("r1".into(), Some(2), Some("e1".into()))
+    );
+    h.subscribed("r1", 3, "e1");
+    for seq in [2, 3] {
+        h.log("r1", seq);
+    }
+    assert_eq!(h.seqs(1), [1, 2, 3]);
+    assert_eq!(
+        h.state_names(),
+        [
+            "closed>connecting",
+            "connecting>open",
+            "open>reconnecting",
+            "reconnecting>open"
+        ]
+    );
+
+    // While waiting for a backoff delay: connect now.
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    assert!(h.timers.contains_key(&Timer::Backoff));
+    h.input(Input::Reconnect);
+    assert!(!h.timers.contains_key(&Timer::Backoff));
+    assert!(h.token_req.is_some());
+    h.connect_ws();
+    assert_eq!(h.core.state(), ConnState::Open);
+}
+
+#[test]
+fn reconnect_starts_again_after_giving_up() {
+    let mut h = Harness::new(Config {
+        max_attempts: Some(0),
+        ..ws_cfg()
+    });
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    assert_eq!(h.core.state(), ConnState::Closed);
+    h.input(Input::Reconnect);
+    assert_eq!(h.core.state(), ConnState::Connecting);
+    h.connect_ws();
+    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.last_subscribe().0, "r1");
 }

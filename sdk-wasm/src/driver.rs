@@ -4,8 +4,11 @@
 //! No `RefCell` borrow is held while app code runs, so callbacks may call back into the client
 //! (unsubscribe from `onEvent`, close from `onStateChange`) freely.
 
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
 
 use js_sys::{Function, Reflect};
 use runwire_protocol::{EndReason, RunState};
@@ -101,7 +104,7 @@ impl Inner {
     }
 
     /// The state machine, read-only.
-    pub fn core(&self) -> std::cell::Ref<'_, Core> {
+    pub fn core(&self) -> core::cell::Ref<'_, Core> {
         self.core.borrow()
     }
 

@@ -5,6 +5,9 @@
 //! Event data is checked against its name's shape with the same rules as
 //! `runwire_protocol::RunEvent::parse` (the browser test suite compares the two on a table).
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
 use runwire_protocol::event::{
     LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeStarted, RunCancelled, RunCompleted,
     RunFailed, RunProgress, RunStarted,
@@ -12,13 +15,10 @@ use runwire_protocol::event::{
 use runwire_protocol::{
     EndReason, NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name,
 };
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
 use crate::wire::{EventFrame, Frame};
-
-/// Deepest nesting converted between JS values and JSON values; deeper parts become `null`.
-const MAX_DEPTH: u32 = 64;
 
 #[wasm_bindgen]
 extern "C" {
@@ -143,8 +143,8 @@ extern "C" {
 
     #[wasm_bindgen(js_namespace = JSON, js_name = parse, catch)]
     fn json_parse(text: &JsValue) -> Result<JsValue, JsValue>;
-    #[wasm_bindgen(js_namespace = Object, js_name = keys)]
-    fn object_keys(obj: &JsValue) -> js_sys::Array;
+    #[wasm_bindgen(js_namespace = JSON, js_name = stringify, catch)]
+    fn json_stringify(v: &JsValue) -> Result<JsValue, JsValue>;
     #[wasm_bindgen(js_namespace = Array, js_name = isArray)]
     fn is_array(v: &JsValue) -> bool;
 }
@@ -164,7 +164,7 @@ fn is_plain_object(v: &JsValue) -> bool {
 
 fn string(v: JsValue, what: &str) -> Result<String, String> {
     v.as_string()
-        .ok_or_else(|| format!("{what} must be a string"))
+        .ok_or_else(|| [what, " must be a string"].concat())
 }
 
 fn opt_string(v: JsValue, what: &str) -> Result<Option<String>, String> {
@@ -178,8 +178,8 @@ fn opt_string(v: JsValue, what: &str) -> Result<Option<String>, String> {
 /// A non-negative integer no larger than `max`.
 fn uint(v: &JsValue, what: &str, max: f64) -> Result<u64, String> {
     match v.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= max => Ok(n as u64),
-        _ => Err(format!("{what} must be a non-negative integer")),
+        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
+        _ => Err([what, " must be a non-negative integer"].concat()),
     }
 }
 
@@ -197,8 +197,8 @@ const U64: f64 = 18_446_744_073_709_551_615.0;
 fn percent(v: JsValue, what: &str) -> Result<f64, String> {
     match v.as_f64() {
         Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        Some(_) => Err(format!("{what} must be between 0 and 100")),
-        None => Err(format!("{what} must be a number")),
+        Some(_) => Err([what, " must be between 0 and 100"].concat()),
+        None => Err([what, " must be a number"].concat()),
     }
 }
 
@@ -210,8 +210,23 @@ fn node_key(d: &Obj) -> Result<String, String> {
     Ok(key)
 }
 
+/// An opaque JSON value (a run's `result`, a node's `output_summary`), kept as its JSON text in a
+/// `Value::String`: the fold only moves these values, so they are never turned into a tree inside
+/// the `.wasm` (no map or number code ships for them). [`opaque_to_js`] parses the text back.
 fn opt_value(v: JsValue) -> Option<Value> {
-    (!v.is_undefined() && !v.is_null()).then(|| value_from_js(&v, 0))
+    if v.is_undefined() || v.is_null() {
+        return None;
+    }
+    // Values come from `JSON.parse`, so `JSON.stringify` cannot fail on them.
+    json_stringify(&v).ok()?.as_string().map(Value::String)
+}
+
+/// The JS value of an opaque value made by [`opt_value`].
+fn opaque_to_js(v: &Value) -> JsValue {
+    match v {
+        Value::String(text) => json_parse(&JsValue::from_str(text)).unwrap_or(JsValue::NULL),
+        _ => JsValue::NULL,
+    }
 }
 
 /// Checks `data` against the shape of event `name` (see `RunEvent::parse`).
@@ -220,14 +235,14 @@ pub fn typed_event(name: &str, data: &JsValue) -> Result<RunEvent, String> {
         if e.starts_with("invalid") {
             e
         } else {
-            format!("invalid data for {name}: {e}")
+            ["invalid data for ", name, ": ", &e].concat()
         }
     })
 }
 
 fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     if !is_valid_event_name(name) {
-        return Err(format!("invalid event name \"{name}\""));
+        return Err(["invalid event name \"", name, "\""].concat());
     }
     let empty;
     let data = if data.is_undefined() || data.is_null() {
@@ -238,9 +253,7 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     };
     let known = runwire_protocol::event::KNOWN_EVENTS.contains(&name);
     if known && !is_plain_object(data) {
-        return Err(format!(
-            "invalid data for {name}: data must be a JSON object"
-        ));
+        return Err(["invalid data for ", name, ": data must be a JSON object"].concat());
     }
     let d = obj(data);
     let typed = match name {
@@ -366,7 +379,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
             run: opt_string(f.run(), "run")?,
         },
         "pong" => Frame::Pong,
-        other => return Err(format!("unknown frame type \"{other}\"")),
+        other => return Err(["unknown frame type \"", other, "\""].concat()),
     };
     Ok(frame)
 }
@@ -387,7 +400,7 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
         Some("completed") => RunStatus::Completed,
         Some("failed") => RunStatus::Failed,
         Some("cancelled") => RunStatus::Cancelled,
-        Some(other) => return Err(format!("unknown run status \"{other}\"")),
+        Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
     };
     let mut nodes = Vec::new();
     let list = s.nodes();
@@ -482,7 +495,7 @@ pub fn state_to_js(state: &RunState) -> JsValue {
             no.set_error(e);
         }
         if let Some(v) = &n.output_summary {
-            no.set_output_summary(&value_to_js(v, 0));
+            no.set_output_summary(&opaque_to_js(v));
         }
         nodes.push(&no);
     }
@@ -509,71 +522,10 @@ pub fn state_to_js(state: &RunState) -> JsValue {
         o.set_cancel_reason(r);
     }
     if let Some(r) = &state.result {
-        o.set_result(&value_to_js(r, 0));
+        o.set_result(&opaque_to_js(r));
     }
     o.set_log_count(state.log_count as f64);
     o.set_warning_count(state.warning_count as f64);
     o.set_error_count(state.error_count as f64);
     o.into()
-}
-
-/// A JSON value from a JS value (as `JSON.parse` makes them).
-pub fn value_from_js(v: &JsValue, depth: u32) -> Value {
-    if depth > MAX_DEPTH {
-        return Value::Null;
-    }
-    if let Some(b) = v.as_bool() {
-        Value::Bool(b)
-    } else if let Some(n) = v.as_f64() {
-        if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 {
-            if n >= 0.0 {
-                Value::from(n as u64)
-            } else {
-                Value::from(n as i64)
-            }
-        } else {
-            Number::from_f64(n).map_or(Value::Null, Value::Number)
-        }
-    } else if let Some(s) = v.as_string() {
-        Value::String(s)
-    } else if is_array(v) {
-        let a: &js_sys::Array = v.unchecked_ref();
-        Value::Array(a.iter().map(|x| value_from_js(&x, depth + 1)).collect())
-    } else if v.is_object() {
-        let mut map = Map::new();
-        for key in object_keys(v).iter() {
-            if let Some(k) = key.as_string() {
-                let x = js_sys::Reflect::get(v, &key).unwrap_or(JsValue::NULL);
-                map.insert(k, value_from_js(&x, depth + 1));
-            }
-        }
-        Value::Object(map)
-    } else {
-        Value::Null
-    }
-}
-
-/// A JS value from a JSON value.
-pub fn value_to_js(v: &Value, depth: u32) -> JsValue {
-    if depth > MAX_DEPTH {
-        return JsValue::NULL;
-    }
-    match v {
-        Value::Null => JsValue::NULL,
-        Value::Bool(b) => JsValue::from_bool(*b),
-        Value::Number(n) => JsValue::from_f64(n.as_f64().unwrap_or(0.0)),
-        Value::String(s) => JsValue::from_str(s),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| value_to_js(x, depth + 1))
-            .collect::<js_sys::Array>()
-            .into(),
-        Value::Object(m) => {
-            let o = js_sys::Object::new();
-            for (k, x) in m {
-                let _ = js_sys::Reflect::set(&o, &JsValue::from_str(k), &value_to_js(x, depth + 1));
-            }
-            o.into()
-        }
-    }
 }

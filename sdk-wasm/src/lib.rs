@@ -11,9 +11,21 @@
 //!
 //! The state machine and its helpers are tested natively with `cargo test`; the browser side by
 //! the `wasm-bindgen-test` suites under `tests/`.
+//!
+//! The crate is `no_std`. With the default feature `std` it links the standard library like any
+//! other crate (its panic handler and allocator). The npm package is built without it: then a
+//! panic aborts without formatting a message and a small allocator is used, which keeps
+//! `core::fmt` and `dlmalloc` out of the `.wasm` (see [`bare`]).
+#![no_std]
 #![deny(missing_docs)]
 
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
 pub mod backoff;
+#[cfg(all(target_arch = "wasm32", not(feature = "std"), not(test)))]
+pub mod bare;
 pub mod callback;
 pub mod core;
 pub mod driver;
@@ -24,7 +36,9 @@ pub mod transport;
 pub mod url;
 pub mod wire;
 
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
+use alloc::string::String;
 
 use js_sys::{Function, Reflect};
 use runwire_protocol::is_valid_run_id;
@@ -63,7 +77,7 @@ impl RunwireClient {
             .as_string()
             .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
         let url =
-            RelayUrl::parse(&url).map_err(|e| JsError::new(&format!("RunwireClient: {e}")))?;
+            RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", &e].concat()))?;
         let token = get("token");
         let token = if let Some(t) = token.as_string() {
             TokenSource::Fixed(t)
@@ -83,9 +97,12 @@ impl RunwireClient {
             Some("websocket") => TransportMode::WebSocket,
             Some("sse") => TransportMode::Sse,
             Some(other) => {
-                return Err(JsError::new(&format!(
-                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\", got \"{other}\""
-                )));
+                return Err(JsError::new(&[
+                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\", got \"",
+                    other,
+                    "\"",
+                ]
+                .concat()));
             }
         };
         let cfg = Config {
@@ -151,9 +168,14 @@ impl RunwireClient {
             return Err(JsError::new("RunwireClient: the client is closed"));
         }
         if !is_valid_run_id(run) {
-            return Err(JsError::new(&format!(
-                "RunwireClient: invalid run id \"{run}\" (1 to 128 of A-Z a-z 0-9 _ . : -)"
-            )));
+            return Err(JsError::new(
+                &[
+                    "RunwireClient: invalid run id \"",
+                    run,
+                    "\" (1 to 128 of A-Z a-z 0-9 _ . : -)",
+                ]
+                .concat(),
+            ));
         }
         let get = |key: &str| {
             if handlers.is_object() {
@@ -173,7 +195,7 @@ impl RunwireClient {
             on_end: callback("onEnd"),
         };
         let since = match get("since").as_f64() {
-            Some(s) if s >= 0.0 && s.fract() == 0.0 => Some(s as u64),
+            Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),
             Some(_) => {
                 return Err(JsError::new(
                     "RunwireClient: `since` must be a non-negative integer",
@@ -210,6 +232,16 @@ impl RunwireClient {
     #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
     pub fn transport(&self) -> Option<String> {
         self.inner.core().transport().map(|k| k.as_str().to_owned())
+    }
+
+    /// Drops the connection and connects again at once, without waiting for a backoff delay, then
+    /// resumes every subscription from its last event (nothing is lost or repeated). After the
+    /// client gave up (`closed` with subscriptions left, e.g. after `maxReconnectAttempts`), it
+    /// starts again. Does nothing without subscriptions or after `close()`.
+    pub fn reconnect(&self) {
+        if !self.inner.core().is_shut() {
+            dispatch(&self.inner, Input::Reconnect);
+        }
     }
 
     /// Ends every subscription (`onEnd("unsubscribed")`), closes the connection and releases every
@@ -295,8 +327,8 @@ fn ms_option(v: &JsValue, name: &str) -> Result<Option<u32>, JsError> {
     match v.as_f64() {
         Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n.min(f64::from(u32::MAX)) as u32)),
         Some(n) if n == f64::INFINITY => Ok(None),
-        _ => Err(JsError::new(&format!(
-            "RunwireClient: `{name}` must be a non-negative number"
-        ))),
+        _ => Err(JsError::new(
+            &["RunwireClient: `", name, "` must be a non-negative number"].concat(),
+        )),
     }
 }

@@ -4,7 +4,11 @@
 //! Several app subscriptions to one run share one wire subscription. Ordering and deduplication
 //! live here: an event is delivered only when its seq is exactly one past the last delivered one.
 
-use std::rc::Rc;
+use alloc::borrow::ToOwned;
+use alloc::rc::Rc;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
 
 use runwire_protocol::RunState;
 

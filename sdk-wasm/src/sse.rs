@@ -3,6 +3,10 @@
 //! Lines may end in `\n`, `\r\n` or `\r`, and chunks may split a line, a `\r\n` pair or a UTF-8
 //! character anywhere: bytes are kept until a line is complete.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 /// Longest line kept while waiting for its end; a stream that exceeds it is broken.
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
 
@@ -44,7 +48,7 @@ impl SseParser {
             match b {
                 b'\n' | b'\r' => {
                     self.skip_lf = b == b'\r';
-                    let line = std::mem::take(&mut self.line);
+                    let line = core::mem::take(&mut self.line);
                     if let Some(item) = self.line_done(&line) {
                         out.push(item);
                     }
@@ -62,9 +66,9 @@ impl SseParser {
 
     fn line_done(&mut self, line: &[u8]) -> Option<SseItem> {
         if line.is_empty() {
-            let event = std::mem::take(&mut self.event);
-            let data = std::mem::take(&mut self.data);
-            if !std::mem::take(&mut self.has_data) {
+            let event = core::mem::take(&mut self.event);
+            let data = core::mem::take(&mut self.data);
+            if !core::mem::take(&mut self.has_data) {
                 return None;
             }
             let event = if event.is_empty() {
@@ -78,7 +82,7 @@ impl SseParser {
             return Some(SseItem::Comment);
         }
         // The relay writes UTF-8; a line that is not is dropped.
-        let Ok(line) = std::str::from_utf8(line) else {
+        let Ok(line) = core::str::from_utf8(line) else {
             return None;
         };
         let (field, value) = match line.find(':') {
@@ -106,6 +110,7 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
 
     fn msg(event: &str, data: &str) -> SseItem {
         SseItem::Message {

@@ -6,8 +6,10 @@
 //!   `EventSource`, `fetch` can send the token in an `Authorization` header (never in the URL),
 //!   sees every event name, and leaves reconnecting to the client.
 
-use std::cell::Cell;
-use std::rc::{Rc, Weak};
+use alloc::rc::{Rc, Weak};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::cell::Cell;
 
 use js_sys::{Reflect, Uint8Array};
 use runwire_protocol::ClientFrame;
@@ -301,7 +303,7 @@ async fn fetch_events(
     let headers = Headers::new()?;
     headers.set("Accept", "text/event-stream")?;
     if !token.is_empty() {
-        headers.set("Authorization", &format!("Bearer {token}"))?;
+        headers.set("Authorization", &["Bearer ", token].concat())?;
     }
     let init = RequestInit::new();
     init.set_method("GET");

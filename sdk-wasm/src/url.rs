@@ -1,5 +1,7 @@
 //! Relay addresses: the WebSocket URL the app configures, and the SSE stream URLs derived from it.
 
+use alloc::string::String;
+
 /// The relay's WebSocket and HTTP bases, from the `url` option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayUrl {
@@ -22,13 +24,11 @@ impl RelayUrl {
         } else if let Some(rest) = strip_prefix_ci(url, "http://") {
             (false, rest)
         } else {
-            return Err(format!(
-                "url must start with ws:// or wss://, got \"{url}\""
-            ));
+            return Err(["url must start with ws:// or wss://, got \"", url, "\""].concat());
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("url has no host: \"{url}\""));
+            return Err(["url has no host: \"", url, "\""].concat());
         }
         let (ws, http) = if secure {
             ("wss://", "https://")
@@ -40,16 +40,17 @@ impl RelayUrl {
             .unwrap_or(rest)
             .trim_end_matches('/');
         Ok(Self {
-            websocket: format!("{ws}{rest}"),
-            http_base: format!("{http}{path_base}"),
+            websocket: [ws, rest].concat(),
+            http_base: [http, path_base].concat(),
         })
     }
 
     /// The SSE stream of `run`, resuming after `since` in `epoch` when given.
     pub fn events(&self, run: &str, since: Option<u64>, epoch: Option<&str>) -> String {
-        let mut url = format!("{}/runs/{}/events", self.http_base, encode(run));
+        let mut url = [&self.http_base, "/runs/", &encode(run), "/events"].concat();
         if let Some(since) = since {
-            url.push_str(&format!("?since={since}"));
+            url.push_str("?since=");
+            crate::wire::push_uint(&mut url, since);
             if let Some(epoch) = epoch {
                 url.push_str("&epoch=");
                 url.push_str(&encode(epoch));
@@ -72,7 +73,10 @@ fn encode(s: &str) -> String {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
     out

@@ -2,6 +2,9 @@
 //! has: JS objects from `JSON.parse` in the browser (see `js.rs`; no JSON parser ships in the
 //! `.wasm`), or JSON text with `serde_json` in native tests.
 
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::string::ToString;
 use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState, ServerFrame};
 
 /// A decoded server frame.
@@ -141,7 +144,7 @@ pub fn encode_client_frame(frame: &ClientFrame) -> String {
             push_json_string(&mut out, run);
             if let Some(since) = since {
                 out.push_str(r#","since":"#);
-                out.push_str(&since.to_string());
+                push_uint(&mut out, *since);
             }
             if let Some(epoch) = epoch {
                 out.push_str(r#","epoch":"#);
@@ -156,6 +159,23 @@ pub fn encode_client_frame(frame: &ClientFrame) -> String {
     }
     out.push('}');
     out
+}
+
+/// Appends `n` in decimal (without `core::fmt`, which would otherwise ship in the `.wasm`).
+pub fn push_uint(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 fn push_json_string(out: &mut String, s: &str) {
