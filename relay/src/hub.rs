@@ -1,16 +1,18 @@
 //! The hub: which of this relay's connections watch which runs, and the fan-out of live events to
 //! them.
 //!
-//! Each connection owns one bounded outbound queue. The hub never waits on a connection: it
-//! `try_send`s, and a connection whose queue is full is marked slow and dropped from every run
+//! Each connection owns one bounded outbound queue. The hub never waits on a connection: it pushes
+//! without waiting, and a connection whose queue is full is marked slow and dropped from every run
 //! it watched here; its task then closes it with the slow-consumer code (4008), and the client
 //! resumes from its last seq elsewhere or later. One slow browser never holds up a publish.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::sync::{Notify, mpsc};
+use futures_util::task::AtomicWaker;
 
 use crate::broker::{Event, RunId};
 use crate::metrics::Metrics;
@@ -25,34 +27,27 @@ pub enum Outbound {
     Resync(RunId),
 }
 
-/// Raised by the hub when a connection's queue overflowed.
-#[derive(Debug, Default)]
-pub struct SlowSignal {
+/// A queue that has held more than this many items gives its memory back once drained, so a burst
+/// does not stay allocated on a connection that then goes quiet.
+const SHRINK_ABOVE: usize = 32;
+
+/// One connection's outbound queue, shared by the hub (which pushes) and the connection (which
+/// pops).
+///
+/// Most connections are idle most of the time, so an empty queue allocates nothing: the items live
+/// in a `VecDeque` that grows on the first event, under a lock that is only ever held for a push or
+/// a pop.
+#[derive(Debug)]
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    /// At most this many items wait; one more marks the connection slow.
+    capacity: usize,
+    /// The queue overflowed: the connection is to close with 4008 and takes nothing more.
     slow: AtomicBool,
-    notify: Notify,
-}
-
-impl SlowSignal {
-    /// Resolves once the connection has been marked slow.
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.slow.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn raise(&self) {
-        self.slow.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    /// Whether the connection was marked slow.
-    pub fn is_raised(&self) -> bool {
-        self.slow.load(Ordering::Acquire)
-    }
+    /// The connection is gone: nothing more is accepted.
+    closed: AtomicBool,
+    /// The connection's task, woken when the queue becomes non-empty or the connection slow.
+    waker: AtomicWaker,
 }
 
 /// The hub's handle on one connection.
@@ -60,39 +55,109 @@ impl SlowSignal {
 pub struct ConnHandle {
     /// The connection's id, unique on this relay.
     pub id: u64,
-    tx: mpsc::Sender<Outbound>,
-    slow: Arc<SlowSignal>,
+    queue: Arc<Queue>,
+}
+
+/// The connection's end of its queue. Dropping it closes the queue.
+#[derive(Debug)]
+pub struct Inbox {
+    queue: Arc<Queue>,
 }
 
 impl ConnHandle {
     /// A handle and the receiving end of its queue, which holds at most `capacity` items.
-    pub fn new(id: u64, capacity: usize) -> (Self, mpsc::Receiver<Outbound>, Arc<SlowSignal>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let slow = Arc::new(SlowSignal::default());
+    pub fn new(id: u64, capacity: usize) -> (Self, Inbox) {
+        let queue = Arc::new(Queue {
+            items: Mutex::new(VecDeque::new()),
+            capacity: capacity.max(1),
+            slow: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
         (
             Self {
                 id,
-                tx,
-                slow: slow.clone(),
+                queue: queue.clone(),
             },
-            rx,
-            slow,
+            Inbox { queue },
         )
     }
 
     /// Queues `item`; false when the connection is gone or was found slow.
     fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.slow.is_raised() {
-                    metrics.slow_consumer_closes.inc();
-                }
-                self.slow.raise();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let q = &*self.queue;
+        if q.closed.load(Ordering::Acquire) || q.slow.load(Ordering::Acquire) {
+            return false;
         }
+        let mut items = lock(&q.items);
+        if items.len() >= q.capacity {
+            // The connection closes without reading what is queued: free it now.
+            *items = VecDeque::new();
+            drop(items);
+            if !q.slow.swap(true, Ordering::AcqRel) {
+                metrics.slow_consumer_closes.inc();
+            }
+            q.waker.wake();
+            return false;
+        }
+        let was_empty = items.is_empty();
+        items.push_back(item);
+        drop(items);
+        // The connection drains the queue before it waits again, so only the first item of a
+        // burst needs to wake it.
+        if was_empty {
+            q.waker.wake();
+        }
+        true
+    }
+}
+
+impl Inbox {
+    /// The next queued item; `None` once the connection has been marked slow (it must close with
+    /// 4008; nothing more will be queued).
+    pub async fn recv(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outbound>> {
+        if let Some(next) = self.next() {
+            return Poll::Ready(next);
+        }
+        self.queue.waker.register(cx.waker());
+        match self.next() {
+            Some(next) => Poll::Ready(next),
+            None => Poll::Pending,
+        }
+    }
+
+    /// A queued item without waiting, if there is one and the connection is not slow.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        self.next().flatten()
+    }
+
+    /// `Some(None)`: slow; `Some(Some(item))`: an item; `None`: empty.
+    fn next(&self) -> Option<Option<Outbound>> {
+        if self.is_slow() {
+            return Some(None);
+        }
+        let mut items = lock(&self.queue.items);
+        let item = items.pop_front()?;
+        if items.is_empty() && items.capacity() > SHRINK_ABOVE {
+            *items = VecDeque::new();
+        }
+        Some(Some(item))
+    }
+
+    /// Whether the hub found the queue full and marked the connection slow.
+    pub fn is_slow(&self) -> bool {
+        self.queue.slow.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        *lock(&self.queue.items) = VecDeque::new();
     }
 }
 
@@ -192,14 +257,14 @@ mod tests {
     #[tokio::test]
     async fn fans_out_to_watchers_of_the_run_only() {
         let hub = Hub::new(Arc::default());
-        let (a, mut rx_a, _) = ConnHandle::new(1, 8);
-        let (b, mut rx_b, _) = ConnHandle::new(2, 8);
+        let (a, mut rx_a) = ConnHandle::new(1, 8);
+        let (b, mut rx_b) = ConnHandle::new(2, 8);
         let r1: RunId = "r1".into();
         hub.register(&r1, &a);
         hub.register(&"r2".into(), &b);
         hub.deliver(&event("r1", 1));
-        assert!(matches!(rx_a.try_recv(), Ok(Outbound::Event(e)) if e.seq == 1));
-        assert!(rx_b.try_recv().is_err());
+        assert!(matches!(rx_a.try_recv(), Some(Outbound::Event(e)) if e.seq == 1));
+        assert!(rx_b.try_recv().is_none());
         hub.unregister(&r1, 1);
         assert_eq!(hub.watcher_count("r1"), 0);
         assert_eq!(hub.watched_runs(), vec![RunId::from("r2")]);
@@ -209,27 +274,62 @@ mod tests {
     async fn a_full_queue_marks_the_connection_slow_and_drops_it() {
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::new(metrics.clone());
-        let (slow, _rx_slow, signal) = ConnHandle::new(1, 2);
-        let (fast, mut rx_fast, _) = ConnHandle::new(2, 8);
+        let (slow, mut rx_slow) = ConnHandle::new(1, 2);
+        let (fast, mut rx_fast) = ConnHandle::new(2, 8);
         let r: RunId = "r".into();
         hub.register(&r, &slow);
         hub.register(&r, &fast);
         for seq in 1..=3 {
             hub.deliver(&event("r", seq));
         }
-        assert!(signal.is_raised());
-        signal.wait().await; // resolves at once once raised
+        assert!(rx_slow.is_slow());
+        // What was queued is dropped: the connection closes without reading it.
+        assert!(rx_slow.recv().await.is_none());
         assert_eq!(hub.watcher_count("r"), 1);
         assert_eq!(metrics.slow_consumer_closes.get(), 1);
+        // A slow connection still registered for another run takes nothing more.
+        let other: RunId = "other".into();
+        hub.register(&other, &slow);
+        hub.deliver(&event("other", 1));
+        assert_eq!(hub.watcher_count("other"), 0);
+        assert_eq!(metrics.slow_consumer_closes.get(), 1);
         for seq in 1..=3 {
-            assert!(matches!(rx_fast.try_recv(), Ok(Outbound::Event(e)) if e.seq == seq));
+            assert!(matches!(rx_fast.try_recv(), Some(Outbound::Event(e)) if e.seq == seq));
         }
+    }
+
+    #[tokio::test]
+    async fn an_empty_queue_allocates_nothing_and_wakes_its_connection() {
+        let hub = Arc::new(Hub::new(Arc::default()));
+        let (conn, mut rx) = ConnHandle::new(1, 64);
+        assert_eq!(lock(&conn.queue.items).capacity(), 0);
+        let r: RunId = "r".into();
+        hub.register(&r, &conn);
+        let waiting = tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            while seqs.len() < 40 {
+                match rx.recv().await {
+                    Some(Outbound::Event(e)) => seqs.push(e.seq),
+                    other => panic!("{other:?}"),
+                }
+            }
+            (seqs, rx)
+        });
+        tokio::task::yield_now().await;
+        for seq in 1..=40 {
+            hub.deliver(&event("r", seq));
+        }
+        let (seqs, rx) = waiting.await.unwrap();
+        assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+        // Drained after a burst larger than SHRINK_ABOVE: the memory is given back.
+        assert_eq!(lock(&conn.queue.items).capacity(), 0);
+        assert!(!rx.is_slow());
     }
 
     #[tokio::test]
     async fn drops_closed_connections() {
         let hub = Hub::new(Arc::default());
-        let (a, rx, _) = ConnHandle::new(1, 8);
+        let (a, rx) = ConnHandle::new(1, 8);
         hub.register(&"r".into(), &a);
         drop(rx);
         hub.resync(&"r".into());

@@ -133,6 +133,12 @@ impl AppState {
         }
     }
 
+    /// The shutdown flag, for a loop that waits on it again and again (`wait_for(|s| *s)`)
+    /// without keeping a future alive in between.
+    pub fn shutdown_flag(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Tells every connection to go: WebSockets close with 1012, SSE streams end.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);

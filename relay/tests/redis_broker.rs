@@ -11,9 +11,8 @@ use std::time::Duration;
 use redis_support::{RedisCluster, RedisServer};
 use runwire_relay::broker::redis::{RedisBroker, RedisConfig};
 use runwire_relay::broker::{Broker, BrokerError, BrokerHealth, NewEvent, Replay, RunId};
-use runwire_relay::hub::{ConnHandle, Hub, Outbound};
+use runwire_relay::hub::{ConnHandle, Hub, Inbox, Outbound};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 async fn relay(url: &str, tweak: impl FnOnce(&mut RedisConfig)) -> (Arc<RedisBroker>, Arc<Hub>) {
@@ -39,7 +38,7 @@ fn data_i(frame: &str) -> u64 {
     v["data"]["i"].as_u64().unwrap()
 }
 
-async fn next(rx: &mut mpsc::Receiver<Outbound>) -> Outbound {
+async fn next(rx: &mut Inbox) -> Outbound {
     timeout(Duration::from_secs(10), rx.recv())
         .await
         .expect("nothing arrived within 10 s")
@@ -106,7 +105,7 @@ impl Follower {
         self.last = seq;
     }
 
-    async fn pump(&mut self, broker: &dyn Broker, rx: &mut mpsc::Receiver<Outbound>) {
+    async fn pump(&mut self, broker: &dyn Broker, rx: &mut Inbox) {
         match next(rx).await {
             Outbound::Event(e) => {
                 if e.epoch != self.epoch {
@@ -128,7 +127,7 @@ impl Follower {
         }
     }
 
-    async fn until(&mut self, broker: &dyn Broker, rx: &mut mpsc::Receiver<Outbound>, seq: u64) {
+    async fn until(&mut self, broker: &dyn Broker, rx: &mut Inbox, seq: u64) {
         while self.last < seq {
             self.pump(broker, rx).await;
         }
@@ -140,7 +139,7 @@ async fn two_relays_deliver_every_event_in_order_while_both_publish() {
     let redis = RedisServer::start();
     let (a, hub_a) = relay(&redis.url(), |_| {}).await;
     let (b, _hub_b) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx, _) = ConnHandle::new(1, 8192);
+    let (conn, mut rx) = ConnHandle::new(1, 8192);
     let mut sub = Follower::start(&*a, &hub_a, &conn, "r1", None).await;
     assert_eq!(sub.last, 0);
 
@@ -258,14 +257,14 @@ async fn resume_on_another_relay(url: String) {
             i
         })
     };
-    let (conn_a, mut rx_a, _) = ConnHandle::new(1, 8192);
+    let (conn_a, mut rx_a) = ConnHandle::new(1, 8192);
     let mut sub = Follower::start(&*a, &hub_a, &conn_a, "job", Some(0)).await;
     let first_head = sub.last;
     sub.until(&*a, &mut rx_a, first_head + 30).await;
     // Relay A goes away with its subscription.
     drop(rx_a);
     drop(a);
-    let (conn_b, mut rx_b, _) = ConnHandle::new(2, 8192);
+    let (conn_b, mut rx_b) = ConnHandle::new(2, 8192);
     let run: RunId = "job".into();
     hub_b.register(&run, &conn_b);
     b.watch(run.clone()).await.unwrap();
@@ -303,7 +302,7 @@ async fn cluster_resume_on_another_relay_and_fan_out_across_slots() {
     let runs: Vec<String> = (0..12).map(|i| format!("run-{i}")).collect();
     let mut subs = Vec::new();
     for (i, run) in runs.iter().enumerate() {
-        let (conn, rx, _) = ConnHandle::new(10 + i as u64, 1024);
+        let (conn, rx) = ConnHandle::new(10 + i as u64, 1024);
         let f = Follower::start(&*a, &hub_a, &conn, run, None).await;
         subs.push((f, rx, conn));
     }
@@ -338,7 +337,7 @@ async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_noth
     let mut redis = RedisServer::start_persistent();
     let (a, hub_a) = relay(&redis.url(), |_| {}).await;
     let (b, _) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx, _) = ConnHandle::new(1, 8192);
+    let (conn, mut rx) = ConnHandle::new(1, 8192);
     let mut sub = Follower::start(&*a, &hub_a, &conn, "out", Some(0)).await;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -412,7 +411,7 @@ async fn redis_that_lost_its_data_gives_the_run_a_new_epoch_and_subscribers_rese
     let mut redis = RedisServer::start();
     let (a, hub_a) = relay(&redis.url(), |_| {}).await;
     let (b, _) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx, _) = ConnHandle::new(1, 1024);
+    let (conn, mut rx) = ConnHandle::new(1, 1024);
     let mut sub = Follower::start(&*a, &hub_a, &conn, "lost", None).await;
     for i in 1..=5 {
         b.publish("lost".into(), vec![log(i)]).await.unwrap();
@@ -583,7 +582,7 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
         .expect("one relay leads ingest");
     assert!(!(a.is_ingest_leader() && b.is_ingest_leader()));
 
-    let (conn, mut rx, _) = ConnHandle::new(1, 64);
+    let (conn, mut rx) = ConnHandle::new(1, 64);
     let mut sub42 = Follower::start(&*watcher, &hub, &conn, "42", None).await;
     let mut subx = Follower::start(&*watcher, &hub, &conn, "ex-1", None).await;
     let publish = |channel: &str, payload: Value| {
@@ -651,7 +650,7 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     );
     // Appended once each, not once per ingesting relay.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(rx.try_recv().is_err(), "no duplicate appends");
+    assert!(rx.try_recv().is_none(), "no duplicate appends");
     let snap = watcher.snapshot("42".into(), None).await.unwrap();
     assert_eq!(snap.head, 2);
     assert_eq!(snap.state.status, runwire_protocol::RunStatus::Completed);

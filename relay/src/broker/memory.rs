@@ -543,7 +543,7 @@ mod tests {
             idle_run_ttl: Duration::from_secs(60),
             ..MemoryConfig::default()
         });
-        let (conn, mut rx, _) = ConnHandle::new(1, 8);
+        let (conn, mut rx) = ConnHandle::new(1, 8);
         let run: RunId = "r".into();
         hub.register(&run, &conn);
         b.publish(run.clone(), vec![log(1)]).await.unwrap();
@@ -586,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn delivers_in_order_to_the_hub() {
         let (b, hub) = broker(MemoryConfig::default());
-        let (conn, mut rx, _) = ConnHandle::new(1, 1024);
+        let (conn, mut rx) = ConnHandle::new(1, 1024);
         let run: RunId = "r".into();
         hub.register(&run, &conn);
         let mut tasks = Vec::new();
@@ -606,7 +606,7 @@ mod tests {
         }
         for want in 1..=200 {
             match rx.try_recv() {
-                Ok(Outbound::Event(e)) => assert_eq!(e.seq, want),
+                Some(Outbound::Event(e)) => assert_eq!(e.seq, want),
                 other => panic!("{other:?}"),
             }
         }

@@ -6,7 +6,6 @@
 //! `event: unsubscribed`, after `--sse-max-duration`, or at shutdown with `event: close`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -25,7 +24,7 @@ use crate::AppState;
 use crate::auth::request_token;
 use crate::broker::{RunId, Slot};
 use crate::error::ApiError;
-use crate::hub::{ConnHandle, Outbound, SlowSignal};
+use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
 
@@ -72,7 +71,7 @@ pub async fn stream(
         None => None,
     };
     let run: RunId = run.into();
-    let (handle, queue, slow) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
+    let (handle, inbox) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
     state.hub.register(&run, &handle);
     let release = Release {
         state: state.clone(),
@@ -98,13 +97,11 @@ pub async fn stream(
         state: state.clone(),
         run,
         follow,
-        queue,
-        slow,
+        inbox,
         tx,
         scratch: Vec::new(),
         expires_at: state.verifier.clock().expiry_instant(claims.exp),
         _release: release,
-        _handle: handle,
     };
     tokio::spawn(task.run(first));
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
@@ -142,16 +139,13 @@ struct SseTask {
     state: AppState,
     run: RunId,
     follow: Follow,
-    queue: mpsc::Receiver<Outbound>,
-    slow: Arc<SlowSignal>,
+    inbox: Inbox,
     tx: mpsc::Sender<Bytes>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
     /// When the token expires (plus the leeway): the stream ends with a 4001 `close` event.
     expires_at: Instant,
     _release: Release,
-    // Keeps the queue open for as long as the task runs.
-    _handle: ConnHandle,
 }
 
 /// A control message. `subscribed` and `reset` carry `id:` the seq their state is at, so an
@@ -194,7 +188,6 @@ impl SseTask {
         if !self.write(Bytes::from_static(b"retry: 1000\n\n")).await || !self.emit(first).await {
             return;
         }
-        let slow = self.slow.clone();
         loop {
             tokio::select! {
                 biased;
@@ -206,7 +199,6 @@ impl SseTask {
                     self.write(close_event(CloseCode::TokenExpired)).await;
                     return;
                 }
-                () = slow.wait() => return,
                 () = self.tx.closed() => return,
                 () = sleep_until(deadline) => return,
                 _ = heartbeat.tick() => {
@@ -214,7 +206,8 @@ impl SseTask {
                         return;
                     }
                 }
-                item = self.queue.recv() => {
+                item = self.inbox.recv() => {
+                    // None: the queue overflowed (slow consumer).
                     let Some(item) = item else { return };
                     if !self.on_outbound(item).await {
                         return;

@@ -2,9 +2,11 @@
 //! (one run per socket, taken from the token).
 //!
 //! One task per connection runs a `select!` loop over: the client's frames, the connection's
-//! bounded outbound queue (fed by the hub), the ping timer, the token's expiry, the slow-consumer
-//! signal and the relay's shutdown. The loop is generic over the socket's halves so that tests
-//! drive it over channels with paused time.
+//! bounded outbound queue (fed by the hub), one timer for all of the connection's deadlines (auth
+//! timeout, token expiry, ping and idle check) and the relay's shutdown. Handlers answer without
+//! awaiting writes; the loop writes their frames out after each step, so what an idle connection
+//! keeps in memory is little more than its state. The loop is generic over the socket's halves so
+//! that tests drive it over channels with paused time.
 //!
 //! Exactly-once delivery: each subscription remembers its run's epoch and the last seq it sent.
 //! It registers with the hub before taking the broker's snapshot, so live events that race with
@@ -12,8 +14,8 @@
 //! skips a seq, or comes from another epoch, makes the subscription take a fresh snapshot from its
 //! last seq instead (replay, or `reset` when the history is gone).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -25,13 +27,13 @@ use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::AppState;
 use crate::broker::RunId;
 use crate::error::{ApiError, AuthError};
-use crate::hub::{ConnHandle, Outbound, SlowSignal};
+use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::metrics::Gauge;
 use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
@@ -40,6 +42,8 @@ use crate::transport::follow::{Emit, Follow};
 pub const MAX_INBOUND_FRAME: usize = 64 * 1024;
 /// Queued items a connection writes before it flushes the socket, so a burst becomes one write.
 const WRITE_BATCH: usize = 64;
+/// A ping tick this much past its time counts as missed: the next one is a full interval later.
+const LATE_TICK: Duration = Duration::from_millis(5);
 
 /// Query parameters of both WebSocket endpoints.
 #[derive(Debug, Default, Deserialize)]
@@ -92,9 +96,11 @@ fn upgrade(
         // gathered into one syscall, so a burst of small events costs one write, not one per frame.
         .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket: WebSocket| async move {
+        // The connection's future directly, not an `async` block around it: such a block would
+        // keep the moved-out socket and query in the task for the connection's lifetime.
+        .on_upgrade(move |socket: WebSocket| {
             let (tx, rx) = socket.split();
-            Conn::new(state, mode, tx).run(rx, q).await;
+            Conn::new(state, mode, tx).run(rx, q)
         })
 }
 
@@ -115,19 +121,37 @@ enum Exit {
     Gone,
 }
 
+/// A `subscribe` still to be done: it asks the broker, so the loop awaits it between frames.
+struct Subscribe {
+    run: String,
+    since: Option<u64>,
+    epoch: Option<String>,
+}
+
 /// One WebSocket connection.
+///
+/// Most connections are idle most of the time, so what one holds while it waits is what limits
+/// how many a relay can keep open. The handlers therefore never await a write: they put frames in
+/// `outbox`, which the loop writes out after each step, and only the broker calls are awaited.
+/// The connection's deadlines (auth, token expiry, ping and idle check) share one timer.
 pub struct Conn<W> {
     state: AppState,
     mode: Mode,
     tx: W,
     handle: ConnHandle,
-    queue: mpsc::Receiver<Outbound>,
-    slow: Arc<SlowSignal>,
+    inbox: Inbox,
     claims: Option<Claims>,
+    /// When the token expires (plus the leeway): the connection closes with 4001.
     expires_at: Option<Instant>,
+    /// Until a token is accepted: when the connection closes with 4004.
+    auth_deadline: Option<Instant>,
     subs: HashMap<RunId, Follow>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
+    /// Frames written since the last flush. Bounded by what one step produces (one client frame's
+    /// answers, a snapshot's replay, or one batch of at most `WRITE_BATCH` queued events); emptied
+    /// and freed by every flush.
+    outbox: VecDeque<Message>,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
 }
@@ -147,11 +171,9 @@ fn too_big(e: &axum::Error) -> bool {
     e.to_string().contains("too long")
 }
 
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+async fn stopping(flag: &mut watch::Receiver<bool>) {
+    // An error means the relay state, and so the flag's sender, is gone: stop as well.
+    let _ = flag.wait_for(|stopping| *stopping).await;
 }
 
 impl<W> Conn<W>
@@ -161,18 +183,19 @@ where
     /// A connection writing to `tx`.
     pub fn new(state: AppState, mode: Mode, tx: W) -> Self {
         let id = state.next_conn_id();
-        let (handle, queue, slow) = ConnHandle::new(id, state.config.queue_capacity);
+        let (handle, inbox) = ConnHandle::new(id, state.config.queue_capacity);
         Self {
             state,
             mode,
             tx,
             handle,
-            queue,
-            slow,
+            inbox,
             claims: None,
             expires_at: None,
+            auth_deadline: None,
             subs: HashMap::new(),
             scratch: Vec::new(),
+            outbox: VecDeque::new(),
             exit: None,
         }
     }
@@ -184,84 +207,129 @@ where
         }
     }
 
-    /// Runs the connection until it closes.
-    pub async fn run<R>(mut self, mut rx: R, query: WsQuery)
+    /// Runs the connection until it closes. The connection counts as open, and its query
+    /// (`?token=`) is handled, from this call on.
+    pub fn run<R>(mut self, mut rx: R, query: WsQuery) -> impl Future<Output = ()> + Send
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
         self.gauge().inc();
-        let m = &self.state.metrics;
-        let open = m.ws_connections.get() + m.executions_connections.get();
-        let exit = if open > self.state.config.max_connections as i64 {
-            // Closed after the upgrade, not refused before it: browsers only see close codes.
-            Exit::Close(CloseCode::TooManyConnections)
-        } else {
-            self.drive(&mut rx, query).await
-        };
-        if let Exit::Close(code) = exit {
-            let frame = CloseFrame {
-                code: code.code(),
-                reason: Utf8Bytes::from_static(code.reason()),
+        // Done before the future is built, so the query is not kept in it for the connection's
+        // lifetime.
+        let start = self.start(query);
+        async move {
+            let exit = match start {
+                Ok(first) => self.drive(&mut rx, first).await,
+                Err(exit) => exit,
             };
-            let _ = timeout(self.state.config.write_timeout, async {
-                self.tx.send(Message::Close(Some(frame))).await?;
-                self.tx.close().await
-            })
-            .await;
-            tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
+            if let Exit::Close(code) = exit {
+                let frame = CloseFrame {
+                    code: code.code(),
+                    reason: Utf8Bytes::from_static(code.reason()),
+                };
+                let _ = timeout(self.state.config.write_timeout, async {
+                    self.tx.send(Message::Close(Some(frame))).await?;
+                    self.tx.close().await
+                })
+                .await;
+                tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
+            }
+            for run in std::mem::take(&mut self.subs).into_keys() {
+                self.release(&run);
+            }
+            self.gauge().dec();
         }
-        for run in std::mem::take(&mut self.subs).into_keys() {
-            self.release(&run);
-        }
-        self.gauge().dec();
     }
 
-    async fn drive<R>(&mut self, rx: &mut R, query: WsQuery) -> Exit
+    /// Admits the connection and takes `?token=`; on `/ws/executions`, the subscription to the
+    /// token's run that the loop then starts with.
+    fn start(&mut self, query: WsQuery) -> Result<Option<Box<Subscribe>>, Exit> {
+        let m = &self.state.metrics;
+        let open = m.ws_connections.get() + m.executions_connections.get();
+        if open > self.state.config.max_connections as i64 {
+            // Closed after the upgrade, not refused before it: browsers only see close codes.
+            return Err(Exit::Close(CloseCode::TooManyConnections));
+        }
+        self.auth_deadline = Some(Instant::now() + self.state.config.auth_timeout);
+        if let Some(token) = query.token.as_deref() {
+            self.authenticate(token).map_err(Exit::Close)?;
+        } else if self.mode == Mode::Single {
+            self.state.metrics.auth_failed(AuthError::Missing.failure());
+            return Err(Exit::Close(CloseCode::TokenInvalid));
+        }
+        if self.mode == Mode::Multi {
+            return Ok(None);
+        }
+        let claims = self.claims.as_ref().expect("authenticated above");
+        let Some(run) = claims.single_run().map(str::to_owned) else {
+            return Err(Exit::Close(CloseCode::Forbidden));
+        };
+        Ok(Some(Box::new(Subscribe {
+            run,
+            since: query.since,
+            epoch: query.epoch,
+        })))
+    }
+
+    /// The nearest of the connection's deadlines.
+    fn next_deadline(&self, next_ping: Instant) -> Instant {
+        [self.expires_at, self.auth_deadline]
+            .into_iter()
+            .flatten()
+            .fold(next_ping, Instant::min)
+    }
+
+    async fn drive<R>(&mut self, rx: &mut R, first: Option<Box<Subscribe>>) -> Exit
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
-        let config = &self.state.config;
-        let (ping_every, idle_timeout) = (config.ping_interval, config.idle_timeout);
-        let mut auth_deadline = Some(Instant::now() + config.auth_timeout);
-        if let Some(token) = query.token.as_deref() {
-            auth_deadline = None;
-            if let Err(code) = self.authenticate(token).await {
-                return Exit::Close(code);
-            }
-        } else if self.mode == Mode::Single {
-            self.state.metrics.auth_failed(AuthError::Missing.failure());
-            return Exit::Close(CloseCode::TokenInvalid);
-        }
-        if self.mode == Mode::Single {
-            let claims = self.claims.as_ref().expect("authenticated above");
-            let Some(run) = claims.single_run().map(str::to_owned) else {
-                return Exit::Close(CloseCode::Forbidden);
-            };
-            self.subscribe(run, query.since, query.epoch).await;
+        if let Some(sub) = first {
+            self.subscribe(*sub).await;
         }
         self.flush().await;
+        let config = &self.state.config;
+        let (ping_every, idle_timeout) = (config.ping_interval, config.idle_timeout);
+        let mut stop = self.state.shutdown_flag();
         let mut last_heard = Instant::now();
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let stop = self.state.shutting_down();
-        tokio::pin!(stop);
-        let slow = self.slow.clone();
+        let mut next_ping = last_heard + ping_every;
+        let timer = sleep_until(self.next_deadline(next_ping));
+        tokio::pin!(timer);
         loop {
             if let Some(exit) = self.exit.take() {
                 return exit;
             }
+            if self.inbox.is_slow() {
+                return Exit::Close(CloseCode::SlowConsumer);
+            }
+            let deadline = self.next_deadline(next_ping);
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
-                () = &mut stop => return Exit::Close(CloseCode::ServiceRestart),
-                () = slow.wait() => return Exit::Close(CloseCode::SlowConsumer),
-                () = sleep_until_opt(self.expires_at) => return Exit::Close(CloseCode::TokenExpired),
-                () = sleep_until_opt(auth_deadline) => return Exit::Close(CloseCode::AuthTimeout),
-                _ = ping.tick() => {
-                    if last_heard.elapsed() >= idle_timeout {
-                        return Exit::Close(CloseCode::IdleTimeout);
+                () = stopping(&mut stop) => return Exit::Close(CloseCode::ServiceRestart),
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if self.expires_at.is_some_and(|at| at <= now) {
+                        return Exit::Close(CloseCode::TokenExpired);
                     }
-                    self.write(Message::Ping(bytes::Bytes::new())).await;
-                    self.flush().await;
+                    if self.auth_deadline.is_some_and(|at| at <= now) {
+                        return Exit::Close(CloseCode::AuthTimeout);
+                    }
+                    if next_ping <= now {
+                        // The idle timeout is checked at each ping.
+                        if now.duration_since(last_heard) >= idle_timeout {
+                            return Exit::Close(CloseCode::IdleTimeout);
+                        }
+                        // A late tick delays the ones after it rather than bursting.
+                        next_ping = if now > next_ping + LATE_TICK {
+                            now + ping_every
+                        } else {
+                            next_ping + ping_every
+                        };
+                        self.push(Message::Ping(bytes::Bytes::new()));
+                        self.flush().await;
+                    }
                 }
                 msg = rx.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
@@ -272,22 +340,22 @@ where
                     }
                     Some(Ok(msg)) => {
                         last_heard = Instant::now();
-                        let was_authed = self.claims.is_some();
-                        self.on_message(msg).await;
-                        if !was_authed && self.claims.is_some() {
-                            auth_deadline = None;
+                        if let Some(sub) = self.on_message(msg) {
+                            self.subscribe(sub).await;
                         }
                         self.flush().await;
                     }
                 },
-                item = self.queue.recv() => {
-                    // The connection holds its own handle, so the queue never closes under it.
-                    let Some(item) = item else { return Exit::Gone };
-                    self.on_outbound(item).await;
-                    for _ in 1..WRITE_BATCH {
-                        match self.queue.try_recv() {
-                            Ok(item) => self.on_outbound(item).await,
-                            Err(_) => break,
+                item = self.inbox.recv() => {
+                    // None: the hub found the queue full.
+                    let Some(item) = item else { return Exit::Close(CloseCode::SlowConsumer) };
+                    let mut next = Some(item);
+                    for _ in 0..WRITE_BATCH {
+                        let Some(item) = next.take().or_else(|| self.inbox.try_recv()) else {
+                            break;
+                        };
+                        if let Some(run) = self.on_outbound(item) {
+                            self.resync(&run).await;
                         }
                         if self.exit.is_some() {
                             break;
@@ -299,27 +367,42 @@ where
         }
     }
 
-    /// Writes a message without flushing; a failure ends the connection.
-    async fn write(&mut self, msg: Message) {
-        if self.exit.is_some() {
-            return;
-        }
-        match timeout(self.state.config.write_timeout, self.tx.feed(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => self.exit = Some(Exit::Gone),
-            Err(_) => self.exit = Some(Exit::Close(CloseCode::SlowConsumer)),
+    /// Queues a frame for the next flush; nothing once the connection is closing.
+    fn push(&mut self, msg: Message) {
+        if self.exit.is_none() {
+            self.outbox.push_back(msg);
         }
     }
 
+    /// Writes the outbox and flushes the socket; a failure ends the connection.
     async fn flush(&mut self) {
-        if self.exit.is_some() {
+        let write_timeout = self.state.config.write_timeout;
+        let mut written = !self.outbox.is_empty();
+        while let Some(msg) = self.outbox.pop_front() {
+            match timeout(write_timeout, self.tx.feed(msg)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    self.exit = Some(Exit::Gone);
+                    written = false;
+                    break;
+                }
+                Err(_) => {
+                    self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
+                    written = false;
+                    break;
+                }
+            }
+        }
+        // Freed, not kept: an idle connection holds no outbox.
+        self.outbox = VecDeque::new();
+        if !written {
             return;
         }
-        match timeout(self.state.config.write_timeout, self.tx.flush()).await {
+        match timeout(write_timeout, self.tx.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.exit = Some(Exit::Gone),
             Err(_) => {
-                if !self.slow.is_raised() {
+                if !self.inbox.is_slow() {
                     self.state.metrics.slow_consumer_closes.inc();
                 }
                 self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
@@ -327,33 +410,33 @@ where
         }
     }
 
-    async fn send(&mut self, frame: &ServerFrame) {
-        self.write(Message::Text(frame.to_json().into())).await;
+    fn send(&mut self, frame: &ServerFrame) {
+        self.push(Message::Text(frame.to_json().into()));
     }
 
-    async fn error(&mut self, code: ErrorCode, message: impl Into<String>, run: Option<&str>) {
+    fn error(&mut self, code: ErrorCode, message: impl Into<String>, run: Option<&str>) {
         self.send(&ServerFrame::Error {
             code,
             message: message.into(),
             run: run.map(str::to_owned),
-        })
-        .await;
+        });
     }
 
     /// First authentication: a refused token closes the connection.
-    async fn authenticate(&mut self, token: &str) -> Result<(), CloseCode> {
+    fn authenticate(&mut self, token: &str) -> Result<(), CloseCode> {
         let claims = self
             .state
             .verifier
             .verify(Some(token), Scope::Subscribe, None)
             .map_err(AuthError::close_code)?;
-        self.accept_claims(claims).await;
+        self.accept_claims(claims);
         Ok(())
     }
 
-    async fn accept_claims(&mut self, claims: Claims) {
+    fn accept_claims(&mut self, claims: Claims) {
         let clock = self.state.verifier.clock();
         self.expires_at = Some(clock.expiry_instant(claims.exp));
+        self.auth_deadline = None;
         let exp = claims.exp;
         tracing::debug!(conn = self.handle.id, sub = ?claims.sub, "authenticated");
         self.claims = Some(claims);
@@ -364,54 +447,56 @@ where
                 expires_at: exp,
                 protocol: PROTOCOL_VERSION,
             };
-            self.send(&welcome).await;
+            self.send(&welcome);
         }
     }
 
-    async fn on_message(&mut self, msg: Message) {
+    /// Handles a client frame; a `subscribe` is returned for the loop to carry out.
+    fn on_message(&mut self, msg: Message) -> Option<Subscribe> {
         match msg {
             Message::Text(text) => {
                 if text.len() > MAX_INBOUND_FRAME {
                     self.exit = Some(Exit::Close(CloseCode::MessageTooBig));
-                    return;
+                    return None;
                 }
                 match parse_frame(text.as_str()) {
-                    Ok(frame) => self.on_frame(frame).await,
-                    Err((code, message)) => self.error(code, message, None).await,
+                    Ok(frame) => return self.on_frame(frame),
+                    Err((code, message)) => self.error(code, message, None),
                 }
             }
             Message::Binary(_) => self.exit = Some(Exit::Close(CloseCode::ProtocolError)),
             // tungstenite answers pings itself; a pong only proves the client is alive.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
+        None
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) {
+    fn on_frame(&mut self, frame: ClientFrame) -> Option<Subscribe> {
         match frame {
-            ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }).await,
+            ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
             ClientFrame::Auth { token } if self.claims.is_none() => {
-                if let Err(code) = self.authenticate(&token).await {
+                if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
                 }
             }
-            ClientFrame::Auth { token } => self.refresh(&token).await,
+            ClientFrame::Auth { token } => self.refresh(&token),
             _ if self.claims.is_none() => {
                 self.error(
                     ErrorCode::NotAuthenticated,
                     "send an auth frame first",
                     None,
-                )
-                .await;
+                );
             }
             _ if self.mode == Mode::Single => {
                 self.error(
                     ErrorCode::UnknownFrame,
                     "this socket follows one run; use /v1/ws to subscribe",
                     None,
-                )
-                .await;
+                );
             }
-            ClientFrame::Subscribe { run, since, epoch } => self.subscribe(run, since, epoch).await,
+            ClientFrame::Subscribe { run, since, epoch } => {
+                return Some(Subscribe { run, since, epoch });
+            }
             ClientFrame::Unsubscribe { run } => {
                 if let Some((run, _)) = self.subs.remove_entry(run.as_str()) {
                     self.release(&run);
@@ -419,14 +504,14 @@ where
                 self.send(&ServerFrame::Unsubscribed {
                     run,
                     reason: EndReason::Unsubscribed,
-                })
-                .await;
+                });
             }
         }
+        None
     }
 
     /// A later `auth` frame: replace the token in place.
-    async fn refresh(&mut self, token: &str) {
+    fn refresh(&mut self, token: &str) {
         match self
             .state
             .verifier
@@ -436,7 +521,7 @@ where
                 let message = format!(
                     "token refresh refused: {e}; the previous token stays in force until it expires"
                 );
-                self.error(ErrorCode::AuthFailed, message, None).await;
+                self.error(ErrorCode::AuthFailed, message, None);
             }
             Ok(claims) => {
                 let lost: Vec<RunId> = self
@@ -445,18 +530,19 @@ where
                     .filter(|run| !claims.allows_run(run))
                     .cloned()
                     .collect();
-                self.accept_claims(claims).await;
+                self.accept_claims(claims);
                 for run in lost {
-                    self.end(&run, EndReason::Forbidden).await;
+                    self.end(&run, EndReason::Forbidden);
                 }
             }
         }
     }
 
-    async fn subscribe(&mut self, run: String, since: Option<u64>, epoch: Option<String>) {
+    async fn subscribe(&mut self, sub: Subscribe) {
+        let Subscribe { run, since, epoch } = sub;
         if !is_valid_run_id(&run) {
             let message = "invalid run id: 1 to 128 bytes of [A-Za-z0-9_.:-]";
-            self.error(ErrorCode::BadRequest, message, Some(&run)).await;
+            self.error(ErrorCode::BadRequest, message, Some(&run));
             return;
         }
         let claims = self.claims.as_ref().expect("subscribe needs auth");
@@ -470,8 +556,7 @@ where
                 self.send(&ServerFrame::Unsubscribed {
                     run,
                     reason: EndReason::Forbidden,
-                })
-                .await;
+                });
             }
             return;
         }
@@ -484,8 +569,7 @@ where
                         "at most {} subscriptions per connection",
                         self.state.config.max_subscriptions
                     );
-                    self.error(ErrorCode::TooManySubscriptions, message, Some(&run))
-                        .await;
+                    self.error(ErrorCode::TooManySubscriptions, message, Some(&run));
                     return;
                 }
                 let run: RunId = run.into();
@@ -494,8 +578,7 @@ where
                 if let Err(e) = self.state.broker.watch(run.clone()).await {
                     self.state.hub.unregister(&run, self.handle.id);
                     self.state.broker.unwatch(run.clone());
-                    self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run))
-                        .await;
+                    self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run));
                     return;
                 }
                 self.state.metrics.subscriptions.inc();
@@ -509,51 +592,47 @@ where
                 if let Some(follow) = self.subs.get_mut(&run) {
                     follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
                 }
-                self.emit(&run, &mut out).await;
+                self.emit(&run, &mut out);
             }
             Err(e) => {
                 self.subs.remove(&run);
                 self.release(&run);
-                self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run))
-                    .await;
+                self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run));
             }
         }
     }
 
-    /// Sends and empties `out`.
-    async fn emit(&mut self, run: &RunId, out: &mut Vec<Emit>) {
+    /// Writes and empties `out`.
+    fn emit(&mut self, run: &RunId, out: &mut Vec<Emit>) {
         for item in out.drain(..) {
             match item {
-                Emit::Control(frame) => self.send(&frame).await,
+                Emit::Control(frame) => self.send(&frame),
                 Emit::Event(ev) => {
-                    self.write(Message::Text(ev.frame.clone())).await;
+                    self.push(Message::Text(ev.frame.clone()));
                     self.state.metrics.events_delivered.inc();
                 }
-                Emit::End(reason) => self.end(run, reason).await,
+                Emit::End(reason) => self.end(run, reason),
             }
         }
     }
 
-    async fn on_outbound(&mut self, item: Outbound) {
-        let run = match item {
+    /// Handles a queued item; a run that needs a fresh snapshot is returned for the loop to
+    /// resync.
+    fn on_outbound(&mut self, item: Outbound) -> Option<RunId> {
+        match item {
             Outbound::Event(ev) => {
-                let Some(follow) = self.subs.get_mut(&ev.run) else {
-                    return; // unsubscribed since it was queued
-                };
+                // None: unsubscribed since it was queued.
+                let follow = self.subs.get_mut(&ev.run)?;
                 let mut out = std::mem::take(&mut self.scratch);
                 let sent = follow.on_event(&ev, &mut out).is_ok();
                 if sent {
-                    self.emit(&ev.run, &mut out).await;
+                    self.emit(&ev.run, &mut out);
                 }
                 self.scratch = out;
-                if sent {
-                    return;
-                }
-                ev.run.clone()
+                (!sent).then(|| ev.run.clone())
             }
-            Outbound::Resync(run) => run,
-        };
-        self.resync(&run).await;
+            Outbound::Resync(run) => Some(run),
+        }
     }
 
     /// Catches a subscription up from its last seq after a gap or an epoch change.
@@ -569,7 +648,7 @@ where
                 if let Some(follow) = self.subs.get_mut(run) {
                     follow.on_snapshot(run, snapshot, since, epoch.as_deref(), false, &mut out);
                 }
-                self.emit(run, &mut out).await;
+                self.emit(run, &mut out);
             }
             // The broker resyncs every subscription again once it is back.
             Err(e) => tracing::debug!(conn = self.handle.id, %run, error = %e, "resync failed"),
@@ -577,7 +656,7 @@ where
     }
 
     /// Ends a subscription and tells the client why; a single-run socket then closes.
-    async fn end(&mut self, run: &RunId, reason: EndReason) {
+    fn end(&mut self, run: &RunId, reason: EndReason) {
         if self.subs.remove(run).is_some() {
             self.release(run);
         }
@@ -595,8 +674,7 @@ where
         self.send(&ServerFrame::Unsubscribed {
             run: run.to_string(),
             reason,
-        })
-        .await;
+        });
     }
 
     fn release(&self, run: &RunId) {
