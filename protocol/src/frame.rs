@@ -17,6 +17,11 @@ pub enum ClientFrame {
     Auth {
         /// A subscribe-scope JWT.
         token: String,
+        /// The client reads several frames from one WebSocket message, one per line: the relay
+        /// may then batch the frames it has ready (see `docs/protocol.md`, "Batched frames").
+        /// Set on the first `auth`; ignored on a refresh.
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        batch: bool,
     },
     /// Start receiving a run's events.
     Subscribe {

@@ -286,3 +286,64 @@ async fn connections_over_the_limit_are_closed_with_4029() {
     let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;
     assert_eq!(c.closed().await.0, Some(4029));
 }
+
+#[tokio::test]
+async fn a_client_that_takes_batches_gets_ready_frames_one_per_line() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let relay = Relay::start().await;
+    for chunk in 0..3 {
+        let events = (1..=200).map(|i| log(chunk * 200 + i)).collect();
+        relay
+            .publish_ok("r1", serde_json::Value::Array(events))
+            .await;
+    }
+
+    // Without `batch`: one frame per message (`Client` parses each message as one JSON value).
+    let mut plain = Client::authed(&relay, &subscribe_token("r1")).await;
+    assert_eq!(plain.subscribe("r1", Some(0)).await["type"], "subscribed");
+    assert_eq!(
+        seqs(&plain.events(600).await),
+        (1..=600).collect::<Vec<_>>()
+    );
+
+    // With `batch`: the replay comes in few messages of several lines, each line one frame.
+    let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;
+    c.send(json!({"type":"auth","token":subscribe_token("r1"),"batch":true}))
+        .await;
+    c.send(json!({"type":"subscribe","run":"r1","since":0}))
+        .await;
+    let mut frames = Vec::new();
+    let mut messages = 0;
+    while frames.len() < 602 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), c.ws.next())
+            .await
+            .expect("a message in time");
+        let Some(Ok(Message::Text(text))) = msg else {
+            continue;
+        };
+        messages += 1;
+        assert!(text.len() <= 64 * 1024 || !text.contains('\n'));
+        for line in text.split('\n') {
+            frames.push(serde_json::from_str::<serde_json::Value>(line).unwrap());
+        }
+    }
+    assert_eq!(frames[0]["type"], "welcome");
+    assert_eq!(frames[1]["type"], "subscribed");
+    assert_eq!(seqs(&frames[2..]), (1..=600).collect::<Vec<_>>());
+    assert!(
+        messages < 100,
+        "600 replayed events came in {messages} messages"
+    );
+    // Live events after the replay arrive too.
+    relay.publish_ok("r1", log(601)).await;
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(5), c.ws.next())
+        .await
+        .expect("a live event in time");
+    let Some(Ok(Message::Text(text))) = msg else {
+        panic!("{msg:?}")
+    };
+    let live: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(live["seq"], 601);
+}

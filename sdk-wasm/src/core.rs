@@ -541,7 +541,10 @@ impl Core {
                 self.phase = ConnPhase::Connecting;
                 self.out.push(Effect::Connect(self.kind));
                 if self.kind == Kind::Sse {
-                    self.out.push(Effect::Send(ClientFrame::Auth { token }));
+                    self.out.push(Effect::Send(ClientFrame::Auth {
+                        token,
+                        batch: false,
+                    }));
                     self.subscribe_all();
                 }
             }
@@ -551,7 +554,10 @@ impl Core {
             }
             (Purpose::Refresh, Ok(token)) if self.phase == ConnPhase::Open => {
                 self.token = Some(token.clone());
-                self.out.push(Effect::Send(ClientFrame::Auth { token }));
+                self.out.push(Effect::Send(ClientFrame::Auth {
+                    token,
+                    batch: false,
+                }));
             }
             (Purpose::Refresh, Err(message)) if self.phase == ConnPhase::Open => {
                 self.report("token_provider", message, None, None);
@@ -566,7 +572,10 @@ impl Core {
             (ConnPhase::Connecting, Kind::WebSocket) => {
                 self.phase = ConnPhase::Authenticating;
                 if let Some(token) = self.token.clone() {
-                    self.out.push(Effect::Send(ClientFrame::Auth { token }));
+                    // Several frames per message: a replay of thousands of events arrives in a
+                    // few messages instead of thousands (each costs the browser ~0.1 ms).
+                    self.out
+                        .push(Effect::Send(ClientFrame::Auth { token, batch: true }));
                 }
             }
             (ConnPhase::Connecting, Kind::Sse) => {

@@ -128,7 +128,8 @@ impl Harness {
         assert_eq!(
             self.sent.last(),
             Some(&ClientFrame::Auth {
-                token: "tok".into()
+                token: "tok".into(),
+                batch: true
             })
         );
         self.welcome(25_000, 600);
@@ -224,7 +225,8 @@ fn connects_lazily_and_authenticates_with_a_frame() {
     assert_eq!(
         h.sent,
         [ClientFrame::Auth {
-            token: "tok".into()
+            token: "tok".into(),
+            batch: true
         }],
         "nothing but auth before welcome"
     );
@@ -662,7 +664,10 @@ fn refreshes_the_token_in_place_before_expiry() {
     h.give_token("t2");
     assert_eq!(
         h.sent.last(),
-        Some(&ClientFrame::Auth { token: "t2".into() })
+        Some(&ClientFrame::Auth {
+            token: "t2".into(),
+            batch: false
+        })
     );
     h.welcome(25_000, 100);
     assert!(h.timers.contains_key(&Timer::Refresh));
@@ -717,7 +722,8 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
         h.sent[h.sent.len() - 2..],
         [
             ClientFrame::Auth {
-                token: "tok".into()
+                token: "tok".into(),
+                batch: false
             },
             ClientFrame::Subscribe {
                 run: "r1".into(),

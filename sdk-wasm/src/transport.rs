@@ -55,6 +55,8 @@ impl Transport {
 #[derive(Debug)]
 pub struct WsTransport {
     ws: WebSocket,
+    /// False once dropped: the rest of a batch being dispatched is then ignored.
+    live: Rc<Cell<bool>>,
     _on_open: Held<dyn FnMut()>,
     _on_message: Held<dyn FnMut(MessageEvent)>,
     _on_close: Held<dyn FnMut(CloseEvent)>,
@@ -71,12 +73,22 @@ impl WsTransport {
             }
         }));
         let weak = inner.clone();
+        let live = Rc::new(Cell::new(true));
+        let live_here = live.clone();
         let on_message = Held::new(Closure::<dyn FnMut(MessageEvent)>::new(
             move |e: MessageEvent| {
-                let Some(inner) = weak.upgrade() else { return };
                 let data = e.data();
-                if data.is_string() {
-                    dispatch_frame(&inner, &data);
+                if !data.is_string() {
+                    return;
+                }
+                // Several frames, one per line (the `auth` frame asked for batches).
+                let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
+                for line in lines.iter() {
+                    // An app callback may have closed the client or dropped this connection.
+                    let Some(inner) = weak.upgrade().filter(|_| live_here.get()) else {
+                        return;
+                    };
+                    dispatch_frame(&inner, &line);
                 }
             },
         ));
@@ -100,6 +112,7 @@ impl WsTransport {
         ws.set_onclose(Some(on_close.function()));
         Ok(Self {
             ws,
+            live,
             _on_open: on_open,
             _on_message: on_message,
             _on_close: on_close,
@@ -116,6 +129,7 @@ impl WsTransport {
 
 impl Drop for WsTransport {
     fn drop(&mut self) {
+        self.live.set(false);
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
@@ -163,7 +177,7 @@ impl SseTransport {
 
     fn send(&mut self, frame: ClientFrame) {
         match frame {
-            ClientFrame::Auth { token } => self.token = Some(token),
+            ClientFrame::Auth { token, .. } => self.token = Some(token),
             ClientFrame::Subscribe { run, since, epoch } => {
                 self.streams.retain(|(r, _)| *r != run);
                 let url = self.url.events(&run, since, epoch.as_deref());

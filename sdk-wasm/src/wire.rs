@@ -135,9 +135,12 @@ pub fn decode_json(text: &str) -> Result<Frame, String> {
 pub fn encode_client_frame(frame: &ClientFrame) -> String {
     let mut out = String::with_capacity(64);
     match frame {
-        ClientFrame::Auth { token } => {
+        ClientFrame::Auth { token, batch } => {
             out.push_str(r#"{"type":"auth","token":"#);
             push_json_string(&mut out, token);
+            if *batch {
+                out.push_str(r#","batch":true"#);
+            }
         }
         ClientFrame::Subscribe { run, since, epoch } => {
             out.push_str(r#"{"type":"subscribe","run":"#);
@@ -209,6 +212,11 @@ mod tests {
         let frames = [
             ClientFrame::Auth {
                 token: "a.b\"c\\d\u{1}\n\u{e9}".into(),
+                batch: false,
+            },
+            ClientFrame::Auth {
+                token: "t".into(),
+                batch: true,
             },
             ClientFrame::Subscribe {
                 run: "r1".into(),

@@ -42,6 +42,9 @@ use crate::transport::follow::{Emit, Follow};
 pub const MAX_INBOUND_FRAME: usize = 64 * 1024;
 /// Queued items a connection writes before it flushes the socket, so a burst becomes one write.
 const WRITE_BATCH: usize = 64;
+/// Largest message of batched frames (`auth` with `batch: true`): the frames ready at a flush are
+/// joined, one per line, up to this many bytes; a larger frame goes on its own.
+const BATCH_BYTES: usize = 64 * 1024;
 /// A ping tick this much past its time counts as missed: the next one is a full interval later.
 const LATE_TICK: Duration = Duration::from_millis(5);
 
@@ -152,6 +155,8 @@ pub struct Conn<W> {
     /// answers, a snapshot's replay, or one batch of at most `WRITE_BATCH` queued events); emptied
     /// and freed by every flush.
     outbox: VecDeque<Message>,
+    /// The client asked for batched frames (several per message, one per line).
+    batch: bool,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
 }
@@ -196,6 +201,7 @@ where
             subs: HashMap::new(),
             scratch: Vec::new(),
             outbox: VecDeque::new(),
+            batch: false,
             exit: None,
         }
     }
@@ -378,7 +384,7 @@ where
     async fn flush(&mut self) {
         let write_timeout = self.state.config.write_timeout;
         let mut written = !self.outbox.is_empty();
-        while let Some(msg) = self.outbox.pop_front() {
+        while let Some(msg) = self.next_message() {
             match timeout(write_timeout, self.tx.feed(msg)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
@@ -408,6 +414,42 @@ where
                 self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
             }
         }
+    }
+
+    /// The next message to write: the outbox's first frame or, when the client takes batches, the
+    /// text frames at its head joined by newlines (up to `BATCH_BYTES`). JSON frames never
+    /// contain a raw newline, so each line is one frame.
+    fn next_message(&mut self) -> Option<Message> {
+        let first = self.outbox.pop_front()?;
+        let Message::Text(first) = first else {
+            return Some(first);
+        };
+        if !self.batch {
+            return Some(Message::Text(first));
+        }
+        let mut len = first.len();
+        let mut more = 0;
+        for msg in &self.outbox {
+            match msg {
+                Message::Text(t) if len + 1 + t.len() <= BATCH_BYTES => {
+                    len += 1 + t.len();
+                    more += 1;
+                }
+                _ => break,
+            }
+        }
+        if more == 0 {
+            return Some(Message::Text(first));
+        }
+        let mut joined = String::with_capacity(len);
+        joined.push_str(first.as_str());
+        for msg in self.outbox.drain(..more) {
+            if let Message::Text(t) = msg {
+                joined.push('\n');
+                joined.push_str(t.as_str());
+            }
+        }
+        Some(Message::Text(joined.into()))
     }
 
     fn send(&mut self, frame: &ServerFrame) {
@@ -474,12 +516,13 @@ where
     fn on_frame(&mut self, frame: ClientFrame) -> Option<Subscribe> {
         match frame {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
-            ClientFrame::Auth { token } if self.claims.is_none() => {
+            ClientFrame::Auth { token, batch } if self.claims.is_none() => {
+                self.batch = batch;
                 if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
                 }
             }
-            ClientFrame::Auth { token } => self.refresh(&token),
+            ClientFrame::Auth { token, .. } => self.refresh(&token),
             _ if self.claims.is_none() => {
                 self.error(
                     ErrorCode::NotAuthenticated,
