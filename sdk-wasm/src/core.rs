@@ -435,7 +435,10 @@ impl Core {
             last_seq,
             state,
         });
-        if removed.run_dropped && removed.phase != Phase::Idle && self.can_subscribe() {
+        if removed.run_dropped
+            && !matches!(removed.phase, Phase::Idle | Phase::Waiting)
+            && self.can_subscribe()
+        {
             if self.kind == Kind::WebSocket {
                 self.pending_unsub.push(removed.run.clone());
             }
@@ -489,6 +492,20 @@ impl Core {
             since,
             epoch,
         }));
+    }
+
+    /// A slot freed on the connection: ask again for the first subscription refused for lack of
+    /// one.
+    fn subscribe_waiting(&mut self) {
+        let waiting = self
+            .registry
+            .runs()
+            .iter()
+            .find(|r| r.phase == Phase::Waiting)
+            .map(|r| r.run.clone());
+        if let Some(run) = waiting {
+            self.send_subscribe(&run);
+        }
     }
 
     fn subscribe_all(&mut self) {
@@ -673,6 +690,8 @@ impl Core {
                 self.emit_state(&run);
             }
             Frame::Unsubscribed { run, reason } => {
+                // Either way a slot on the connection is free again.
+                self.subscribe_waiting();
                 if reason == EndReason::Unsubscribed {
                     if let Some(i) = self.pending_unsub.iter().position(|r| *r == run) {
                         // The answer to our own unsubscribe of an earlier subscription.
@@ -683,6 +702,9 @@ impl Core {
                 self.end_run(&run, reason);
             }
             Frame::Error { code, message, run } => {
+                let refused = (code == "too_many_subscriptions")
+                    .then(|| run.clone())
+                    .flatten();
                 self.report(&code, message, run, None);
                 match code.as_str() {
                     "broker_unavailable" => {
@@ -691,6 +713,15 @@ impl Core {
                     "auth_failed" if self.phase == ConnPhase::Open => {
                         // The refreshed token was refused; the old one holds until it expires.
                         self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                    }
+                    "too_many_subscriptions" => {
+                        // Wait for a slot: the subscription stays, and is asked for again when
+                        // another one on this connection ends.
+                        if let Some(r) = refused.and_then(|run| self.registry.run_mut(&run)) {
+                            if r.phase == Phase::Requested {
+                                r.phase = Phase::Waiting;
+                            }
+                        }
                     }
                     _ => {}
                 }

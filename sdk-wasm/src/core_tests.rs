@@ -918,3 +918,36 @@ fn reconnect_starts_again_after_giving_up() {
     assert_eq!(h.core.state(), ConnState::Open);
     assert_eq!(h.last_subscribe().0, "r1");
 }
+
+#[test]
+fn a_subscription_refused_for_lack_of_a_slot_waits_for_one() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.subscribe(2, "r2");
+    assert_eq!(h.last_subscribe().0, "r2");
+    h.frame(
+        json!({"type":"error","code":"too_many_subscriptions","message":"at most 1","run":"r2"}),
+    );
+    assert_eq!(h.errors.last().unwrap().code, "too_many_subscriptions");
+    assert!(h.ends.is_empty(), "the refused subscription stays");
+    let sent = h.sent.len();
+    // r1 ends: its slot goes to r2.
+    h.event("r1", 1, "run.completed", json!({}));
+    h.frame(json!({"type":"unsubscribed","run":"r1","reason":"completed"}));
+    assert_eq!(h.sent.len(), sent + 1);
+    assert_eq!(h.last_subscribe(), ("r2".into(), None, None));
+    h.subscribed("r2", 0, "e2");
+    h.log("r2", 1);
+    assert_eq!(h.seqs(2), [1]);
+
+    // Unsubscribing a subscription that is still waiting sends nothing to the relay.
+    h.subscribe(3, "r3");
+    h.frame(
+        json!({"type":"error","code":"too_many_subscriptions","message":"at most 1","run":"r3"}),
+    );
+    let sent = h.sent.len();
+    h.input(Input::Unsubscribe(3));
+    assert_eq!(h.sent.len(), sent);
+}

@@ -24,6 +24,9 @@ pub enum Phase {
     Requested,
     /// `subscribed` or `reset` received; events flow.
     Live,
+    /// Refused because the connection holds the relay's maximum of subscriptions: asked for
+    /// again when one of them ends (or on the next connection).
+    Waiting,
 }
 
 /// One app subscription listening to a run.
