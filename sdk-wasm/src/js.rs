@@ -531,3 +531,42 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
     o.set_num(Field::ErrorCount, state.error_count as f64);
     o.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// The JS key table lists `Field`'s variants, in the same order (a variant's index is its key).
+    #[test]
+    fn the_js_key_table_matches_field() {
+        let src = include_str!("js.rs");
+        let table: Vec<&str> = src
+            .split("const K = '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .expect("the key table")
+            .split(' ')
+            .collect();
+        let variants: Vec<String> = src
+            .split("enum Field {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("enum Field")
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                let mut snake = String::new();
+                for (i, c) in v.chars().enumerate() {
+                    if c.is_ascii_uppercase() && i > 0 {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                }
+                snake
+            })
+            .collect();
+        assert_eq!(table, variants);
+    }
+}
