@@ -84,6 +84,8 @@ export async function usage(runId: string): Promise<void> {
   const lastSeq: number | undefined = sub.lastSeq;
   const connection: ConnectionState = client.state;
   void [state, lastSeq, connection];
+  const reconnected: void = client.reconnect();
+  void reconnected;
   sub.unsubscribe();
   client.close();
 
