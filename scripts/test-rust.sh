@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --locked --target wasm32-unknown-unknown -p runwire-protocol
-cargo build --locked --target wasm32-unknown-unknown -p runwire-protocol --no-default-features
+cargo clippy --locked --target wasm32-unknown-unknown -p runwire-protocol -- -D warnings
+cargo clippy --locked --target wasm32-unknown-unknown -p runwire-protocol --no-default-features -- -D warnings
 cargo test --workspace --locked
