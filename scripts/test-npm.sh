@@ -27,7 +27,8 @@ tarball=$(echo "$tmp"/runwire-*.tgz)
 # The tarball holds exactly the built package: no sources, no build tooling.
 listing=$(tar -tzf "$tarball" | sort)
 expected=$(printf 'package/%s\n' README.md package.json \
-  dist/src/index.js dist/src/index.d.ts dist/react/index.js dist/react/index.d.ts \
+  dist/src/index.js dist/src/index.d.ts dist/src/follow.js dist/src/follow.d.ts \
+  dist/react/index.js dist/react/index.d.ts \
   dist/vue/index.js dist/vue/index.d.ts \
   dist/wasm/runwire_sdk.js dist/wasm/runwire_sdk.d.ts dist/wasm/runwire_sdk_bg.wasm | sort)
 [ "$listing" = "$expected" ] || fail "unexpected tarball contents:

@@ -15,14 +15,9 @@ import type {
   RunwireClient,
   RunwireError,
 } from "../src/index.js";
+import { appendEvent, followRun, type UseRunOptions } from "../src/follow.js";
 
-/** Options of `useRun`. */
-export interface UseRunOptions {
-  /** Replay retained events after this seq first; `0` (default) replays the run from its start. */
-  since?: number;
-  /** Events kept in `events`, oldest dropped first (default 1000). */
-  maxEvents?: number;
-}
+export type { UseRunOptions };
 
 /** What `useRun` returns. */
 export interface UseRunResult {
@@ -100,37 +95,15 @@ export function useRun(
     const update = (f: (prev: Followed) => Followed) => {
       if (active) setFollowed((prev) => (prev.key === key ? f(prev) : prev));
     };
-    const onError = (error: RunwireError) => {
-      if (error.run === undefined || error.run === key) update((p) => ({ ...p, error }));
-    };
-    const onEvent = (ev: AnyRunEvent) =>
-      update((p) => {
-        const events = p.events.length >= maxEvents ? p.events.slice(p.events.length - maxEvents + 1) : p.events.slice();
-        events.push(ev);
-        return { ...p, events };
-      });
-    client.onError(onError);
-    let subscription: ReturnType<RunwireClient["subscribe"]> | undefined;
-    try {
-      subscription = client.subscribe(key, {
-        since,
-        onEvent,
-        onOtherEvent: onEvent,
-        onState: (state) => update((p) => ({ ...p, state })),
-        onEnd: (ended) => update((p) => ({ ...p, ended })),
-      });
-    } catch (e) {
-      update((p) => ({ ...p, error: { code: "subscribe", message: e instanceof Error ? e.message : String(e) } }));
-    }
+    const stop = followRun(client, key, since, {
+      onEvent: (ev) => update((p) => ({ ...p, events: appendEvent(p.events, ev, maxEvents) })),
+      onState: (state) => update((p) => ({ ...p, state })),
+      onEnd: (ended) => update((p) => ({ ...p, ended })),
+      onError: (error) => update((p) => ({ ...p, error })),
+    });
     return () => {
       active = false;
-      try {
-        subscription?.unsubscribe();
-        subscription?.free();
-        client.offError(onError);
-      } catch {
-        // The client was freed already; its subscriptions went with it.
-      }
+      stop();
     };
   }, [client, key, since, maxEvents]);
 

@@ -20,14 +20,9 @@ import type {
   RunwireClient,
   RunwireError,
 } from "../src/index.js";
+import { appendEvent, followRun, type UseRunOptions } from "../src/follow.js";
 
-/** Options of `useRun`. */
-export interface UseRunOptions {
-  /** Replay retained events after this seq first; `0` (default) replays the run from its start. */
-  since?: number;
-  /** Events kept in `events`, oldest dropped first (default 1000). */
-  maxEvents?: number;
-}
+export type { UseRunOptions };
 
 /** What `useRun` returns: read-only refs. */
 export interface UseRunResult {
@@ -101,42 +96,23 @@ export function useRun(
       ended.value = undefined;
       if (!c || !run) return;
       let active = true;
-      const onError = (e: RunwireError) => {
-        if (active && (e.run === undefined || e.run === run)) error.value = e;
-      };
-      const onEvent = (ev: AnyRunEvent) => {
-        if (!active) return;
-        const prev = events.value;
-        const next = prev.length >= maxEvents ? prev.slice(prev.length - maxEvents + 1) : prev.slice();
-        next.push(ev);
-        events.value = next;
-      };
-      c.onError(onError);
-      let subscription: ReturnType<RunwireClient["subscribe"]> | undefined;
-      try {
-        subscription = c.subscribe(run, {
-          since,
-          onEvent,
-          onOtherEvent: onEvent,
-          onState: (s) => {
-            if (active) state.value = s;
-          },
-          onEnd: (reason) => {
-            if (active) ended.value = reason;
-          },
-        });
-      } catch (e) {
-        error.value = { code: "subscribe", message: e instanceof Error ? e.message : String(e) };
-      }
+      const stop = followRun(c, run, since, {
+        onEvent: (ev) => {
+          if (active) events.value = appendEvent(events.value, ev, maxEvents);
+        },
+        onState: (s) => {
+          if (active) state.value = s;
+        },
+        onEnd: (reason) => {
+          if (active) ended.value = reason;
+        },
+        onError: (e) => {
+          if (active) error.value = e;
+        },
+      });
       onCleanup(() => {
         active = false;
-        try {
-          subscription?.unsubscribe();
-          subscription?.free();
-          c.offError(onError);
-        } catch {
-          // The client was freed already; its subscriptions went with it.
-        }
+        stop();
       });
     },
     { immediate: true },
