@@ -9,8 +9,10 @@
 // - "SDK alone": the client talks to an in-memory socket in the page (the global `WebSocket`
 //   replaced), which answers `auth` and `subscribe` as the relay does and then hands it the
 //   event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
-//   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, and with
-//   `onEvent` plus `onState` (the folded state built as a JS object after every event).
+//   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, with
+//   `onEvent` plus `onState` (the folded state built as a JS object after every event), and with
+//   `onState` at most once per frame (`stateEvery: "frame"`; each run's last state still has to
+//   arrive, before `onEnd`).
 // - "through a relay": the same events published to a relay started here (`target/release/runwire
 //   serve` on 127.0.0.1:0), then one client subscribes to every run from seq 0 over WebSocket and
 //   receives the relay's replay (the client asks for batched frames, several per message); and,
@@ -119,30 +121,33 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>runwire SDK throughput
 import { RunwireClient } from "./dist/src/index.js";
 const eventAt = ${eventAt.toString()};
 
-// Follows every run with one client; resolves when all have ended ("completed").
-function follow(client, runs, withState, onFirstSubscribed) {
+// Follows every run with one client; resolves when all have ended ("completed"). withState:
+// false (no onState), "event" or "frame" (its stateEvery).
+function follow(client, runs, withState) {
   const errors = [];
   client.onError((e) => errors.push(e.code + ": " + e.message));
-  let count = 0, first = 0, lastAt = 0, ended = 0, outOfOrder = 0, states = 0;
+  let count = 0, first = 0, lastAt = 0, ended = 0, outOfOrder = 0, states = 0, stale = 0;
   return new Promise((done, fail) => {
     const timer = setTimeout(() => { client.close(); fail(new Error("timed out after " + count + " events")); }, 120000);
     for (const run of runs) {
-      let last = 0;
+      let last = 0, lastState = 0;
       client.subscribe(run, {
         since: 0,
+        stateEvery: withState || "event",
         onEvent: (ev) => {
           lastAt = performance.now();
           if (count++ === 0) first = lastAt;
           if (ev.seq !== last + 1) outOfOrder++;
           last = ev.seq;
         },
-        onState: withState ? (s) => { if (s.seq > 0) states++; } : undefined,
+        onState: withState ? (s) => { if (s.seq > 0) states++; lastState = s.seq; } : undefined,
         onEnd: (reason) => {
           if (reason !== "completed") errors.push(run + " ended: " + reason);
+          if (withState && lastState !== last) stale++;
           if (++ended === runs.length) {
             clearTimeout(timer);
             client.close();
-            done({ count, ms: lastAt - first, outOfOrder, states, errors });
+            done({ count, ms: lastAt - first, outOfOrder, states, stale, errors });
           }
         },
       });
@@ -219,7 +224,7 @@ window.bareSocket = ({ url, token, runs, events }) => new Promise((done, fail) =
       if (count === want) {
         clearTimeout(timer);
         ws.close();
-        done({ count, ms: performance.now() - first, outOfOrder, states: 0, errors: [] });
+        done({ count, ms: performance.now() - first, outOfOrder, states: 0, stale: 0, errors: [] });
       }
     }
   };
@@ -250,7 +255,8 @@ const context = await chromium.launchPersistentContext(profile, {
 });
 const PASSES = [
   ["SDK alone, onEvent", "inMemory", { withState: false }],
-  ["SDK alone, onEvent + onState", "inMemory", { withState: true }],
+  ["SDK alone, onEvent + onState", "inMemory", { withState: "event" }],
+  ["SDK alone, onEvent + onState once per frame", "inMemory", { withState: "frame" }],
   ["through a relay (WebSocket), onEvent", "viaRelay", {}],
   ["bare WebSocket + JSON.parse per frame, no SDK (baseline)", "bareSocket", {}],
 ];
@@ -276,11 +282,12 @@ try {
       };
       const r = await page.evaluate(([fn, a]) => window[fn](a), [fn, args]);
       const want = RUNS * EVENTS;
-      const ok = r.count === want && r.outOfOrder === 0 && r.errors.length === 0 && (!extra.withState || r.states >= want);
+      const ok = r.count === want && r.outOfOrder === 0 && r.errors.length === 0 && r.stale === 0 &&
+        (extra.withState !== "event" || r.states >= want);
       const rate = (r.count / r.ms) * 1000;
       console.error(
         `round ${round}, ${name}: ${fmt(r.count)} events in ${r.ms.toFixed(1)} ms = ${fmt(rate)}/s` +
-          (ok ? "" : ` FAILED (want ${want}, out of order ${r.outOfOrder}, states ${r.states}, errors ${r.errors.slice(0, 3)})`),
+          (ok ? "" : ` FAILED (want ${want}, out of order ${r.outOfOrder}, states ${r.states}, stale last states ${r.stale}, errors ${r.errors.slice(0, 3)})`),
       );
       if (ok) rates.get(name).push(rate);
       else failed++;

@@ -83,7 +83,7 @@ export function useRun(
   runId: string | null | undefined,
   options: UseRunOptions = {},
 ): UseRunResult {
-  const { since = 0, maxEvents = 1000 } = options;
+  const { since = 0, maxEvents = 1000, stateEvery = "event" } = options;
   const key = client && runId ? runId : null;
   const connection = useConnectionState(client);
   const [followed, setFollowed] = useState<Followed>(() => initial(key));
@@ -95,7 +95,7 @@ export function useRun(
     const update = (f: (prev: Followed) => Followed) => {
       if (active) setFollowed((prev) => (prev.key === key ? f(prev) : prev));
     };
-    const stop = followRun(client, key, since, {
+    const stop = followRun(client, key, { since, stateEvery }, {
       onEvent: (ev) => update((p) => ({ ...p, events: appendEvent(p.events, ev, maxEvents) })),
       onState: (state) => update((p) => ({ ...p, state })),
       onEnd: (ended) => update((p) => ({ ...p, ended })),
@@ -105,7 +105,7 @@ export function useRun(
       active = false;
       stop();
     };
-  }, [client, key, since, maxEvents]);
+  }, [client, key, since, maxEvents, stateEvery]);
 
   const current = followed.key === key ? followed : initial(key);
   return {

@@ -2,7 +2,15 @@
  * What the React and Vue bindings share: following one run for a `useRun` hook. Each binding
  * keeps its own state holder (React state, Vue refs) and only wires these handlers to it.
  */
-import type { AnyRunEvent, EndReason, RunState, RunwireClient, RunwireError, Subscription } from "./index.js";
+import type {
+  AnyRunEvent,
+  EndReason,
+  RunState,
+  RunwireClient,
+  RunwireError,
+  SubscribeOptions,
+  Subscription,
+} from "./index.js";
 
 /** Options of `useRun`. */
 export interface UseRunOptions {
@@ -10,6 +18,11 @@ export interface UseRunOptions {
   since?: number;
   /** Events kept in `events`, oldest dropped first (default 1000). */
   maxEvents?: number;
+  /**
+   * `"event"` (default): `state` after every event. `"frame"`: at most once per animation frame,
+   * with the latest state (see `SubscribeOptions.stateEvery`).
+   */
+  stateEvery?: SubscribeOptions["stateEvery"];
 }
 
 /** What following a run reports. */
@@ -22,7 +35,12 @@ export interface FollowHandlers {
 }
 
 /** Follows `run` on `client` until the returned function is called. */
-export function followRun(client: RunwireClient, run: string, since: number, h: FollowHandlers): () => void {
+export function followRun(
+  client: RunwireClient,
+  run: string,
+  options: Pick<UseRunOptions, "since" | "stateEvery">,
+  h: FollowHandlers,
+): () => void {
   const onError = (error: RunwireError) => {
     if (error.run === undefined || error.run === run) h.onError(error);
   };
@@ -30,7 +48,8 @@ export function followRun(client: RunwireClient, run: string, since: number, h: 
   let subscription: Subscription | undefined;
   try {
     subscription = client.subscribe(run, {
-      since,
+      since: options.since ?? 0,
+      stateEvery: options.stateEvery ?? "event",
       onEvent: h.onEvent,
       onOtherEvent: h.onEvent,
       onState: h.onState,

@@ -80,7 +80,7 @@ export function useRun(
   runId: MaybeRefOrGetter<string | null | undefined>,
   options: UseRunOptions = {},
 ): UseRunResult {
-  const { since = 0, maxEvents = 1000 } = options;
+  const { since = 0, maxEvents = 1000, stateEvery = "event" } = options;
   const state = shallowRef<RunState | undefined>();
   const events = shallowRef<readonly AnyRunEvent[]>([]);
   const error = shallowRef<RunwireError | undefined>();
@@ -96,7 +96,7 @@ export function useRun(
       ended.value = undefined;
       if (!c || !run) return;
       let active = true;
-      const stop = followRun(c, run, since, {
+      const stop = followRun(c, run, { since, stateEvery }, {
         onEvent: (ev) => {
           if (active) events.value = appendEvent(events.value, ev, maxEvents);
         },

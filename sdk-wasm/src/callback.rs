@@ -15,6 +15,11 @@ extern "C" {
     fn set_timeout(handler: &js_sys::Function, ms: u32) -> f64;
     #[wasm_bindgen(js_name = clearTimeout)]
     fn clear_timeout(id: f64);
+    // Windows and dedicated workers; checked for before use.
+    #[wasm_bindgen(js_name = requestAnimationFrame)]
+    fn request_animation_frame(handler: &js_sys::Function) -> f64;
+    #[wasm_bindgen(js_name = cancelAnimationFrame)]
+    fn cancel_animation_frame(id: f64);
 }
 
 static LIVE_CALLBACKS: AtomicUsize = AtomicUsize::new(0);
@@ -60,33 +65,68 @@ impl<T: ?Sized> Drop for Held<T> {
     }
 }
 
-/// A `setTimeout` that counts itself; dropping it cancels it and releases its callback.
+/// A `setTimeout` or `requestAnimationFrame` that counts itself; dropping it cancels it and
+/// releases its callback.
 #[derive(Debug)]
 pub struct HeldTimeout {
     id: f64,
+    frame: bool,
     _callback: Held<dyn FnMut()>,
 }
 
 impl HeldTimeout {
     /// Calls `f` after `ms` milliseconds.
     pub fn new(ms: u32, f: impl FnOnce() + 'static) -> Self {
-        let mut f = Some(f);
-        let callback = Held::new(Closure::<dyn FnMut()>::wrap(Box::new(move || {
-            if let Some(f) = f.take() {
-                f();
-            }
-        })));
+        let callback = once(f);
         let id = set_timeout(callback.function(), ms);
         Self {
             id,
+            frame: false,
+            _callback: callback,
+        }
+    }
+
+    /// Calls `f` before the next frame is painted. Where frames are not painted (a hidden
+    /// document, where browsers pause them, or a global without `requestAnimationFrame`), calls it
+    /// after a timeout instead, which browsers throttle in background tabs.
+    pub fn next_frame(f: impl FnOnce() + 'static) -> Self {
+        let global = js_sys::global();
+        let has_frames = js_sys::Reflect::get(&global, &"requestAnimationFrame".into())
+            .is_ok_and(|f| f.is_function());
+        let hidden = js_sys::Reflect::get(&global, &"document".into())
+            .ok()
+            .filter(|d| d.is_object())
+            .and_then(|d| js_sys::Reflect::get(&d, &"hidden".into()).ok())
+            .is_some_and(|h| h.is_truthy());
+        if !has_frames || hidden {
+            return Self::new(16, f);
+        }
+        let callback = once(f);
+        let id = request_animation_frame(callback.function());
+        Self {
+            id,
+            frame: true,
             _callback: callback,
         }
     }
 }
 
+fn once(f: impl FnOnce() + 'static) -> Held<dyn FnMut()> {
+    let mut f = Some(f);
+    Held::new(Closure::<dyn FnMut()>::wrap(Box::new(move || {
+        if let Some(f) = f.take() {
+            f();
+        }
+    })))
+}
+
 impl Drop for HeldTimeout {
     fn drop(&mut self) {
-        clear_timeout(self.id);
+        if self.frame {
+            cancel_animation_frame(self.id);
+        } else {
+            clear_timeout(self.id);
+        }
     }
 }
 

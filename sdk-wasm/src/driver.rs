@@ -41,6 +41,8 @@ pub struct SubCallbacks {
     pub on_state: Option<Function>,
     /// `onEnd`.
     pub on_end: Option<Function>,
+    /// `stateEvery: "frame"`: `onState` at most once per animation frame, with the latest state.
+    pub state_per_frame: bool,
 }
 
 /// What a subscription handle can still read after the subscription ended.
@@ -61,6 +63,8 @@ struct SubRecord {
     cell: Rc<SubCell>,
     /// The node objects of the last state handed to `onState`, reused in the next one.
     nodes: crate::js::NodeObjects,
+    /// The state changed since `onState` was last called (`stateEvery: "frame"`).
+    state_pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +82,8 @@ struct Io {
     page: Option<PageListeners>,
     /// The frame being dispatched, as the object `JSON.parse` made: what `onEvent` receives.
     frame: Option<JsValue>,
+    /// The next animation frame's call of the pending `onState`s (`stateEvery: "frame"`).
+    state_flush: Option<HeldTimeout>,
 }
 
 /// A client's shared state. The app's handle owns the only strong reference; sockets, timers and
@@ -151,13 +157,19 @@ impl Inner {
             callbacks,
             cell: cell.clone(),
             nodes: crate::js::NodeObjects::default(),
+            state_pending: false,
         });
         (id, cell)
     }
 
     /// Drops every app callback and page listener: after `close()` nothing is called again.
     pub fn release(&self) {
-        self.io.borrow_mut().page = None;
+        let flush = {
+            let mut io = self.io.borrow_mut();
+            io.page = None;
+            io.state_flush.take()
+        };
+        drop(flush);
         let mut app = self.app.borrow_mut();
         app.state_listeners.clear();
         app.error_listeners.clear();
@@ -282,9 +294,19 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 let Some(f) = record.callbacks.on_state.clone() else {
                     return;
                 };
-                (f, record.nodes.state_to_js(&state))
+                if record.callbacks.state_per_frame {
+                    record.state_pending = true;
+                    None
+                } else {
+                    Some((f, record.nodes.state_to_js(&state)))
+                }
             };
-            let _ = call.0.call1(&JsValue::NULL, &call.1);
+            match call {
+                Some((f, state)) => {
+                    let _ = f.call1(&JsValue::NULL, &state);
+                }
+                None => schedule_state_flush(inner),
+            }
         }
         Effect::End {
             sub,
@@ -299,15 +321,63 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                     .position(|s| s.id == sub)
                     .map(|i| app.subs.swap_remove(i))
             };
-            let Some(record) = record else { return };
+            let Some(mut record) = record else { return };
             record.cell.ended.set(Some(reason));
             record.cell.last_seq.set(last_seq);
+            // A state held back for the next frame is the run's last: it comes before `onEnd`,
+            // unless the app itself stopped listening.
+            if let (true, Some(f), Some(state)) = (
+                record.state_pending && reason != EndReason::Unsubscribed,
+                &record.callbacks.on_state,
+                &state,
+            ) {
+                let _ = f.call1(&JsValue::NULL, &record.nodes.state_to_js(state));
+            }
             *record.cell.state.borrow_mut() = state;
             if let Some(f) = record.callbacks.on_end {
                 let _ = f.call1(&JsValue::NULL, &reason.as_str().into());
             }
         }
         Effect::Error(e) => report(inner, &e),
+    }
+}
+
+/// Arranges for [`flush_states`] to run before the next frame, once however many states wait.
+fn schedule_state_flush(inner: &Rc<Inner>) {
+    let mut io = inner.io.borrow_mut();
+    if io.state_flush.is_none() {
+        let weak = Rc::downgrade(inner);
+        io.state_flush = Some(HeldTimeout::next_frame(move || {
+            if let Some(inner) = weak.upgrade() {
+                flush_states(&inner);
+            }
+        }));
+    }
+}
+
+/// Calls `onState` once for each subscription whose state changed since its last call, with the
+/// state as it is now.
+fn flush_states(inner: &Rc<Inner>) {
+    // Released after the calls below: it is the callback running now.
+    let _this = inner.io.borrow_mut().state_flush.take();
+    loop {
+        // Built with the records borrowed, called after: the callback may (un)subscribe or close.
+        let call = {
+            let core = inner.core.borrow();
+            let mut app = inner.app.borrow_mut();
+            let Some(record) = app.subs.iter_mut().find(|s| s.state_pending) else {
+                break;
+            };
+            record.state_pending = false;
+            let (Some(f), Some(run)) = (
+                &record.callbacks.on_state,
+                core.registry().run_of(record.id),
+            ) else {
+                continue;
+            };
+            (f.clone(), record.nodes.state_to_js(&run.state))
+        };
+        let _ = call.0.call1(&JsValue::NULL, &call.1);
     }
 }
 

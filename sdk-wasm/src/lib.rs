@@ -188,11 +188,22 @@ impl RunwireClient {
             let v = get(key);
             v.is_function().then(|| v.unchecked_into::<Function>())
         };
+        let state_per_frame = match get("stateEvery") {
+            v if v.is_undefined() => false,
+            v if v == "event" => false,
+            v if v == "frame" => true,
+            _ => {
+                return Err(JsError::new(
+                    "RunwireClient: `stateEvery` must be \"event\" or \"frame\"",
+                ));
+            }
+        };
         let callbacks = SubCallbacks {
             on_event: callback("onEvent"),
             on_other_event: callback("onOtherEvent"),
             on_state: callback("onState"),
             on_end: callback("onEnd"),
+            state_per_frame,
         };
         let since = match get("since").as_f64() {
             Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),

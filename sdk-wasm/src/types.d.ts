@@ -121,8 +121,16 @@ export interface SubscribeOptions {
   onEvent?: (ev: RunwireEvent) => void;
   /** Every event with another name (delivered in the same seq order, interleaved with `onEvent`). */
   onOtherEvent?: (ev: OtherRunEvent) => void;
-  /** The folded state after every event, snapshot and reset. */
+  /** The folded state after every event, snapshot and reset (see `stateEvery`). */
   onState?: (state: RunState) => void;
+  /**
+   * How often `onState` is called. `"event"` (default): after every event, snapshot and reset.
+   * `"frame"`: at most once per animation frame, with the latest state, which saves building the
+   * states nobody sees when events come faster than the screen refreshes. In a hidden tab, where
+   * browsers pause frames, at the browser's background timer rate. A run's last state still comes
+   * before `onEnd`.
+   */
+  stateEvery?: "event" | "frame";
   /** Called once when the subscription ends. */
   onEnd?: (reason: EndReason) => void;
   /** Replay the retained events after this seq first (0: from the start). Default: the current snapshot, then live events. */

@@ -274,6 +274,11 @@ fn options_are_checked() {
     let client = RunwireClient::new(options(&[url(), token()])).unwrap();
     assert_eq!(client.state(), "closed");
     assert!(client.subscribe("bad run id", JsValue::UNDEFINED).is_err());
+    assert!(
+        client
+            .subscribe("r1", options(&[("stateEvery", "sometimes".into())]))
+            .is_err()
+    );
     client.close();
     assert!(
         client.subscribe("r1", JsValue::UNDEFINED).is_err(),
@@ -362,6 +367,7 @@ fn closing_from_inside_a_callback_is_safe() {
             on_other_event: None,
             on_state: Some(on_state.as_ref().unchecked_ref::<Function>().clone()),
             on_end: Some(on_end.as_ref().unchecked_ref::<Function>().clone()),
+            state_per_frame: false,
         },
     );
     *slot.borrow_mut() = Some(inner.clone());
@@ -376,6 +382,94 @@ fn closing_from_inside_a_callback_is_safe() {
         "no socket handler or timer outlives close()"
     );
     slot.borrow_mut().take();
+}
+
+/// A client subscribed to `r` with `stateEvery: "frame"`, and what its `onState` (`state <seq>
+/// <status>`) and `onEnd` (`end <reason>`) calls were, in order.
+fn framed_client() -> (Rc<Inner>, Rc<RefCell<Vec<String>>>) {
+    let calls: Rc<RefCell<Vec<String>>> = Rc::default();
+    let field = |v: &JsValue, k: &str| Reflect::get(v, &k.into()).unwrap();
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let on_state = Closure::<dyn FnMut(JsValue)>::new(move |s: JsValue| {
+        let seq = field(&s, "seq").as_f64().unwrap();
+        let status = field(&s, "status").as_string().unwrap();
+        c1.borrow_mut().push(format!("state {seq} {status}"));
+    });
+    let on_end = Closure::<dyn FnMut(JsValue)>::new(move |r: JsValue| {
+        c2.borrow_mut()
+            .push(format!("end {}", r.as_string().unwrap()));
+    });
+    let inner = open_client(
+        "r",
+        SubCallbacks {
+            on_event: None,
+            on_other_event: None,
+            on_state: Some(on_state.into_js_value().unchecked_into()),
+            on_end: Some(on_end.into_js_value().unchecked_into()),
+            state_per_frame: true,
+        },
+    );
+    (inner, calls)
+}
+
+fn completed_frame(run: &str, seq: u32) -> JsValue {
+    frame(json!({"type":"event","run":run,"seq":seq,"event":"run.completed","ts":"t","data":{}}))
+}
+
+/// `stateEvery: "frame"`: a burst of events gives one `onState`, with the latest state, on the
+/// next frame.
+#[wasm_bindgen_test]
+async fn states_every_frame_coalesce_into_one_call() {
+    let (inner, calls) = framed_client();
+    for seq in 1..=100 {
+        dispatch_frame(&inner, &log_frame("r", seq));
+    }
+    assert!(calls.borrow().is_empty(), "nothing before the next frame");
+    for _ in 0..200 {
+        if !calls.borrow().is_empty() {
+            break;
+        }
+        sleep(10).await;
+    }
+    sleep(50).await;
+    assert_eq!(
+        *calls.borrow(),
+        ["state 100 pending"],
+        "one call, the latest state"
+    );
+    dispatch(&inner, Input::Close);
+    inner.release();
+    assert_eq!(live_callbacks(), 0);
+}
+
+/// `stateEvery: "frame"`: the run's last state comes at once, before `onEnd`, and nothing after
+/// it; a subscription the app ends itself gets no state held back.
+#[wasm_bindgen_test]
+async fn states_every_frame_end_with_the_last_state() {
+    let (inner, calls) = framed_client();
+    for seq in 1..=3 {
+        dispatch_frame(&inner, &log_frame("r", seq));
+    }
+    dispatch_frame(&inner, &completed_frame("r", 4));
+    assert_eq!(*calls.borrow(), ["state 4 completed", "end completed"]);
+
+    let (other, other_calls) = framed_client();
+    dispatch_frame(&other, &log_frame("r", 1));
+    dispatch(&other, Input::Unsubscribe(1));
+    assert_eq!(*other_calls.borrow(), ["end unsubscribed"]);
+
+    sleep(100).await;
+    assert_eq!(calls.borrow().len(), 2, "nothing after onEnd");
+    assert_eq!(other_calls.borrow().len(), 1, "nothing after onEnd");
+    for inner in [inner, other] {
+        dispatch(&inner, Input::Close);
+        inner.release();
+    }
+    assert_eq!(live_callbacks(), 0);
+}
+
+async fn sleep(ms: u32) {
+    gloo_timers::future::TimeoutFuture::new(ms).await;
 }
 
 /// Decodes, folds and hands events to a JS callback as fast as it can; the issue asks for at
@@ -397,6 +491,7 @@ fn decodes_folds_and_delivers_fast() {
             on_other_event: None,
             on_state: None,
             on_end: None,
+            state_per_frame: false,
         },
     );
     let n = 200_000u32;

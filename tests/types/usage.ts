@@ -78,6 +78,9 @@ function ReactRun(): string {
   const header: ConnectionState = useConnectionState(client);
   // @ts-expect-error runId is a string (or null), not a number.
   useRun(client, 42);
+  useRun(client, "run_42", { stateEvery: "frame" });
+  // @ts-expect-error "event" or "frame".
+  useRun(client, "run_42", { stateEvery: "second" });
   return `${state?.status} ${events.length} ${c} ${header} ${error?.code}`;
 }
 

@@ -87,6 +87,10 @@ export async function usage(runId: string): Promise<void> {
   const reconnected: void = client.reconnect();
   void reconnected;
   sub.unsubscribe();
+  const framed = client.subscribe(runId, { stateEvery: "frame", onState: (s: RunState) => void s });
+  framed.unsubscribe();
+  // @ts-expect-error "event" or "frame"
+  client.subscribe(runId, { stateEvery: "second" });
   client.close();
 
   // @ts-expect-error not a transport
