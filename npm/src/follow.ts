@@ -38,7 +38,7 @@ export interface FollowHandlers {
 export function followRun(
   client: RunwireClient,
   run: string,
-  options: Pick<UseRunOptions, "since" | "stateEvery">,
+  options: Required<Pick<UseRunOptions, "since" | "stateEvery">>,
   h: FollowHandlers,
 ): () => void {
   const onError = (error: RunwireError) => {
@@ -48,8 +48,8 @@ export function followRun(
   let subscription: Subscription | undefined;
   try {
     subscription = client.subscribe(run, {
-      since: options.since ?? 0,
-      stateEvery: options.stateEvery ?? "event",
+      since: options.since,
+      stateEvery: options.stateEvery,
       onEvent: h.onEvent,
       onOtherEvent: h.onEvent,
       onState: h.onState,

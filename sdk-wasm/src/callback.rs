@@ -86,19 +86,12 @@ impl HeldTimeout {
         }
     }
 
-    /// Calls `f` before the next frame is painted. Where frames are not painted (a hidden
-    /// document, where browsers pause them, or a global without `requestAnimationFrame`), calls it
-    /// after a timeout instead, which browsers throttle in background tabs.
+    /// Calls `f` before the next frame is painted (browsers pause frames in hidden tabs). On a
+    /// global without `requestAnimationFrame`, calls it after 16 ms.
     pub fn next_frame(f: impl FnOnce() + 'static) -> Self {
-        let global = js_sys::global();
-        let has_frames = js_sys::Reflect::get(&global, &"requestAnimationFrame".into())
+        let has_frames = js_sys::Reflect::get(&js_sys::global(), &"requestAnimationFrame".into())
             .is_ok_and(|f| f.is_function());
-        let hidden = js_sys::Reflect::get(&global, &"document".into())
-            .ok()
-            .filter(|d| d.is_object())
-            .and_then(|d| js_sys::Reflect::get(&d, &"hidden".into()).ok())
-            .is_some_and(|h| h.is_truthy());
-        if !has_frames || hidden {
+        if !has_frames {
             return Self::new(16, f);
         }
         let callback = once(f);

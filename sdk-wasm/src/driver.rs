@@ -164,12 +164,10 @@ impl Inner {
 
     /// Drops every app callback and page listener: after `close()` nothing is called again.
     pub fn release(&self) {
-        let flush = {
-            let mut io = self.io.borrow_mut();
-            io.page = None;
-            io.state_flush.take()
-        };
-        drop(flush);
+        let mut io = self.io.borrow_mut();
+        io.page = None;
+        io.state_flush = None;
+        drop(io);
         let mut app = self.app.borrow_mut();
         app.state_listeners.clear();
         app.error_listeners.clear();
@@ -291,14 +289,14 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 let Some(record) = app.subs.iter_mut().find(|s| s.id == sub) else {
                     return;
                 };
-                let Some(f) = record.callbacks.on_state.clone() else {
+                let Some(f) = &record.callbacks.on_state else {
                     return;
                 };
                 if record.callbacks.state_per_frame {
                     record.state_pending = true;
                     None
                 } else {
-                    Some((f, record.nodes.state_to_js(&state)))
+                    Some((f.clone(), record.nodes.state_to_js(&state)))
                 }
             };
             match call {

@@ -126,9 +126,9 @@ export interface SubscribeOptions {
   /**
    * How often `onState` is called. `"event"` (default): after every event, snapshot and reset.
    * `"frame"`: at most once per animation frame, with the latest state, which saves building the
-   * states nobody sees when events come faster than the screen refreshes. In a hidden tab, where
-   * browsers pause frames, at the browser's background timer rate. A run's last state still comes
-   * before `onEnd`.
+   * states nobody sees when events come faster than the screen refreshes. Browsers pause frames
+   * in hidden tabs: the latest state then comes when the tab is shown again. A run's last state
+   * still comes at once, before `onEnd`.
    */
   stateEvery?: "event" | "frame";
   /** Called once when the subscription ends. */
