@@ -138,6 +138,15 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
 
+/// Parses a JWT header or claims set, which RFC 7515 and RFC 7519 require to be a JSON object:
+/// serde would otherwise read a struct from an array too, field by field in order.
+fn json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, TokenError> {
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(TokenError::Malformed);
+    }
+    serde_json::from_slice(json).map_err(|_| TokenError::Malformed)
+}
+
 /// Signs `claims` into a compact JWT.
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
@@ -166,8 +175,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
     let header_json = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| TokenError::Malformed)?;
-    let header: Header<'_> =
-        serde_json::from_slice(&header_json).map_err(|_| TokenError::Malformed)?;
+    let header: Header<'_> = json_object(&header_json)?;
     if header.alg != "HS256" {
         return Err(TokenError::UnsupportedAlg);
     }
@@ -181,7 +189,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, TokenError
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| TokenError::Malformed)?;
-    let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    let claims: Claims = json_object(&payload)?;
     if claims.exp.saturating_add(LEEWAY_SECS) <= now {
         return Err(TokenError::Expired);
     }
@@ -310,6 +318,83 @@ mod tests {
             verify(&sign(&c, SECRET), SECRET, NOW),
             Err(TokenError::NotYetValid)
         );
+    }
+
+    /// Signs arbitrary header and payload bytes, as a forger with the secret's help would.
+    fn sign_raw(header: &[u8], payload: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let mut m = mac(SECRET);
+        m.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn header_and_claims_must_be_objects() {
+        let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+        let payload = serde_json::to_vec(&claims()).unwrap();
+        assert!(verify(&sign_raw(header, &payload), SECRET, NOW).is_ok());
+        assert!(verify(&sign_raw(b" \n{\"alg\":\"HS256\"}", &payload), SECRET, NOW).is_ok());
+        // The same fields in order, as arrays: serde would read them positionally.
+        let array_claims = format!(
+            r#"[{}, {NOW}, null, null, "r1", null, "subscribe", null]"#,
+            NOW + 60
+        );
+        for (h, p) in [
+            (&br#"["HS256"]"#[..], &payload[..]),
+            (&br#" ["HS256","JWT"]"#[..], &payload[..]),
+            (&header[..], array_claims.as_bytes()),
+            (&header[..], b"\"r1\""),
+            (&header[..], b"null"),
+            (&b"\"HS256\""[..], &payload[..]),
+        ] {
+            assert_eq!(
+                verify(&sign_raw(h, p), SECRET, NOW),
+                Err(TokenError::Malformed),
+                "{:?} {:?}",
+                core::str::from_utf8(h),
+                core::str::from_utf8(p)
+            );
+        }
+    }
+
+    #[test]
+    fn huge_negative_and_float_exp() {
+        let header = br#"{"alg":"HS256","typ":"JWT"}"#;
+        // The largest exp there is: valid, and far in the future.
+        let t = sign_raw(header, format!(r#"{{"exp":{}}}"#, u64::MAX).as_bytes());
+        assert_eq!(verify(&t, SECRET, NOW).unwrap().exp, u64::MAX);
+        let t = sign_raw(header, br#"{"exp":9223372036854775807}"#);
+        assert!(verify(&t, SECRET, NOW).is_ok());
+        for exp in [
+            "-1",
+            "-9223372036854775808",
+            "1.8e9",
+            "1800000060.5",
+            "1e300",
+            "18446744073709551616",
+            "\"1800000060\"",
+            "null",
+            "true",
+        ] {
+            let t = sign_raw(header, format!(r#"{{"exp":{exp}}}"#).as_bytes());
+            assert_eq!(
+                verify(&t, SECRET, NOW),
+                Err(TokenError::Malformed),
+                "exp {exp}"
+            );
+        }
+        let t = sign_raw(
+            header,
+            format!(r#"{{"exp":{},"nbf":{}}}"#, NOW + 60, u64::MAX).as_bytes(),
+        );
+        assert_eq!(verify(&t, SECRET, NOW), Err(TokenError::NotYetValid));
     }
 
     #[test]

@@ -10,6 +10,9 @@ use runwire_protocol::token::{self, Claims, LEEWAY_SECS, Scope};
 use crate::error::AuthError;
 use crate::metrics::Metrics;
 
+/// The furthest ahead a token's expiry is scheduled: about 30 years.
+pub const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
 /// Where "now" comes from. Tests use [`Clock::tokio`] so that paused tokio time moves token
 /// expiry along with every timer.
 #[derive(Debug, Clone, Copy)]
@@ -49,11 +52,14 @@ impl Clock {
     }
 
     /// When a token with `exp` stops being valid, as a tokio instant (`exp` plus the leeway).
+    ///
+    /// `exp` is the token's to choose, up to `u64::MAX`: an instant that far ahead does not exist,
+    /// so expiry is capped at [`FAR_FUTURE`] from now, long after any connection has ended.
     pub fn expiry_instant(&self, exp: u64) -> tokio::time::Instant {
         let left = exp
             .saturating_add(LEEWAY_SECS)
             .saturating_sub(self.unix_secs());
-        tokio::time::Instant::now() + Duration::from_secs(left)
+        tokio::time::Instant::now() + Duration::from_secs(left).min(FAR_FUTURE)
     }
 }
 
@@ -188,6 +194,17 @@ mod tests {
         assert_eq!(request_token(&h, Some("q")), Some("q"));
         h.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
         assert_eq!(request_token(&h, Some("q")), Some("abc"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_exp_is_capped_not_overflowed() {
+        for c in [Clock::System, Clock::tokio()] {
+            for exp in [u64::MAX, i64::MAX as u64, 9_200_000_000_000_000_000] {
+                let at = c.expiry_instant(exp);
+                assert_eq!(at - tokio::time::Instant::now(), FAR_FUTURE);
+            }
+            assert!(c.expiry_instant(0) <= tokio::time::Instant::now());
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@ mod support;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::StreamExt as _;
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::*;
@@ -249,4 +250,47 @@ async fn frames_before_auth_are_refused_but_the_socket_stays() {
     c.send(json!({"type":"auth","token":subscribe_token("r")}))
         .await;
     assert_eq!(c.frame().await["type"], "welcome");
+}
+
+#[tokio::test]
+async fn a_huge_exp_is_valid_and_its_connections_close_cleanly() {
+    let relay = Relay::start().await;
+    for exp in [9_200_000_000_000_000_000, i64::MAX as u64, u64::MAX] {
+        let token = token_with(Claims {
+            exp,
+            ..claims("r", Scope::Subscribe)
+        });
+        // `?token=` and an `auth` frame on /v1/ws, and /ws/executions.
+        let mut c = Client::connect(&relay.ws_url(&format!("/v1/ws?token={token}"))).await;
+        assert_eq!(c.frame().await["type"], "welcome");
+        let mut a = Client::authed(&relay, &token).await;
+        assert_eq!(a.subscribe("r", None).await["type"], "subscribed");
+        let mut e = Client::connect(&relay.ws_url(&format!("/ws/executions?token={token}"))).await;
+        assert_eq!(e.frame().await["type"], "subscribed");
+        let mut sse = Sse::open(&relay.url(&format!("/v1/runs/r/events?token={token}")), &[]).await;
+        assert_eq!(sse.status, 200);
+        assert_eq!(
+            sse.message().await.unwrap().event.as_deref(),
+            Some("subscribed")
+        );
+        let m = &relay.state.metrics;
+        assert_eq!(m.ws_connections.get(), 2);
+        assert_eq!(m.executions_connections.get(), 1);
+        for client in [&mut c, &mut a, &mut e] {
+            client.ws.close(None).await.unwrap();
+            while client.ws.next().await.is_some() {}
+        }
+        drop(sse);
+        let gauges_at_zero = async {
+            while m.ws_connections.get() + m.executions_connections.get() + m.sse_connections.get()
+                > 0
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(PATIENCE, gauges_at_zero)
+            .await
+            .expect("every connection gauge back at zero");
+    }
+    relay.shutdown().await;
 }

@@ -167,6 +167,75 @@ async fn origins_outside_the_allowlist_are_refused() {
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
 
+/// Writes `request` on a fresh connection and reads the answer's head.
+async fn raw_exchange(relay: &Relay, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut buf = vec![0; 4096];
+    let n = tokio::time::timeout(PATIENCE, s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_non_ascii_origin_is_refused_and_never_echoed() {
+    for allowed in [vec!["https://app.example".to_owned()], vec![]] {
+        let mut config = config();
+        config.allowed_origins = allowed;
+        let relay = Relay::with(config).await;
+        let http = reqwest::Client::new();
+        for raw in [
+            &b"https://\xc3\xa9vil.example"[..],
+            b"https://app.example\xff",
+        ] {
+            let origin = reqwest::header::HeaderValue::from_bytes(raw).unwrap();
+            // A WebSocket upgrade, written by hand: client libraries refuse such a header.
+            let mut upgrade = b"GET /v1/ws HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
+                Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "
+                .to_vec();
+            upgrade.extend_from_slice(raw);
+            upgrade.extend_from_slice(b"\r\n\r\n");
+            let answer = raw_exchange(&relay, &upgrade).await;
+            assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+            let sse = http
+                .get(relay.url("/v1/runs/r/events"))
+                .header("origin", origin.clone())
+                .bearer_auth(subscribe_token("r"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(sse.status(), 403);
+            assert!(sse.headers().get("access-control-allow-origin").is_none());
+            let preflight = http
+                .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
+                .header("origin", origin.clone())
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(preflight.status(), 403);
+            assert!(
+                preflight
+                    .headers()
+                    .get("access-control-allow-origin")
+                    .is_none()
+            );
+            let state = http
+                .get(relay.url("/v1/runs/r"))
+                .header("origin", origin.clone())
+                .bearer_auth(subscribe_token("r"))
+                .send()
+                .await
+                .unwrap();
+            assert!(state.headers().get("access-control-allow-origin").is_none());
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_publishes_get_400_with_a_json_error_and_append_nothing() {
     let relay = Relay::start().await;

@@ -10,7 +10,7 @@ pub mod ws;
 use axum::Router;
 use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +34,17 @@ where
             Ok(Query(q)) => Ok(Self(q)),
             Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
         }
+    }
+}
+
+/// Whether the request's `Origin` may use the relay. An `Origin` that is not visible ASCII is
+/// refused whatever the allowlist says: browsers serialize origins as ASCII (RFC 6454), so such a
+/// value is forged, and it must be neither matched as "no Origin" nor echoed back.
+pub fn origin_allowed(config: &crate::Config, headers: &HeaderMap) -> bool {
+    match headers.get(header::ORIGIN).map(HeaderValue::to_str) {
+        None => config.origin_allowed(None),
+        Some(Ok(origin)) => config.origin_allowed(Some(origin)),
+        Some(Err(_)) => false,
     }
 }
 
@@ -68,7 +79,7 @@ async fn cors(State(state): State<AppState>, request: Request, next: Next) -> Re
     let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
         return next.run(request).await;
     };
-    let allowed = state.config.origin_allowed(origin.to_str().ok());
+    let allowed = origin_allowed(&state.config, request.headers());
     if request.method() == Method::OPTIONS {
         if !allowed {
             return StatusCode::FORBIDDEN.into_response();

@@ -47,8 +47,7 @@ pub async fn stream(
     ApiQuery(q): ApiQuery<SseQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    if !state.config.origin_allowed(origin) {
+    if !crate::transport::origin_allowed(&state.config, &headers) {
         return Err(ApiError::Origin);
     }
     if !is_valid_run_id(&run) {

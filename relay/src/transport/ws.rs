@@ -86,8 +86,7 @@ fn upgrade(
     ws: WebSocketUpgrade,
     mode: Mode,
 ) -> Response {
-    let origin = headers.get("origin").and_then(|o| o.to_str().ok());
-    if !state.config.origin_allowed(origin) {
+    if !crate::transport::origin_allowed(&state.config, headers) {
         return ApiError::Origin.into_response();
     }
     ws.max_message_size(MAX_INBOUND_FRAME)
