@@ -20,6 +20,11 @@ pub enum Reconnect {
 pub enum CloseCode {
     /// 1000: the client closed, or a single-run socket's run finished.
     Normal,
+    /// 1002: the client broke the WebSocket protocol itself (an unmasked frame, reserved bits,
+    /// an unknown opcode).
+    WebSocketProtocolError,
+    /// 1007: a text frame that is not valid UTF-8.
+    InvalidUtf8,
     /// 1009: the client sent a frame over the inbound limit (64 KiB).
     MessageTooBig,
     /// 1011: the relay hit an internal error.
@@ -38,7 +43,8 @@ pub enum CloseCode {
     AuthTimeout,
     /// 4008: the client did not read its events fast enough; its queue overflowed.
     SlowConsumer,
-    /// 4009: nothing arrived from the client (no frame, no pong) for the idle timeout.
+    /// 4009: a ping went unanswered (no pong, no frame) for a full ping interval, or nothing
+    /// arrived from the client for the idle timeout.
     IdleTimeout,
     /// 4029: a connection limit was reached.
     TooManyConnections,
@@ -46,8 +52,10 @@ pub enum CloseCode {
 
 impl CloseCode {
     /// Every code, in table order.
-    pub const ALL: [CloseCode; 12] = [
+    pub const ALL: [CloseCode; 14] = [
         Self::Normal,
+        Self::WebSocketProtocolError,
+        Self::InvalidUtf8,
         Self::MessageTooBig,
         Self::InternalError,
         Self::ServiceRestart,
@@ -65,6 +73,8 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             Self::Normal => 1000,
+            Self::WebSocketProtocolError => 1002,
+            Self::InvalidUtf8 => 1007,
             Self::MessageTooBig => 1009,
             Self::InternalError => 1011,
             Self::ServiceRestart => 1012,
@@ -88,6 +98,8 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             Self::Normal => "normal",
+            Self::WebSocketProtocolError => "websocket protocol error",
+            Self::InvalidUtf8 => "invalid utf-8",
             Self::MessageTooBig => "message too big",
             Self::InternalError => "internal error",
             Self::ServiceRestart => "relay restarting",
@@ -112,9 +124,12 @@ impl CloseCode {
             | Self::IdleTimeout
             | Self::TooManyConnections => Reconnect::Backoff,
             Self::TokenExpired | Self::TokenInvalid => Reconnect::WithFreshToken,
-            Self::Normal | Self::MessageTooBig | Self::ProtocolError | Self::Forbidden => {
-                Reconnect::Never
-            }
+            Self::Normal
+            | Self::WebSocketProtocolError
+            | Self::InvalidUtf8
+            | Self::MessageTooBig
+            | Self::ProtocolError
+            | Self::Forbidden => Reconnect::Never,
         }
     }
 
@@ -138,5 +153,28 @@ mod tests {
         assert_eq!(CloseCode::reconnect_for(1006), Reconnect::Backoff);
         assert_eq!(CloseCode::reconnect_for(4003), Reconnect::Never);
         assert_eq!(CloseCode::reconnect_for(4001), Reconnect::WithFreshToken);
+    }
+
+    /// `docs/protocol.md` has one row per code, with the same reason and policy.
+    #[test]
+    fn the_docs_table_matches() {
+        let docs = include_str!("../../docs/protocol.md");
+        for c in CloseCode::ALL {
+            let policy = match c.reconnect() {
+                Reconnect::Immediately => "Immediately",
+                Reconnect::Backoff => "Backoff",
+                Reconnect::WithFreshToken => "WithFreshToken",
+                Reconnect::Never => "Never",
+            };
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&alloc::format!("| {} | ", c.code())))
+                .unwrap_or_else(|| panic!("no row for {} in docs/protocol.md", c.code()));
+            assert!(
+                row.contains(&alloc::format!("| `{}` |", c.reason())),
+                "{row}"
+            );
+            assert!(row.ends_with(&alloc::format!("| **{policy}** |")), "{row}");
+        }
     }
 }

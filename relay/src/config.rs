@@ -51,6 +51,15 @@ pub struct Config {
     /// comma-separated. Empty allows every origin: for development only.
     #[arg(long, env = "RUNWIRE_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// A client must send a request's headers within this time, else the connection is closed;
+    /// an idle keep-alive connection is closed after it too.
+    #[arg(long, env = "RUNWIRE_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub header_timeout: Duration,
+    /// TCP connections this relay holds at most, of every kind (HTTP, SSE, WebSocket). At the cap,
+    /// the oldest connection that has not sent a complete request yet is closed to make room; if
+    /// there is none, the new one is closed. Keep it below the process's file limit (`ulimit -n`).
+    #[arg(long, env = "RUNWIRE_MAX_HTTP_CONNECTIONS", default_value_t = 110_000)]
+    pub max_http_connections: usize,
     /// How often the relay pings each WebSocket (also announced as `heartbeat_ms`).
     #[arg(long, env = "RUNWIRE_PING_INTERVAL", default_value = "25s", value_parser = duration)]
     pub ping_interval: Duration,
@@ -143,6 +152,7 @@ impl Config {
         }
         for (name, v) in [
             ("--max-connections", self.max_connections),
+            ("--max-http-connections", self.max_http_connections),
             ("--max-subscriptions", self.max_subscriptions),
             ("--queue-capacity", self.queue_capacity),
             ("--history-limit", self.history_limit),
@@ -157,6 +167,7 @@ impl Config {
             ("--ping-interval", self.ping_interval),
             ("--idle-timeout", self.idle_timeout),
             ("--sse-heartbeat", self.sse_heartbeat),
+            ("--header-timeout", self.header_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));

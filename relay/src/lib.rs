@@ -7,6 +7,7 @@
 //! - [`hub`]: this relay's connections, their runs, and the fan-out of live events to them.
 //! - [`transport`]: WebSocket (`/v1/ws`, `/ws/executions`), SSE, and the HTTP API.
 //! - [`demo`]: simulated workflow runs for `runwire demo`.
+//! - [`logging`]: the log's filter, which keeps frames (and so tokens) out of it at any level.
 //! - [`metrics`], [`error`], [`shutdown`]: the rest.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`run`] serves it until a shutdown future
@@ -18,12 +19,12 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod hub;
+pub mod logging;
 pub mod metrics;
 pub mod shutdown;
 pub mod transport;
 
-use std::future::{Future, IntoFuture};
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -166,24 +167,19 @@ pub async fn serve(
     if state.config.demo {
         demo::spawn(state.clone());
     }
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
+    let mut server = tokio::spawn(transport::listener::serve(
         listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = stopped.await;
-    })
-    .into_future();
-    let mut server = tokio::spawn(server);
+        app(state.clone()),
+        state.clone(),
+    ));
     tokio::select! {
-        result = &mut server => return result.map_err(std::io::Error::other)?,
+        result = &mut server => return result.map_err(std::io::Error::other),
         () = shutdown => {}
     }
     let drain = state.config.drain_timeout;
     tracing::info!(?drain, "draining");
+    // Stops the accept loop too; connections finish their in-flight requests.
     state.begin_shutdown();
-    let _ = stop_accepting.send(());
     let drained = tokio::time::timeout(drain, async {
         let _ = (&mut server).await;
         while state.open_connections() > 0 {

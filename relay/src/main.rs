@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use runwire_protocol::token::{Claims, MIN_SECRET_LEN, Scope, sign};
 use runwire_relay::auth::Clock;
+use runwire_relay::logging;
 use runwire_relay::shutdown::shutdown_signal;
 use runwire_relay::{AppState, Config, RunError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Parser)]
 #[command(
@@ -88,13 +89,12 @@ struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    logging::subscriber(
+        logging::env_filter(),
+        std::io::stderr,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    )
+    .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => return fail(1, &format!("cannot start the runtime: {e}")),

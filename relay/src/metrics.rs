@@ -107,6 +107,17 @@ pub struct Metrics {
     /// Connections closed because their outbound queue overflowed.
     pub slow_consumer_closes: Counter,
     auth_failures: [Counter; AuthFailure::LABELS.len()],
+    /// Open TCP connections (HTTP requests, SSE streams and WebSockets), under
+    /// `--max-http-connections`.
+    pub http_connections: Gauge,
+    /// Connections closed at once because the cap was reached and every open one was in use.
+    pub http_connections_refused: Counter,
+    /// Connections without a complete request closed to make room for a new one at the cap.
+    pub http_connections_evicted: Counter,
+    /// Failed accepts on the listening socket (out of file descriptors, say).
+    pub accept_errors: Counter,
+    /// WebSockets closed because a ping went unanswered for a full ping interval.
+    pub ping_timeouts: Counter,
 }
 
 impl Metrics {
@@ -193,6 +204,39 @@ impl Metrics {
             "Refused tokens by reason.",
             &samples,
         );
+        gauge_extra(
+            &mut out,
+            "runwire_http_connections",
+            "Open TCP connections of every kind, under --max-http-connections.",
+            self.http_connections.get(),
+        );
+        for (name, help, value) in [
+            (
+                "runwire_http_connections_refused_total",
+                "Connections closed at once: the connection cap was reached.",
+                self.http_connections_refused.get(),
+            ),
+            (
+                "runwire_http_connections_evicted_total",
+                "Connections without a complete request closed to make room at the cap.",
+                self.http_connections_evicted.get(),
+            ),
+            (
+                "runwire_accept_errors_total",
+                "Failed accepts on the listening socket.",
+                self.accept_errors.get(),
+            ),
+            (
+                "runwire_ping_timeouts_total",
+                "WebSockets closed because a ping went unanswered for a full interval.",
+                self.ping_timeouts.get(),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
         for s in extra {
             let kind = if s.counter { "counter" } else { "gauge" };
             let _ = writeln!(
@@ -205,6 +249,13 @@ impl Metrics {
         }
         out
     }
+}
+
+fn gauge_extra(out: &mut String, name: &str, help: &str, value: i64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+    );
 }
 
 #[cfg(test)]

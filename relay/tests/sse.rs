@@ -100,6 +100,44 @@ async fn resumes_from_last_event_id_or_since() {
 }
 
 #[tokio::test]
+async fn a_replay_cut_after_the_first_frame_resumes_without_skipping() {
+    let relay = Relay::start().await;
+    for i in 1..=11 {
+        relay.publish_ok("r", log(i)).await;
+    }
+    let auth = format!("Bearer {}", subscribe_token("r"));
+    let url = relay.url("/v1/runs/r/events");
+    let mut sse = Sse::open(&url, &[("authorization", &auth), ("last-event-id", "8")]).await;
+    let first = sse.message().await.unwrap();
+    assert_eq!(first.event.as_deref(), Some("subscribed"));
+    assert_eq!(
+        first.json()["seq"],
+        11,
+        "the state is the run's, at its head"
+    );
+    // The stream drops here; EventSource reconnects with the last id it saw.
+    let seen = first.id.expect("subscribed carries an id");
+    assert_eq!(seen, "8", "not ahead of the events delivered");
+    drop(sse);
+    let mut sse = Sse::open(&url, &[("authorization", &auth), ("last-event-id", &seen)]).await;
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    relay.publish_ok("r", log(12)).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let m = sse.message().await.unwrap();
+        assert_eq!(m.event.as_deref(), Some("log"));
+        ids.push(m.id.unwrap());
+    }
+    assert_eq!(ids, ["9", "10", "11", "12"], "each exactly once, in order");
+    // A plain subscribe (nothing to replay) carries the head.
+    let mut fresh = Sse::open(&url, &[("authorization", &auth)]).await;
+    assert_eq!(fresh.message().await.unwrap().id.as_deref(), Some("12"));
+}
+
+#[tokio::test]
 async fn a_finished_run_with_nothing_newer_answers_204() {
     let relay = Relay::start().await;
     relay

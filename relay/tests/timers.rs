@@ -30,7 +30,10 @@ struct Harness {
 
 impl Harness {
     fn start(query: WsQuery) -> Self {
-        let state = AppState::new(config(), Clock::tokio()).unwrap();
+        Self::with_state(AppState::new(config(), Clock::tokio()).unwrap(), query)
+    }
+
+    fn with_state(state: AppState, query: WsQuery) -> Self {
         let (to_relay, rx) = mpsc::channel(64);
         let (tx, from_relay) = mpsc::channel::<Message>(64);
         let sink: Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>> = Box::pin(
@@ -92,6 +95,23 @@ impl Harness {
     }
 }
 
+/// Sends a pong every 20 s, as a live client's WebSocket stack answers pings.
+fn keep_answering(h: &Harness) {
+    let ponger = h.to_relay.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(secs(20)).await;
+            if ponger
+                .send(Ok(Message::Pong(Default::default())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
@@ -117,15 +137,39 @@ async fn pings_every_interval_and_closes_an_idle_client_with_4009() {
         assert_eq!(at, secs(25 * n));
         h.pong().await;
     }
-    // Heard last at 100 s; the idle timeout (120 s) is checked at each ping tick.
+    // Heard last at 100 s; the ping at 125 s is still unanswered at the next tick.
     let (code, at) = h.close().await;
     assert_eq!(code, 4009);
-    assert_eq!(
-        at,
-        secs(225),
-        "first tick at least 120 s after the last pong"
-    );
+    assert_eq!(at, secs(150), "one full interval after the unanswered ping");
+    assert_eq!(h.state.metrics.ping_timeouts.get(), 1);
     assert_eq!(h.state.metrics.ws_connections.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_never_answers_is_closed_one_interval_after_the_first_ping() {
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    assert_eq!(h.frame().await["type"], "welcome");
+    let (m, at) = h.next().await;
+    assert!(matches!(m, Message::Ping(_)), "{m:?}");
+    assert_eq!(at, secs(25));
+    let (code, at) = h.close().await;
+    assert_eq!((code, at), (4009, secs(50)));
+    assert_eq!(h.state.metrics.ping_timeouts.get(), 1);
+    assert_eq!(h.state.metrics.ws_connections.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timeout_shorter_than_the_interval_is_checked_at_the_first_tick() {
+    let mut config = config();
+    config.idle_timeout = secs(10);
+    let state = AppState::new(config, Clock::tokio()).unwrap();
+    let mut h = Harness::with_state(state, WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    h.frame().await;
+    let (code, at) = h.close().await;
+    assert_eq!((code, at), (4009, secs(25)));
+    assert_eq!(h.state.metrics.ping_timeouts.get(), 0, "no ping was sent");
 }
 
 #[tokio::test(start_paused = true)]
@@ -136,7 +180,7 @@ async fn client_frames_count_as_activity() {
     let pinger = h.to_relay.clone();
     tokio::spawn(async move {
         for _ in 0..10 {
-            tokio::time::sleep(secs(60)).await;
+            tokio::time::sleep(secs(20)).await;
             let ping = json!({"type":"ping"}).to_string();
             pinger.send(Ok(Message::Text(ping.into()))).await.unwrap();
         }
@@ -154,10 +198,9 @@ async fn client_frames_count_as_activity() {
         }
     };
     assert_eq!(pongs, 10);
-    assert!(
-        closed_at >= secs(600 + 120),
-        "alive while it pinged ({closed_at:?})"
-    );
+    // Its last frame at 200 s answered the ping of 200 s; the one at 225 s is not answered.
+    assert_eq!(closed_at, secs(250), "alive while it sent frames");
+    assert_eq!(h.state.metrics.ping_timeouts.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,6 +215,7 @@ async fn an_expired_token_closes_with_4001_unless_refreshed() {
     let mut h = Harness::start(WsQuery::default());
     h.send(json!({"type":"auth","token":token(&h, 60)})).await;
     h.frame().await;
+    keep_answering(&h);
     let (code, at) = h.close().await;
     assert_eq!(code, 4001);
     assert_eq!(at, secs(65), "exp plus the 5 s leeway");
@@ -179,6 +223,8 @@ async fn an_expired_token_closes_with_4001_unless_refreshed() {
     let mut h = Harness::start(WsQuery::default());
     h.send(json!({"type":"auth","token":token(&h, 60)})).await;
     h.frame().await;
+    // keep it alive past the old expiry with pongs; the new token lasts until 50 + 600 + 5
+    keep_answering(&h);
     tokio::time::sleep(secs(50)).await;
     h.send(json!({"type":"auth","token":token(&h, 600)})).await;
     loop {
@@ -192,20 +238,6 @@ async fn an_expired_token_closes_with_4001_unless_refreshed() {
             (other, _) => panic!("{other:?}"),
         }
     }
-    // keep it alive past the old expiry with pongs; the new token lasts until 50 + 600 + 5
-    let ponger = h.to_relay.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(secs(20)).await;
-            if ponger
-                .send(Ok(Message::Pong(Default::default())))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
     let (code, at) = h.close().await;
     assert_eq!(code, 4001);
     assert_eq!(at, secs(655));

@@ -1,9 +1,11 @@
 //! How clients reach the relay: WebSocket ([`ws`]), Server-Sent Events ([`sse`]) and plain HTTP
-//! ([`http`]), sharing the subscription rules in [`follow`]; [`files`] serves a built page at `/`.
+//! ([`http`]), sharing the subscription rules in [`follow`]; [`files`] serves a built page at `/`;
+//! [`listener`] accepts the connections and bounds them.
 
 pub mod files;
 pub mod follow;
 pub mod http;
+pub mod listener;
 pub mod sse;
 pub mod ws;
 

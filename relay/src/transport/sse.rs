@@ -147,15 +147,19 @@ struct SseTask {
     _release: Release,
 }
 
-/// A control message. `subscribed` and `reset` carry `id:` the seq their state is at, so an
-/// EventSource that reconnects resumes from there (and a finished run then answers 204).
-fn control(frame: &ServerFrame) -> Bytes {
+/// A control message. `subscribed` and `reset` carry an `id:` so that an EventSource that
+/// reconnects resumes from there (and a finished run then answers 204): the seq their state is at,
+/// or, when `replay_from` (the first replayed event's seq) follows them, the seq just before it.
+/// An `id:` must never be ahead of the events delivered: a stream cut right after `subscribed`
+/// would otherwise resume past the replay it never got.
+fn control(frame: &ServerFrame, replay_from: Option<u64>) -> Bytes {
     let (name, id) = match frame {
         ServerFrame::Subscribed { seq, .. } => ("subscribed", Some(*seq)),
         ServerFrame::Reset { seq, .. } => ("reset", Some(*seq)),
         ServerFrame::Unsubscribed { .. } => ("unsubscribed", None),
         _ => ("message", None),
     };
+    let id = id.map(|seq| replay_from.map_or(seq, |first| seq.min(first.saturating_sub(1))));
     let id = id.map(|seq| format!("id: {seq}\n")).unwrap_or_default();
     Bytes::from(format!("{id}event: {name}\ndata: {}\n\n", frame.to_json()))
 }
@@ -247,9 +251,16 @@ impl SseTask {
 
     /// Writes and empties `out`; false when the stream is over.
     async fn emit(&mut self, out: &mut Vec<Emit>) -> bool {
-        for item in out.drain(..) {
+        let mut items = out.drain(..).peekable();
+        while let Some(item) = items.next() {
             let (bytes, end) = match item {
-                Emit::Control(frame) => (control(&frame), false),
+                Emit::Control(frame) => {
+                    let replay_from = match items.peek() {
+                        Some(Emit::Event(ev)) => Some(ev.seq),
+                        _ => None,
+                    };
+                    (control(&frame, replay_from), false)
+                }
                 Emit::Event(ev) => {
                     self.state.metrics.events_delivered.inc();
                     (ev.sse(), false)
@@ -259,7 +270,7 @@ impl SseTask {
                         run: self.run.to_string(),
                         reason,
                     };
-                    (control(&frame), true)
+                    (control(&frame, None), true)
                 }
             };
             if !self.write(bytes).await || end {

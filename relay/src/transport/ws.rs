@@ -3,7 +3,7 @@
 //!
 //! One task per connection runs a `select!` loop over: the client's frames, the connection's
 //! bounded outbound queue (fed by the hub), one timer for all of the connection's deadlines (auth
-//! timeout, token expiry, ping and idle check) and the relay's shutdown. Handlers answer without
+//! timeout, token expiry, ping, unanswered ping and idle check) and the relay's shutdown. Handlers answer without
 //! awaiting writes; the loop writes their frames out after each step, so what an idle connection
 //! keeps in memory is little more than its state. The loop is generic over the socket's halves so
 //! that tests drive it over channels with paused time.
@@ -170,9 +170,20 @@ impl<W> std::fmt::Debug for Conn<W> {
     }
 }
 
-fn too_big(e: &axum::Error) -> bool {
-    // tungstenite reports its size limits as a capacity error "… too long: N > MAX".
-    e.to_string().contains("too long")
+/// The close code for a read error that the client caused, if it did; other errors (a reset
+/// connection, say) leave nothing to close. tungstenite's errors are told apart by their text: a
+/// size limit is a capacity error "… too long: N > MAX", and the others name themselves.
+fn read_error_close(e: &axum::Error) -> Option<CloseCode> {
+    let text = e.to_string();
+    if text.contains("too long") {
+        Some(CloseCode::MessageTooBig)
+    } else if text.contains("UTF-8") {
+        Some(CloseCode::InvalidUtf8)
+    } else if text.contains("protocol error") {
+        Some(CloseCode::WebSocketProtocolError)
+    } else {
+        None
+    }
 }
 
 async fn stopping(flag: &mut watch::Receiver<bool>) {
@@ -297,6 +308,9 @@ where
         let mut stop = self.state.shutdown_flag();
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + ping_every;
+        // When the last ping went out. Anything heard from the client after it answers it: a pong,
+        // or any frame, which proves the peer alive just as well.
+        let mut ping_sent: Option<Instant> = None;
         let timer = sleep_until(self.next_deadline(next_ping));
         tokio::pin!(timer);
         loop {
@@ -322,6 +336,12 @@ where
                         return Exit::Close(CloseCode::AuthTimeout);
                     }
                     if next_ping <= now {
+                        // A dead peer (a laptop closed, a NAT entry dropped) answers nothing:
+                        // its ping has been unanswered for a full interval by the next tick.
+                        if ping_sent.is_some_and(|sent| last_heard < sent) {
+                            self.state.metrics.ping_timeouts.inc();
+                            return Exit::Close(CloseCode::IdleTimeout);
+                        }
                         // The idle timeout is checked at each ping.
                         if now.duration_since(last_heard) >= idle_timeout {
                             return Exit::Close(CloseCode::IdleTimeout);
@@ -333,15 +353,15 @@ where
                             next_ping + ping_every
                         };
                         self.push(Message::Ping(bytes::Bytes::new()));
+                        ping_sent = Some(now);
                         self.flush().await;
                     }
                 }
                 msg = rx.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
-                    Some(Err(e)) if too_big(&e) => return Exit::Close(CloseCode::MessageTooBig),
                     Some(Err(e)) => {
                         tracing::debug!(conn = self.handle.id, error = %e, "read failed");
-                        return Exit::Gone;
+                        return read_error_close(&e).map_or(Exit::Gone, Exit::Close);
                     }
                     Some(Ok(msg)) => {
                         last_heard = Instant::now();

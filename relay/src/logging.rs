@@ -1,0 +1,87 @@
+//! The relay's log: lines on a writer, filtered by `RUST_LOG`, with the WebSocket library's
+//! frame-level logging always off.
+//!
+//! At `debug` and `trace`, tungstenite logs whole frames, an `auth` frame's token included. Tokens
+//! must never reach the log, so those levels of its targets are dropped whatever `RUST_LOG` says
+//! (its warnings and errors, which carry no frame, still pass).
+
+use tracing::{Level, Metadata, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::{Layer as _, fmt};
+
+/// Targets whose `debug` and `trace` events carry frame contents.
+const FRAME_LOGGERS: [&str; 2] = ["tungstenite", "tokio_tungstenite"];
+
+/// Whether an event or span may reveal a frame's contents: it is dropped.
+pub fn reveals_frames(meta: &Metadata<'_>) -> bool {
+    *meta.level() > Level::INFO
+        && FRAME_LOGGERS.iter().any(|t| {
+            meta.target()
+                .strip_prefix(t)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+        })
+}
+
+/// `RUST_LOG`, or `info` when it is unset or invalid.
+pub fn env_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// The relay's subscriber: text lines on `writer`, filtered by `filter` and [`reveals_frames`].
+pub fn subscriber<W>(filter: EnvFilter, writer: W, ansi: bool) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let lines = fmt::layer()
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_filter(filter)
+        .with_filter(filter_fn(|meta| !reveals_frames(meta)));
+    tracing_subscriber::registry().with(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn frame_loggers_are_silent_at_trace_whatever_the_filter() {
+        let buffer = Buffer::default();
+        let writer = {
+            let b = buffer.clone();
+            move || b.clone()
+        };
+        let filter = EnvFilter::new("trace,tungstenite=trace,tokio_tungstenite::compat=trace");
+        let subscriber = subscriber(filter, writer, false);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "tungstenite::protocol", "frame secret-1");
+            tracing::debug!(target: "tokio_tungstenite::compat", "frame secret-2");
+            tracing::trace!(target: "tungstenite", "frame secret-3");
+            tracing::warn!(target: "tungstenite::protocol", "a warning");
+            tracing::trace!(target: "tungstenite_like", "another crate");
+            tracing::trace!(target: "runwire_relay::transport::ws", "ours");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        for kept in ["a warning", "another crate", "ours"] {
+            assert!(text.contains(kept), "{kept} missing from {text}");
+        }
+    }
+}

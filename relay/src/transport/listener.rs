@@ -1,0 +1,345 @@
+//! The accept loop: every TCP connection the relay holds, HTTP and upgraded WebSockets alike.
+//!
+//! What it defends against is a client that connects and then sends nothing, or its request
+//! headers a byte at a time (slowloris). Such a client needs no token, and without limits enough
+//! of them exhaust the process's file descriptors, after which nothing is answered at all.
+//!
+//! - A request's headers must arrive within `--header-timeout`; the same timer closes a
+//!   keep-alive connection that sends no next request for that long (hyper starts it whenever a
+//!   connection waits for a request head).
+//! - At most `--max-http-connections` connections are open at once. When a new one arrives at the
+//!   cap, the oldest connection that has not yet completed a request's headers is closed to make
+//!   room: silent and slow sockets then cannot keep out a health check or a real client. Only
+//!   when every open connection has been served (requests in flight, WebSockets, SSE streams) is
+//!   the new one refused, by closing it at once.
+//! - Accept errors such as `EMFILE` back off ([`accept_backoff`]) instead of spinning.
+//!
+//! A connection's slot is held by its socket, so an upgraded WebSocket keeps its slot until it
+//! closes. At shutdown the loop stops accepting and every connection finishes its in-flight
+//! request; WebSockets and SSE streams close themselves on the relay's shutdown flag.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
+
+use crate::AppState;
+use crate::metrics::Metrics;
+
+/// How long the accept loop waits after its `consecutive`-th failed accept in a row (from 1):
+/// 10 ms doubling up to 1 s. Out of file descriptors (`EMFILE`), a retry at once fails again at
+/// once; waiting lets closing connections give some back, and logs at most about once a second.
+pub fn accept_backoff(consecutive: u32) -> Duration {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    let doublings = consecutive.saturating_sub(1).min(16);
+    (FIRST * (1 << doublings)).min(MAX)
+}
+
+/// Errors about one connection (it was reset before we took it, say), not about the listener:
+/// accept again at once.
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// The open connections and, among them, the ones not served yet (no complete request head).
+#[derive(Debug)]
+struct Slots {
+    metrics: Arc<Metrics>,
+    max: usize,
+    next_id: AtomicU64,
+    /// Connections without a complete request head yet, oldest first: the ones closed to make
+    /// room. Bounded by `max`.
+    unserved: Mutex<BTreeMap<u64, Evict>>,
+}
+
+#[derive(Debug)]
+struct Evict {
+    close: oneshot::Sender<()>,
+    released: Arc<AtomicBool>,
+}
+
+/// A connection's place under the cap; given back when the socket is dropped.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Slots>,
+    id: u64,
+    /// Set once the slot no longer counts (evicted, or dropped).
+    released: Arc<AtomicBool>,
+}
+
+impl Slots {
+    /// A slot for a new connection, and the signal that evicts it; None when it must be refused.
+    fn admit(self: &Arc<Self>) -> Option<(Slot, oneshot::Receiver<()>)> {
+        let mut unserved = self.unserved.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.metrics.http_connections.get() >= i64::try_from(self.max).unwrap_or(i64::MAX) {
+            let (_, oldest) = unserved.pop_first()?;
+            release(&self.metrics, &oldest.released);
+            let _ = oldest.close.send(());
+            self.metrics.http_connections_evicted.inc();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let released = Arc::new(AtomicBool::new(false));
+        let (close, closed) = oneshot::channel();
+        unserved.insert(
+            id,
+            Evict {
+                close,
+                released: released.clone(),
+            },
+        );
+        self.metrics.http_connections.inc();
+        let slot = Slot {
+            slots: self.clone(),
+            id,
+            released,
+        };
+        Some((slot, closed))
+    }
+
+    /// The connection completed a request head: it is no longer closed to make room.
+    fn served(&self, id: u64) {
+        self.unserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+    }
+}
+
+fn release(metrics: &Metrics, released: &AtomicBool) {
+    if !released.swap(true, Ordering::Relaxed) {
+        metrics.http_connections.dec();
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.served(self.id);
+        release(&self.slots.metrics, &self.released);
+    }
+}
+
+/// A socket that holds its connection's slot, through an upgrade to a WebSocket too.
+#[derive(Debug)]
+struct Held {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for Held {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Held {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves `router` on `listener` until the relay shuts down, then waits for every connection to
+/// finish its in-flight request (the caller bounds the wait with the drain time).
+pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
+    let config = &state.config;
+    // HTTP/1.1 only, as before; served directly rather than through a version sniffer, which
+    // would wait for a first byte before any timer starts.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout);
+    let slots = Arc::new(Slots {
+        metrics: state.metrics.clone(),
+        max: config.max_http_connections,
+        next_id: AtomicU64::new(0),
+        unserved: Mutex::default(),
+    });
+    let mut connections = JoinSet::new();
+    let stop = state.shutting_down();
+    tokio::pin!(stop);
+    let mut failures = 0u32;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            // Reap finished connections so the set stays as small as what is open.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                failures = 0;
+                stream
+            }
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                state.metrics.accept_errors.inc();
+                let wait = accept_backoff(failures);
+                tracing::warn!(error = %e, retry_in = ?wait, "accept failed");
+                tokio::select! {
+                    () = &mut stop => break,
+                    () = tokio::time::sleep(wait) => continue,
+                }
+            }
+        };
+        let Some((slot, evicted)) = slots.admit() else {
+            state.metrics.http_connections_refused.inc();
+            drop(stream);
+            continue;
+        };
+        let id = slot.id;
+        let io = TokioIo::new(Held {
+            stream,
+            _slot: slot,
+        });
+        let slots = slots.clone();
+        let first = Arc::new(AtomicBool::new(true));
+        let service = router.clone().map_request(move |request: Request<_>| {
+            if first.swap(false, Ordering::Relaxed) {
+                slots.served(id);
+            }
+            request
+        });
+        let builder = builder.clone();
+        let mut stopping = state.shutdown_flag();
+        connections.spawn(async move {
+            let conn = builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::pin!(evicted);
+            let mut draining = false;
+            let mut evictable = true;
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!(error = %e, "connection ended");
+                        }
+                        return;
+                    }
+                    // Closed to make room for a newer connection: drop it. An error means it
+                    // was served and can no longer be evicted; a oneshot is polled only once.
+                    evict = &mut evicted, if evictable => match evict {
+                        Ok(()) => return,
+                        Err(_) => evictable = false,
+                    },
+                    _ = stopping.wait_for(|s| *s), if !draining => {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_10ms_to_a_second() {
+        let ms = |n| accept_backoff(n).as_millis();
+        assert_eq!(ms(0), 10);
+        assert_eq!(ms(1), 10);
+        assert_eq!(ms(2), 20);
+        assert_eq!(ms(3), 40);
+        assert_eq!(ms(7), 640);
+        assert_eq!(ms(8), 1000);
+        assert_eq!(ms(1000), 1000);
+        assert_eq!(ms(u32::MAX), 1000);
+    }
+
+    #[test]
+    fn only_listener_errors_back_off() {
+        assert!(is_connection_error(
+            &io::ErrorKind::ConnectionAborted.into()
+        ));
+        // EMFILE
+        assert!(!is_connection_error(&io::Error::from_raw_os_error(24)));
+    }
+
+    fn slots(max: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            metrics: Arc::default(),
+            max,
+            next_id: AtomicU64::new(0),
+            unserved: Mutex::default(),
+        })
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_unserved_connection_makes_room() {
+        let s = slots(2);
+        let (a, mut a_closed) = s.admit().unwrap();
+        let (b, mut b_closed) = s.admit().unwrap();
+        s.served(a.id);
+        assert_eq!(s.metrics.http_connections.get(), 2);
+        // Full: b (not served) is closed to admit c.
+        let (c, _) = s.admit().unwrap();
+        assert_eq!(b_closed.try_recv(), Ok(()));
+        assert!(a_closed.try_recv().is_err());
+        assert_eq!(s.metrics.http_connections.get(), 2);
+        assert_eq!(s.metrics.http_connections_evicted.get(), 1);
+        drop(b); // its socket closes later: counted once only
+        assert_eq!(s.metrics.http_connections.get(), 2);
+        // Every connection served: the next one is refused.
+        s.served(c.id);
+        assert!(s.admit().is_none());
+        drop((a, c));
+        assert_eq!(s.metrics.http_connections.get(), 0);
+        assert!(s.admit().is_some());
+    }
+}
