@@ -19,7 +19,9 @@ pub const LEEWAY_SECS: u64 = 5;
 pub const MIN_SECRET_LEN: usize = 32;
 /// Longest token the relay reads, in bytes.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// The `run`/`runs` entry that matches every run. For trusted backends only.
+/// The `runs` entry that matches every run. For trusted backends only. In the singular `run` it
+/// is not a wildcard (it names no run), so a backend that copies a requested run id into `run`
+/// cannot be talked into minting a token for every run.
 pub const ANY_RUN: &str = "*";
 
 /// What a token allows.
@@ -74,7 +76,8 @@ pub struct Claims {
 impl Claims {
     /// Whether the token covers `run`.
     pub fn allows_run(&self, run: &str) -> bool {
-        self.run_ids().any(|r| r == run || r == ANY_RUN)
+        self.run.as_deref() == Some(run)
+            || self.runs.iter().flatten().any(|r| r == run || r == ANY_RUN)
     }
 
     /// The runs named by `run` and `runs`.
@@ -421,6 +424,10 @@ mod tests {
         assert_eq!(c.single_run(), None);
         let c: Claims = serde_json::from_str(r#"{"exp":1,"runs":["x"]}"#).unwrap();
         assert_eq!(c.single_run(), Some("x"));
+        // The singular claim names one run: "*" there is no wildcard.
+        let c: Claims = serde_json::from_str(r#"{"exp":1,"run":"*"}"#).unwrap();
+        assert!(!c.allows_run("anything"));
+        assert_eq!(c.single_run(), None);
         assert!(serde_json::from_str::<Claims>(r#"{"exp":1,"scope":"admin"}"#).is_err());
     }
 }

@@ -105,6 +105,12 @@ pub struct Config {
     /// On shutdown, how long in-flight requests may take before the relay exits anyway.
     #[arg(long, env = "RUNWIRE_DRAIN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub drain_timeout: Duration,
+    /// Serve `/metrics` on this address instead of the main one (an internal interface, say).
+    #[arg(long, env = "RUNWIRE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <this>` on `/metrics`.
+    #[arg(long, env = "RUNWIRE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// Also run simulated workflow runs and serve the demo endpoints.
     #[arg(long, env = "RUNWIRE_DEMO")]
     pub demo: bool,

@@ -72,7 +72,7 @@ async fn token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> St
     state.verifier.sign(&Claims {
         exp: clock.unix_secs() + TOKEN_TTL,
         iat: Some(clock.unix_secs()),
-        run: Some(q.run.unwrap_or_else(|| ANY_RUN.to_owned())),
+        runs: Some(vec![q.run.unwrap_or_else(|| ANY_RUN.to_owned())]),
         scope: Scope::Subscribe,
         sub: Some("demo".into()),
         ..Claims::default()

@@ -167,6 +167,13 @@ pub async fn serve(
     if state.config.demo {
         demo::spawn(state.clone());
     }
+    if let Some(addr) = state.config.metrics_addr {
+        let metrics = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics.local_addr()?, "metrics listening");
+        let router = transport::metrics_router(state.clone());
+        // Its own accept loop and limits; it stops with the relay.
+        tokio::spawn(transport::listener::serve(metrics, router, state.clone()));
+    }
     let mut server = tokio::spawn(transport::listener::serve(
         listener,
         app(state.clone()),

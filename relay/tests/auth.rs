@@ -294,3 +294,64 @@ async fn a_huge_exp_is_valid_and_its_connections_close_cleanly() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test]
+async fn metrics_can_require_a_token_or_move_to_another_address() {
+    let mut with_token = config();
+    with_token.metrics_token = Some("metrics-secret".into());
+    let relay = Relay::with(with_token).await;
+    let http = reqwest::Client::new();
+    let get = |auth: Option<&'static str>| {
+        let mut req = http.get(relay.url("/metrics"));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    assert_eq!(get(None).await.unwrap().status(), 401);
+    assert_eq!(get(Some("Bearer wrong")).await.unwrap().status(), 401);
+    assert_eq!(
+        get(Some("Bearer metrics-secre")).await.unwrap().status(),
+        401
+    );
+    let ok = get(Some("Bearer metrics-secret")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(
+        ok.text()
+            .await
+            .unwrap()
+            .contains("runwire_http_connections")
+    );
+    relay.shutdown().await;
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = free.local_addr().unwrap();
+    drop(free);
+    let mut elsewhere = config();
+    elsewhere.metrics_addr = Some(metrics_addr);
+    let relay = Relay::with(elsewhere).await;
+    assert_eq!(
+        http.get(relay.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let text = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(r) = http
+                .get(format!("http://{metrics_addr}/metrics"))
+                .send()
+                .await
+            {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("metrics on their own address");
+    assert!(text.contains("runwire_connections"));
+    relay.shutdown().await;
+}

@@ -186,8 +186,22 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics`; with `--metrics-token`, only for `Authorization: Bearer <token>`.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = state.config.metrics_token.as_deref() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or_default();
+        if !same_bytes(given, expected.as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a metrics token is required\n",
+            )
+                .into_response();
+        }
+    }
     let mut samples = vec![Sample {
         name: "runwire_broker_up",
         help: "Whether the broker is reachable (1) or not (0).",
@@ -197,6 +211,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     samples.extend(state.broker.samples());
     let text = state.metrics.render(&samples);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Compares in time that depends on the lengths only, not on where the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /`: the built-in page for trying the relay in a browser.

@@ -55,7 +55,6 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
-        .route("/metrics", get(http::metrics))
         .route("/v1/ws", get(ws::multi))
         .route("/ws/executions", get(ws::executions))
         .route("/v1/runs/{run}", get(http::run_state))
@@ -63,6 +62,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/runs/{run}/events",
             get(sse::stream).post(http::publish),
         );
+    if state.config.metrics_addr.is_none() {
+        router = router.route("/metrics", get(http::metrics));
+    }
     if state.config.demo {
         router = router.merge(crate::demo::routes());
     }
@@ -72,6 +74,13 @@ pub fn router(state: AppState) -> Router {
     };
     router
         .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .with_state(state)
+}
+
+/// The router of `--metrics-addr`: `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(http::metrics))
         .with_state(state)
 }
 

@@ -179,7 +179,8 @@ fn read_error_close(e: &axum::Error) -> Option<CloseCode> {
         Some(CloseCode::MessageTooBig)
     } else if text.contains("UTF-8") {
         Some(CloseCode::InvalidUtf8)
-    } else if text.contains("protocol error") {
+    } else if text.contains("protocol error") && !text.contains("without closing handshake") {
+        // (The exception: the peer dropped the connection, so there is no one to tell.)
         Some(CloseCode::WebSocketProtocolError)
     } else {
         None
