@@ -159,6 +159,11 @@ struct Spawned {
 
 impl Spawned {
     async fn start(args: &[&str]) -> Self {
+        Self::start_with_fd_limit(None, args).await
+    }
+
+    /// With `ulimit -n fd_limit`, when given.
+    async fn start_with_fd_limit(fd_limit: Option<u32>, args: &[&str]) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "runwire-hostile-{}-{}.log",
@@ -166,7 +171,16 @@ impl Spawned {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::File::create(&log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runwire"))
+        let mut command = match fd_limit {
+            None => Command::new(env!("CARGO_BIN_EXE_runwire")),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_runwire"));
+                c
+            }
+        };
+        let mut child = command
             .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUNWIRE_SECRET", SECRET)
@@ -288,6 +302,50 @@ async fn tokens_never_reach_the_log_even_at_trace() {
         "trace and debug lines are logged:\n{log}"
     );
     assert_clean_log(&log, &[sub, other, publish, refused]);
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_relay_backs_off_and_recovers() {
+    // A cap above the file limit: the kernel refuses accepts first (EMFILE).
+    let relay = Spawned::start_with_fd_limit(
+        Some(64),
+        &["--max-http-connections", "1000", "--header-timeout", "30s"],
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        silent.push(TcpStream::connect(relay.addr).await.unwrap());
+    }
+    // Real time, as the kernel's accept queue has no test clock: long enough for several retries.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(silent);
+    let start = Instant::now();
+    let metrics = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(r) = reqwest::get(relay.url("/metrics")).await {
+                return r.text().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the relay answers again once descriptors are free");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("runwire_accept_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Backing off from 10 ms to 1 s: a handful of retries in 1.5 s, not a busy loop.
+    assert!((1..=20).contains(&errors), "{errors} accept errors");
+    let log = relay.stop().await;
+    assert!(log.contains("accept failed"));
+    assert_clean_log(&log, &[]);
 }
 
 /// A subscriber that has followed `run` from its start: every event must reach it once, in order.
