@@ -963,3 +963,28 @@ async fn raw(relay: &Spawned, request: &[u8]) -> String {
     .await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn unserved_sockets_do_not_hold_up_shutdown() {
+    let mut config = config();
+    config.header_timeout = Duration::from_secs(60);
+    let relay = Relay::with(config).await;
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let mut s = TcpStream::connect(relay.addr).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /health HTTP/1.1\r\nHost: r\r\n")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    assert_eq!(health(&relay).await, 200);
+    let start = Instant::now();
+    relay.shutdown().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+}

@@ -15,8 +15,9 @@
 //! - Accept errors such as `EMFILE` back off ([`accept_backoff`]) instead of spinning.
 //!
 //! A connection's slot is held by its socket, so an upgraded WebSocket keeps its slot until it
-//! closes. At shutdown the loop stops accepting and every connection finishes its in-flight
-//! request; WebSockets and SSE streams close themselves on the relay's shutdown flag.
+//! closes. At shutdown the loop stops accepting, connections without a request are closed, and
+//! every other one finishes its in-flight request; WebSockets and SSE streams close themselves on
+//! the relay's shutdown flag.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -115,6 +116,14 @@ impl Slots {
             released,
         };
         Some((slot, closed))
+    }
+
+    /// Whether the connection has not completed a request head yet.
+    fn is_unserved(&self, id: u64) -> bool {
+        self.unserved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
     }
 
     /// The connection completed a request head: it is no longer closed to make room.
@@ -241,14 +250,17 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
             stream,
             _slot: slot,
         });
-        let slots = slots.clone();
         let first = Arc::new(AtomicBool::new(true));
-        let service = router.clone().map_request(move |request: Request<_>| {
-            if first.swap(false, Ordering::Relaxed) {
-                slots.served(id);
+        let service = router.clone().map_request({
+            let slots = slots.clone();
+            move |request: Request<_>| {
+                if first.swap(false, Ordering::Relaxed) {
+                    slots.served(id);
+                }
+                request
             }
-            request
         });
+        let slots = slots.clone();
         let builder = builder.clone();
         let mut stopping = state.shutdown_flag();
         connections.spawn(async move {
@@ -274,6 +286,11 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
                         Err(_) => evictable = false,
                     },
                     _ = stopping.wait_for(|s| *s), if !draining => {
+                        // No request yet, so none to finish: a silent or slow socket must not
+                        // hold up the drain until its header timeout.
+                        if slots.is_unserved(id) {
+                            return;
+                        }
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }
