@@ -126,8 +126,17 @@ async fn shutdown_tells_websockets_to_reconnect_and_lets_publishes_finish() {
 struct TcpProbe;
 
 impl TcpProbe {
+    /// Whether connections to `addr` are refused within a second. Not at once: a process that
+    /// another test is spawning holds a copy of every descriptor of this one between its fork and
+    /// its exec, so a listener closed in that window still accepts for a moment.
     async fn refused(addr: std::net::SocketAddr) -> bool {
-        tokio::net::TcpStream::connect(addr).await.is_err()
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 }
 

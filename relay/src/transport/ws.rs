@@ -3,9 +3,9 @@
 //!
 //! One task per connection runs a `select!` loop over: the client's frames, the connection's
 //! bounded outbound queue (fed by the hub), one timer for all of the connection's deadlines (auth
-//! timeout, token expiry, ping, unanswered ping and idle check) and the relay's shutdown. Handlers answer without
-//! awaiting writes; the loop writes their frames out after each step, so what an idle connection
-//! keeps in memory is little more than its state. The loop is generic over the socket's halves so
+//! timeout, token expiry, ping, unanswered ping and idle check) and the relay's shutdown. Handlers
+//! answer without awaiting writes; the loop writes their frames out after each step, so what an
+//! idle connection keeps in memory is little more than its state. The loop is generic over the socket's halves so
 //! that tests drive it over channels with paused time.
 //!
 //! Exactly-once delivery: each subscription remembers its run's epoch and the last seq it sent.
