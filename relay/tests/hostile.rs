@@ -931,6 +931,39 @@ async fn hostile_traffic_leaves_the_relay_whole() {
 
     // The state-size caps and Redis ingest cases belong here too, with the same checks after each.
 
+    // Nothing leaked: once the hostile clients are gone, only the follower is counted.
+    let gauges = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let text = reqwest::get(relay.url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let value = |name: &str| -> i64 {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(-1)
+            };
+            let now = (
+                value("runwire_connections{transport=\"ws\"}"),
+                value("runwire_connections{transport=\"executions\"}"),
+                value("runwire_connections{transport=\"sse\"}"),
+                value("runwire_subscriptions"),
+            );
+            if now == (1, 0, 0, 1) {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gauges.is_ok(),
+        "connection and subscription gauges back to the follower's"
+    );
+
     let log = relay.stop().await;
     tokens.extend([subscribe_token("ok"), publish_token("ok"), busy, publish]);
     assert_clean_log(&log, &tokens);
