@@ -42,10 +42,13 @@ pub const CUSTOM_EVENT: &str = "custom";
 pub fn run_from_channel<'c>(pattern: &str, channel: &'c str) -> Option<&'c str> {
     let star = pattern.find('*')?;
     let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
+    // Redis globs match bytes: `?` takes one byte, which may be half of a character. The head of
+    // the pattern has no `*`, so it spans as many bytes of the channel as it has itself.
     if !glob(head.as_bytes(), channel.as_bytes().get(..head.len())?) {
         return None;
     }
-    let rest = &channel[head.len()..];
+    // A capture that starts inside a character is no valid run id (those are ASCII).
+    let rest = channel.get(head.len()..)?;
     // The shortest capture after which the rest of the pattern matches.
     (0..=rest.len())
         .filter(|&n| rest.is_char_boundary(n))
@@ -303,6 +306,55 @@ mod tests {
         assert!(check_pattern("a:*").is_ok());
         assert!(check_pattern("a:b").is_err());
         assert!(check_pattern("a:[ab]:*").is_err());
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_character_takes_no_run_and_does_not_panic() {
+        // `?` matches one byte: the first half of `é`; the capture would start mid-character.
+        assert_eq!(run_from_channel("w?*", "wé7"), None);
+        assert_eq!(run_from_channel("w??*", "wé7"), Some("7"));
+        assert_eq!(run_from_channel("*?", "é"), None);
+        assert_eq!(run_from_channel("a:*", "a:é"), Some("é"));
+    }
+
+    /// Every pattern and channel of up to three symbols from an alphabet of wildcards, ASCII and
+    /// 2-, 3- and 4-byte characters: no panic, and a capture is always where the pattern says.
+    #[test]
+    fn any_pattern_and_channel_name_is_handled_exhaustively() {
+        let alphabet = ["", "a", ":", "é", "€", "😀", "*", "?"];
+        let mut words = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(longer);
+        }
+        words.sort();
+        words.dedup();
+        let mut checked = 0;
+        for pattern in words.iter().filter(|w| w.contains('*')) {
+            let star = pattern.find('*').unwrap();
+            let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
+            for channel in words.iter().filter(|w| !w.contains(['*', '?'])) {
+                let matches = glob(pattern.as_bytes(), channel.as_bytes());
+                match run_from_channel(pattern, channel) {
+                    Some(run) => {
+                        assert!(matches, "{pattern:?} {channel:?}");
+                        let at = run.as_ptr() as usize - channel.as_ptr() as usize;
+                        assert_eq!(at, head.len(), "{pattern:?} {channel:?}");
+                        assert!(glob(tail.as_bytes(), &channel.as_bytes()[at + run.len()..]));
+                    }
+                    // Only a match whose capture would split a character has no run.
+                    None if matches && channel.is_ascii() => {
+                        panic!("{pattern:?} matches {channel:?} but took no run")
+                    }
+                    None => {}
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     fn mapped(payload: &Value) -> (String, Value) {
