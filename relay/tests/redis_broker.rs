@@ -694,6 +694,42 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
+    let redis = RedisServer::start();
+    let (relay, hub) = relay(&redis.url(), |c| c.ingest = vec!["w?*".into()]).await;
+    assert!(relay.is_ingesting());
+    timeout(Duration::from_secs(5), async {
+        while !relay.is_ingest_leader() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the only relay leads ingest");
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // `?` matches the first byte of `é`: the run id would start inside the character.
+    for channel in ["wé7", "w\u{1F600}7", "wx7"] {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(r#"{"status":"Running"}"#)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(receivers, 1, "{channel}");
+    }
+    // Only the last one names a run; it still gets appended.
+    match next(&mut rx).await {
+        Outbound::Event(e) => assert_eq!((&*e.run, e.seq, &*e.name), ("7", 1, "custom")),
+        other => panic!("{other:?}"),
+    }
+    assert!(relay.is_ingesting());
+    assert_eq!(relay.task_restarts(), 0, "nothing panicked");
+    assert_eq!(relay.health(), BrokerHealth::Up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_subscribes_once_per_run_and_unwatch_releases_it() {
     let redis = RedisServer::start();
     let (a, _) = relay(&redis.url(), |_| {}).await;

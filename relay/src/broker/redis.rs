@@ -70,6 +70,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use self::conn::{Conn, Target};
+use super::supervisor::{Tasks, supervise};
 use super::{
     Broker, BrokerError, BrokerHealth, Event, NewEvent, Replay, RunId, Slot, Snapshot, now_ts,
 };
@@ -149,6 +150,10 @@ pub struct RedisStats {
     pub ingest_dropped: AtomicU64,
 }
 
+/// Names of the supervised tasks that ingest depends on.
+const INGEST_TASK: &str = "ingest";
+const PUBSUB_TASK: &str = "redis pub/sub";
+
 /// How long one publish may keep retrying while other relays keep moving the run's head, before
 /// it gives up with 503 (nothing appended). A count of attempts would be a few milliseconds at one
 /// round trip each: too little for a relay whose publishes race a busier one's.
@@ -215,6 +220,8 @@ struct Shared {
     /// Until when this relay surely holds the ingest lease.
     ingest_until: Mutex<Option<Instant>>,
     stats: RedisStats,
+    /// The background tasks (Pub/Sub reader, ingest, health, renewals), restarted when they end.
+    tasks: Arc<Tasks>,
 }
 
 /// The Redis broker. Background tasks (Pub/Sub, health, lease renewal, ingest) end when it is
@@ -268,26 +275,58 @@ impl RedisBroker {
             slots: Mutex::default(),
             ingest_until: Mutex::new(None),
             stats: RedisStats::default(),
+            tasks: Arc::default(),
             config,
         });
         let (stop, stop_rx) = watch::channel(());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let backoff = shared.config.reconnect_backoff;
+        let tasks = shared.tasks.clone();
         let ingest_tx = if shared.config.ingest.is_empty() {
             None
         } else {
             let (tx, rx) = mpsc::channel(ingest::INGEST_QUEUE);
-            tokio::spawn(ingest::ingest_loop(shared.clone(), rx, stop_rx.clone()));
-            tokio::spawn(ingest::lease_loop(shared.clone(), stop_rx.clone()));
+            // Shared with each run of the task, so that a restarted task takes the queue over.
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let (s, st) = (shared.clone(), stop_rx.clone());
+            supervise(
+                INGEST_TASK,
+                tasks.clone(),
+                stop_rx.clone(),
+                backoff,
+                move || ingest::ingest_loop(s.clone(), rx.clone(), st.clone()),
+            );
+            let (s, st) = (shared.clone(), stop_rx.clone());
+            supervise(
+                "ingest lease",
+                tasks.clone(),
+                stop_rx.clone(),
+                backoff,
+                move || ingest::lease_loop(s.clone(), st.clone()),
+            );
             Some(tx)
         };
-        tokio::spawn(pubsub::pubsub_loop(
-            shared.clone(),
-            ingest_tx,
+        let ready = Arc::new(Mutex::new(Some(ready_tx)));
+        let (s, st) = (shared.clone(), stop_rx.clone());
+        supervise(
+            PUBSUB_TASK,
+            tasks.clone(),
             stop_rx.clone(),
-            ready_tx,
-        ));
-        tokio::spawn(health_loop(shared.clone(), stop_rx.clone()));
-        tokio::spawn(slots::renew_loop(Arc::downgrade(&shared), stop_rx));
+            backoff,
+            move || pubsub::pubsub_loop(s.clone(), ingest_tx.clone(), st.clone(), ready.clone()),
+        );
+        let (s, st) = (shared.clone(), stop_rx.clone());
+        supervise(
+            "redis health",
+            tasks.clone(),
+            stop_rx.clone(),
+            backoff,
+            move || health_loop(s.clone(), st.clone()),
+        );
+        let (s, st) = (Arc::downgrade(&shared), stop_rx.clone());
+        supervise("stream slot renewal", tasks, stop_rx, backoff, move || {
+            slots::renew_loop(s.clone(), st.clone())
+        });
         // Wait for the first Pub/Sub connection so that the relay starts healthy.
         let _ = tokio::time::timeout(timeout, ready_rx).await;
         Ok(Arc::new(Self {
@@ -304,6 +343,22 @@ impl RedisBroker {
     /// Whether this relay holds the ingest lease now.
     pub fn is_ingest_leader(&self) -> bool {
         self.shared.is_ingest_leader()
+    }
+
+    /// Whether this relay turns `--ingest` messages into events now: its Pub/Sub connection is up
+    /// and neither the reader nor the ingest task is waiting to be restarted. False without
+    /// `--ingest`.
+    pub fn is_ingesting(&self) -> bool {
+        let shared = &self.shared;
+        !shared.config.ingest.is_empty()
+            && shared.pubsub_up.load(Ordering::Relaxed)
+            && !shared.tasks.is_down(INGEST_TASK)
+            && !shared.tasks.is_down(PUBSUB_TASK)
+    }
+
+    /// Times a background task ended or panicked and was restarted.
+    pub fn task_restarts(&self) -> u64 {
+        self.shared.tasks.restarts()
     }
 
     /// Runs whose live channel this relay is subscribed to.
@@ -567,6 +622,18 @@ async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     }
 }
 
+/// Down when Redis does not answer; degraded (still not ready) while a background task waits to be
+/// restarted or ingest, when asked for, is not running.
+fn health_of(connected: bool, tasks_down: u64, ingest_off: bool) -> BrokerHealth {
+    if !connected {
+        BrokerHealth::Down
+    } else if tasks_down > 0 || ingest_off {
+        BrokerHealth::Degraded
+    } else {
+        BrokerHealth::Up
+    }
+}
+
 impl Broker for RedisBroker {
     fn kind(&self) -> &'static str {
         "redis"
@@ -605,13 +672,12 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
-        if self.shared.pubsub_up.load(Ordering::Relaxed)
-            && self.shared.commands_up.load(Ordering::Relaxed)
-        {
-            BrokerHealth::Up
-        } else {
-            BrokerHealth::Down
-        }
+        let shared = &self.shared;
+        health_of(
+            shared.pubsub_up.load(Ordering::Relaxed) && shared.commands_up.load(Ordering::Relaxed),
+            shared.tasks.down(),
+            !shared.config.ingest.is_empty() && !self.is_ingesting(),
+        )
     }
 
     fn samples(&self) -> Vec<super::Sample> {
@@ -622,7 +688,7 @@ impl Broker for RedisBroker {
             counter: true,
             value: value.load(Ordering::Relaxed),
         };
-        vec![
+        let mut samples = vec![
             counter(
                 "runwire_redis_publish_conflicts_total",
                 "Publishes retried because another relay moved the run's head first.",
@@ -644,11 +710,46 @@ impl Broker for RedisBroker {
                 &stats.ingest_dropped,
             ),
             super::Sample {
+                name: "runwire_redis_task_restarts_total",
+                help: "Background tasks of the Redis broker that ended or panicked and were restarted.",
+                counter: true,
+                value: self.shared.tasks.restarts(),
+            },
+            super::Sample {
+                name: "runwire_redis_tasks_down",
+                help: "Background tasks of the Redis broker waiting to be restarted.",
+                counter: false,
+                value: self.shared.tasks.down(),
+            },
+            super::Sample {
                 name: "runwire_redis_watched_runs",
                 help: "Runs whose live channel this relay subscribes to.",
                 counter: false,
                 value: self.subscribed_runs() as u64,
             },
-        ]
+        ];
+        if !self.shared.config.ingest.is_empty() {
+            samples.push(super::Sample {
+                name: "runwire_ingest_up",
+                help: "Whether --ingest messages are being turned into events now (1) or not (0).",
+                counter: false,
+                value: u64::from(self.is_ingesting()),
+            });
+        }
+        samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_down_or_ingest_off_is_degraded_and_a_lost_connection_down() {
+        assert_eq!(health_of(true, 0, false), BrokerHealth::Up);
+        assert_eq!(health_of(true, 1, false), BrokerHealth::Degraded);
+        assert_eq!(health_of(true, 0, true), BrokerHealth::Degraded);
+        assert_eq!(health_of(false, 0, false), BrokerHealth::Down);
+        assert_eq!(health_of(false, 2, true), BrokerHealth::Down);
     }
 }

@@ -214,9 +214,11 @@ pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()
 /// Appends ingested messages, grouped into one publish per run per round.
 pub(super) async fn ingest_loop(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<IngestMsg>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestMsg>>>,
     mut stop: watch::Receiver<()>,
 ) {
+    // Held for the task's life; a task that panicked releases it, and its restart takes over.
+    let mut rx = rx.lock().await;
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,

@@ -145,11 +145,16 @@ pub(super) async fn pubsub_loop(
     shared: Arc<Shared>,
     ingest: Option<mpsc::Sender<IngestMsg>>,
     mut stop: watch::Receiver<()>,
-    ready: tokio::sync::oneshot::Sender<()>,
+    ready: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 ) {
+    // A previous run of this task may have ended without cleaning up (it panicked).
+    *lock(&shared.sink) = None;
+    shared.pubsub_up.store(false, Ordering::Relaxed);
     let (min, max) = shared.config.reconnect_backoff;
     let mut backoff = min;
-    let mut ready = Some(ready);
+    // Only the first run announces the first connection; a restarted run's first connection is
+    // a reconnection, after which subscriptions catch up.
+    let mut ready = lock(&ready).take();
     let mut attempt = 0usize;
     loop {
         let connected = tokio::select! {
