@@ -729,6 +729,63 @@ async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
     assert_eq!(relay.health(), BrokerHealth::Up);
 }
 
+/// 48 publishes of 1 MB: the stored state stays small, the events are stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_capped_in_the_stored_state_but_stored_whole_as_events() {
+    let redis = RedisServer::start();
+    let (a, _) = relay(&redis.url(), |_| {}).await;
+    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let big = "x".repeat(1_000_000);
+    for i in 0..48u64 {
+        let event = if i % 2 == 0 {
+            NewEvent::parse(
+                "node.completed",
+                json!({"node_key": format!("n{i}"), "output_summary": {"blob": big}}),
+            )
+        } else {
+            NewEvent::parse(
+                "node.failed",
+                json!({"node_key": format!("n{i}"), "error": big}),
+            )
+        };
+        // alternate relays, so that each also folds from the state the other stored
+        let relay = if i % 3 == 0 { &a } else { &b };
+        relay
+            .publish("big".into(), vec![event.unwrap()])
+            .await
+            .unwrap();
+    }
+    let meta_state: String = {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("HGET")
+            .arg("runwire:{big}:meta")
+            .arg("state")
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    };
+    assert!(
+        meta_state.len() < 64 * 1024,
+        "stored state of {} bytes",
+        meta_state.len()
+    );
+    let snap = a.snapshot("big".into(), Some(47)).await.unwrap();
+    assert_eq!((snap.head, snap.state.nodes.len()), (48, 48));
+    match snap.replay {
+        Replay::Events(events) => assert!(events[0].frame.len() > 1_000_000),
+        other => panic!("{other:?}"),
+    }
+    let capped = |r: &RedisBroker| {
+        r.samples()
+            .iter()
+            .find(|s| s.name == "runwire_state_values_capped_total")
+            .map(|s| s.value)
+            .unwrap()
+    };
+    assert_eq!(capped(&a) + capped(&b), 48);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_subscribes_once_per_run_and_unwatch_releases_it() {
     let redis = RedisServer::start();

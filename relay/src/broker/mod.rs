@@ -286,6 +286,17 @@ pub struct Sample {
     pub value: u64,
 }
 
+/// The count of values that run states keep cut or as a marker because they were over their cap
+/// (`runwire_protocol::state`), as a metric.
+pub fn capped_sample(value: u64) -> Sample {
+    Sample {
+        name: "runwire_state_values_capped_total",
+        help: "Event values kept in run states cut or replaced by a marker because they were over their cap.",
+        counter: true,
+        value,
+    }
+}
+
 /// The current time as the envelope's `ts`: RFC 3339, UTC, milliseconds.
 pub fn now_ts() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

@@ -148,6 +148,8 @@ pub struct RedisStats {
     pub ingested: AtomicU64,
     /// Ingested messages not appended (not the leader, unparseable channel, refused publish).
     pub ingest_dropped: AtomicU64,
+    /// Values folded into run states that were over their cap (see `RunState::fold`).
+    pub capped: AtomicU64,
 }
 
 /// Names of the supervised tasks that ingest depends on.
@@ -462,9 +464,10 @@ impl Shared {
             let ts = now_ts();
             let mut state = (*base.state).clone();
             let mut out = Vec::with_capacity(events.len());
+            let mut capped = 0;
             for (i, new) in (1..).zip(&events) {
                 let seq = base.head + i;
-                state.apply(seq, &ts, &new.typed);
+                capped += u64::from(state.fold(seq, &ts, &new.typed).capped);
                 out.push(Event::encode(
                     run.clone(),
                     base.epoch.clone(),
@@ -502,6 +505,7 @@ impl Shared {
             };
             match reply.first().map(String::as_str) {
                 Some("ok") => {
+                    self.stats.capped.fetch_add(capped, Ordering::Relaxed);
                     *view = Some(RunView {
                         head: base.head + n,
                         epoch: base.epoch,
@@ -709,6 +713,7 @@ impl Broker for RedisBroker {
                 "Messages from --ingest channels not appended.",
                 &stats.ingest_dropped,
             ),
+            super::capped_sample(stats.capped.load(Ordering::Relaxed)),
             super::Sample {
                 name: "runwire_redis_task_restarts_total",
                 help: "Background tasks of the Redis broker that ended or panicked and were restarted.",
