@@ -566,21 +566,13 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let redis = RedisServer::start();
     let ingest = |c: &mut RedisConfig| {
         c.ingest = vec!["workflow-run:*".into(), "execution:*:events".into()];
-        c.ingest_lease = Duration::from_millis(800);
     };
     // Two ingesting relays: each message must be appended once, not twice.
     let (a, _) = relay(&redis.url(), ingest).await;
     let (b, _) = relay(&redis.url(), ingest).await;
+    assert!(a.is_ingesting() && b.is_ingesting());
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
-    let leader = async {
-        while !a.is_ingest_leader() && !b.is_ingest_leader() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(5), leader)
-        .await
-        .expect("one relay leads ingest");
-    assert!(!(a.is_ingest_leader() && b.is_ingest_leader()));
+    assert!(!watcher.is_ingesting());
 
     let (conn, mut rx) = ConnHandle::new(1, 64);
     let mut sub42 = Follower::start(&*watcher, &hub, &conn, "42", None).await;
@@ -648,8 +640,21 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
         done["data"],
         json!({"status":"Success","result":{"rows":3}})
     );
-    // Appended once each, not once per ingesting relay.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Appended once each, not once per ingesting relay: each relay appended some and found the
+    // others already appended.
+    let counted = async {
+        loop {
+            let dups = a.stats().ingest_duplicates.load(Ordering::Relaxed)
+                + b.stats().ingest_duplicates.load(Ordering::Relaxed);
+            if dups == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(Duration::from_secs(5), counted)
+        .await
+        .expect("both relays handled every message");
     assert!(rx.try_recv().is_none(), "no duplicate appends");
     let snap = watcher.snapshot("42".into(), None).await.unwrap();
     assert_eq!(snap.head, 2);
@@ -657,30 +662,15 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let ingested =
         a.stats().ingested.load(Ordering::Relaxed) + b.stats().ingested.load(Ordering::Relaxed);
     assert_eq!(ingested, 3);
-    let (leader, follower) = if a.is_ingest_leader() {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
     let dropped = |r: &RedisBroker| r.stats().ingest_dropped.load(Ordering::Relaxed);
     assert_eq!(
-        dropped(leader),
-        1,
-        "the leader dropped the large message only"
+        (dropped(&a), dropped(&b)),
+        (1, 1),
+        "each dropped the large message only"
     );
-    assert_eq!(dropped(follower), 4, "the other relay appends nothing");
 
-    // The leader goes away: the other relay takes over within the lease.
-    let (survivor, gone) = if a.is_ingest_leader() { (b, a) } else { (a, b) };
-    drop(gone);
-    let takeover = async {
-        while !survivor.is_ingest_leader() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(5), takeover)
-        .await
-        .expect("the lease is taken over");
+    // One relay goes away: the other appends alone, with no gap.
+    drop(a);
     publish(
         "execution:ex-1:events",
         json!({"event":"node_completed","execution_id":"ex-1","node_key":"fetch","data":{"duration_ms":5},"timestamp":"2026-01-01T00:00:01Z"}),
@@ -693,18 +683,70 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     }
 }
 
+/// Two ingesting relays, one of which goes away in the middle of a stream of messages that has
+/// identical payloads in a row: every message becomes exactly one event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingesting_relay_going_away_mid_stream_loses_and_duplicates_nothing() {
+    const MESSAGES: u64 = 400;
+    let redis = RedisServer::start();
+    let ingest = |c: &mut RedisConfig| c.ingest = vec!["workflow-run:*".into()];
+    let (a, _) = relay(&redis.url(), ingest).await;
+    let (b, _) = relay(&redis.url(), ingest).await;
+    let (watcher, hub) = relay(&redis.url(), |_| {}).await;
+    let (conn, mut rx) = ConnHandle::new(1, 1024);
+    let mut sub = Follower::start(&*watcher, &hub, &conn, "77", None).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let publisher = tokio::spawn(async move {
+        let mut a = Some(a);
+        for i in 0..MESSAGES {
+            // Two identical payloads in a row: two messages, two events.
+            let payload = json!({"status": "Running", "pair": i / 2}).to_string();
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg("workflow-run:77")
+                .arg(payload)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert!(receivers >= 1);
+            if i == MESSAGES / 2 {
+                drop(a.take()); // mid-stream, mid-pair
+            }
+            if i % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    sub.until(&*watcher, &mut rx, MESSAGES).await;
+    publisher.await.unwrap();
+    let pairs: Vec<u64> = sub
+        .seen
+        .values()
+        .map(|f| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            v["data"]["pair"].as_u64().unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = (0..MESSAGES).map(|i| i / 2).collect();
+    assert_eq!(pairs, expected, "every message once, in order");
+    // Nothing more comes: no message was appended twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_none(), "no duplicate");
+    assert_eq!(
+        watcher.snapshot("77".into(), None).await.unwrap().head,
+        MESSAGES
+    );
+    assert!(
+        b.stats().ingest_duplicates.load(Ordering::Relaxed) > 0,
+        "both relays ingested"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
     let redis = RedisServer::start();
     let (relay, hub) = relay(&redis.url(), |c| c.ingest = vec!["w?*".into()]).await;
     assert!(relay.is_ingesting());
-    timeout(Duration::from_secs(5), async {
-        while !relay.is_ingest_leader() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the only relay leads ingest");
     let (conn, mut rx) = ConnHandle::new(1, 64);
     let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
     let client = redis::Client::open(redis.url()).unwrap();

@@ -45,9 +45,13 @@
 //! (`{prefix}:streams:<workspace>`, score = lease expiry by Redis' clock), renewed every third of
 //! `stream_lease` while held, so the slots of a relay that died lapse on their own.
 //!
-//! **Ingest.** See [`ingest`]. Every relay with `--ingest` pattern-subscribes; the one relay
-//! holding the ingest lease (`{prefix}:ingest-lease`) appends what it receives, so each message
-//! becomes one event however many relays run.
+//! **Ingest.** See [`ingest`]. Every relay with `--ingest` pattern-subscribes and appends every
+//! message it receives under an id every relay computes alike; `publish.lua` appends a message
+//! only once (ids in `{prefix}:{<run>}:ingested`), so each message becomes one event however many
+//! relays run, and none is lost while one of them is alive.
+//!
+//! **Supervision.** Every background task runs under [`supervise`]: one that ends or panics is
+//! logged, counted and restarted, and the broker reports itself degraded meanwhile.
 
 pub mod ingest;
 
@@ -101,8 +105,8 @@ pub struct RedisConfig {
     pub stream_lease: Duration,
     /// Pub/Sub channel patterns to ingest (`workflow-run:*`).
     pub ingest: Vec<String>,
-    /// Lease of the ingest leader; another relay takes over at most this long after it died.
-    pub ingest_lease: Duration,
+    /// How often an ingesting relay publishes a sync mark (see [`ingest`]).
+    pub ingest_mark_interval: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -132,7 +136,7 @@ impl RedisConfig {
             reconnect_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             stream_lease: Duration::from_secs(30),
             ingest: Vec::new(),
-            ingest_lease: Duration::from_secs(10),
+            ingest_mark_interval: Duration::from_secs(10),
         }
     }
 }
@@ -146,11 +150,18 @@ pub struct RedisStats {
     pub reconnects: AtomicU64,
     /// Ingested messages appended as events.
     pub ingested: AtomicU64,
-    /// Ingested messages not appended (not the leader, unparseable channel, refused publish).
+    /// Ingested messages not appended (before the first sync mark, too large, no valid run id,
+    /// refused publish).
     pub ingest_dropped: AtomicU64,
     /// Values folded into run states that were over their cap (see `RunState::fold`).
     pub capped: AtomicU64,
+    /// Ingested messages this relay did not append because another relay already had.
+    pub ingest_duplicates: AtomicU64,
 }
+
+/// How long an ingested message's id is remembered in Redis: another relay that receives the
+/// same message later than this after it was appended would append it again.
+const INGEST_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
 /// Names of the supervised tasks that ingest depends on.
 const INGEST_TASK: &str = "ingest";
@@ -186,7 +197,6 @@ struct Scripts {
     snapshot: Script,
     slot: Script,
     renew: Script,
-    lease: Script,
 }
 
 impl Default for Scripts {
@@ -196,7 +206,6 @@ impl Default for Scripts {
             snapshot: Script::new(include_str!("redis/snapshot.lua")),
             slot: Script::new(include_str!("redis/slot.lua")),
             renew: Script::new(include_str!("redis/renew.lua")),
-            lease: Script::new(include_str!("redis/lease.lua")),
         }
     }
 }
@@ -219,8 +228,9 @@ struct Shared {
     commands_up: AtomicBool,
     /// Stream slots held by this relay: slot id → workspace.
     slots: Mutex<HashMap<u64, Arc<str>>>,
-    /// Until when this relay surely holds the ingest lease.
-    ingest_until: Mutex<Option<Instant>>,
+    /// Whether this relay's Pub/Sub connection has seen a sync mark since it (re)connected, so
+    /// that the ids it gives ingested messages agree with every other ingesting relay's.
+    ingest_synced: AtomicBool,
     stats: RedisStats,
     /// The background tasks (Pub/Sub reader, ingest, health, renewals), restarted when they end.
     tasks: Arc<Tasks>,
@@ -275,7 +285,7 @@ impl RedisBroker {
             pubsub_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
             slots: Mutex::default(),
-            ingest_until: Mutex::new(None),
+            ingest_synced: AtomicBool::new(false),
             stats: RedisStats::default(),
             tasks: Arc::default(),
             config,
@@ -297,14 +307,6 @@ impl RedisBroker {
                 stop_rx.clone(),
                 backoff,
                 move || ingest::ingest_loop(s.clone(), rx.clone(), st.clone()),
-            );
-            let (s, st) = (shared.clone(), stop_rx.clone());
-            supervise(
-                "ingest lease",
-                tasks.clone(),
-                stop_rx.clone(),
-                backoff,
-                move || ingest::lease_loop(s.clone(), st.clone()),
             );
             Some(tx)
         };
@@ -329,8 +331,16 @@ impl RedisBroker {
         supervise("stream slot renewal", tasks, stop_rx, backoff, move || {
             slots::renew_loop(s.clone(), st.clone())
         });
-        // Wait for the first Pub/Sub connection so that the relay starts healthy.
-        let _ = tokio::time::timeout(timeout, ready_rx).await;
+        // Wait for the first Pub/Sub connection (and, to ingest, its first sync mark) so that the
+        // relay starts healthy.
+        let synced = async {
+            let _ = ready_rx.await;
+            while !shared.config.ingest.is_empty() && !shared.ingest_synced.load(Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, synced).await;
         Ok(Arc::new(Self {
             shared,
             _stop: stop,
@@ -342,18 +352,14 @@ impl RedisBroker {
         &self.shared.stats
     }
 
-    /// Whether this relay holds the ingest lease now.
-    pub fn is_ingest_leader(&self) -> bool {
-        self.shared.is_ingest_leader()
-    }
-
     /// Whether this relay turns `--ingest` messages into events now: its Pub/Sub connection is up
-    /// and neither the reader nor the ingest task is waiting to be restarted. False without
-    /// `--ingest`.
+    /// and has seen a sync mark, and neither the reader nor the ingest task is waiting to be
+    /// restarted. False without `--ingest`.
     pub fn is_ingesting(&self) -> bool {
         let shared = &self.shared;
         !shared.config.ingest.is_empty()
             && shared.pubsub_up.load(Ordering::Relaxed)
+            && shared.ingest_synced.load(Ordering::Relaxed)
             && !shared.tasks.is_down(INGEST_TASK)
             && !shared.tasks.is_down(PUBSUB_TASK)
     }
@@ -378,6 +384,15 @@ impl Shared {
         format!("{}:{{{run}}}:events", self.config.key_prefix)
     }
 
+    fn ingested_key(&self, run: &str) -> String {
+        format!("{}:{{{run}}}:ingested", self.config.key_prefix)
+    }
+
+    /// The channel ingesting relays publish their sync marks on (see [`ingest`]).
+    fn marks_channel(&self) -> String {
+        format!("{}:ingest-marks", self.config.key_prefix)
+    }
+
     fn channel(&self, run: &str) -> String {
         format!("{}:{{{run}}}:live", self.config.key_prefix)
     }
@@ -393,10 +408,6 @@ impl Shared {
     fn fresh_epoch(&self) -> Arc<str> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n:x}", self.relay_id).into()
-    }
-
-    fn is_ingest_leader(&self) -> bool {
-        lock(&self.ingest_until).is_some_and(|until| Instant::now() < until)
     }
 
     /// Runs a command with the command timeout, tracking whether Redis answers.
@@ -443,17 +454,29 @@ impl Shared {
         run: RunId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        self.append(run, events, Vec::new()).await
+    }
+
+    /// Appends `events`; with `ingested` (one id per event: the message it was ingested from),
+    /// those whose message another relay already appended are left out, atomically.
+    async fn append(
+        &self,
+        run: RunId,
+        mut events: Vec<NewEvent>,
+        mut ingested: Vec<String>,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        debug_assert!(ingested.is_empty() || ingested.len() == events.len());
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let view_lock = self.view_of(&run);
         let mut view = view_lock.lock().await;
-        let (meta, stream, channel) = (
+        let (meta, stream, channel, ingested_key) = (
             self.meta_key(&run),
             self.stream_key(&run),
             self.channel(&run),
+            self.ingested_key(&run),
         );
-        let n = events.len() as u64;
         let deadline = Instant::now() + PUBLISH_CONTENTION_BUDGET;
         for attempt in 1u64.. {
             let base = view.clone().unwrap_or_else(|| RunView {
@@ -483,6 +506,7 @@ impl Shared {
             invocation
                 .key(&meta)
                 .key(&stream)
+                .key(&ingested_key)
                 .arg(&channel)
                 .arg(base.head)
                 .arg(&*base.epoch)
@@ -490,7 +514,10 @@ impl Shared {
                 .arg(if terminal { "1" } else { "0" })
                 .arg(self.config.history_limit.max(1))
                 .arg(ttl_ms(self.config.run_idle_ttl))
-                .arg(ttl_ms(self.config.finished_retention));
+                .arg(ttl_ms(self.config.finished_retention))
+                .arg(ingested.len())
+                .arg(ttl_ms(INGEST_DEDUP_WINDOW))
+                .arg(&ingested);
             for ev in &out {
                 invocation.arg(ev.frame.as_str());
             }
@@ -507,7 +534,7 @@ impl Shared {
                 Some("ok") => {
                     self.stats.capped.fetch_add(capped, Ordering::Relaxed);
                     *view = Some(RunView {
-                        head: base.head + n,
+                        head: base.head + out.len() as u64,
                         epoch: base.epoch,
                         state: Arc::new(state),
                     });
@@ -521,6 +548,34 @@ impl Shared {
                     }
                     if attempt >= 4 {
                         tokio::time::sleep(jitter(attempt.min(20) * 50)).await;
+                    }
+                }
+                Some("dup") if reply.len() >= 5 => {
+                    *view = parse_view(&reply[1..])?;
+                    let dups: Vec<usize> = reply[4]
+                        .split(',')
+                        .filter_map(|i| i.parse::<usize>().ok())
+                        .collect();
+                    let before = events.len();
+                    let mut i = 0;
+                    events.retain(|_| {
+                        i += 1;
+                        !dups.contains(&i)
+                    });
+                    let mut i = 0;
+                    ingested.retain(|_| {
+                        i += 1;
+                        !dups.contains(&i)
+                    });
+                    let dropped = before - events.len();
+                    if dropped == 0 {
+                        return Err(unavailable(format!("unexpected reply {reply:?}")));
+                    }
+                    self.stats
+                        .ingest_duplicates
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                    if events.is_empty() {
+                        return Ok(Vec::new());
                     }
                 }
                 Some("finished") => {
@@ -707,6 +762,11 @@ impl Broker for RedisBroker {
                 "runwire_ingested_total",
                 "Messages from --ingest channels appended as events.",
                 &stats.ingested,
+            ),
+            counter(
+                "runwire_ingest_duplicates_total",
+                "Messages from --ingest channels another relay had already appended.",
+                &stats.ingest_duplicates,
             ),
             counter(
                 "runwire_ingest_dropped_total",
