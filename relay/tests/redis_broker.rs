@@ -828,6 +828,59 @@ async fn large_values_are_capped_in_the_stored_state_but_stored_whole_as_events(
     assert_eq!(capped(&a) + capped(&b), 48);
 }
 
+/// The state is stored every few events only; every reader (a snapshot, another relay's
+/// publish) folds the events after it and sees the state at head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_is_stored_every_few_events_and_read_at_head() {
+    let redis = RedisServer::start();
+    let (a, _) = relay(&redis.url(), |_| {}).await;
+    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut stored = async || -> (u64, u64) {
+        let (head, seq): (String, String) = redis::cmd("HMGET")
+            .arg("runwire:{few}:meta")
+            .arg("head")
+            .arg("state_seq")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        (head.parse().unwrap(), seq.parse().unwrap())
+    };
+    for i in 1..=10 {
+        a.publish("few".into(), vec![log(i)]).await.unwrap();
+    }
+    assert_eq!(
+        stored().await,
+        (10, 0),
+        "ten 1-event publishes wrote no state"
+    );
+    let snap = b.snapshot("few".into(), None).await.unwrap();
+    assert_eq!(
+        (snap.head, snap.state.seq, snap.state.log_count),
+        (10, 10, 10)
+    );
+    for i in 11..=70 {
+        a.publish("few".into(), vec![log(i)]).await.unwrap();
+    }
+    assert_eq!(stored().await, (70, 64));
+    // another relay's first publish learns the run from the stored state and the 6 after it
+    b.publish("few".into(), vec![log(71)]).await.unwrap();
+    let snap = a.snapshot("few".into(), Some(60)).await.unwrap();
+    assert_eq!(
+        (snap.head, snap.state.seq, snap.state.log_count),
+        (71, 71, 71)
+    );
+    match snap.replay {
+        Replay::Events(events) => assert_eq!(events.len(), 11),
+        other => panic!("{other:?}"),
+    }
+    // the terminal event always stores the state
+    let done = NewEvent::parse("run.completed", json!({})).unwrap();
+    a.publish("few".into(), vec![done]).await.unwrap();
+    assert_eq!(stored().await, (72, 72));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_subscribes_once_per_run_and_unwatch_releases_it() {
     let redis = RedisServer::start();

@@ -163,6 +163,13 @@ pub struct RedisStats {
 /// same message later than this after it was appended would append it again.
 const INGEST_DEDUP_WINDOW: Duration = Duration::from_secs(60);
 
+/// The state is stored in Redis at least every this many events (and every `history_limit`,
+/// when that is lower, so that the events after it are still in the stream)…
+const STATE_EVERY: u64 = 64;
+/// …and when the frames after it add up to more than this, so that a reader's catch-up stays
+/// small.
+const MAX_UNSTORED_BYTES: usize = 256 * 1024;
+
 /// Names of the supervised tasks that ingest depends on.
 const INGEST_TASK: &str = "ingest";
 const PUBSUB_TASK: &str = "redis pub/sub";
@@ -189,7 +196,12 @@ const MAX_CACHED_RUNS: usize = 10_000;
 struct RunView {
     head: u64,
     epoch: Arc<str>,
+    /// The state at `head`.
     state: Arc<RunState>,
+    /// The seq of the state stored in Redis (at most `head`).
+    stored_seq: u64,
+    /// Bytes of the frames after `stored_seq`, which readers fold onto the stored state.
+    unstored_bytes: usize,
 }
 
 struct Scripts {
@@ -479,13 +491,17 @@ impl Shared {
         );
         let deadline = Instant::now() + PUBLISH_CONTENTION_BUDGET;
         for attempt in 1u64.. {
-            let base = view.clone().unwrap_or_else(|| RunView {
+            // Taken, not cloned: the state is then this publish's to fold without a copy. Every
+            // way out of this loop puts a view back, or leaves none to learn the run afresh.
+            let base = view.take().unwrap_or_else(|| RunView {
                 head: 0,
                 epoch: self.fresh_epoch(),
                 state: Arc::default(),
+                stored_seq: 0,
+                unstored_bytes: 0,
             });
             let ts = now_ts();
-            let mut state = (*base.state).clone();
+            let mut state = Arc::unwrap_or_clone(base.state);
             let mut out = Vec::with_capacity(events.len());
             let mut capped = 0;
             for (i, new) in (1..).zip(&events) {
@@ -501,7 +517,20 @@ impl Shared {
             }
             // The fold fixes a run's status at its first terminal event, wherever it is in the batch.
             let terminal = state.status.is_terminal();
-            let state_json = serde_json::to_string(&state).map_err(unavailable)?;
+            let head = base.head + out.len() as u64;
+            let unstored_bytes =
+                base.unstored_bytes + out.iter().map(|e| e.frame.len()).sum::<usize>();
+            // Store the state every few events, so that a publish does not cost a state's size;
+            // readers fold the events after it (always still in the stream: fewer than
+            // `history_limit`, and few bytes).
+            let store = terminal
+                || head - base.stored_seq >= STATE_EVERY.min(self.config.history_limit as u64)
+                || unstored_bytes > MAX_UNSTORED_BYTES;
+            let state_json = if store {
+                serde_json::to_string(&state).map_err(unavailable)?
+            } else {
+                String::new()
+            };
             let mut invocation = self.scripts.publish.prepare_invoke();
             invocation
                 .key(&meta)
@@ -534,15 +563,17 @@ impl Shared {
                 Some("ok") => {
                     self.stats.capped.fetch_add(capped, Ordering::Relaxed);
                     *view = Some(RunView {
-                        head: base.head + out.len() as u64,
+                        head,
                         epoch: base.epoch,
                         state: Arc::new(state),
+                        stored_seq: if store { head } else { base.stored_seq },
+                        unstored_bytes: if store { 0 } else { unstored_bytes },
                     });
                     return Ok(out.into_iter().map(Arc::new).collect());
                 }
                 Some("conflict") => {
                     self.stats.publish_conflicts.fetch_add(1, Ordering::Relaxed);
-                    *view = parse_view(&reply[1..])?;
+                    *view = parse_view(reply.get(2..).unwrap_or_default())?;
                     if Instant::now() >= deadline {
                         break;
                     }
@@ -550,9 +581,9 @@ impl Shared {
                         tokio::time::sleep(jitter(attempt.min(20) * 50)).await;
                     }
                 }
-                Some("dup") if reply.len() >= 5 => {
-                    *view = parse_view(&reply[1..])?;
-                    let dups: Vec<usize> = reply[4]
+                Some("dup") if reply.len() >= 6 => {
+                    *view = parse_view(&reply[2..])?;
+                    let dups: Vec<usize> = reply[1]
                         .split(',')
                         .filter_map(|i| i.parse::<usize>().ok())
                         .collect();
@@ -579,7 +610,7 @@ impl Shared {
                     }
                 }
                 Some("finished") => {
-                    *view = parse_view(&reply[1..])?;
+                    *view = parse_view(reply.get(2..).unwrap_or_default())?;
                     return Err(BrokerError::RunFinished(run));
                 }
                 _ => {
@@ -606,16 +637,22 @@ impl Shared {
             Ok(reply) => reply,
             Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
         };
-        if reply.len() < 4 {
-            return Err(unavailable(format!("unexpected reply {reply:?}")));
-        }
-        let view = parse_view(&reply[..3])?.ok_or_else(|| unavailable("snapshot without epoch"))?;
-        let replay = match reply[3].as_str() {
+        // [head, epoch, state, stored_seq, t, tail frame × t, replay, frame…]
+        let tail = reply
+            .get(4)
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|t| reply.len() > 5 + t)
+            .ok_or_else(|| unavailable(format!("unexpected reply {reply:?}")))?;
+        let mut fields = reply[..4].to_vec();
+        fields.extend_from_slice(&reply[5..5 + tail]);
+        let view = parse_view(&fields)?.ok_or_else(|| unavailable("snapshot without epoch"))?;
+        let replay = match reply[5 + tail].as_str() {
             "none" => Replay::NotAsked,
             "gap" => Replay::Gap,
             _ => {
-                let mut events = Vec::with_capacity(reply.len() - 4);
-                for frame in &reply[4..] {
+                let frames = &reply[6 + tail..];
+                let mut events = Vec::with_capacity(frames.len());
+                for frame in frames {
                     let ev = Event::from_frame(view.epoch.clone(), frame.clone())
                         .map_err(|e| unavailable(format!("stored frame: {e}")))?;
                     events.push(Arc::new(ev));
@@ -636,26 +673,52 @@ fn ttl_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// `[head, epoch, state]` of a script reply; `None` when the run has no epoch.
+/// `[head, epoch, state, stored_seq, frame…]` of a script reply: the run's view, with the frames
+/// after the stored state folded onto it; `None` when the run has no epoch.
 fn parse_view(fields: &[String]) -> Result<Option<RunView>, BrokerError> {
-    let [head, epoch, state, ..] = fields else {
+    let [head, epoch, state, stored_seq, tail @ ..] = fields else {
         return Err(unavailable(format!("unexpected reply {fields:?}")));
     };
     if epoch.is_empty() {
         return Ok(None);
     }
-    let head: u64 = head
-        .parse()
-        .map_err(|_| unavailable(format!("bad head {head:?}")))?;
-    let state: RunState = if state.is_empty() {
+    let number = |n: &String| {
+        n.parse::<u64>()
+            .map_err(|_| unavailable(format!("bad seq {n:?}")))
+    };
+    let (head, stored_seq) = (number(head)?, number(stored_seq)?);
+    let mut state: RunState = if state.is_empty() {
         RunState::default()
     } else {
         serde_json::from_str(state).map_err(|e| unavailable(format!("stored state: {e}")))?
     };
+    for frame in tail {
+        let env: runwire_protocol::Envelope =
+            serde_json::from_str(frame).map_err(|e| unavailable(format!("stored frame: {e}")))?;
+        match runwire_protocol::RunEvent::parse(&env.event, &env.data) {
+            Ok(typed) => {
+                state.apply(env.seq, &env.ts, &typed);
+            }
+            // Validated when published; should it not parse now, it still takes its seq.
+            Err(_) => state.seq = state.seq.max(env.seq),
+        }
+    }
+    if state.seq < head {
+        // Only when relays trim the stream shorter than others store the state (different
+        // `--history-limit`s): the state misses the effects of the trimmed events.
+        tracing::warn!(
+            head,
+            stored_seq,
+            "the events after a run's stored state were trimmed; its state may be stale"
+        );
+        state.seq = head;
+    }
     Ok(Some(RunView {
         head,
         epoch: epoch.as_str().into(),
         state: Arc::new(state),
+        stored_seq,
+        unstored_bytes: tail.iter().map(String::len).sum(),
     }))
 }
 
