@@ -3,7 +3,9 @@
 //!
 //! Per run, all under one hash tag so that a run lives in one cluster slot:
 //! - `{prefix}:{<run>}:meta`, a hash: `head` (last seq), `epoch`, `state` (the [`RunState`] JSON
-//!   at `head`), `done` ("1" after the terminal event);
+//!   at `state_seq`, which is at most `STATE_EVERY` events behind `head`), `done` ("1" after the
+//!   terminal event);
+//! - `{prefix}:{<run>}:ingested`, a sorted set: ids of the ingested messages appended lately;
 //! - `{prefix}:{<run>}:events`, a stream: entry `<seq>-0` holds the encoded `event` frame, trimmed
 //!   to `history_limit` entries;
 //! - `{prefix}:{<run>}:live`, the Pub/Sub channel a publish is fanned out on:
@@ -18,9 +20,12 @@
 //! Rust and in Lua), and the script refuses a batch computed for a stale head, answering the
 //! current head, epoch and state so that the relay recomputes and tries again. Stored states
 //! are therefore always `fold(state at head H, events H+1…)` whichever relay wrote them, even with
-//! publishers racing on different relays. Each relay keeps its last view of a run, so a run
-//! published through one relay costs one round trip per publish (a batch is one script call);
-//! publishes of one run through one relay are serialized to keep that view valid.
+//! publishers racing on different relays. The state is stored only every few events (and with
+//! the terminal one), so a publish costs nothing in proportion to it; readers get the stored
+//! state with the frames after it and fold them (`parse_view`). Each relay keeps its last view
+//! of a run, so a run published through one relay costs one round trip per publish (a batch is
+//! one script call); publishes of one run through one relay are serialized to keep that view
+//! valid.
 //!
 //! **Epochs.** A run that has no meta hash (new, expired, or lost with the server's data) gets a
 //! fresh epoch when it is first written. Its seqs start again at 1 under the new epoch, which

@@ -17,7 +17,7 @@
 //!   becomes a `custom` event whose data is the payload's JSON (non-JSON text: a JSON string).
 //!
 //! Every relay started with `--ingest` pattern-subscribes and appends every message it receives
-//! (`ingest_loop`); messages carry an id every relay computes alike ([`IngestSync`]), and the
+//! (`ingest_loop`); messages carry an id every relay computes alike (`IngestSync`), and the
 //! publish script appends a message only once, so each message becomes one event however many
 //! relays run, and none is lost while at least one of them is alive.
 
