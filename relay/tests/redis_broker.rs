@@ -683,6 +683,48 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     }
 }
 
+/// On a cluster: workers publish on any node, two relays ingest, each message is one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_a_cluster_appends_each_message_once() {
+    let cluster = RedisCluster::start();
+    let ingest = |c: &mut RedisConfig| c.ingest = vec!["workflow-run:*".into()];
+    let (a, _) = relay(&cluster.url(), ingest).await;
+    let (b, _) = relay(&cluster.url(), ingest).await;
+    assert!(a.is_ingesting() && b.is_ingesting());
+    let (watcher, hub) = relay(&cluster.url(), |_| {}).await;
+    let (conn, mut rx) = ConnHandle::new(1, 256);
+    let runs = ["c1", "c2", "c3"];
+    let mut subs = Vec::new();
+    for run in runs {
+        subs.push(Follower::start(&*watcher, &hub, &conn, run, None).await);
+    }
+    for i in 0..30 {
+        let node = &cluster.nodes[i % 3];
+        let payload = json!({"status": "Running", "pair": i / 2}).to_string();
+        let run = runs[i % 3];
+        let reply = node
+            .command(&format!(
+                "PUBLISH workflow-run:{run} {}",
+                serde_json::to_string(&payload).unwrap()
+            ))
+            .unwrap();
+        assert!(reply.starts_with(':'), "{reply}");
+    }
+    let mut events = 0;
+    while events < 30 {
+        if let Outbound::Event(e) = next(&mut rx).await {
+            let sub = subs.iter_mut().find(|s| s.run == e.run).unwrap();
+            sub.take(e.seq, e.frame.as_str());
+            events += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_none(), "no duplicate");
+    for run in runs {
+        assert_eq!(watcher.snapshot(run.into(), None).await.unwrap().head, 10);
+    }
+}
+
 /// Two ingesting relays, one of which goes away in the middle of a stream of messages that has
 /// identical payloads in a row: every message becomes exactly one event, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
