@@ -793,15 +793,22 @@ async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
     let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
-    // `?` matches the first byte of `é`: the run id would start inside the character.
-    for channel in ["wé7", "w\u{1F600}7", "wx7"] {
+    // `?` matches the first byte of `é`: the run id would start inside the character; and a
+    // channel name that is not UTF-8 at all.
+    let channels: [&[u8]; 4] = [
+        "wé7".as_bytes(),
+        "w\u{1F600}7".as_bytes(),
+        b"w\xff\xfe7",
+        b"wx7",
+    ];
+    for channel in channels {
         let receivers: i64 = redis::cmd("PUBLISH")
             .arg(channel)
             .arg(r#"{"status":"Running"}"#)
             .query_async(&mut raw)
             .await
             .unwrap();
-        assert_eq!(receivers, 1, "{channel}");
+        assert_eq!(receivers, 1, "{channel:?}");
     }
     // Only the last one names a run; it still gets appended.
     match next(&mut rx).await {

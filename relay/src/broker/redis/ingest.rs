@@ -437,6 +437,40 @@ mod tests {
         assert!(sync.counts.is_empty());
     }
 
+    /// Random patterns, channel names and payloads (any bytes, any characters): nothing panics.
+    #[test]
+    fn random_channels_and_payloads_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces = [
+            "*", "?", "a", ":", "-", "{", "}", "é", "€", "😀", "\u{0}", "\n", "\"", "[", "\\",
+        ];
+        for _ in 0..20_000 {
+            let word = |next: &mut dyn FnMut() -> u64, max: u64| -> String {
+                (0..next() % max)
+                    .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                    .collect()
+            };
+            let (pattern, channel) = (word(&mut next, 6), word(&mut next, 12));
+            if let Some(run) = run_from_channel(&pattern, &channel) {
+                assert!(channel.contains(run));
+            }
+            let _ = check_pattern(&pattern);
+            let payload: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
+            let ev = map_payload(&payload);
+            assert!(!ev.name().is_empty());
+            let text = word(&mut next, 40);
+            let _ = map_payload(text.as_bytes());
+            let _ = map_payload(format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes());
+            let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes());
+        }
+    }
+
     fn mapped(payload: &Value) -> (String, Value) {
         let ev = map_payload(payload.to_string().as_bytes());
         (ev.name().to_owned(), ev.data)
