@@ -17,6 +17,50 @@ use crate::event::{LogLevel, RunEvent};
 /// snapshot a publisher can make the relay hold and send to every late joiner.
 pub const MAX_NODES: usize = 2048;
 
+/// Longest text a [`RunState`] keeps at the run level (`workflow`, `current_node`, `error`,
+/// `failed_node`, `cancel_reason`), in bytes. Longer text is cut at a character boundary and ends
+/// with [`TRUNCATED_TEXT`], the whole within this many bytes.
+pub const MAX_TEXT: usize = 1024;
+
+/// Largest `result` a [`RunState`] keeps, as compact JSON bytes. A larger one is replaced by
+/// [`truncated_marker`].
+pub const MAX_RESULT: usize = 64 * 1024;
+
+/// Largest `error` or `output_summary` a node keeps: the node that appeared `n`-th (1-based) keeps
+/// at most `min(MAX_NODE_VALUE, NODE_VALUES_BUDGET / n)` bytes of each (text cut like
+/// [`MAX_TEXT`], JSON replaced by [`truncated_marker`]). The first nodes keep 4 KiB each, the
+/// 100th 327 bytes; the sum over [`MAX_NODES`] nodes stays bounded (a harmonic series).
+pub const MAX_NODE_VALUE: usize = 4 * 1024;
+
+/// See [`MAX_NODE_VALUE`].
+pub const NODE_VALUES_BUDGET: usize = 32 * 1024;
+
+/// The most a [`RunState`] serializes to (compact JSON), whatever its events: what the caps on
+/// every kept value and on the nodes add up to, with [`MAX_NODES`] nodes of 256-byte keys.
+pub const MAX_STATE_BYTES: usize = 1536 * 1024;
+
+/// What a cut text ends with.
+pub const TRUNCATED_TEXT: &str = "…";
+
+/// Key of the object that stands for a JSON value too large to keep: `{"$truncated":true}`.
+pub const TRUNCATED_KEY: &str = "$truncated";
+
+/// The value kept instead of a `result` or `output_summary` that is over its cap.
+pub fn truncated_marker() -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(TRUNCATED_KEY.to_owned(), Value::Bool(true));
+    Value::Object(m)
+}
+
+/// What [`RunState::fold`] did with an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Folded {
+    /// Whether the event was applied (false: its seq was already folded).
+    pub applied: bool,
+    /// How many of its values were over their cap and kept cut or as a marker.
+    pub capped: u32,
+}
+
 /// Where a run is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +187,19 @@ impl RunState {
     /// Once the run has ended its status is fixed: a late `node.*` event still updates its node,
     /// but cannot make the run `running` again.
     pub fn apply(&mut self, seq: u64, ts: &str, event: &RunEvent) -> bool {
+        self.fold(seq, ts, event).applied
+    }
+
+    /// [`RunState::apply`], also saying how many values were capped. Values are kept within the
+    /// caps of [`MAX_TEXT`], [`MAX_RESULT`] and [`MAX_NODE_VALUE`], so that a state never grows
+    /// past [`MAX_STATE_BYTES`]; the event itself is not changed.
+    pub fn fold(&mut self, seq: u64, ts: &str, event: &RunEvent) -> Folded {
+        let mut capped = 0;
+        let applied = self.fold_capped(seq, ts, event, &mut capped);
+        Folded { applied, capped }
+    }
+
+    fn fold_capped(&mut self, seq: u64, ts: &str, event: &RunEvent, capped: &mut u32) -> bool {
         if seq <= self.seq {
             return false;
         }
@@ -157,8 +214,8 @@ impl RunState {
                     self.status = RunStatus::Running;
                 }
                 self.started_at = Some(ts.to_owned());
-                if e.workflow.is_some() {
-                    self.workflow.clone_from(&e.workflow);
+                if let Some(w) = &e.workflow {
+                    self.workflow = Some(cap_text(w, MAX_TEXT, capped));
                 }
                 if e.node_count.is_some() {
                     self.node_count = e.node_count;
@@ -167,8 +224,8 @@ impl RunState {
             RunEvent::RunProgress(e) => {
                 self.mark_running();
                 self.progress = e.progress;
-                if e.current_node.is_some() {
-                    self.current_node.clone_from(&e.current_node);
+                if let Some(n) = &e.current_node {
+                    self.current_node = Some(cap_text(n, MAX_TEXT, capped));
                 }
             }
             RunEvent::RunCompleted(e) => {
@@ -179,30 +236,30 @@ impl RunState {
                 if e.node_count.is_some() {
                     self.node_count = e.node_count;
                 }
-                self.result.clone_from(&e.result);
+                self.result = e.result.as_ref().map(|r| cap_value(r, MAX_RESULT, capped));
             }
             RunEvent::RunFailed(e) => {
                 self.end(RunStatus::Failed, ts);
-                self.error = Some(e.error.clone());
-                self.failed_node.clone_from(&e.node_key);
+                self.error = Some(cap_text(&e.error, MAX_TEXT, capped));
+                self.failed_node = e.node_key.as_ref().map(|k| cap_text(k, MAX_TEXT, capped));
             }
             RunEvent::RunCancelled(e) => {
                 self.end(RunStatus::Cancelled, ts);
-                self.cancel_reason.clone_from(&e.reason);
+                self.cancel_reason = e.reason.as_ref().map(|r| cap_text(r, MAX_TEXT, capped));
             }
             RunEvent::NodeStarted(e) => {
                 self.mark_running();
                 if !ended {
-                    self.current_node = Some(e.node_key.clone());
+                    self.current_node = Some(cap_text(&e.node_key, MAX_TEXT, capped));
                 }
-                if let Some(node) = self.node_mut(&e.node_key) {
+                if let Some((_, node)) = self.node_mut(&e.node_key) {
                     node.status = NodeStatus::Running;
                     node.started_at = Some(ts.to_owned());
                 }
             }
             RunEvent::NodeProgress(e) => {
                 self.mark_running();
-                if let Some(node) = self.node_mut(&e.node_key) {
+                if let Some((_, node)) = self.node_mut(&e.node_key) {
                     if node.status == NodeStatus::Pending {
                         node.status = NodeStatus::Running;
                     }
@@ -211,20 +268,21 @@ impl RunState {
             }
             RunEvent::NodeCompleted(e) => {
                 self.mark_running();
-                if let Some(node) = self.node_mut(&e.node_key) {
+                if let Some((cap, node)) = self.node_mut(&e.node_key) {
                     node.status = NodeStatus::Completed;
                     node.progress = Some(100.0);
                     node.finished_at = Some(ts.to_owned());
                     node.duration_ms = e.duration_ms;
-                    node.output_summary.clone_from(&e.output_summary);
+                    node.output_summary =
+                        e.output_summary.as_ref().map(|v| cap_value(v, cap, capped));
                 }
             }
             RunEvent::NodeFailed(e) => {
                 self.mark_running();
-                if let Some(node) = self.node_mut(&e.node_key) {
+                if let Some((cap, node)) = self.node_mut(&e.node_key) {
                     node.status = NodeStatus::Failed;
                     node.finished_at = Some(ts.to_owned());
-                    node.error = Some(e.error.clone());
+                    node.error = Some(cap_text(&e.error, cap, capped));
                 }
             }
             RunEvent::Log(e) => {
@@ -258,21 +316,98 @@ impl RunState {
         }
     }
 
-    fn node_mut(&mut self, key: &str) -> Option<&mut NodeState> {
+    /// The node with `key`, added when new, with the cap of its values (see [`MAX_NODE_VALUE`]).
+    fn node_mut(&mut self, key: &str) -> Option<(usize, &mut NodeState)> {
         // Most events concern a recently started node: search from the end.
-        if let Some(i) = self.nodes.iter().rposition(|n| n.key == key) {
-            return Some(&mut self.nodes[i]);
-        }
-        if self.nodes.len() >= MAX_NODES {
-            self.nodes_truncated = true;
-            return None;
-        }
-        self.nodes.push(NodeState {
-            key: key.to_owned(),
-            ..NodeState::default()
-        });
-        self.nodes.last_mut()
+        let i = match self.nodes.iter().rposition(|n| n.key == key) {
+            Some(i) => i,
+            None if self.nodes.len() >= MAX_NODES => {
+                self.nodes_truncated = true;
+                return None;
+            }
+            None => {
+                self.nodes.push(NodeState {
+                    key: key.to_owned(),
+                    ..NodeState::default()
+                });
+                self.nodes.len() - 1
+            }
+        };
+        let cap = MAX_NODE_VALUE.min(NODE_VALUES_BUDGET / (i + 1));
+        Some((cap, &mut self.nodes[i]))
     }
+}
+
+/// `text`, or when it is longer than `cap` bytes its longest head that fits with
+/// [`TRUNCATED_TEXT`] after it.
+fn cap_text(text: &str, cap: usize, capped: &mut u32) -> String {
+    if text.len() <= cap {
+        return text.to_owned();
+    }
+    *capped += 1;
+    let mut end = cap.saturating_sub(TRUNCATED_TEXT.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = String::with_capacity(end + TRUNCATED_TEXT.len());
+    out.push_str(&text[..end]);
+    out.push_str(TRUNCATED_TEXT);
+    out
+}
+
+/// `value`, or [`truncated_marker`] when its compact JSON is longer than `cap` bytes.
+fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
+    if json_len(value, cap).is_some() {
+        value.clone()
+    } else {
+        *capped += 1;
+        truncated_marker()
+    }
+}
+
+/// The length of `value`'s compact JSON (as `serde_json` writes it), or `None` as soon as it is
+/// known to exceed `limit`: a large value is not walked, nor serialized, to the end.
+pub fn json_len(value: &Value, limit: usize) -> Option<usize> {
+    fn walk(v: &Value, budget: &mut usize) -> Option<()> {
+        let mut take = |n: usize| -> Option<()> {
+            *budget = budget.checked_sub(n)?;
+            Some(())
+        };
+        match v {
+            Value::Null => take(4),
+            Value::Bool(b) => take(if *b { 4 } else { 5 }),
+            Value::Number(n) => take(alloc::format!("{n}").len()),
+            Value::String(s) => take(string_len(s)),
+            Value::Array(items) => {
+                take(2 + items.len().saturating_sub(1))?;
+                items.iter().try_for_each(|i| walk(i, budget))
+            }
+            Value::Object(map) => {
+                take(2 + map.len().saturating_sub(1))?;
+                for (k, v) in map {
+                    // `"key":`
+                    budget.checked_sub(string_len(k) + 1).map(|b| *budget = b)?;
+                    walk(v, budget)?;
+                }
+                Some(())
+            }
+        }
+    }
+    let mut budget = limit;
+    walk(value, &mut budget)?;
+    Some(limit - budget)
+}
+
+/// A JSON string's length with its quotes and escapes.
+fn string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | 0x0c | b'\n' | b'\r' | b'\t' => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -368,6 +503,253 @@ mod tests {
         }
         assert_eq!(s.nodes.len(), MAX_NODES);
         assert!(s.nodes_truncated);
+    }
+
+    #[test]
+    fn measures_json_as_serde_json_writes_it() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-17),
+            json!(u64::MAX),
+            json!(1.5),
+            json!(1e300),
+            json!(-0.000001),
+            json!(""),
+            json!("plain"),
+            json!("quote \" backslash \\ newline \n tab \t bell \u{7} del \u{7f} é 😀"),
+            json!([]),
+            json!({}),
+            json!([1, "a", null, [], {}]),
+            json!({"a": 1, "b\"c": [true, {"d": "e\u{1}"}], "": ""}),
+        ];
+        for v in values {
+            let text = serde_json::to_string(&v).unwrap();
+            assert_eq!(json_len(&v, usize::MAX), Some(text.len()), "{text}");
+            assert_eq!(json_len(&v, text.len()), Some(text.len()), "{text}");
+            assert_eq!(json_len(&v, text.len() - 1), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn caps_kept_values_and_counts_them() {
+        let big = "x".repeat(1 << 20);
+        let mut s = RunState::default();
+        let f = s.fold(
+            1,
+            "t",
+            &ev("run.started", json!({"workflow": "é".repeat(600)})),
+        );
+        assert_eq!(
+            f,
+            Folded {
+                applied: true,
+                capped: 1
+            }
+        );
+        let w = s.workflow.as_deref().unwrap();
+        assert!(
+            w.len() <= MAX_TEXT && w.ends_with(TRUNCATED_TEXT),
+            "{}",
+            w.len()
+        );
+        assert!(w.starts_with("éé"));
+        let f = s.fold(
+            2,
+            "t",
+            &ev(
+                "node.completed",
+                json!({"node_key":"a","output_summary":{"blob": big}}),
+            ),
+        );
+        assert_eq!(f.capped, 1);
+        assert_eq!(
+            s.node("a").unwrap().output_summary,
+            Some(truncated_marker())
+        );
+        // within its cap: kept as it is
+        let small = json!({"rows": 3, "note": "x".repeat(MAX_NODE_VALUE - 40)});
+        let f = s.fold(
+            3,
+            "t",
+            &ev(
+                "node.completed",
+                json!({"node_key":"a","output_summary": small}),
+            ),
+        );
+        assert_eq!(f.capped, 0);
+        assert_eq!(s.node("a").unwrap().output_summary, Some(small));
+        let f = s.fold(
+            4,
+            "t",
+            &ev("node.failed", json!({"node_key":"b","error": big})),
+        );
+        assert_eq!(f.capped, 1);
+        let e = s.node("b").unwrap().error.as_deref().unwrap();
+        assert!(e.len() <= MAX_NODE_VALUE.min(NODE_VALUES_BUDGET / 2));
+        assert!(e.ends_with(TRUNCATED_TEXT));
+        let f = s.fold(
+            5,
+            "t",
+            &ev("run.completed", json!({"result": {"all": big}})),
+        );
+        assert_eq!(f.capped, 1);
+        assert_eq!(s.result, Some(truncated_marker()));
+        assert_eq!(
+            serde_json::to_string(&s.result).unwrap(),
+            r#"{"$truncated":true}"#
+        );
+        // a replay is not applied, so nothing is capped either
+        let f = s.fold(
+            5,
+            "t",
+            &ev("run.completed", json!({"result": {"all": big}})),
+        );
+        assert_eq!(
+            f,
+            Folded {
+                applied: false,
+                capped: 0
+            }
+        );
+        assert!(serde_json::to_string(&s).unwrap().len() < 16 * 1024);
+    }
+
+    #[test]
+    fn later_nodes_keep_smaller_values() {
+        let mut s = RunState::default();
+        let caps: Vec<usize> = (1..=200u64)
+            .map(|i| {
+                let key = format!("n{i}");
+                s.apply(
+                    i,
+                    "t",
+                    &ev(
+                        "node.failed",
+                        json!({"node_key": key, "error": "e".repeat(5000)}),
+                    ),
+                );
+                s.node(&key).unwrap().error.as_ref().unwrap().len()
+            })
+            .collect();
+        assert_eq!(&caps[..8], &[MAX_NODE_VALUE; 8]);
+        assert_eq!(caps[99], NODE_VALUES_BUDGET / 100);
+        assert!(caps.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    /// The largest state any events can make: every node there may be, with the longest keys,
+    /// every value just within its cap, and every run-level field set.
+    #[test]
+    fn no_events_make_a_state_larger_than_the_total_cap() {
+        let ts = "2026-11-22T03:00:01.200Z";
+        let mut s = RunState::default();
+        let mut seq = 0;
+        let mut next = || {
+            seq += 1;
+            seq
+        };
+        for i in 0..MAX_NODES {
+            let cap = MAX_NODE_VALUE.min(NODE_VALUES_BUDGET / (i + 1));
+            let key = format!("{i:0>256}");
+            let summary = "s".repeat(cap - 2); // a JSON string: its quotes fill the cap
+            s.apply(
+                next(),
+                ts,
+                &ev(
+                    "node.completed",
+                    json!({"node_key": key,
+                "duration_ms": u64::MAX, "output_summary": summary}),
+                ),
+            );
+            s.apply(
+                next(),
+                ts,
+                &ev(
+                    "node.failed",
+                    json!({"node_key": key, "error": "e".repeat(cap)}),
+                ),
+            );
+            let n = s.nodes.last().unwrap();
+            assert_eq!(
+                (n.error.as_ref().unwrap().len(), n.output_summary.is_some()),
+                (cap, true)
+            );
+        }
+        let text = "t".repeat(MAX_TEXT);
+        s.apply(
+            next(),
+            ts,
+            &ev(
+                "run.started",
+                json!({"workflow": text, "node_count": u32::MAX}),
+            ),
+        );
+        s.apply(
+            next(),
+            ts,
+            &ev(
+                "run.progress",
+                json!({"progress": 99.99999, "current_node": text}),
+            ),
+        );
+        s.apply(
+            next(),
+            ts,
+            &ev(
+                "run.failed",
+                json!({"error": text, "node_key": "k".repeat(256)}),
+            ),
+        );
+        s.apply(next(), ts, &ev("run.cancelled", json!({"reason": text})));
+        let result = "r".repeat(MAX_RESULT - 2);
+        s.apply(
+            next(),
+            ts,
+            &ev(
+                "run.completed",
+                json!({"result": result,
+            "total_duration_ms": u64::MAX}),
+            ),
+        );
+        for _ in 0..3 {
+            s.apply(
+                next(),
+                ts,
+                &ev("log", json!({"level":"error","message":"m"})),
+            );
+        }
+        s.apply(
+            next(),
+            ts,
+            &ev("node.started", json!({"node_key": "one too many"})),
+        );
+        assert!(s.nodes_truncated);
+        assert!(s.result.is_some() && s.cancel_reason.is_some() && s.current_node.is_none());
+        let size = serde_json::to_string(&s).unwrap().len();
+        assert!(size <= MAX_STATE_BYTES, "{size} > {MAX_STATE_BYTES}");
+        assert!(
+            size > MAX_STATE_BYTES * 3 / 4,
+            "the bound is tight enough to mean something: {size}"
+        );
+    }
+
+    #[test]
+    fn many_large_publishes_leave_a_small_state() {
+        let big = "x".repeat(1 << 20);
+        let mut s = RunState::default();
+        for i in 0..48u64 {
+            let name = ["node.completed", "node.failed", "run.progress"][i as usize % 3];
+            let data = match name {
+                "node.completed" => json!({"node_key": format!("n{i}"), "output_summary": big}),
+                "node.failed" => json!({"node_key": format!("n{i}"), "error": big}),
+                _ => json!({"progress": 1, "current_node": big}),
+            };
+            assert_eq!(s.fold(i + 1, "t", &ev(name, data)).capped, 1);
+        }
+        let size = serde_json::to_string(&s).unwrap().len();
+        assert!(size < 64 * 1024, "{size}");
     }
 
     #[test]

@@ -566,21 +566,13 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let redis = RedisServer::start();
     let ingest = |c: &mut RedisConfig| {
         c.ingest = vec!["workflow-run:*".into(), "execution:*:events".into()];
-        c.ingest_lease = Duration::from_millis(800);
     };
     // Two ingesting relays: each message must be appended once, not twice.
     let (a, _) = relay(&redis.url(), ingest).await;
     let (b, _) = relay(&redis.url(), ingest).await;
+    assert!(a.is_ingesting() && b.is_ingesting());
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
-    let leader = async {
-        while !a.is_ingest_leader() && !b.is_ingest_leader() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(5), leader)
-        .await
-        .expect("one relay leads ingest");
-    assert!(!(a.is_ingest_leader() && b.is_ingest_leader()));
+    assert!(!watcher.is_ingesting());
 
     let (conn, mut rx) = ConnHandle::new(1, 64);
     let mut sub42 = Follower::start(&*watcher, &hub, &conn, "42", None).await;
@@ -648,8 +640,21 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
         done["data"],
         json!({"status":"Success","result":{"rows":3}})
     );
-    // Appended once each, not once per ingesting relay.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Appended once each, not once per ingesting relay: each relay appended some and found the
+    // others already appended.
+    let counted = async {
+        loop {
+            let dups = a.stats().ingest_duplicates.load(Ordering::Relaxed)
+                + b.stats().ingest_duplicates.load(Ordering::Relaxed);
+            if dups == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(Duration::from_secs(5), counted)
+        .await
+        .expect("both relays handled every message");
     assert!(rx.try_recv().is_none(), "no duplicate appends");
     let snap = watcher.snapshot("42".into(), None).await.unwrap();
     assert_eq!(snap.head, 2);
@@ -657,30 +662,15 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let ingested =
         a.stats().ingested.load(Ordering::Relaxed) + b.stats().ingested.load(Ordering::Relaxed);
     assert_eq!(ingested, 3);
-    let (leader, follower) = if a.is_ingest_leader() {
-        (&a, &b)
-    } else {
-        (&b, &a)
-    };
     let dropped = |r: &RedisBroker| r.stats().ingest_dropped.load(Ordering::Relaxed);
     assert_eq!(
-        dropped(leader),
-        1,
-        "the leader dropped the large message only"
+        (dropped(&a), dropped(&b)),
+        (1, 1),
+        "each dropped the large message only"
     );
-    assert_eq!(dropped(follower), 4, "the other relay appends nothing");
 
-    // The leader goes away: the other relay takes over within the lease.
-    let (survivor, gone) = if a.is_ingest_leader() { (b, a) } else { (a, b) };
-    drop(gone);
-    let takeover = async {
-        while !survivor.is_ingest_leader() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(5), takeover)
-        .await
-        .expect("the lease is taken over");
+    // One relay goes away: the other appends alone, with no gap.
+    drop(a);
     publish(
         "execution:ex-1:events",
         json!({"event":"node_completed","execution_id":"ex-1","node_key":"fetch","data":{"duration_ms":5},"timestamp":"2026-01-01T00:00:01Z"}),
@@ -691,6 +681,253 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// On a cluster: workers publish on any node, two relays ingest, each message is one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_a_cluster_appends_each_message_once() {
+    let cluster = RedisCluster::start();
+    let ingest = |c: &mut RedisConfig| c.ingest = vec!["workflow-run:*".into()];
+    let (a, _) = relay(&cluster.url(), ingest).await;
+    let (b, _) = relay(&cluster.url(), ingest).await;
+    assert!(a.is_ingesting() && b.is_ingesting());
+    let (watcher, hub) = relay(&cluster.url(), |_| {}).await;
+    let (conn, mut rx) = ConnHandle::new(1, 256);
+    let runs = ["c1", "c2", "c3"];
+    let mut subs = Vec::new();
+    for run in runs {
+        subs.push(Follower::start(&*watcher, &hub, &conn, run, None).await);
+    }
+    for i in 0..30 {
+        let node = &cluster.nodes[i % 3];
+        let payload = json!({"status": "Running", "pair": i / 2}).to_string();
+        let run = runs[i % 3];
+        let reply = node
+            .command(&format!(
+                "PUBLISH workflow-run:{run} {}",
+                serde_json::to_string(&payload).unwrap()
+            ))
+            .unwrap();
+        assert!(reply.starts_with(':'), "{reply}");
+    }
+    let mut events = 0;
+    while events < 30 {
+        if let Outbound::Event(e) = next(&mut rx).await {
+            let sub = subs.iter_mut().find(|s| s.run == e.run).unwrap();
+            sub.take(e.seq, e.frame.as_str());
+            events += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_none(), "no duplicate");
+    for run in runs {
+        assert_eq!(watcher.snapshot(run.into(), None).await.unwrap().head, 10);
+    }
+}
+
+/// Two ingesting relays, one of which goes away in the middle of a stream of messages that has
+/// identical payloads in a row: every message becomes exactly one event, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingesting_relay_going_away_mid_stream_loses_and_duplicates_nothing() {
+    const MESSAGES: u64 = 400;
+    let redis = RedisServer::start();
+    let ingest = |c: &mut RedisConfig| c.ingest = vec!["workflow-run:*".into()];
+    let (a, _) = relay(&redis.url(), ingest).await;
+    let (b, _) = relay(&redis.url(), ingest).await;
+    let (watcher, hub) = relay(&redis.url(), |_| {}).await;
+    let (conn, mut rx) = ConnHandle::new(1, 1024);
+    let mut sub = Follower::start(&*watcher, &hub, &conn, "77", None).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let publisher = tokio::spawn(async move {
+        let mut a = Some(a);
+        for i in 0..MESSAGES {
+            // Two identical payloads in a row: two messages, two events.
+            let payload = json!({"status": "Running", "pair": i / 2}).to_string();
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg("workflow-run:77")
+                .arg(payload)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            assert!(receivers >= 1);
+            if i == MESSAGES / 2 {
+                drop(a.take()); // mid-stream, mid-pair
+            }
+            if i % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    sub.until(&*watcher, &mut rx, MESSAGES).await;
+    publisher.await.unwrap();
+    let pairs: Vec<u64> = sub
+        .seen
+        .values()
+        .map(|f| {
+            let v: Value = serde_json::from_str(f).unwrap();
+            v["data"]["pair"].as_u64().unwrap()
+        })
+        .collect();
+    let expected: Vec<u64> = (0..MESSAGES).map(|i| i / 2).collect();
+    assert_eq!(pairs, expected, "every message once, in order");
+    // Nothing more comes: no message was appended twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_none(), "no duplicate");
+    assert_eq!(
+        watcher.snapshot("77".into(), None).await.unwrap().head,
+        MESSAGES
+    );
+    assert!(
+        b.stats().ingest_duplicates.load(Ordering::Relaxed) > 0,
+        "both relays ingested"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
+    let redis = RedisServer::start();
+    let (relay, hub) = relay(&redis.url(), |c| c.ingest = vec!["w?*".into()]).await;
+    assert!(relay.is_ingesting());
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    // `?` matches the first byte of `é`: the run id would start inside the character; and a
+    // channel name that is not UTF-8 at all.
+    let channels: [&[u8]; 4] = [
+        "wé7".as_bytes(),
+        "w\u{1F600}7".as_bytes(),
+        b"w\xff\xfe7",
+        b"wx7",
+    ];
+    for channel in channels {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(r#"{"status":"Running"}"#)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert_eq!(receivers, 1, "{channel:?}");
+    }
+    // Only the last one names a run; it still gets appended.
+    match next(&mut rx).await {
+        Outbound::Event(e) => assert_eq!((&*e.run, e.seq, &*e.name), ("7", 1, "custom")),
+        other => panic!("{other:?}"),
+    }
+    assert!(relay.is_ingesting());
+    assert_eq!(relay.task_restarts(), 0, "nothing panicked");
+    assert_eq!(relay.health(), BrokerHealth::Up);
+}
+
+/// 48 publishes of 1 MB: the stored state stays small, the events are stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_are_capped_in_the_stored_state_but_stored_whole_as_events() {
+    let redis = RedisServer::start();
+    let (a, _) = relay(&redis.url(), |_| {}).await;
+    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let big = "x".repeat(1_000_000);
+    for i in 0..48u64 {
+        let event = if i % 2 == 0 {
+            NewEvent::parse(
+                "node.completed",
+                json!({"node_key": format!("n{i}"), "output_summary": {"blob": big}}),
+            )
+        } else {
+            NewEvent::parse(
+                "node.failed",
+                json!({"node_key": format!("n{i}"), "error": big}),
+            )
+        };
+        // alternate relays, so that each also folds from the state the other stored
+        let relay = if i % 3 == 0 { &a } else { &b };
+        relay
+            .publish("big".into(), vec![event.unwrap()])
+            .await
+            .unwrap();
+    }
+    let meta_state: String = {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("HGET")
+            .arg("runwire:{big}:meta")
+            .arg("state")
+            .query_async(&mut raw)
+            .await
+            .unwrap()
+    };
+    assert!(
+        meta_state.len() < 64 * 1024,
+        "stored state of {} bytes",
+        meta_state.len()
+    );
+    let snap = a.snapshot("big".into(), Some(47)).await.unwrap();
+    assert_eq!((snap.head, snap.state.nodes.len()), (48, 48));
+    match snap.replay {
+        Replay::Events(events) => assert!(events[0].frame.len() > 1_000_000),
+        other => panic!("{other:?}"),
+    }
+    let capped = |r: &RedisBroker| {
+        r.samples()
+            .iter()
+            .find(|s| s.name == "runwire_state_values_capped_total")
+            .map(|s| s.value)
+            .unwrap()
+    };
+    assert_eq!(capped(&a) + capped(&b), 48);
+}
+
+/// The state is stored every few events only; every reader (a snapshot, another relay's
+/// publish) folds the events after it and sees the state at head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_is_stored_every_few_events_and_read_at_head() {
+    let redis = RedisServer::start();
+    let (a, _) = relay(&redis.url(), |_| {}).await;
+    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut stored = async || -> (u64, u64) {
+        let (head, seq): (String, String) = redis::cmd("HMGET")
+            .arg("runwire:{few}:meta")
+            .arg("head")
+            .arg("state_seq")
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        (head.parse().unwrap(), seq.parse().unwrap())
+    };
+    for i in 1..=10 {
+        a.publish("few".into(), vec![log(i)]).await.unwrap();
+    }
+    assert_eq!(
+        stored().await,
+        (10, 0),
+        "ten 1-event publishes wrote no state"
+    );
+    let snap = b.snapshot("few".into(), None).await.unwrap();
+    assert_eq!(
+        (snap.head, snap.state.seq, snap.state.log_count),
+        (10, 10, 10)
+    );
+    for i in 11..=70 {
+        a.publish("few".into(), vec![log(i)]).await.unwrap();
+    }
+    assert_eq!(stored().await, (70, 64));
+    // another relay's first publish learns the run from the stored state and the 6 after it
+    b.publish("few".into(), vec![log(71)]).await.unwrap();
+    let snap = a.snapshot("few".into(), Some(60)).await.unwrap();
+    assert_eq!(
+        (snap.head, snap.state.seq, snap.state.log_count),
+        (71, 71, 71)
+    );
+    match snap.replay {
+        Replay::Events(events) => assert_eq!(events.len(), 11),
+        other => panic!("{other:?}"),
+    }
+    // the terminal event always stores the state
+    let done = NewEvent::parse("run.completed", json!({})).unwrap();
+    a.publish("few".into(), vec![done]).await.unwrap();
+    assert_eq!(stored().await, (72, 72));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

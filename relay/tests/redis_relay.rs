@@ -359,19 +359,14 @@ async fn ingested_worker_messages_reach_a_browser_on_another_relay() {
     )
     .await;
     let other = RelayProc::start(&redis.url(), &[]).await;
-    // The ingesting relay takes the ingest lease at start.
-    let mut leased = false;
-    for _ in 0..250 {
-        if redis
-            .command("EXISTS runwire:ingest-lease")
-            .is_some_and(|r| r == ":1\r\n")
-        {
-            leased = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(leased);
+    // `start` waited for `/ready`, which an ingesting relay only answers 200 once it ingests.
+    let metrics = reqwest::get(ingesting.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("\nrunwire_ingest_up 1\n"), "{metrics}");
     let mut c = other.client(&subscribe_token("42")).await;
     assert_eq!(c.subscribe("42", None).await["type"], "subscribed");
     let publish = |channel: &str, payload: Value| {
@@ -406,6 +401,58 @@ async fn ingested_worker_messages_reach_a_browser_on_another_relay() {
         json!({"type":"unsubscribed","run":"42","reason":"completed"})
     );
     drop(ingesting);
+}
+
+/// Two relays ingest one stream of worker messages; one is killed (SIGKILL) in the middle. A
+/// browser on a third relay gets every message exactly once, identical payloads in a row
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_an_ingesting_relay_mid_stream_loses_and_duplicates_no_message() {
+    const MESSAGES: u64 = 300;
+    let redis = RedisServer::start();
+    let a = RelayProc::start(&redis.url(), &["--ingest", "workflow-run:*"]).await;
+    let b = RelayProc::start(&redis.url(), &["--ingest", "workflow-run:*"]).await;
+    let watcher = RelayProc::start(&redis.url(), &[]).await;
+    let mut c = watcher.client(&subscribe_token("k9")).await;
+    assert_eq!(c.subscribe("k9", None).await["type"], "subscribed");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut a = Some(a);
+    for i in 0..=MESSAGES {
+        let payload = if i == MESSAGES {
+            json!({"status": "Success"})
+        } else {
+            json!({"status": "Running", "pair": i / 2})
+        };
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("workflow-run:k9")
+            .arg(payload.to_string())
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        assert!(receivers >= 1);
+        if i == MESSAGES / 2 {
+            a.take().unwrap().kill().await; // between two identical payloads
+        }
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let (mut last, mut seen) = (0, Vec::new());
+    follow_until(&mut c, &mut last, &mut seen, MESSAGES + 1).await;
+    let pairs: Vec<u64> = seen[..MESSAGES as usize]
+        .iter()
+        .map(|f| f["data"]["pair"].as_u64().unwrap())
+        .collect();
+    let expected: Vec<u64> = (0..MESSAGES).map(|i| i / 2).collect();
+    assert_eq!(pairs, expected, "every message once, in order");
+    assert_eq!(seen[MESSAGES as usize]["event"], "run.completed");
+    // The terminal event was the last: nothing was appended twice.
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"unsubscribed","run":"k9","reason":"completed"})
+    );
+    drop(b);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -90,12 +90,19 @@ pub struct MemoryBroker {
     boot: String,
     /// Generation counters that make up run epochs; see [`MemoryBroker::epoch_of`].
     generations: Box<[AtomicU32]>,
+    /// Values folded into run states cut or replaced by a marker (see `RunState::fold`).
+    capped: AtomicU64,
 }
 
 /// Slots of the epoch generation table: 16 KiB, whatever the number of runs.
 const GENERATION_SLOTS: usize = 4096;
 
 impl MemoryBroker {
+    /// Values folded into run states that were over their cap (see `RunState::fold`).
+    pub fn capped_values(&self) -> u64 {
+        self.capped.load(Ordering::Relaxed)
+    }
+
     /// A broker delivering to `hub`, with a background task that drops expired runs. The task
     /// ends when the broker is dropped.
     pub fn new(config: MemoryConfig, hub: Arc<Hub>) -> Arc<Self> {
@@ -110,6 +117,7 @@ impl MemoryBroker {
             hub,
             boot: format!("{boot:x}"),
             generations: (0..GENERATION_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            capped: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&broker);
         let every = (broker.config.finished_retention / 4)
@@ -236,9 +244,10 @@ impl MemoryBroker {
             let epoch = e.epoch.clone();
             let mut head = e.head;
             let state = Arc::make_mut(&mut e.state);
+            let mut capped = 0;
             for new in events {
                 head += 1;
-                state.apply(head, &ts, &new.typed);
+                capped += u64::from(state.fold(head, &ts, &new.typed).capped);
                 out.push(Arc::new(Event::encode(
                     run.clone(),
                     epoch.clone(),
@@ -248,6 +257,7 @@ impl MemoryBroker {
                 )));
             }
             e.head = head;
+            self.capped.fetch_add(capped, Ordering::Relaxed);
             e.last_publish = Instant::now();
             for ev in &out {
                 e.history_bytes += ev.frame.len();
@@ -390,12 +400,15 @@ impl Broker for MemoryBroker {
     }
 
     fn samples(&self) -> Vec<super::Sample> {
-        vec![super::Sample {
-            name: "runwire_runs",
-            help: "Runs held by the embedded broker.",
-            counter: false,
-            value: self.run_count() as u64,
-        }]
+        vec![
+            super::Sample {
+                name: "runwire_runs",
+                help: "Runs held by the embedded broker.",
+                counter: false,
+                value: self.run_count() as u64,
+            },
+            super::capped_sample(self.capped_values()),
+        ]
     }
 }
 
@@ -581,6 +594,51 @@ mod tests {
         assert_eq!(b.run_count(), 2);
         // runs already held still accept events
         b.publish("c".into(), vec![log(2)]).await.unwrap();
+    }
+
+    /// 48 publishes of 1 MB each, into every kind of kept value: the state stays small, every
+    /// event is delivered whole, and the capped values are counted.
+    #[tokio::test]
+    async fn large_values_are_capped_in_the_state_but_delivered_whole() {
+        let (b, _) = broker(MemoryConfig::default());
+        let big = "x".repeat(1_000_000);
+        for i in 0..48u64 {
+            let event = match i % 4 {
+                0 => NewEvent::parse(
+                    "node.completed",
+                    json!({"node_key": format!("n{i}"), "output_summary": {"blob": big}}),
+                ),
+                1 => NewEvent::parse(
+                    "node.failed",
+                    json!({"node_key": format!("n{i}"), "error": big}),
+                ),
+                2 => NewEvent::parse("run.progress", json!({"progress": 1, "current_node": big})),
+                _ => NewEvent::parse("log", json!({"level": "info", "message": big})),
+            }
+            .unwrap();
+            let out = b.publish("r".into(), vec![event]).await.unwrap();
+            assert!(
+                out[0].frame.len() > 1_000_000,
+                "the event is delivered whole"
+            );
+        }
+        let last = NewEvent::parse("run.failed", json!({"error": big})).unwrap();
+        b.publish("r".into(), vec![last]).await.unwrap();
+        let snap = b.snapshot("r".into(), None).await.unwrap();
+        let size = serde_json::to_string(&*snap.state).unwrap().len();
+        assert!(size < 64 * 1024, "state of {size} bytes");
+        assert!(size <= runwire_protocol::state::MAX_STATE_BYTES);
+        assert_eq!(
+            b.capped_values(),
+            37,
+            "36 node and progress values, and the run's error"
+        );
+        let text = b
+            .samples()
+            .iter()
+            .find(|s| s.name == "runwire_state_values_capped_total")
+            .map(|s| s.value);
+        assert_eq!(text, Some(37));
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod supervisor;
 
 use std::sync::{Arc, OnceLock};
 
@@ -179,6 +180,20 @@ pub enum BrokerHealth {
     Up,
     /// Cannot reach its store: publishes are refused until it is back.
     Down,
+    /// Publishes and deliveries work, but a background duty (say ingesting Pub/Sub messages) is
+    /// not being done until its task has restarted. Not ready for new clients.
+    Degraded,
+}
+
+impl BrokerHealth {
+    /// `"up"`, `"down"` or `"degraded"`, for `/health` and `/ready`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Degraded => "degraded",
+        }
+    }
 }
 
 /// Why the broker refused.
@@ -269,6 +284,17 @@ pub struct Sample {
     pub counter: bool,
     /// The value.
     pub value: u64,
+}
+
+/// The count of values that run states keep cut or as a marker because they were over their cap
+/// (`runwire_protocol::state`), as a metric.
+pub fn capped_sample(value: u64) -> Sample {
+    Sample {
+        name: "runwire_state_values_capped_total",
+        help: "Event values kept in run states cut or replaced by a marker because they were over their cap.",
+        counter: true,
+        value,
+    }
 }
 
 /// The current time as the envelope's `ts`: RFC 3339, UTC, milliseconds.

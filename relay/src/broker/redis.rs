@@ -3,7 +3,9 @@
 //!
 //! Per run, all under one hash tag so that a run lives in one cluster slot:
 //! - `{prefix}:{<run>}:meta`, a hash: `head` (last seq), `epoch`, `state` (the [`RunState`] JSON
-//!   at `head`), `done` ("1" after the terminal event);
+//!   at `state_seq`, which is at most `STATE_EVERY` events behind `head`), `done` ("1" after the
+//!   terminal event);
+//! - `{prefix}:{<run>}:ingested`, a sorted set: ids of the ingested messages appended lately;
 //! - `{prefix}:{<run>}:events`, a stream: entry `<seq>-0` holds the encoded `event` frame, trimmed
 //!   to `history_limit` entries;
 //! - `{prefix}:{<run>}:live`, the Pub/Sub channel a publish is fanned out on:
@@ -18,9 +20,12 @@
 //! Rust and in Lua), and the script refuses a batch computed for a stale head, answering the
 //! current head, epoch and state so that the relay recomputes and tries again. Stored states
 //! are therefore always `fold(state at head H, events H+1…)` whichever relay wrote them, even with
-//! publishers racing on different relays. Each relay keeps its last view of a run, so a run
-//! published through one relay costs one round trip per publish (a batch is one script call);
-//! publishes of one run through one relay are serialized to keep that view valid.
+//! publishers racing on different relays. The state is stored only every few events (and with
+//! the terminal one), so a publish costs nothing in proportion to it; readers get the stored
+//! state with the frames after it and fold them (`parse_view`). Each relay keeps its last view
+//! of a run, so a run published through one relay costs one round trip per publish (a batch is
+//! one script call); publishes of one run through one relay are serialized to keep that view
+//! valid.
 //!
 //! **Epochs.** A run that has no meta hash (new, expired, or lost with the server's data) gets a
 //! fresh epoch when it is first written. Its seqs start again at 1 under the new epoch, which
@@ -45,9 +50,13 @@
 //! (`{prefix}:streams:<workspace>`, score = lease expiry by Redis' clock), renewed every third of
 //! `stream_lease` while held, so the slots of a relay that died lapse on their own.
 //!
-//! **Ingest.** See [`ingest`]. Every relay with `--ingest` pattern-subscribes; the one relay
-//! holding the ingest lease (`{prefix}:ingest-lease`) appends what it receives, so each message
-//! becomes one event however many relays run.
+//! **Ingest.** See [`ingest`]. Every relay with `--ingest` pattern-subscribes and appends every
+//! message it receives under an id every relay computes alike; `publish.lua` appends a message
+//! only once (ids in `{prefix}:{<run>}:ingested`), so each message becomes one event however many
+//! relays run, and none is lost while one of them is alive.
+//!
+//! **Supervision.** Every background task runs under [`supervise`]: one that ends or panics is
+//! logged, counted and restarted, and the broker reports itself degraded meanwhile.
 
 pub mod ingest;
 
@@ -70,6 +79,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use self::conn::{Conn, Target};
+use super::supervisor::{Tasks, supervise};
 use super::{
     Broker, BrokerError, BrokerHealth, Event, NewEvent, Replay, RunId, Slot, Snapshot, now_ts,
 };
@@ -100,8 +110,8 @@ pub struct RedisConfig {
     pub stream_lease: Duration,
     /// Pub/Sub channel patterns to ingest (`workflow-run:*`).
     pub ingest: Vec<String>,
-    /// Lease of the ingest leader; another relay takes over at most this long after it died.
-    pub ingest_lease: Duration,
+    /// How often an ingesting relay publishes a sync mark (see [`ingest`]).
+    pub ingest_mark_interval: Duration,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -131,7 +141,7 @@ impl RedisConfig {
             reconnect_backoff: (Duration::from_millis(50), Duration::from_secs(2)),
             stream_lease: Duration::from_secs(30),
             ingest: Vec::new(),
-            ingest_lease: Duration::from_secs(10),
+            ingest_mark_interval: Duration::from_secs(10),
         }
     }
 }
@@ -145,9 +155,29 @@ pub struct RedisStats {
     pub reconnects: AtomicU64,
     /// Ingested messages appended as events.
     pub ingested: AtomicU64,
-    /// Ingested messages not appended (not the leader, unparseable channel, refused publish).
+    /// Ingested messages not appended (before the first sync mark, too large, no valid run id,
+    /// refused publish).
     pub ingest_dropped: AtomicU64,
+    /// Values folded into run states that were over their cap (see `RunState::fold`).
+    pub capped: AtomicU64,
+    /// Ingested messages this relay did not append because another relay already had.
+    pub ingest_duplicates: AtomicU64,
 }
+
+/// How long an ingested message's id is remembered in Redis: another relay that receives the
+/// same message later than this after it was appended would append it again.
+const INGEST_DEDUP_WINDOW: Duration = Duration::from_secs(60);
+
+/// The state is stored in Redis at least every this many events (and every `history_limit`,
+/// when that is lower, so that the events after it are still in the stream)…
+const STATE_EVERY: u64 = 64;
+/// …and when the frames after it add up to more than this, so that a reader's catch-up stays
+/// small.
+const MAX_UNSTORED_BYTES: usize = 256 * 1024;
+
+/// Names of the supervised tasks that ingest depends on.
+const INGEST_TASK: &str = "ingest";
+const PUBSUB_TASK: &str = "redis pub/sub";
 
 /// How long one publish may keep retrying while other relays keep moving the run's head, before
 /// it gives up with 503 (nothing appended). A count of attempts would be a few milliseconds at one
@@ -171,7 +201,12 @@ const MAX_CACHED_RUNS: usize = 10_000;
 struct RunView {
     head: u64,
     epoch: Arc<str>,
+    /// The state at `head`.
     state: Arc<RunState>,
+    /// The seq of the state stored in Redis (at most `head`).
+    stored_seq: u64,
+    /// Bytes of the frames after `stored_seq`, which readers fold onto the stored state.
+    unstored_bytes: usize,
 }
 
 struct Scripts {
@@ -179,7 +214,6 @@ struct Scripts {
     snapshot: Script,
     slot: Script,
     renew: Script,
-    lease: Script,
 }
 
 impl Default for Scripts {
@@ -189,7 +223,6 @@ impl Default for Scripts {
             snapshot: Script::new(include_str!("redis/snapshot.lua")),
             slot: Script::new(include_str!("redis/slot.lua")),
             renew: Script::new(include_str!("redis/renew.lua")),
-            lease: Script::new(include_str!("redis/lease.lua")),
         }
     }
 }
@@ -212,9 +245,12 @@ struct Shared {
     commands_up: AtomicBool,
     /// Stream slots held by this relay: slot id → workspace.
     slots: Mutex<HashMap<u64, Arc<str>>>,
-    /// Until when this relay surely holds the ingest lease.
-    ingest_until: Mutex<Option<Instant>>,
+    /// Whether this relay's Pub/Sub connection has seen a sync mark since it (re)connected, so
+    /// that the ids it gives ingested messages agree with every other ingesting relay's.
+    ingest_synced: AtomicBool,
     stats: RedisStats,
+    /// The background tasks (Pub/Sub reader, ingest, health, renewals), restarted when they end.
+    tasks: Arc<Tasks>,
 }
 
 /// The Redis broker. Background tasks (Pub/Sub, health, lease renewal, ingest) end when it is
@@ -266,30 +302,62 @@ impl RedisBroker {
             pubsub_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
             slots: Mutex::default(),
-            ingest_until: Mutex::new(None),
+            ingest_synced: AtomicBool::new(false),
             stats: RedisStats::default(),
+            tasks: Arc::default(),
             config,
         });
         let (stop, stop_rx) = watch::channel(());
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let backoff = shared.config.reconnect_backoff;
+        let tasks = shared.tasks.clone();
         let ingest_tx = if shared.config.ingest.is_empty() {
             None
         } else {
             let (tx, rx) = mpsc::channel(ingest::INGEST_QUEUE);
-            tokio::spawn(ingest::ingest_loop(shared.clone(), rx, stop_rx.clone()));
-            tokio::spawn(ingest::lease_loop(shared.clone(), stop_rx.clone()));
+            // Shared with each run of the task, so that a restarted task takes the queue over.
+            let rx = Arc::new(tokio::sync::Mutex::new(rx));
+            let (s, st) = (shared.clone(), stop_rx.clone());
+            supervise(
+                INGEST_TASK,
+                tasks.clone(),
+                stop_rx.clone(),
+                backoff,
+                move || ingest::ingest_loop(s.clone(), rx.clone(), st.clone()),
+            );
             Some(tx)
         };
-        tokio::spawn(pubsub::pubsub_loop(
-            shared.clone(),
-            ingest_tx,
+        let ready = Arc::new(Mutex::new(Some(ready_tx)));
+        let (s, st) = (shared.clone(), stop_rx.clone());
+        supervise(
+            PUBSUB_TASK,
+            tasks.clone(),
             stop_rx.clone(),
-            ready_tx,
-        ));
-        tokio::spawn(health_loop(shared.clone(), stop_rx.clone()));
-        tokio::spawn(slots::renew_loop(Arc::downgrade(&shared), stop_rx));
-        // Wait for the first Pub/Sub connection so that the relay starts healthy.
-        let _ = tokio::time::timeout(timeout, ready_rx).await;
+            backoff,
+            move || pubsub::pubsub_loop(s.clone(), ingest_tx.clone(), st.clone(), ready.clone()),
+        );
+        let (s, st) = (shared.clone(), stop_rx.clone());
+        supervise(
+            "redis health",
+            tasks.clone(),
+            stop_rx.clone(),
+            backoff,
+            move || health_loop(s.clone(), st.clone()),
+        );
+        let (s, st) = (Arc::downgrade(&shared), stop_rx.clone());
+        supervise("stream slot renewal", tasks, stop_rx, backoff, move || {
+            slots::renew_loop(s.clone(), st.clone())
+        });
+        // Wait for the first Pub/Sub connection (and, to ingest, its first sync mark) so that the
+        // relay starts healthy.
+        let synced = async {
+            let _ = ready_rx.await;
+            while !shared.config.ingest.is_empty() && !shared.ingest_synced.load(Ordering::Relaxed)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, synced).await;
         Ok(Arc::new(Self {
             shared,
             _stop: stop,
@@ -301,9 +369,21 @@ impl RedisBroker {
         &self.shared.stats
     }
 
-    /// Whether this relay holds the ingest lease now.
-    pub fn is_ingest_leader(&self) -> bool {
-        self.shared.is_ingest_leader()
+    /// Whether this relay turns `--ingest` messages into events now: its Pub/Sub connection is up
+    /// and has seen a sync mark, and neither the reader nor the ingest task is waiting to be
+    /// restarted. False without `--ingest`.
+    pub fn is_ingesting(&self) -> bool {
+        let shared = &self.shared;
+        !shared.config.ingest.is_empty()
+            && shared.pubsub_up.load(Ordering::Relaxed)
+            && shared.ingest_synced.load(Ordering::Relaxed)
+            && !shared.tasks.is_down(INGEST_TASK)
+            && !shared.tasks.is_down(PUBSUB_TASK)
+    }
+
+    /// Times a background task ended or panicked and was restarted.
+    pub fn task_restarts(&self) -> u64 {
+        self.shared.tasks.restarts()
     }
 
     /// Runs whose live channel this relay is subscribed to.
@@ -321,6 +401,15 @@ impl Shared {
         format!("{}:{{{run}}}:events", self.config.key_prefix)
     }
 
+    fn ingested_key(&self, run: &str) -> String {
+        format!("{}:{{{run}}}:ingested", self.config.key_prefix)
+    }
+
+    /// The channel ingesting relays publish their sync marks on (see [`ingest`]).
+    fn marks_channel(&self) -> String {
+        format!("{}:ingest-marks", self.config.key_prefix)
+    }
+
     fn channel(&self, run: &str) -> String {
         format!("{}:{{{run}}}:live", self.config.key_prefix)
     }
@@ -336,10 +425,6 @@ impl Shared {
     fn fresh_epoch(&self) -> Arc<str> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n:x}", self.relay_id).into()
-    }
-
-    fn is_ingest_leader(&self) -> bool {
-        lock(&self.ingest_until).is_some_and(|until| Instant::now() < until)
     }
 
     /// Runs a command with the command timeout, tracking whether Redis answers.
@@ -386,30 +471,47 @@ impl Shared {
         run: RunId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        self.append(run, events, Vec::new()).await
+    }
+
+    /// Appends `events`; with `ingested` (one id per event: the message it was ingested from),
+    /// those whose message another relay already appended are left out, atomically.
+    async fn append(
+        &self,
+        run: RunId,
+        mut events: Vec<NewEvent>,
+        mut ingested: Vec<String>,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        debug_assert!(ingested.is_empty() || ingested.len() == events.len());
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let view_lock = self.view_of(&run);
         let mut view = view_lock.lock().await;
-        let (meta, stream, channel) = (
+        let (meta, stream, channel, ingested_key) = (
             self.meta_key(&run),
             self.stream_key(&run),
             self.channel(&run),
+            self.ingested_key(&run),
         );
-        let n = events.len() as u64;
         let deadline = Instant::now() + PUBLISH_CONTENTION_BUDGET;
         for attempt in 1u64.. {
-            let base = view.clone().unwrap_or_else(|| RunView {
+            // Taken, not cloned: the state is then this publish's to fold without a copy. Every
+            // way out of this loop puts a view back, or leaves none to learn the run afresh.
+            let base = view.take().unwrap_or_else(|| RunView {
                 head: 0,
                 epoch: self.fresh_epoch(),
                 state: Arc::default(),
+                stored_seq: 0,
+                unstored_bytes: 0,
             });
             let ts = now_ts();
-            let mut state = (*base.state).clone();
+            let mut state = Arc::unwrap_or_clone(base.state);
             let mut out = Vec::with_capacity(events.len());
+            let mut capped = 0;
             for (i, new) in (1..).zip(&events) {
                 let seq = base.head + i;
-                state.apply(seq, &ts, &new.typed);
+                capped += u64::from(state.fold(seq, &ts, &new.typed).capped);
                 out.push(Event::encode(
                     run.clone(),
                     base.epoch.clone(),
@@ -420,11 +522,25 @@ impl Shared {
             }
             // The fold fixes a run's status at its first terminal event, wherever it is in the batch.
             let terminal = state.status.is_terminal();
-            let state_json = serde_json::to_string(&state).map_err(unavailable)?;
+            let head = base.head + out.len() as u64;
+            let unstored_bytes =
+                base.unstored_bytes + out.iter().map(|e| e.frame.len()).sum::<usize>();
+            // Store the state every few events, so that a publish does not cost a state's size;
+            // readers fold the events after it (always still in the stream: fewer than
+            // `history_limit`, and few bytes).
+            let store = terminal
+                || head - base.stored_seq >= STATE_EVERY.min(self.config.history_limit as u64)
+                || unstored_bytes > MAX_UNSTORED_BYTES;
+            let state_json = if store {
+                serde_json::to_string(&state).map_err(unavailable)?
+            } else {
+                String::new()
+            };
             let mut invocation = self.scripts.publish.prepare_invoke();
             invocation
                 .key(&meta)
                 .key(&stream)
+                .key(&ingested_key)
                 .arg(&channel)
                 .arg(base.head)
                 .arg(&*base.epoch)
@@ -432,7 +548,10 @@ impl Shared {
                 .arg(if terminal { "1" } else { "0" })
                 .arg(self.config.history_limit.max(1))
                 .arg(ttl_ms(self.config.run_idle_ttl))
-                .arg(ttl_ms(self.config.finished_retention));
+                .arg(ttl_ms(self.config.finished_retention))
+                .arg(ingested.len())
+                .arg(ttl_ms(INGEST_DEDUP_WINDOW))
+                .arg(&ingested);
             for ev in &out {
                 invocation.arg(ev.frame.as_str());
             }
@@ -447,16 +566,19 @@ impl Shared {
             };
             match reply.first().map(String::as_str) {
                 Some("ok") => {
+                    self.stats.capped.fetch_add(capped, Ordering::Relaxed);
                     *view = Some(RunView {
-                        head: base.head + n,
+                        head,
                         epoch: base.epoch,
                         state: Arc::new(state),
+                        stored_seq: if store { head } else { base.stored_seq },
+                        unstored_bytes: if store { 0 } else { unstored_bytes },
                     });
                     return Ok(out.into_iter().map(Arc::new).collect());
                 }
                 Some("conflict") => {
                     self.stats.publish_conflicts.fetch_add(1, Ordering::Relaxed);
-                    *view = parse_view(&reply[1..])?;
+                    *view = parse_view(reply.get(2..).unwrap_or_default())?;
                     if Instant::now() >= deadline {
                         break;
                     }
@@ -464,8 +586,36 @@ impl Shared {
                         tokio::time::sleep(jitter(attempt.min(20) * 50)).await;
                     }
                 }
+                Some("dup") if reply.len() >= 6 => {
+                    *view = parse_view(&reply[2..])?;
+                    let dups: Vec<usize> = reply[1]
+                        .split(',')
+                        .filter_map(|i| i.parse::<usize>().ok())
+                        .collect();
+                    let before = events.len();
+                    let mut i = 0;
+                    events.retain(|_| {
+                        i += 1;
+                        !dups.contains(&i)
+                    });
+                    let mut i = 0;
+                    ingested.retain(|_| {
+                        i += 1;
+                        !dups.contains(&i)
+                    });
+                    let dropped = before - events.len();
+                    if dropped == 0 {
+                        return Err(unavailable(format!("unexpected reply {reply:?}")));
+                    }
+                    self.stats
+                        .ingest_duplicates
+                        .fetch_add(dropped as u64, Ordering::Relaxed);
+                    if events.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                }
                 Some("finished") => {
-                    *view = parse_view(&reply[1..])?;
+                    *view = parse_view(reply.get(2..).unwrap_or_default())?;
                     return Err(BrokerError::RunFinished(run));
                 }
                 _ => {
@@ -492,16 +642,22 @@ impl Shared {
             Ok(reply) => reply,
             Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
         };
-        if reply.len() < 4 {
-            return Err(unavailable(format!("unexpected reply {reply:?}")));
-        }
-        let view = parse_view(&reply[..3])?.ok_or_else(|| unavailable("snapshot without epoch"))?;
-        let replay = match reply[3].as_str() {
+        // [head, epoch, state, stored_seq, t, tail frame × t, replay, frame…]
+        let tail = reply
+            .get(4)
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|t| reply.len() > 5 + t)
+            .ok_or_else(|| unavailable(format!("unexpected reply {reply:?}")))?;
+        let mut fields = reply[..4].to_vec();
+        fields.extend_from_slice(&reply[5..5 + tail]);
+        let view = parse_view(&fields)?.ok_or_else(|| unavailable("snapshot without epoch"))?;
+        let replay = match reply[5 + tail].as_str() {
             "none" => Replay::NotAsked,
             "gap" => Replay::Gap,
             _ => {
-                let mut events = Vec::with_capacity(reply.len() - 4);
-                for frame in &reply[4..] {
+                let frames = &reply[6 + tail..];
+                let mut events = Vec::with_capacity(frames.len());
+                for frame in frames {
                     let ev = Event::from_frame(view.epoch.clone(), frame.clone())
                         .map_err(|e| unavailable(format!("stored frame: {e}")))?;
                     events.push(Arc::new(ev));
@@ -522,26 +678,52 @@ fn ttl_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// `[head, epoch, state]` of a script reply; `None` when the run has no epoch.
+/// `[head, epoch, state, stored_seq, frame…]` of a script reply: the run's view, with the frames
+/// after the stored state folded onto it; `None` when the run has no epoch.
 fn parse_view(fields: &[String]) -> Result<Option<RunView>, BrokerError> {
-    let [head, epoch, state, ..] = fields else {
+    let [head, epoch, state, stored_seq, tail @ ..] = fields else {
         return Err(unavailable(format!("unexpected reply {fields:?}")));
     };
     if epoch.is_empty() {
         return Ok(None);
     }
-    let head: u64 = head
-        .parse()
-        .map_err(|_| unavailable(format!("bad head {head:?}")))?;
-    let state: RunState = if state.is_empty() {
+    let number = |n: &String| {
+        n.parse::<u64>()
+            .map_err(|_| unavailable(format!("bad seq {n:?}")))
+    };
+    let (head, stored_seq) = (number(head)?, number(stored_seq)?);
+    let mut state: RunState = if state.is_empty() {
         RunState::default()
     } else {
         serde_json::from_str(state).map_err(|e| unavailable(format!("stored state: {e}")))?
     };
+    for frame in tail {
+        let env: runwire_protocol::Envelope =
+            serde_json::from_str(frame).map_err(|e| unavailable(format!("stored frame: {e}")))?;
+        match runwire_protocol::RunEvent::parse(&env.event, &env.data) {
+            Ok(typed) => {
+                state.apply(env.seq, &env.ts, &typed);
+            }
+            // Validated when published; should it not parse now, it still takes its seq.
+            Err(_) => state.seq = state.seq.max(env.seq),
+        }
+    }
+    if state.seq < head {
+        // Only when relays trim the stream shorter than others store the state (different
+        // `--history-limit`s): the state misses the effects of the trimmed events.
+        tracing::warn!(
+            head,
+            stored_seq,
+            "the events after a run's stored state were trimmed; its state may be stale"
+        );
+        state.seq = head;
+    }
     Ok(Some(RunView {
         head,
         epoch: epoch.as_str().into(),
         state: Arc::new(state),
+        stored_seq,
+        unstored_bytes: tail.iter().map(String::len).sum(),
     }))
 }
 
@@ -564,6 +746,18 @@ async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
         if !pause(&mut stop, shared.config.health_interval).await {
             return;
         }
+    }
+}
+
+/// Down when Redis does not answer; degraded (still not ready) while a background task waits to be
+/// restarted or ingest, when asked for, is not running.
+fn health_of(connected: bool, tasks_down: u64, ingest_off: bool) -> BrokerHealth {
+    if !connected {
+        BrokerHealth::Down
+    } else if tasks_down > 0 || ingest_off {
+        BrokerHealth::Degraded
+    } else {
+        BrokerHealth::Up
     }
 }
 
@@ -605,13 +799,12 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
-        if self.shared.pubsub_up.load(Ordering::Relaxed)
-            && self.shared.commands_up.load(Ordering::Relaxed)
-        {
-            BrokerHealth::Up
-        } else {
-            BrokerHealth::Down
-        }
+        let shared = &self.shared;
+        health_of(
+            shared.pubsub_up.load(Ordering::Relaxed) && shared.commands_up.load(Ordering::Relaxed),
+            shared.tasks.down(),
+            !shared.config.ingest.is_empty() && !self.is_ingesting(),
+        )
     }
 
     fn samples(&self) -> Vec<super::Sample> {
@@ -622,7 +815,7 @@ impl Broker for RedisBroker {
             counter: true,
             value: value.load(Ordering::Relaxed),
         };
-        vec![
+        let mut samples = vec![
             counter(
                 "runwire_redis_publish_conflicts_total",
                 "Publishes retried because another relay moved the run's head first.",
@@ -639,16 +832,57 @@ impl Broker for RedisBroker {
                 &stats.ingested,
             ),
             counter(
+                "runwire_ingest_duplicates_total",
+                "Messages from --ingest channels another relay had already appended.",
+                &stats.ingest_duplicates,
+            ),
+            counter(
                 "runwire_ingest_dropped_total",
                 "Messages from --ingest channels not appended.",
                 &stats.ingest_dropped,
             ),
+            super::capped_sample(stats.capped.load(Ordering::Relaxed)),
+            super::Sample {
+                name: "runwire_redis_task_restarts_total",
+                help: "Background tasks of the Redis broker that ended or panicked and were restarted.",
+                counter: true,
+                value: self.shared.tasks.restarts(),
+            },
+            super::Sample {
+                name: "runwire_redis_tasks_down",
+                help: "Background tasks of the Redis broker waiting to be restarted.",
+                counter: false,
+                value: self.shared.tasks.down(),
+            },
             super::Sample {
                 name: "runwire_redis_watched_runs",
                 help: "Runs whose live channel this relay subscribes to.",
                 counter: false,
                 value: self.subscribed_runs() as u64,
             },
-        ]
+        ];
+        if !self.shared.config.ingest.is_empty() {
+            samples.push(super::Sample {
+                name: "runwire_ingest_up",
+                help: "Whether --ingest messages are being turned into events now (1) or not (0).",
+                counter: false,
+                value: u64::from(self.is_ingesting()),
+            });
+        }
+        samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_down_or_ingest_off_is_degraded_and_a_lost_connection_down() {
+        assert_eq!(health_of(true, 0, false), BrokerHealth::Up);
+        assert_eq!(health_of(true, 1, false), BrokerHealth::Degraded);
+        assert_eq!(health_of(true, 0, true), BrokerHealth::Degraded);
+        assert_eq!(health_of(false, 0, false), BrokerHealth::Down);
+        assert_eq!(health_of(false, 2, true), BrokerHealth::Down);
     }
 }

@@ -154,10 +154,11 @@ pub async fn run_state(
 }
 
 fn broker_json(state: &AppState) -> (bool, Value) {
-    let up = state.broker.health() == BrokerHealth::Up;
+    let health = state.broker.health();
+    let up = health == BrokerHealth::Up;
     let broker = serde_json::json!({
         "kind": state.broker.kind(),
-        "status": if up { "up" } else { "down" },
+        "status": health.as_str(),
     });
     (up, broker)
 }

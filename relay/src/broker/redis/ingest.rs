@@ -16,9 +16,10 @@
 //! - Anything else (another status, a payload that does not fit the event's shape, non-JSON)
 //!   becomes a `custom` event whose data is the payload's JSON (non-JSON text: a JSON string).
 //!
-//! Every relay started with `--ingest` pattern-subscribes, but only the one holding the ingest
-//! lease (`lease_loop`) appends what it receives (`ingest_loop`), so each message becomes one
-//! event however many relays run.
+//! Every relay started with `--ingest` pattern-subscribes and appends every message it receives
+//! (`ingest_loop`); messages carry an id every relay computes alike (`IngestSync`), and the
+//! publish script appends a message only once, so each message becomes one event however many
+//! relays run, and none is lost while at least one of them is alive.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,11 +27,9 @@ use std::sync::atomic::Ordering;
 use runwire_protocol::{event::KNOWN_EVENTS, is_valid_event_name, is_valid_run_id};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 
-use super::{Shared, pause, ttl_ms};
+use super::Shared;
 use crate::broker::{BrokerError, NewEvent, RunId};
-use crate::hub::lock;
 
 /// The name unknown payloads are carried under.
 pub const CUSTOM_EVENT: &str = "custom";
@@ -42,10 +41,13 @@ pub const CUSTOM_EVENT: &str = "custom";
 pub fn run_from_channel<'c>(pattern: &str, channel: &'c str) -> Option<&'c str> {
     let star = pattern.find('*')?;
     let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
+    // Redis globs match bytes: `?` takes one byte, which may be half of a character. The head of
+    // the pattern has no `*`, so it spans as many bytes of the channel as it has itself.
     if !glob(head.as_bytes(), channel.as_bytes().get(..head.len())?) {
         return None;
     }
-    let rest = &channel[head.len()..];
+    // A capture that starts inside a character is no valid run id (those are ASCII).
+    let rest = channel.get(head.len()..)?;
     // The shortest capture after which the rest of the pattern matches.
     (0..=rest.len())
         .filter(|&n| rest.is_char_boundary(n))
@@ -175,45 +177,83 @@ pub(super) const MAX_INGEST_PAYLOAD: usize = 1024 * 1024;
 /// Ingested messages appended per round.
 const INGEST_BATCH: usize = 512;
 
+/// Entries of [`IngestSync::counts`] past which a relay asks for an early sync mark, which
+/// empties it on every relay.
+const MAX_COUNTED: usize = 65_536;
+
 pub(super) struct IngestMsg {
     pub(super) channel: String,
     pub(super) pattern: String,
     pub(super) payload: Vec<u8>,
+    /// The message's id, the same on every ingesting relay (see [`IngestSync`]).
+    pub(super) id: String,
 }
 
-/// Takes and keeps the ingest lease when it is free.
-pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
-    let lease = shared.config.ingest_lease;
-    let key = format!("{}:ingest-lease", shared.config.key_prefix);
-    loop {
-        let started = Instant::now();
-        let mut invocation = shared.scripts.lease.prepare_invoke();
-        invocation
-            .key(&key)
-            .arg(&shared.relay_id)
-            .arg(ttl_ms(lease));
-        let mut conn = shared.conn.clone();
-        let held: Result<i64, _> = shared.call(invocation.invoke_async(&mut conn)).await;
-        match held {
-            // Trust the lease for less than it lasts in Redis, counted from before the request:
-            // this relay stops ingesting before another can take over.
-            Ok(1) => *lock(&shared.ingest_until) = Some(started + lease * 3 / 4),
-            Ok(_) => *lock(&shared.ingest_until) = None,
-            // Unknown: keep the deadline, which lapses by itself.
-            Err(_) => {}
-        }
-        if !pause(&mut stop, lease / 4).await {
-            return;
-        }
+/// Names ingested messages so that every ingesting relay gives a message the same id, and two
+/// messages different ids, even identical ones: `<mark>/<hash>/<n>`, where `<mark>` is the last
+/// sync mark this connection saw, `<hash>` a hash of the channel and payload, and `<n>` how many
+/// messages with that hash came after the mark, this one included.
+///
+/// Redis delivers every message, marks included, to every subscriber in the same order, so
+/// relays that have both seen a mark count the same messages after it. A relay whose Pub/Sub
+/// connection is new has not seen one and names nothing (appends nothing) until one arrives; it
+/// publishes one as soon as it has subscribed, and every ingesting relay publishes one every
+/// `ingest_mark_interval`, which also bounds the counts kept.
+#[derive(Debug, Default)]
+pub(super) struct IngestSync {
+    mark: Option<String>,
+    counts: std::collections::HashMap<u64, u32>,
+    /// An early mark was asked for and has not arrived yet.
+    mark_asked: bool,
+}
+
+impl IngestSync {
+    /// A mark arrived: count afresh from it.
+    pub(super) fn marked(&mut self, mark: &[u8]) {
+        self.mark = Some(String::from_utf8_lossy(mark).into_owned());
+        self.counts.clear();
+        self.mark_asked = false;
+    }
+
+    /// The id of the next message on `channel` with `payload`, or `None` before the first mark.
+    /// The second value says that the relay should publish an early mark.
+    pub(super) fn name(&mut self, channel: &str, payload: &[u8]) -> (Option<String>, bool) {
+        let Some(mark) = &self.mark else {
+            return (None, false);
+        };
+        let hash = fnv1a(fnv1a(FNV_OFFSET, channel.as_bytes()) ^ 0xff, payload);
+        let n = self.counts.entry(hash).or_insert(0);
+        *n += 1;
+        let id = format!("{mark}/{hash:016x}/{n}");
+        let ask = self.counts.len() > MAX_COUNTED && !self.mark_asked;
+        self.mark_asked |= ask;
+        (Some(id), ask)
     }
 }
 
-/// Appends ingested messages, grouped into one publish per run per round.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a: a hash every relay computes alike, whatever its version or process (the standard
+/// library's hashers are seeded or may change between releases).
+fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Appends ingested messages, grouped into one publish per run per round. Every ingesting relay
+/// does, for every message it receives; `publish.lua` leaves out the ones another relay already
+/// appended (by their [`IngestMsg::id`]), so each message becomes one event while at least one
+/// ingesting relay is alive.
 pub(super) async fn ingest_loop(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<IngestMsg>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<IngestMsg>>>,
     mut stop: watch::Receiver<()>,
 ) {
+    // Held for the task's life; a task that panicked releases it, and its restart takes over.
+    let mut rx = rx.lock().await;
     loop {
         let first = tokio::select! {
             _ = stop.changed() => return,
@@ -226,14 +266,7 @@ pub(super) async fn ingest_loop(
                 Err(_) => break,
             }
         }
-        if !shared.is_ingest_leader() {
-            shared
-                .stats
-                .ingest_dropped
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            continue;
-        }
-        let mut runs: Vec<(RunId, Vec<NewEvent>)> = Vec::new();
+        let mut runs: Vec<(RunId, Vec<NewEvent>, Vec<String>)> = Vec::new();
         for msg in batch {
             let run =
                 run_from_channel(&msg.pattern, &msg.channel).filter(|run| is_valid_run_id(run));
@@ -243,12 +276,15 @@ pub(super) async fn ingest_loop(
                 continue;
             };
             let event = map_payload(&msg.payload);
-            match runs.iter_mut().find(|(r, _)| &**r == run) {
-                Some((_, events)) => events.push(event),
-                None => runs.push((run.into(), vec![event])),
+            match runs.iter_mut().find(|(r, ..)| &**r == run) {
+                Some((_, events, ids)) => {
+                    events.push(event);
+                    ids.push(msg.id);
+                }
+                None => runs.push((run.into(), vec![event], vec![msg.id])),
             }
         }
-        let publishes = runs.into_iter().map(|(run, mut events)| {
+        let publishes = runs.into_iter().map(|(run, mut events, mut ids)| {
             // A terminal event ends the batch: what follows it would be refused anyway.
             if let Some(end) = events.iter().position(|e| e.typed.is_terminal()) {
                 let extra = events.len() - end - 1;
@@ -257,12 +293,16 @@ pub(super) async fn ingest_loop(
                     .ingest_dropped
                     .fetch_add(extra as u64, Ordering::Relaxed);
                 events.truncate(end + 1);
+                ids.truncate(end + 1);
             }
             let shared = shared.clone();
             async move {
                 let n = events.len() as u64;
-                match shared.publish(run.clone(), events).await {
-                    Ok(_) => shared.stats.ingested.fetch_add(n, Ordering::Relaxed),
+                match shared.append(run.clone(), events, ids).await {
+                    Ok(appended) => shared
+                        .stats
+                        .ingested
+                        .fetch_add(appended.len() as u64, Ordering::Relaxed),
                     Err(BrokerError::RunFinished(_)) => {
                         tracing::debug!(run = %run, "ingest: the run has already ended");
                         shared.stats.ingest_dropped.fetch_add(n, Ordering::Relaxed)
@@ -303,6 +343,132 @@ mod tests {
         assert!(check_pattern("a:*").is_ok());
         assert!(check_pattern("a:b").is_err());
         assert!(check_pattern("a:[ab]:*").is_err());
+    }
+
+    #[test]
+    fn a_wildcard_inside_a_character_takes_no_run_and_does_not_panic() {
+        // `?` matches one byte: the first half of `é`; the capture would start mid-character.
+        assert_eq!(run_from_channel("w?*", "wé7"), None);
+        assert_eq!(run_from_channel("w??*", "wé7"), Some("7"));
+        assert_eq!(run_from_channel("*?", "é"), None);
+        assert_eq!(run_from_channel("a:*", "a:é"), Some("é"));
+    }
+
+    /// Every pattern and channel of up to three symbols from an alphabet of wildcards, ASCII and
+    /// 2-, 3- and 4-byte characters: no panic, and a capture is always where the pattern says.
+    #[test]
+    fn any_pattern_and_channel_name_is_handled_exhaustively() {
+        let alphabet = ["", "a", ":", "é", "€", "😀", "*", "?"];
+        let mut words = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = words
+                .iter()
+                .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            words.extend(longer);
+        }
+        words.sort();
+        words.dedup();
+        let mut checked = 0;
+        for pattern in words.iter().filter(|w| w.contains('*')) {
+            let star = pattern.find('*').unwrap();
+            let (head, tail) = (&pattern[..star], &pattern[star + 1..]);
+            for channel in words.iter().filter(|w| !w.contains(['*', '?'])) {
+                let matches = glob(pattern.as_bytes(), channel.as_bytes());
+                match run_from_channel(pattern, channel) {
+                    Some(run) => {
+                        assert!(matches, "{pattern:?} {channel:?}");
+                        let at = run.as_ptr() as usize - channel.as_ptr() as usize;
+                        assert_eq!(at, head.len(), "{pattern:?} {channel:?}");
+                        assert!(glob(tail.as_bytes(), &channel.as_bytes()[at + run.len()..]));
+                    }
+                    // Only a match whose capture would split a character has no run.
+                    None if matches && channel.is_ascii() => {
+                        panic!("{pattern:?} matches {channel:?} but took no run")
+                    }
+                    None => {}
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
+    }
+
+    #[test]
+    fn relays_that_saw_the_same_mark_name_messages_alike_and_identical_ones_apart() {
+        let (mut early, mut late) = (IngestSync::default(), IngestSync::default());
+        // Only the early relay is subscribed yet.
+        assert!(
+            early.name("c:1", b"x").0.is_none(),
+            "nothing is named before a mark"
+        );
+        early.marked(b"m1");
+        let before = early.name("c:1", b"same").0.unwrap();
+        // The late relay subscribes and its mark reaches both.
+        early.marked(b"m2");
+        late.marked(b"m2");
+        let both = |a: &mut IngestSync, b: &mut IngestSync, ch: &str, p: &[u8]| {
+            let (x, y) = (a.name(ch, p).0.unwrap(), b.name(ch, p).0.unwrap());
+            assert_eq!(x, y);
+            x
+        };
+        let first = both(&mut early, &mut late, "c:1", b"same");
+        let second = both(&mut early, &mut late, "c:1", b"same");
+        let elsewhere = both(&mut early, &mut late, "c:2", b"same");
+        let other = both(&mut early, &mut late, "c:1", b"other");
+        let ids = [&before, &first, &second, &elsewhere, &other];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert!(first.starts_with("m2/") && first.ends_with("/1") && second.ends_with("/2"));
+    }
+
+    #[test]
+    fn asks_for_an_early_mark_once_when_the_counts_grow_large() {
+        let mut sync = IngestSync::default();
+        sync.marked(b"m");
+        let asks = (0..=MAX_COUNTED as u32 + 10)
+            .filter(|i| sync.name("c", &i.to_le_bytes()).1)
+            .count();
+        assert_eq!(asks, 1);
+        sync.marked(b"m2");
+        assert!(sync.counts.is_empty());
+    }
+
+    /// Random patterns, channel names and payloads (any bytes, any characters): nothing panics.
+    #[test]
+    fn random_channels_and_payloads_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let pieces = [
+            "*", "?", "a", ":", "-", "{", "}", "é", "€", "😀", "\u{0}", "\n", "\"", "[", "\\",
+        ];
+        for _ in 0..20_000 {
+            let word = |next: &mut dyn FnMut() -> u64, max: u64| -> String {
+                (0..next() % max)
+                    .map(|_| pieces[(next() % pieces.len() as u64) as usize])
+                    .collect()
+            };
+            let (pattern, channel) = (word(&mut next, 6), word(&mut next, 12));
+            if let Some(run) = run_from_channel(&pattern, &channel) {
+                assert!(channel.contains(run));
+            }
+            let _ = check_pattern(&pattern);
+            let payload: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
+            let ev = map_payload(&payload);
+            assert!(!ev.name().is_empty());
+            let text = word(&mut next, 40);
+            let _ = map_payload(text.as_bytes());
+            let _ = map_payload(format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes());
+            let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes());
+        }
     }
 
     fn mapped(payload: &Value) -> (String, Value) {

@@ -9,7 +9,7 @@ use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt as _;
 use tokio::sync::{mpsc, watch};
 
-use super::ingest::{IngestMsg, MAX_INGEST_PAYLOAD};
+use super::ingest::{IngestMsg, IngestSync, MAX_INGEST_PAYLOAD};
 use super::{Shared, conn, pause, unavailable};
 use crate::broker::{BrokerError, Event, RunId};
 use crate::hub::lock;
@@ -82,14 +82,19 @@ impl Shared {
         }
     }
 
-    async fn on_message(&self, msg: Msg, ingest: Option<&mpsc::Sender<IngestMsg>>) {
+    async fn on_message(
+        self: &Arc<Self>,
+        msg: Msg,
+        ingest: Option<&mpsc::Sender<IngestMsg>>,
+        sync: &mut IngestSync,
+    ) {
         let channel = msg.get_channel_name();
         if msg.from_pattern() {
             let (Some(tx), Ok(pattern)) = (ingest, msg.get_pattern::<String>()) else {
                 return;
             };
             // A pattern as wide as `*` also matches the relay's own channels.
-            if self.run_of_channel(channel).is_some() {
+            if self.run_of_channel(channel).is_some() || channel == self.marks_channel() {
                 return;
             }
             let payload = msg.get_payload_bytes();
@@ -102,12 +107,26 @@ impl Shared {
                 self.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            let (id, ask_mark) = sync.name(channel, payload);
+            if ask_mark {
+                self.clone().publish_mark();
+            }
+            let Some(id) = id else {
+                // Before this connection's first mark: the relays that were already ingesting
+                // append it; this one cannot yet name it as they do.
+                self.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
             let item = IngestMsg {
                 channel: channel.to_owned(),
                 pattern,
                 payload: payload.to_vec(),
+                id,
             };
             let _ = tx.send(item).await;
+        } else if ingest.is_some() && channel == self.marks_channel() {
+            sync.marked(msg.get_payload_bytes());
+            self.ingest_synced.store(true, Ordering::Relaxed);
         } else if let Some(run) = self.run_of_channel(channel) {
             self.deliver(run, msg.get_payload_bytes());
         }
@@ -135,9 +154,29 @@ impl Shared {
             self.call(sink.subscribe(chunk)).await?;
         }
         if !self.config.ingest.is_empty() {
+            self.call(sink.subscribe(self.marks_channel())).await?;
             self.call(sink.psubscribe(&self.config.ingest)).await?;
         }
         Ok(())
+    }
+
+    /// Publishes a sync mark for every ingesting relay, this one included (see [`IngestSync`]).
+    /// It goes through the command connection, so the Pub/Sub reader does not wait for it.
+    pub(super) fn publish_mark(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut conn = self.conn.clone();
+            let sent: Result<i64, _> = self
+                .call(
+                    ::redis::cmd("PUBLISH")
+                        .arg(self.marks_channel())
+                        .arg(&*self.fresh_epoch())
+                        .query_async(&mut conn),
+                )
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "ingest: cannot publish a sync mark");
+            }
+        });
     }
 }
 
@@ -145,11 +184,17 @@ pub(super) async fn pubsub_loop(
     shared: Arc<Shared>,
     ingest: Option<mpsc::Sender<IngestMsg>>,
     mut stop: watch::Receiver<()>,
-    ready: tokio::sync::oneshot::Sender<()>,
+    ready: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>,
 ) {
+    // A previous run of this task may have ended without cleaning up (it panicked).
+    *lock(&shared.sink) = None;
+    shared.pubsub_up.store(false, Ordering::Relaxed);
+    shared.ingest_synced.store(false, Ordering::Relaxed);
     let (min, max) = shared.config.reconnect_backoff;
     let mut backoff = min;
-    let mut ready = Some(ready);
+    // Only the first run announces the first connection; a restarted run's first connection is
+    // a reconnection, after which subscriptions catch up.
+    let mut ready = lock(&ready).take();
     let mut attempt = 0usize;
     loop {
         let connected = tokio::select! {
@@ -190,15 +235,26 @@ pub(super) async fn pubsub_loop(
             shared.commands_ready(&mut stop).await;
             shared.hub.resync_all();
         }
+        // This connection counts ingested messages from the first mark it sees; ask for one now.
+        let mut sync = IngestSync::default();
+        let ingesting = ingest.is_some();
+        if ingesting {
+            shared.clone().publish_mark();
+        }
         let mut ping = tokio::time::interval(shared.config.health_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = shared.config.ingest_mark_interval;
+        let mut mark = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        mark.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 msg = stream.next() => match msg {
-                    Some(msg) => shared.on_message(msg, ingest.as_ref()).await,
+                    Some(msg) => shared.on_message(msg, ingest.as_ref(), &mut sync).await,
                     None => break,
                 },
+                // Also a retry when the first mark of this connection could not be published.
+                _ = mark.tick(), if ingesting => shared.clone().publish_mark(),
                 _ = ping.tick() => {
                     let pong = tokio::time::timeout(
                         shared.config.command_timeout,
@@ -213,5 +269,6 @@ pub(super) async fn pubsub_loop(
         tracing::warn!("redis pub/sub: connection lost; reconnecting");
         *lock(&shared.sink) = None;
         shared.pubsub_up.store(false, Ordering::Relaxed);
+        shared.ingest_synced.store(false, Ordering::Relaxed);
     }
 }

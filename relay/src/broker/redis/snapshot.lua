@@ -6,43 +6,54 @@
 --         before the first event and the publishers agree on the epoch
 -- ARGV[3] TTL in ms of a meta hash created here
 --
--- Replies {head, epoch, state, replay, frames…} with replay "none", "gap" or "events".
+-- Replies {head, epoch, state, state_seq, t, tail frame × t, replay, frames…}: the stored state
+-- is at state_seq (the state is stored every few events only) and the tail frames are the events
+-- after it up to head, for the reader to fold onto it; replay is "none", "gap" or "events".
 local meta, stream = KEYS[1], KEYS[2]
-local cur = redis.call('HMGET', meta, 'head', 'epoch', 'state')
+local cur = redis.call('HMGET', meta, 'head', 'epoch', 'state', 'state_seq')
 local head = tonumber(cur[1] or '0') or 0
 local epoch = cur[2]
 local state = cur[3] or ''
+local state_seq = tonumber(cur[4] or '') or head
 if not epoch then
   epoch = ARGV[2]
   head = 0
   state = ''
+  state_seq = 0
   redis.call('DEL', stream)
-  redis.call('HSET', meta, 'head', '0', 'epoch', epoch)
+  redis.call('HSET', meta, 'head', '0', 'epoch', epoch, 'state_seq', '0')
   redis.call('PEXPIRE', meta, ARGV[3])
 end
-local reply = {string.format('%d', head), epoch, state}
+local reply = {string.format('%d', head), epoch, state, string.format('%d', state_seq), '0'}
+if state_seq < head then
+  local entries = redis.call('XRANGE', stream, string.format('%d-0', state_seq + 1), '+')
+  reply[5] = string.format('%d', #entries)
+  for _, entry in ipairs(entries) do
+    reply[#reply + 1] = entry[2][2]
+  end
+end
 if ARGV[1] == '-' then
-  reply[4] = 'none'
+  reply[#reply + 1] = 'none'
   return reply
 end
 local since = tonumber(ARGV[1])
 if since == head then
-  reply[4] = 'events'
+  reply[#reply + 1] = 'events'
   return reply
 end
 if since > head then
-  reply[4] = 'gap'
+  reply[#reply + 1] = 'gap'
   return reply
 end
 local first = string.format('%d-0', since + 1)
 local entries = redis.call('XRANGE', stream, first, '+')
 if #entries == 0 or entries[1][1] ~= first then
-  reply[4] = 'gap'
+  reply[#reply + 1] = 'gap'
   return reply
 end
-reply[4] = 'events'
-for i, entry in ipairs(entries) do
+reply[#reply + 1] = 'events'
+for _, entry in ipairs(entries) do
   -- entry = {id, {'f', frame}}
-  reply[4 + i] = entry[2][2]
+  reply[#reply + 1] = entry[2][2]
 end
 return reply
