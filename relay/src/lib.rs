@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -107,7 +108,8 @@ impl AppState {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
-        let verifier = Verifier::new(config.validate()?, clock, metrics.clone());
+        let verifier = Verifier::new(config.validate()?, clock, metrics.clone())
+            .with_compat(compat::token_keys(&config));
         Ok(Self(Arc::new(Shared {
             config,
             verifier,

@@ -102,6 +102,8 @@ pub struct RedisConfig {
     pub ingest: Vec<String>,
     /// Lease of the ingest leader; another relay takes over at most this long after it died.
     pub ingest_lease: Duration,
+    /// Compatibility layers whose message shapes ingest understands.
+    pub compat: crate::compat::Layers,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -132,6 +134,7 @@ impl RedisConfig {
             stream_lease: Duration::from_secs(30),
             ingest: Vec::new(),
             ingest_lease: Duration::from_secs(10),
+            compat: crate::compat::Layers::default(),
         }
     }
 }

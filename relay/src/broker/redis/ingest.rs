@@ -78,12 +78,16 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// Maps one message's payload to a run event (see the module docs). Never fails: what does not
-/// fit is carried as a `custom` event.
-pub fn map_payload(payload: &[u8]) -> NewEvent {
+/// fit is carried as a `custom` event. A message in the shape of a compatibility layer that is on
+/// is mapped by that layer first.
+pub fn map_payload(payload: &[u8], compat: crate::compat::Layers) -> NewEvent {
     let value = match serde_json::from_slice::<Value>(payload) {
         Ok(v) => v,
         Err(_) => Value::String(String::from_utf8_lossy(payload).into_owned()),
     };
+    if let Some(ev) = crate::compat::map_message(compat, &value) {
+        return ev;
+    }
     if let Value::Object(obj) = &value {
         if let Some(name) = obj.get("event").and_then(Value::as_str) {
             if let Some(ev) = map_named(name, obj) {
@@ -242,7 +246,7 @@ pub(super) async fn ingest_loop(
                 shared.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let event = map_payload(&msg.payload);
+            let event = map_payload(&msg.payload, shared.config.compat);
             match runs.iter_mut().find(|(r, _)| &**r == run) {
                 Some((_, events)) => events.push(event),
                 None => runs.push((run.into(), vec![event])),
@@ -306,7 +310,7 @@ mod tests {
     }
 
     fn mapped(payload: &Value) -> (String, Value) {
-        let ev = map_payload(payload.to_string().as_bytes());
+        let ev = map_payload(payload.to_string().as_bytes(), Default::default());
         (ev.name().to_owned(), ev.data)
     }
 
@@ -366,7 +370,7 @@ mod tests {
     #[test]
     fn carries_anything_else_as_custom() {
         assert_eq!(mapped(&json!([1, 2])), (CUSTOM_EVENT.into(), json!([1, 2])));
-        let ev = map_payload(b"plain text");
+        let ev = map_payload(b"plain text", Default::default());
         assert_eq!(ev.name(), CUSTOM_EVENT);
         assert_eq!(ev.data, json!("plain text"));
     }
