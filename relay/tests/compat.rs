@@ -1,0 +1,315 @@
+//! The compatibility layers end to end: workers publishing exactly as the replaced systems' workers
+//! do (Redis `PUBLISH`, HTTP), tokens minted the way their token routes mint them, and a client
+//! watching the run through runwire's protocol, folded state included.
+
+mod redis_support;
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use redis_support::RedisServer;
+use runwire_relay::auth::Clock;
+use runwire_relay::compat::Layer;
+use runwire_relay::{AppState, Config};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use support::{Client, PATIENCE, Relay, config, now, publish_token, subscribe_token};
+
+/// The Node relay's token route: `base64url(JSON payload) + "." +
+/// base64url(HMAC-SHA256(payloadSegment, secret))`, 5-minute TTL.
+fn legacy_token(run: &str, user: &str, secret: &str) -> String {
+    let iat = now();
+    let payload = json!({"v": 1, "runId": run, "userId": user, "iat": iat, "exp": iat + 300});
+    let segment = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(segment.as_bytes());
+    let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{segment}.{sig}")
+}
+
+async fn run_state(relay: &Relay, run: &str, token: &str) -> Value {
+    let resp = reqwest::Client::new()
+        .get(relay.url(&format!("/v1/runs/{run}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["state"].clone()
+}
+
+fn statuses(state: &Value) -> Vec<(String, String)> {
+    state["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["key"].as_str().unwrap().to_owned(),
+                n["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_relay_workers_and_tokens_over_redis() {
+    const LEGACY_SECRET: &str = "node-relay-secret"; // shorter than 32 bytes, as it was
+    let redis = RedisServer::start();
+    let mut c: Config = config();
+    c.redis = Some(redis.url());
+    c.compat = vec![Layer::WsRelay];
+    c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
+    let state = AppState::connect(c, Clock::System).await.unwrap();
+    let relay = Relay::with_state(state).await;
+    // `workflow-run:*` is ingested without --ingest; the relay takes the ingest lease at start.
+    let mut leased = false;
+    for _ in 0..250 {
+        if redis
+            .command("EXISTS runwire:ingest-lease")
+            .is_some_and(|r| r == ":1\r\n")
+        {
+            leased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leased);
+
+    let token = legacy_token("42", "user-7", LEGACY_SECRET);
+    let mut browser =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={token}"))).await;
+    let subscribed = browser.frame().await;
+    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+
+    let publish = |payload: Value| {
+        let quoted = serde_json::to_string(&payload.to_string()).unwrap();
+        let reply = redis
+            .command(&format!("PUBLISH workflow-run:42 {quoted}"))
+            .unwrap();
+        assert_ne!(reply, ":0\r\n", "the relay listens on workflow-run:42");
+    };
+    let ms = now() * 1000;
+    let messages = [
+        json!({"type":"workflow","status":"Running","timestamp":ms}),
+        json!({"type":"node","nodeId":"fetch","status":"Running","timestamp":ms}),
+        json!({"type":"node","nodeId":"fetch","status":"Success","timestamp":ms + 5}),
+        json!({"type":"node","nodeId":"branch","status":"Skipped","timestamp":ms + 6}),
+        json!({"type":"node","nodeId":"store","status":"Failed","error":{"message":"disk full"},"timestamp":ms + 7}),
+        json!({"type":"node","status":"Success"}),
+        json!({"type":"workflow","status":"Failure","error":"store failed","timestamp":ms + 9}),
+    ];
+    for m in &messages {
+        publish(m.clone());
+    }
+    let expected = [
+        "run.started",
+        "node.started",
+        "node.completed",
+        "node.skipped",
+        "node.failed",
+        "custom",
+        "run.failed",
+    ];
+    let events = browser.events(expected.len()).await;
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, expected);
+    // the worker's fields, timestamp included, are in the data
+    assert_eq!(events[2]["data"]["timestamp"], json!(ms + 5));
+    assert_eq!(events[2]["data"]["node_key"], "fetch");
+    assert_eq!(events[4]["data"]["error"], "disk full");
+    assert_eq!(events[4]["data"]["payload"], messages[4]);
+    assert_eq!(events[5]["data"], messages[5]);
+    assert_eq!(events[6]["data"]["error"], "store failed");
+    // only the workflow message ended the run: the single-run socket closes after it
+    let (code, rest) = browser.closed().await;
+    assert_eq!(code, Some(1000), "{rest:?}");
+
+    let state = run_state(&relay, "42", &token).await;
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["error"], "store failed");
+    assert_eq!(
+        statuses(&state),
+        [
+            ("fetch".into(), "completed".into()),
+            ("branch".into(), "skipped".into()),
+            ("store".into(), "failed".into())
+        ]
+    );
+    // a v:1 token is a subscribe token for its run only
+    let other = reqwest::Client::new()
+        .get(relay.url("/v1/runs/43"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+    let forged = legacy_token("42", "user-7", "another-secret");
+    let refused = reqwest::Client::new()
+        .get(relay.url("/v1/runs/42"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    relay.shutdown().await;
+}
+
+async fn post(relay: &Relay, run: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(relay.url(&format!("/v1/runs/{run}/events")))
+        .bearer_auth(publish_token(run))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn event_broadcaster_and_gateway_bodies_are_published() {
+    // Without the layer, the EventBroadcaster's envelope is refused as before.
+    let plain = Relay::start().await;
+    let started = json!({"type":"execution:started","executionId":"e1","workflowId":"wf-9","timestamp":"2026-11-29T10:00:00.000Z","data":{}});
+    assert_eq!(post(&plain, "e1", &started).await.0, 400);
+    plain.shutdown().await;
+
+    let mut c = config();
+    c.compat = vec![Layer::EventBroadcaster, Layer::SocketioGateway];
+    let relay = Relay::with(c).await;
+    let mut watcher =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("e1"))))
+            .await;
+    assert_eq!(watcher.frame().await["type"], "subscribed");
+    let ts = "2026-11-29T10:00:01.000Z";
+    for body in [
+        started,
+        json!({"type":"agent:started","executionId":"e1","workflowId":"wf-9","timestamp":ts,"data":{"agentId":"writer","agentName":"Writer"}}),
+        json!({"type":"execution:progress","executionId":"e1","workflowId":"wf-9","timestamp":ts,"data":{"progress":50}}),
+        json!({"type":"agent:completed","executionId":"e1","workflowId":"wf-9","timestamp":ts,"data":{"agentId":"writer","result":"draft"}}),
+        // the gateway's emits, as Socket.IO arrays and as objects
+        json!(["nodeStatus", {"executionId":"e1","nodeId":"review","status":"skipped"}]),
+        json!({"event":"log","data":{"executionId":"e1","log":{"id":"l1","nodeId":"writer","level":"warning","message":"slow","createdAt":ts}}}),
+        json!(["result", {"executionId":"e1","result":{"words":120}}]),
+        json!({"type":"execution:completed","executionId":"e1","workflowId":"wf-9","timestamp":ts,"data":{"result":{"words":120}}}),
+    ] {
+        let (status, answer) = post(&relay, "e1", &body).await;
+        assert_eq!(status, 200, "{body} → {answer}");
+    }
+    let names: Vec<String> = watcher
+        .events(8)
+        .await
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "run.started",
+            "node.started",
+            "run.progress",
+            "node.completed",
+            "node.skipped",
+            "log",
+            "result",
+            "run.completed"
+        ]
+    );
+    let (code, _) = watcher.closed().await;
+    assert_eq!(code, Some(1000));
+    let state = run_state(&relay, "e1", &subscribe_token("e1")).await;
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["workflow"], "wf-9");
+    assert_eq!(state["result"], json!({"words":120}));
+    assert_eq!(state["warning_count"], 1);
+    assert_eq!(
+        statuses(&state),
+        [
+            ("writer".into(), "completed".into()),
+            ("review".into(), "skipped".into())
+        ]
+    );
+    assert_eq!(state["nodes"][0]["output_summary"], "draft");
+    // a malformed message in a layer's shape is kept as custom, not refused, and ends nothing
+    let mut c = config();
+    c.compat = vec![Layer::EventBroadcaster];
+    let relay2 = Relay::with(c).await;
+    let (status, _) = post(
+        &relay2,
+        "e2",
+        &json!({"type":"agent:completed","executionId":"e2","data":{}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let state = run_state(&relay2, "e2", &subscribe_token("e2")).await;
+    assert_eq!(
+        (&state["status"], &state["seq"]),
+        (&json!("pending"), &json!(1))
+    );
+    tokio::time::timeout(PATIENCE, relay2.shutdown())
+        .await
+        .unwrap();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_plan_workers_over_redis() {
+    let redis = RedisServer::start();
+    let mut c = config();
+    c.redis = Some(redis.url());
+    c.compat = vec![Layer::SseStream];
+    let state = AppState::connect(c, Clock::System).await.unwrap();
+    let relay = Relay::with_state(state).await;
+    let mut leased = false;
+    for _ in 0..250 {
+        if redis
+            .command("EXISTS runwire:ingest-lease")
+            .is_some_and(|r| r == ":1\r\n")
+        {
+            leased = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leased);
+    let mut watcher =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("x1"))))
+            .await;
+    assert_eq!(watcher.frame().await["type"], "subscribed");
+    let publish = |payload: Value| {
+        let quoted = serde_json::to_string(&payload.to_string()).unwrap();
+        let reply = redis
+            .command(&format!("PUBLISH execution:x1:events {quoted}"))
+            .unwrap();
+        assert_ne!(reply, ":0\r\n");
+    };
+    let ts = "2026-11-29T10:00:00Z";
+    publish(
+        json!({"event":"node.started","execution_id":"x1","node_key":"http_1","data":{},"timestamp":ts}),
+    );
+    publish(
+        json!({"event":"node.completed","execution_id":"x1","node_key":"http_1","data":{"node_key":"http_1","duration_ms":234,"output_summary":{"status":200},"completed_at":ts},"timestamp":ts}),
+    );
+    // a terminal event without the field its shape requires still ends the run
+    publish(
+        json!({"event":"execution.failed","execution_id":"x1","node_key":null,"data":{},"timestamp":ts}),
+    );
+    let events = watcher.events(3).await;
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["node.started", "node.completed", "run.failed"]);
+    assert_eq!(events[1]["data"]["duration_ms"], 234);
+    assert_eq!(events[2]["data"]["error"], "execution failed");
+    assert_eq!(events[2]["data"]["timestamp"], ts);
+    assert_eq!(watcher.closed().await.0, Some(1000));
+    relay.shutdown().await;
+}
