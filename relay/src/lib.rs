@@ -6,6 +6,8 @@
 //!   embedded [`broker::memory::MemoryBroker`] and [`broker::redis::RedisBroker`] for several relays.
 //! - [`hub`]: this relay's connections, their runs, and the fan-out of live events to them.
 //! - [`transport`]: WebSocket (`/v1/ws`, `/ws/executions`), SSE, and the HTTP API.
+//! - [`compat`]: `--compat` layers for the systems runwire replaces (their messages, tokens and
+//!   browser endpoints), translated at the edges.
 //! - [`demo`]: simulated workflow runs for `runwire demo`.
 //! - [`metrics`], [`error`], [`shutdown`]: the rest.
 //!

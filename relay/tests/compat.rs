@@ -80,10 +80,18 @@ async fn ws_relay_workers_and_tokens_over_redis() {
     assert!(leased);
 
     let token = legacy_token("42", "user-7", LEGACY_SECRET);
+    // The Node relay's browser: a raw WebSocket on /ws/executions.
     let mut browser =
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={token}"))).await;
-    let subscribed = browser.frame().await;
-    assert_eq!(subscribed["type"], "subscribed", "{subscribed}");
+    assert_eq!(
+        browser.frame().await,
+        json!({"type":"connected","runId":"42"})
+    );
+    // The same run watched through runwire's protocol.
+    let mut sdk = Client::connect(&relay.ws_url("/v1/ws")).await;
+    sdk.send(json!({"type":"auth","token":token})).await;
+    assert_eq!(sdk.frame().await["type"], "welcome");
+    assert_eq!(sdk.subscribe("42", None).await["type"], "subscribed");
 
     let publish = |payload: Value| {
         let quoted = serde_json::to_string(&payload.to_string()).unwrap();
@@ -105,6 +113,13 @@ async fn ws_relay_workers_and_tokens_over_redis() {
     for m in &messages {
         publish(m.clone());
     }
+    // The browser sees each message exactly as published, then 1000 "Run finished".
+    for m in &messages {
+        assert_eq!(&browser.frame().await, m);
+    }
+    let (code, rest) = browser.closed().await;
+    assert_eq!(code, Some(1000), "{rest:?}");
+
     let expected = [
         "run.started",
         "node.started",
@@ -114,7 +129,7 @@ async fn ws_relay_workers_and_tokens_over_redis() {
         "custom",
         "run.failed",
     ];
-    let events = browser.events(expected.len()).await;
+    let events = sdk.events(expected.len()).await;
     let names: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -127,9 +142,11 @@ async fn ws_relay_workers_and_tokens_over_redis() {
     assert_eq!(events[4]["data"]["payload"], messages[4]);
     assert_eq!(events[5]["data"], messages[5]);
     assert_eq!(events[6]["data"]["error"], "store failed");
-    // only the workflow message ended the run: the single-run socket closes after it
-    let (code, rest) = browser.closed().await;
-    assert_eq!(code, Some(1000), "{rest:?}");
+    // only the workflow message ended the run
+    assert_eq!(
+        sdk.frame().await,
+        json!({"type":"unsubscribed","run":"42","reason":"failed"})
+    );
 
     let state = run_state(&relay, "42", &token).await;
     assert_eq!(state["status"], "failed");

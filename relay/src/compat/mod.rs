@@ -27,16 +27,26 @@ pub mod ws_relay;
 
 use std::sync::Arc;
 
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+
 use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
 use serde_json::{Map, Value};
 
+use crate::AppState;
 use crate::broker::NewEvent;
 use crate::broker::redis::RedisConfig;
 use crate::broker::redis::ingest::CUSTOM_EVENT;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::transport::ApiQuery;
 use crate::transport::http::MAX_EVENTS_PER_PUBLISH;
+use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
 /// One replaced system, named as `--compat` spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
@@ -231,6 +241,49 @@ impl TokenKeys {
         }
         Err(refusal)
     }
+}
+
+/// Mounts the layers' browser endpoints on the relay's router: with `ws-relay`, `/ws/executions`
+/// speaks the Node relay's wire format ([`ws_relay::serve_legacy`]) instead of runwire's.
+pub fn mount(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let layers = Layers::of(&state.config.compat);
+    if !layers.contains(Layer::WsRelay) {
+        return router;
+    }
+    router.layer(middleware::from_fn_with_state(
+        state.clone(),
+        legacy_executions,
+    ))
+}
+
+/// Takes `/ws/executions` over from runwire's own handler.
+async fn legacy_executions(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() != "/ws/executions" {
+        return next.run(request).await;
+    }
+    let (mut parts, _body) = request.into_parts();
+    let origin = parts.headers.get("origin").and_then(|o| o.to_str().ok());
+    if !state.config.origin_allowed(origin) {
+        return ApiError::Origin.into_response();
+    }
+    let query = match ApiQuery::<WsQuery>::from_request_parts(&mut parts, &state).await {
+        Ok(ApiQuery(q)) => q,
+        Err(e) => return e.into_response(),
+    };
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(ws) => ws,
+        Err(e) => return e.into_response(),
+    };
+    ws.max_message_size(MAX_INBOUND_FRAME)
+        .max_frame_size(MAX_INBOUND_FRAME)
+        .on_upgrade(move |socket| {
+            let (tx, rx) = socket.split();
+            ws_relay::serve_legacy(state, tx, rx, query.token)
+        })
 }
 
 /// Gives the Redis broker the layers' message shapes, and ingests where the layers' workers

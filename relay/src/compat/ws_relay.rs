@@ -21,15 +21,24 @@
 //! becomes that event, with the message whole under `payload` ([`super::fit`]); a `node` message
 //! without a usable `nodeId`, or with another status, becomes `custom`.
 
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use hmac::{Hmac, Mac};
 use runwire_protocol::token::{Claims, LEEWAY_SECS, MAX_TOKEN_LEN, Scope, TokenError};
-use serde_json::{Map, Value};
+use runwire_protocol::{CloseCode, Envelope};
+use serde_json::{Map, Value, json};
 use sha2::Sha256;
+use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{custom, error_text, fit, id_text};
-use crate::broker::NewEvent;
+use crate::AppState;
+use crate::broker::{NewEvent, RunId};
+use crate::hub::{ConnHandle, Inbox, Outbound};
+use crate::transport::follow::{Emit, Follow};
 
 /// Where the relay's workers publish; ingested automatically with this layer and a Redis.
 pub const CHANNEL_PATTERN: &str = "workflow-run:*";
@@ -148,6 +157,272 @@ pub fn verify_legacy_token<S: AsRef<[u8]>>(
         scope: Scope::Subscribe,
         ..Claims::default()
     })
+}
+
+/// How long after a workflow's terminal message the socket closes with 1000 "Run finished", as
+/// the Node relay did: long enough for the browser to take the message in.
+pub const FINISH_GRACE: Duration = Duration::from_secs(1);
+
+/// How a legacy socket ends.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// A close frame with this code and reason.
+    Close(u16, &'static str),
+    /// Dropped without a close frame: the client stopped answering pings.
+    Terminate,
+    /// The client is gone.
+    Gone,
+}
+
+impl End {
+    fn code(code: CloseCode) -> Self {
+        Self::Close(code.code(), code.reason())
+    }
+}
+
+/// The message the Node relay's browsers expect for a runwire event: the worker's message as it
+/// was published, when the event came from one; otherwise the same shape built from the event.
+pub fn legacy_message(envelope: &Envelope) -> Value {
+    let data = &envelope.data;
+    let from_worker = |v: &Value| {
+        matches!(
+            v.get("type").and_then(Value::as_str),
+            Some("node" | "workflow")
+        )
+    };
+    // A message kept whole under `payload` (its fields did not fit the event's shape).
+    if let Some(payload) = data.get("payload").filter(|p| from_worker(p)) {
+        return payload.clone();
+    }
+    if from_worker(data) {
+        let mut message = data.clone();
+        if let Some(m) = message.as_object_mut() {
+            if m.contains_key("nodeId") {
+                m.remove("node_key");
+            }
+        }
+        return message;
+    }
+    let node_key = data.get("node_key").cloned().unwrap_or_default();
+    let node = |status: &str| json!({"type": "node", "nodeId": node_key, "status": status});
+    let workflow = |status: &str| json!({"type": "workflow", "status": status});
+    let mut message = match envelope.event.as_str() {
+        "node.started" => node("Running"),
+        "node.completed" => node("Success"),
+        "node.failed" => node("Failed"),
+        "node.skipped" => node("Skipped"),
+        "run.started" => workflow("Running"),
+        "run.completed" => workflow("Success"),
+        "run.failed" => workflow("Failure"),
+        "run.cancelled" => workflow("Cancelled"),
+        // Anything else (logs, progress, custom messages) as its data.
+        _ => return data.clone(),
+    };
+    if let Some(error) = data.get("error") {
+        message["error"] = error.clone();
+    }
+    if let Ok(t) = humantime::parse_rfc3339(&envelope.ts) {
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        message["timestamp"] = ms.into();
+    }
+    message
+}
+
+/// `/ws/executions` in the Node relay's wire format, for a connection whose socket halves are
+/// `tx` and `rx` (generic, so tests drive it over channels with paused time).
+///
+/// `{"type":"connected","runId"}` first, then each of the run's messages as
+/// [`legacy_message`] gives it; `{"type":"socket","status":"token_expired"}` and a 4001 close
+/// when the token expires, `{"type":"socket","status":"idle_timeout"}` and a 4009 close after
+/// `--idle-timeout` without a message either way (pongs do not count), 1000 "Run finished"
+/// [`FINISH_GRACE`] after the run's terminal message (at once for a run that had already ended),
+/// and a ping every `--ping-interval`: a socket that has not answered the previous one by then is
+/// dropped without a close frame. No replay: like the Node relay, only messages from the
+/// connection on.
+pub async fn serve_legacy<W, R>(state: AppState, mut tx: W, mut rx: R, token: Option<String>)
+where
+    W: Sink<Message, Error = axum::Error> + Unpin + Send,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    state.metrics.executions_connections.inc();
+    let handle_id = state.next_conn_id();
+    let (handle, inbox) = ConnHandle::new(handle_id, state.config.queue_capacity);
+    let mut watched = None;
+    let end = legacy_session(
+        &state,
+        &mut tx,
+        &mut rx,
+        token,
+        &handle,
+        inbox,
+        &mut watched,
+    )
+    .await;
+    if let Some(run) = watched {
+        state.hub.unregister(&run, handle.id);
+        state.broker.unwatch(run);
+    }
+    match end {
+        End::Close(code, reason) => {
+            let frame = CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            };
+            let _ = timeout(state.config.write_timeout, async {
+                tx.send(Message::Close(Some(frame))).await?;
+                tx.close().await
+            })
+            .await;
+        }
+        End::Terminate | End::Gone => {}
+    }
+    state.metrics.executions_connections.dec();
+}
+
+async fn stopping(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    // An error means the relay state is gone: stop as well.
+    let _ = flag.wait_for(|stopping| *stopping).await;
+}
+
+async fn send_json<W>(tx: &mut W, write_timeout: Duration, v: &Value) -> Result<(), End>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    match timeout(write_timeout, tx.send(Message::Text(v.to_string().into()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::code(CloseCode::SlowConsumer)),
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+async fn legacy_session<W, R>(
+    state: &AppState,
+    tx: &mut W,
+    rx: &mut R,
+    token: Option<String>,
+    handle: &ConnHandle,
+    mut inbox: Inbox,
+    watched: &mut Option<RunId>,
+) -> End
+where
+    W: Sink<Message, Error = axum::Error> + Unpin + Send,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
+{
+    let config = &state.config;
+    let write_timeout = config.write_timeout;
+    let claims = match state
+        .verifier
+        .verify(token.as_deref(), Scope::Subscribe, None)
+    {
+        Ok(c) => c,
+        Err(e) => return End::code(e.close_code()),
+    };
+    let Some(run) = claims.single_run().map(RunId::from) else {
+        return End::code(CloseCode::Forbidden);
+    };
+    state.hub.register(&run, handle);
+    *watched = Some(run.clone());
+    if state.broker.watch(run.clone()).await.is_err() {
+        return End::code(CloseCode::InternalError);
+    }
+    let mut follow = Follow::default();
+    let mut out = Vec::new();
+    match state.broker.snapshot(run.clone(), None).await {
+        Ok(snapshot) => follow.on_snapshot(&run, snapshot, None, None, false, &mut out),
+        Err(_) => return End::code(CloseCode::InternalError),
+    }
+    let connected = json!({"type": "connected", "runId": &*run});
+    if let Err(end) = send_json(tx, write_timeout, &connected).await {
+        return end;
+    }
+    let expires_at = state.verifier.clock().expiry_instant(claims.exp);
+    let mut finish_at: Option<Instant> = None;
+    let mut last_message = Instant::now();
+    let mut next_ping = last_message + config.ping_interval;
+    let mut awaiting_pong = false;
+    let mut stop = state.shutdown_flag();
+    loop {
+        for item in out.drain(..) {
+            match item {
+                Emit::Control(_) => {}
+                Emit::Event(ev) => {
+                    let Ok(envelope) = serde_json::from_str::<Envelope>(ev.frame.as_str()) else {
+                        continue;
+                    };
+                    if let Err(end) = send_json(tx, write_timeout, &legacy_message(&envelope)).await
+                    {
+                        return end;
+                    }
+                    state.metrics.events_delivered.inc();
+                    last_message = Instant::now();
+                }
+                Emit::End(_) => {
+                    finish_at.get_or_insert(Instant::now() + FINISH_GRACE);
+                }
+            }
+        }
+        let idle_at = last_message + config.idle_timeout;
+        let deadline = [Some(expires_at), finish_at, Some(idle_at)]
+            .into_iter()
+            .flatten()
+            .fold(next_ping, Instant::min);
+        tokio::select! {
+            biased;
+            () = stopping(&mut stop) => return End::code(CloseCode::ServiceRestart),
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                if finish_at.is_some_and(|at| at <= now) {
+                    return End::Close(1000, "Run finished");
+                }
+                if expires_at <= now {
+                    let notice = json!({"type": "socket", "status": "token_expired"});
+                    let _ = send_json(tx, write_timeout, &notice).await;
+                    return End::code(CloseCode::TokenExpired);
+                }
+                if idle_at <= now {
+                    let notice = json!({"type": "socket", "status": "idle_timeout"});
+                    let _ = send_json(tx, write_timeout, &notice).await;
+                    return End::code(CloseCode::IdleTimeout);
+                }
+                if next_ping <= now {
+                    if awaiting_pong {
+                        return End::Terminate;
+                    }
+                    awaiting_pong = true;
+                    next_ping = now + config.ping_interval;
+                    match timeout(write_timeout, tx.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Gone,
+                        Err(_) => return End::code(CloseCode::SlowConsumer),
+                    }
+                }
+            }
+            msg = rx.next() => match msg {
+                None | Some(Ok(Message::Close(_)) | Err(_)) => return End::Gone,
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                // The Node relay read nothing from browsers; a message still shows it is alive.
+                Some(Ok(_)) => last_message = Instant::now(),
+            },
+            item = inbox.recv() => {
+                let Some(item) = item else { return End::code(CloseCode::SlowConsumer) };
+                let resync = match item {
+                    Outbound::Event(ev) if ev.run == run => follow.on_event(&ev, &mut out).is_err(),
+                    Outbound::Event(_) => false,
+                    Outbound::Resync(_) => true,
+                };
+                if resync {
+                    let (since, epoch) = follow.resync_point();
+                    let epoch = epoch.map(str::to_owned);
+                    if let Ok(snapshot) = state.broker.snapshot(run.clone(), since).await {
+                        follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), false, &mut out);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
