@@ -11,12 +11,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use redis_support::RedisServer;
+use runwire_protocol::token::{Claims, Scope};
 use runwire_relay::auth::Clock;
 use runwire_relay::compat::Layer;
 use runwire_relay::{AppState, Config};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Client, PATIENCE, Relay, config, now, publish_token, subscribe_token};
+use support::{
+    Client, PATIENCE, Relay, Sse, claims, config, now, publish_token, subscribe_token, token_with,
+};
 
 /// The Node relay's token route: `base64url(JSON payload) + "." +
 /// base64url(HMAC-SHA256(payloadSegment, secret))`, 5-minute TTL.
@@ -328,5 +331,56 @@ async fn sse_plan_workers_over_redis() {
     assert_eq!(events[2]["data"]["error"], "execution failed");
     assert_eq!(events[2]["data"]["timestamp"], ts);
     assert_eq!(watcher.closed().await.0, Some(1000));
+    // The plan's browser: an EventSource on its route, with a token for the workspace.
+    let token = token_with(Claims {
+        ws: Some("w1".into()),
+        ..claims("x1", Scope::Subscribe)
+    });
+    let route = relay.url("/api/v1/workspaces/w1/executions/x1/stream");
+    let mut es = Sse::open(
+        &format!("{route}?token={token}"),
+        &[("accept", "text/event-stream")],
+    )
+    .await;
+    assert_eq!(es.status, 200);
+    let mut seen = Vec::new();
+    while let Some(m) = es.message().await {
+        seen.push((m.id.clone().unwrap(), m.event.clone().unwrap(), m.json()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (
+                "1".into(),
+                "node.started".into(),
+                json!({"node_key":"http_1","timestamp":ts})
+            ),
+            (
+                "2".into(),
+                "node.completed".into(),
+                json!({"node_key":"http_1","duration_ms":234,"output_summary":{"status":200},"completed_at":ts,"timestamp":ts})
+            ),
+            (
+                "3".into(),
+                "execution.failed".into(),
+                json!({"error":"execution failed","timestamp":ts})
+            ),
+        ]
+    );
+    // EventSource reconnects after the end: 204 stops it
+    let bearer = format!("Bearer {token}");
+    let again = Sse::open(
+        &route,
+        &[("authorization", &bearer), ("last-event-id", "3")],
+    )
+    .await;
+    assert_eq!(again.status, 204);
+    // the token's workspace must be the route's
+    let elsewhere = relay.url(&format!(
+        "/api/v1/workspaces/w2/executions/x1/stream?token={token}"
+    ));
+    assert_eq!(Sse::open(&elsewhere, &[]).await.status, 403);
+    let no_ws = format!("{route}?token={}", subscribe_token("x1"));
+    assert_eq!(Sse::open(&no_ws, &[]).await.status, 403);
     relay.shutdown().await;
 }

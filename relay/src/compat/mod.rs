@@ -32,6 +32,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use futures_util::StreamExt;
 
 use runwire_protocol::RunEvent;
@@ -244,16 +245,23 @@ impl TokenKeys {
 }
 
 /// Mounts the layers' browser endpoints on the relay's router: with `ws-relay`, `/ws/executions`
-/// speaks the Node relay's wire format ([`ws_relay::serve_legacy`]) instead of runwire's.
-pub fn mount(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+/// speaks the Node relay's wire format ([`ws_relay::serve_legacy`]) instead of runwire's; with
+/// `sse-stream`, the plan's SSE route ([`sse_stream::stream`]).
+pub fn mount(mut router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let layers = Layers::of(&state.config.compat);
-    if !layers.contains(Layer::WsRelay) {
-        return router;
+    if layers.contains(Layer::SseStream) {
+        router = router.route(
+            "/api/v1/workspaces/{workspace}/executions/{execution}/stream",
+            get(sse_stream::stream),
+        );
     }
-    router.layer(middleware::from_fn_with_state(
-        state.clone(),
-        legacy_executions,
-    ))
+    if layers.contains(Layer::WsRelay) {
+        router = router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            legacy_executions,
+        ));
+    }
+    router
 }
 
 /// Takes `/ws/executions` over from runwire's own handler.
