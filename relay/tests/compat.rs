@@ -208,6 +208,30 @@ async fn event_broadcaster_and_gateway_bodies_are_published() {
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("e1"))))
             .await;
     assert_eq!(watcher.frame().await["type"], "subscribed");
+    // The EventBroadcaster's browser: a raw WebSocket on /api/ws with executionId frames.
+    let token = subscribe_token("e1");
+    let mut browser = Client::connect(&relay.ws_url(&format!("/api/ws?token={token}"))).await;
+    browser
+        .send(json!({"type":"subscribe","executionId":"e1"}))
+        .await;
+    assert_eq!(
+        browser.frame().await,
+        json!({"type":"subscribed","executionId":"e1"})
+    );
+    browser
+        .send(json!({"type":"subscribe","executionId":"e9"}))
+        .await;
+    assert_eq!(browser.frame().await["type"], "error");
+    browser.send(json!({"type":"ping"})).await;
+    assert_eq!(browser.frame().await["type"], "pong");
+    let health: Value = reqwest::get(relay.url("/api/ws/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["connections"], 2);
     let ts = "2026-11-29T10:00:01.000Z";
     for body in [
         started,
@@ -244,6 +268,38 @@ async fn event_broadcaster_and_gateway_bodies_are_published() {
     );
     let (code, _) = watcher.closed().await;
     assert_eq!(code, Some(1000));
+    let mut seen = Vec::new();
+    for _ in 0..8 {
+        let f = browser.frame().await;
+        assert_eq!(f["executionId"], "e1", "{f}");
+        seen.push(f);
+    }
+    let types: Vec<&str> = seen.iter().map(|f| f["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "execution:started",
+            "agent:started",
+            "execution:progress",
+            "agent:completed",
+            "agent:skipped",
+            "log",
+            "result",
+            "execution:completed"
+        ]
+    );
+    // the EventBroadcaster's own fields come back as they were sent
+    assert_eq!(seen[1]["workflowId"], "wf-9");
+    assert_eq!(seen[1]["timestamp"], ts);
+    assert_eq!(
+        seen[1]["data"],
+        json!({"agentId":"writer","agentName":"Writer","node_key":"writer"})
+    );
+    assert_eq!(seen[2]["data"], json!({"progress":50}));
+    browser
+        .send(json!({"type":"unsubscribe","executionId":"e1"}))
+        .await;
+    assert_eq!(browser.frame().await["type"], "unsubscribed");
     let state = run_state(&relay, "e1", &subscribe_token("e1")).await;
     assert_eq!(state["status"], "completed");
     assert_eq!(state["workflow"], "wf-9");

@@ -246,6 +246,7 @@ impl TokenKeys {
 
 /// Mounts the layers' browser endpoints on the relay's router: with `ws-relay`, `/ws/executions`
 /// speaks the Node relay's wire format ([`ws_relay::serve_legacy`]) instead of runwire's; with
+/// `event-broadcaster`, `/api/ws` and `/api/ws/health` ([`event_broadcaster::socket`]); with
 /// `sse-stream`, the plan's SSE route ([`sse_stream::stream`]).
 pub fn mount(mut router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let layers = Layers::of(&state.config.compat);
@@ -254,6 +255,11 @@ pub fn mount(mut router: Router<AppState>, state: &AppState) -> Router<AppState>
             "/api/v1/workspaces/{workspace}/executions/{execution}/stream",
             get(sse_stream::stream),
         );
+    }
+    if layers.contains(Layer::EventBroadcaster) {
+        router = router
+            .route("/api/ws", get(event_broadcaster::socket))
+            .route("/api/ws/health", get(event_broadcaster::health));
     }
     if layers.contains(Layer::WsRelay) {
         router = router.layer(middleware::from_fn_with_state(
