@@ -32,6 +32,9 @@ pub enum ConfigError {
     /// `--ingest` reads Redis Pub/Sub, so it needs `--redis`.
     #[error("--ingest needs --redis (RUNWIRE_REDIS_URL)")]
     IngestWithoutRedis,
+    /// A replaced system's address variables do not make an address.
+    #[error("{0}")]
+    Address(String),
     /// An `--extra-secret` is too short for HS256.
     #[error(
         "an --extra-secret (RUNWIRE_SECRETS) is {0} bytes; each must be at least {MIN_SECRET_LEN} bytes"

@@ -109,6 +109,89 @@ impl Layers {
     }
 }
 
+/// The runwire default of `--addr`, which the replaced systems' address variables may replace.
+const DEFAULT_ADDR: &str = "127.0.0.1:3101";
+
+/// Applies the replaced systems' environment names as fallbacks for runwire's own, when a layer is
+/// on; `env` reads a variable. runwire's own names win: `--redis` / `RUNWIRE_REDIS_URL` over
+/// `REDIS_URL`, then `UPSTASH_REDIS_URL`, then `REDIS_HOST` + `REDIS_PORT` (default 6379);
+/// `--addr` / `RUNWIRE_ADDR` over `REALTIME_HOST` + `REALTIME_PORT` / `PORT`, where the host
+/// defaults to all interfaces (`0.0.0.0`) and the port to 3101, as the Node relay's did. Logs
+/// which names were used; fails on an address it cannot read.
+pub fn apply_env(
+    config: &mut Config,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut used = Vec::new();
+    if config.compat.is_empty() {
+        return Ok(used);
+    }
+    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    if config.redis.is_none() {
+        let from = if let Some(url) = var("REDIS_URL") {
+            Some(("REDIS_URL", url))
+        } else if let Some(url) = var("UPSTASH_REDIS_URL") {
+            Some(("UPSTASH_REDIS_URL", url))
+        } else {
+            var("REDIS_HOST").map(|host| {
+                let port = var("REDIS_PORT").unwrap_or_else(|| "6379".into());
+                ("REDIS_HOST/REDIS_PORT", format!("redis://{host}:{port}"))
+            })
+        };
+        if let Some((name, url)) = from {
+            config.redis = Some(url);
+            used.push(name.to_owned());
+        }
+    }
+    let addr_given = var("RUNWIRE_ADDR").is_some() || config.addr.to_string() != DEFAULT_ADDR;
+    let host = var("REALTIME_HOST");
+    let port = var("REALTIME_PORT")
+        .map(|p| ("REALTIME_PORT", p))
+        .or_else(|| var("PORT").map(|p| ("PORT", p)));
+    if !addr_given && (host.is_some() || port.is_some()) {
+        let port_text = port.as_ref().map_or("3101", |(_, p)| p.as_str());
+        let port_num: u16 = port_text.trim().parse().map_err(|_| {
+            ConfigError::Address(format!(
+                "{} is not a port: {port_text:?}",
+                port.as_ref().map_or("PORT", |(n, _)| n)
+            ))
+        })?;
+        let host_text = host.clone().unwrap_or_else(|| "0.0.0.0".into());
+        // An IP address (or `localhost`): a name is not looked up, so start-up needs no DNS.
+        let ip: std::net::IpAddr = match host_text.trim() {
+            "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+            h => h.trim_matches(['[', ']']).parse().map_err(|_| {
+                ConfigError::Address(format!(
+                    "REALTIME_HOST {host_text:?} is not an IP address (or localhost)"
+                ))
+            })?,
+        };
+        let addr = std::net::SocketAddr::new(ip, port_num);
+        config.addr = addr;
+        if host.is_some() {
+            used.push("REALTIME_HOST".to_owned());
+        }
+        if let Some((name, _)) = port {
+            used.push(name.to_owned());
+        }
+    }
+    for (name, secret) in [
+        (
+            "EXECUTION_STREAM_SIGNING_SECRET",
+            &config.execution_stream_signing_secret,
+        ),
+        ("BETTER_AUTH_SECRET", &config.better_auth_secret),
+    ] {
+        if secret.is_some() {
+            used.push(name.to_owned());
+        }
+    }
+    if !used.is_empty() {
+        tracing::info!(variables = ?used, "configuration taken from the replaced systems' environment");
+    }
+    Ok(used)
+}
+
 /// The secrets of the replaced systems' environment, when a layer is on: in the order tried.
 fn legacy_secrets(config: &Config) -> impl Iterator<Item = &str> {
     let on = !config.compat.is_empty();
@@ -641,6 +724,92 @@ mod tests {
             c.validate(),
             Err(ConfigError::ShortExtraSecret(4))
         ));
+    }
+
+    #[test]
+    fn replaced_environment_names_are_fallbacks() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let base = || {
+            let mut c = Config::with_secret("s".repeat(32));
+            c.compat = vec![Layer::WsRelay];
+            c
+        };
+        // no layer: nothing is read
+        let mut c = base();
+        c.compat.clear();
+        apply_env(&mut c, env(&[("REDIS_URL", "redis://r:1"), ("PORT", "80")])).unwrap();
+        assert_eq!(
+            (c.redis.as_deref(), c.addr.to_string().as_str()),
+            (None, DEFAULT_ADDR)
+        );
+        let mut c = base();
+        let used = apply_env(
+            &mut c,
+            env(&[
+                ("REDIS_URL", "redis://a:1"),
+                ("UPSTASH_REDIS_URL", "rediss://b:2"),
+                ("PORT", "4000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://a:1"));
+        // REALTIME_HOST's default: all interfaces
+        assert_eq!(c.addr.to_string(), "0.0.0.0:4000");
+        assert_eq!(used, ["REDIS_URL", "PORT"]);
+        let mut c = base();
+        apply_env(
+            &mut c,
+            env(&[
+                ("UPSTASH_REDIS_URL", "redis://b:2"),
+                ("REALTIME_HOST", "127.0.0.1"),
+                ("REALTIME_PORT", "3200"),
+                ("PORT", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://b:2"));
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3200");
+        let mut c = base();
+        apply_env(
+            &mut c,
+            env(&[("REDIS_HOST", "10.0.0.5"), ("REALTIME_HOST", "127.0.0.1")]),
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://10.0.0.5:6379"));
+        assert_eq!(c.addr.to_string(), "127.0.0.1:3101");
+        // runwire's own names win
+        let mut c = base();
+        c.redis = Some("redis://mine:1".into());
+        c.addr = "127.0.0.1:5000".parse().unwrap();
+        apply_env(
+            &mut c,
+            env(&[("REDIS_URL", "redis://a:1"), ("PORT", "4000")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.redis.as_deref(), c.addr.to_string().as_str()),
+            (Some("redis://mine:1"), "127.0.0.1:5000")
+        );
+        let mut c = base();
+        apply_env(
+            &mut c,
+            env(&[("RUNWIRE_ADDR", "127.0.0.1:3101"), ("PORT", "4000")]),
+        )
+        .unwrap();
+        assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
+        // bad values are refused clearly
+        let mut c = base();
+        let e = apply_env(&mut c, env(&[("PORT", "http")])).unwrap_err();
+        assert!(e.to_string().contains("PORT is not a port"), "{e}");
+        let mut c = base();
+        let e = apply_env(&mut c, env(&[("REALTIME_HOST", "not a host!")])).unwrap_err();
+        assert!(e.to_string().contains("REALTIME_HOST"), "{e}");
     }
 
     #[test]
