@@ -440,3 +440,65 @@ async fn sse_plan_workers_over_redis() {
     assert_eq!(Sse::open(&no_ws, &[]).await.status, 403);
     relay.shutdown().await;
 }
+
+/// The Node relay's deployment environment, unchanged, plus `RUNWIRE_COMPAT`, starts the binary:
+/// Redis from `REDIS_URL`, the address from `REALTIME_HOST` / `REALTIME_PORT`, the signing
+/// secret from `EXECUTION_STREAM_SIGNING_SECRET`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_relays_environment_starts_the_binary() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let redis = RedisServer::start();
+    let secret = "a-node-relay-secret-of-forty-bytes-long!";
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
+        .arg("serve")
+        .env_clear()
+        .env("RUNWIRE_COMPAT", "ws-relay")
+        .env("REDIS_URL", redis.url())
+        .env("REALTIME_HOST", "127.0.0.1")
+        .env("REALTIME_PORT", "0")
+        .env("EXECUTION_STREAM_SIGNING_SECRET", secret)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the runwire binary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the relay prints its address")
+        .unwrap()
+        .expect("a first line");
+    let addr = line
+        .strip_prefix("listening on http://127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let health: Value = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["broker"]["kind"], "redis");
+    // the legacy secret verifies the token route's tokens
+    let token = legacy_token("7", "u", secret);
+    let resp = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/runs/7"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    child.start_kill().unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "REDIS_URL",
+        "REALTIME_HOST",
+        "REALTIME_PORT",
+        "EXECUTION_STREAM_SIGNING_SECRET",
+    ] {
+        assert!(log.contains(name), "start-up log names {name}: {log}");
+    }
+}
