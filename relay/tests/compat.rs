@@ -502,3 +502,46 @@ async fn the_node_relays_environment_starts_the_binary() {
         assert!(log.contains(name), "start-up log names {name}: {log}");
     }
 }
+
+/// A token minted by the Node relay's own algorithm, in Node, opens the legacy socket; a worker
+/// posting the relay's message shape over HTTP ends the run.
+#[tokio::test]
+async fn node_minted_tokens_and_http_workers() {
+    const SECRET: &str = "short-legacy";
+    let script = r#"
+        const crypto = require("crypto");
+        const [run, user, secret] = process.argv.slice(1);
+        const now = Math.floor(Date.now() / 1000);
+        const payload = Buffer.from(JSON.stringify({ v: 1, runId: run, userId: user, iat: now, exp: now + 300 })).toString("base64url");
+        const sig = crypto.createHmac("sha256", secret).update(payload).digest("base64url");
+        process.stdout.write(`${payload}.${sig}`);
+    "#;
+    let out = std::process::Command::new("node")
+        .args(["-e", script, "run-n", "user-1", SECRET])
+        .output()
+        .expect("node is installed (scripts/install-deps.sh test)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut c = config();
+    c.compat = vec![Layer::WsRelay];
+    c.execution_stream_signing_secret = Some(SECRET.into());
+    let relay = Relay::with(c).await;
+    let mut browser =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={token}"))).await;
+    assert_eq!(
+        browser.frame().await,
+        json!({"type":"connected","runId":"run-n"})
+    );
+    let running = json!({"type":"node","nodeId":"a","status":"Running","timestamp":1});
+    let done = json!({"type":"workflow","status":"Success","timestamp":2});
+    let (status, answer) = post(&relay, "run-n", &json!([running, done])).await;
+    assert_eq!((status, &answer["seqs"]), (200, &json!([1, 2])));
+    assert_eq!(browser.frame().await, running);
+    assert_eq!(browser.frame().await, done);
+    assert_eq!(browser.closed().await.0, Some(1000));
+    relay.shutdown().await;
+}
