@@ -146,6 +146,10 @@ pub fn verify_legacy_token<S: AsRef<[u8]>>(
     else {
         return Err(TokenError::Malformed);
     };
+    // One real run: never `*` (which a JWT may use for every run).
+    if !runwire_protocol::is_valid_run_id(&run) {
+        return Err(TokenError::Malformed);
+    }
     if exp.saturating_add(LEEWAY_SECS) <= now {
         return Err(TokenError::Expired);
     }
@@ -482,6 +486,8 @@ mod tests {
             json!({"v":1,"exp":NOW + 300}),
             json!({"v":1,"runId":"r"}),
             json!({"v":1,"runId":"r","exp":"soon"}),
+            json!({"v":1,"runId":"*","exp":NOW + 300}),
+            json!({"v":1,"runId":"a/b","exp":NOW + 300}),
             json!([1]),
         ] {
             let t = legacy_token(&bad, b"short");
