@@ -151,7 +151,15 @@ async fn ws_relay_workers_and_tokens_over_redis() {
         json!({"type":"unsubscribed","run":"42","reason":"failed"})
     );
 
+    // The fold the SDK runs over the events it receives (the protocol crate's) agrees with the
+    // relay's state.
+    let mut folded = runwire_protocol::RunState::default();
+    for e in &events {
+        let env: runwire_protocol::Envelope = serde_json::from_value(e.clone()).unwrap();
+        folded.apply(env.seq, &env.ts, &env.typed().unwrap());
+    }
     let state = run_state(&relay, "42", &token).await;
+    assert_eq!(serde_json::to_value(&folded).unwrap(), state);
     assert_eq!(state["status"], "failed");
     assert_eq!(state["error"], "store failed");
     assert_eq!(
