@@ -553,3 +553,24 @@ async fn node_minted_tokens_and_http_workers() {
     assert_eq!(browser.closed().await.0, Some(1000));
     relay.shutdown().await;
 }
+
+/// The legacy sockets count against `--max-connections` like runwire's own.
+#[tokio::test]
+async fn legacy_sockets_are_bounded() {
+    let mut c = config();
+    c.compat = vec![Layer::WsRelay, Layer::EventBroadcaster];
+    c.max_connections = 1;
+    let relay = Relay::with(c).await;
+    let mut first =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("r"))))
+            .await;
+    assert_eq!(first.frame().await["type"], "connected");
+    let mut second =
+        Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("r"))))
+            .await;
+    assert_eq!(second.closed().await.0, Some(4029));
+    let mut third =
+        Client::connect(&relay.ws_url(&format!("/api/ws?token={}", subscribe_token("r")))).await;
+    assert_eq!(third.closed().await.0, Some(4029));
+    relay.shutdown().await;
+}

@@ -317,6 +317,10 @@ where
 {
     let config = &state.config;
     let write_timeout = config.write_timeout;
+    let m = &state.metrics;
+    if m.ws_connections.get() + m.executions_connections.get() > config.max_connections as i64 {
+        return End::code(CloseCode::TooManyConnections);
+    }
     let claims = match state
         .verifier
         .verify(token.as_deref(), Scope::Subscribe, None)
