@@ -124,7 +124,7 @@ export class GraphView {
       const n = states.get(key);
       const status = n?.status ?? "pending";
       p.g.setAttribute("data-status", status);
-      p.status.textContent = { pending: "", running: "●", completed: "✓", failed: "✕" }[status];
+      p.status.textContent = { pending: "", running: "●", completed: "✓", failed: "✕", skipped: "–" }[status];
       let meta = "waiting";
       let progress = 0;
       if (status === "running") {
@@ -137,6 +137,8 @@ export class GraphView {
       } else if (status === "failed") {
         progress = n?.progress ?? 100;
         meta = n?.duration_ms !== undefined ? `failed after ${formatMs(n.duration_ms)}` : "failed";
+      } else if (status === "skipped") {
+        meta = "skipped";
       }
       p.meta.textContent = meta;
       p.bar.setAttribute("width", String(((W - 28) * Math.min(100, progress)) / 100));
@@ -144,7 +146,7 @@ export class GraphView {
     for (const edge of this.svg.querySelectorAll<SVGPathElement>(".edge")) {
       const from = states.get(edge.dataset.from ?? "")?.status;
       const to = states.get(edge.dataset.to ?? "")?.status;
-      edge.classList.toggle("done", from === "completed");
+      edge.classList.toggle("done", from === "completed" || from === "skipped");
       edge.classList.toggle("active", from === "completed" && to === "running");
     }
   }

@@ -109,6 +109,8 @@ function describe(ev: AnyRunEvent): { level: string; node?: string; text: string
   if (isEvent(ev, "node.completed"))
     return { level: "ok", node: ev.data.node_key, text: `Node completed in ${formatMs(ev.data.duration_ms ?? 0)}` };
   if (isEvent(ev, "node.failed")) return { level: "error", node: ev.data.node_key, text: `Node failed: ${ev.data.error}` };
+  if (isEvent(ev, "node.skipped"))
+    return { level: "node", node: ev.data.node_key, text: `Node skipped${ev.data.reason ? `: ${ev.data.reason}` : ""}` };
   return { level: "node", text: `${ev.event} ${JSON.stringify(ev.data)}` };
 }
 
@@ -158,7 +160,7 @@ function render(): void {
   const started = s?.started_at ? Date.parse(s.started_at) : undefined;
   $("duration").textContent =
     s?.duration_ms !== undefined ? formatMs(s.duration_ms) : started !== undefined ? formatMs(now - started) : "—";
-  const done = s?.nodes.filter((n) => n.status === "completed").length ?? 0;
+  const done = s?.nodes.filter((n) => n.status === "completed" || n.status === "skipped").length ?? 0;
   $("node-count").textContent = s?.node_count ? `${done} / ${s.node_count}` : "—";
   $("event-count").textContent = String(eventCount);
   $("warnings").textContent = String(s?.warning_count ?? 0);

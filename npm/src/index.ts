@@ -20,6 +20,7 @@ export type {
   NodeCompletedData,
   NodeFailedData,
   NodeProgressData,
+  NodeSkippedData,
   NodeStartedData,
   NodeState,
   NodeStatus,
@@ -61,6 +62,7 @@ export const KNOWN_EVENTS: readonly KnownEventName[] = [
   "node.progress",
   "node.completed",
   "node.failed",
+  "node.skipped",
   "log",
 ];
 

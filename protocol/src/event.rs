@@ -148,6 +148,16 @@ pub struct NodeFailed {
     pub error: String,
 }
 
+/// `node.skipped`: the node will not run (a branch not taken, a condition not met).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeSkipped {
+    /// The node's key within the workflow.
+    pub node_key: String,
+    /// Why the node was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Severity of a `log` event.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -192,6 +202,7 @@ pub enum RunEvent {
     NodeProgress(NodeProgress),
     NodeCompleted(NodeCompleted),
     NodeFailed(NodeFailed),
+    NodeSkipped(NodeSkipped),
     Log(Log),
     /// Any other valid name: carried through untouched.
     Other {
@@ -201,7 +212,7 @@ pub enum RunEvent {
 }
 
 /// The event names runwire knows the shape of.
-pub const KNOWN_EVENTS: [&str; 10] = [
+pub const KNOWN_EVENTS: [&str; 11] = [
     "run.started",
     "run.progress",
     "run.completed",
@@ -211,6 +222,7 @@ pub const KNOWN_EVENTS: [&str; 10] = [
     "node.progress",
     "node.completed",
     "node.failed",
+    "node.skipped",
     "log",
 ];
 
@@ -262,6 +274,11 @@ impl RunEvent {
                 check_node_key(name, &n.node_key)?;
                 Self::NodeFailed(n)
             }
+            "node.skipped" => {
+                let n: NodeSkipped = typed(name, data)?;
+                check_node_key(name, &n.node_key)?;
+                Self::NodeSkipped(n)
+            }
             "log" => Self::Log(typed(name, data)?),
             _ => Self::Other {
                 name: name.to_owned(),
@@ -282,6 +299,7 @@ impl RunEvent {
             Self::NodeProgress(_) => "node.progress",
             Self::NodeCompleted(_) => "node.completed",
             Self::NodeFailed(_) => "node.failed",
+            Self::NodeSkipped(_) => "node.skipped",
             Self::Log(_) => "log",
             Self::Other { name } => name,
         }
@@ -419,6 +437,14 @@ mod tests {
         assert!(RunEvent::parse("node.progress", &json!({"node_key":"n","progress":101})).is_err());
         assert!(RunEvent::parse("run.progress", &json!({"progress":-1})).is_err());
         assert!(RunEvent::parse("log", &json!({"level":"loud","message":"x"})).is_err());
+        assert_eq!(
+            RunEvent::parse("node.skipped", &json!({"node_key":"n"})).unwrap(),
+            RunEvent::NodeSkipped(NodeSkipped {
+                node_key: "n".into(),
+                reason: None
+            })
+        );
+        assert!(RunEvent::parse("node.skipped", &json!({"reason":"x"})).is_err());
         assert!(RunEvent::parse("log", &json!("text")).is_err());
         assert!(RunEvent::parse("run.started", &Value::Null).is_ok());
         assert_eq!(

@@ -98,6 +98,8 @@ pub enum NodeStatus {
     Completed,
     /// Ended with `node.failed`.
     Failed,
+    /// Will not run (`node.skipped`); counts as done.
+    Skipped,
 }
 
 /// One node of a run.
@@ -113,7 +115,7 @@ pub struct NodeState {
     /// `ts` of its `node.started`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    /// `ts` of its `node.completed` or `node.failed`.
+    /// `ts` of its `node.completed`, `node.failed` or `node.skipped`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// As reported by `node.completed`.
@@ -283,6 +285,13 @@ impl RunState {
                     node.status = NodeStatus::Failed;
                     node.finished_at = Some(ts.to_owned());
                     node.error = Some(cap_text(&e.error, cap, capped));
+                }
+            }
+            RunEvent::NodeSkipped(e) => {
+                self.mark_running();
+                if let Some(node) = self.node_mut(&e.node_key) {
+                    node.status = NodeStatus::Skipped;
+                    node.finished_at = Some(ts.to_owned());
                 }
             }
             RunEvent::Log(e) => {
@@ -473,6 +482,24 @@ mod tests {
         assert_eq!(s.node("a").unwrap().status, NodeStatus::Completed);
         assert_eq!(s.node("a").unwrap().duration_ms, Some(7));
         assert_eq!(s.node("b").unwrap().error.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn folds_a_skipped_node() {
+        let mut s = RunState::default();
+        s.apply(1, "t1", &ev("node.started", json!({"node_key":"a"})));
+        s.apply(
+            2,
+            "t2",
+            &ev("node.skipped", json!({"node_key":"b","reason":"branch"})),
+        );
+        assert_eq!(s.status, RunStatus::Running);
+        let b = s.node("b").unwrap();
+        assert_eq!(b.status, NodeStatus::Skipped);
+        assert_eq!(b.finished_at.as_deref(), Some("t2"));
+        // the node most recently started stays the current one
+        assert_eq!(s.current_node.as_deref(), Some("a"));
+        assert_eq!(serde_json::to_value(b).unwrap()["status"], json!("skipped"));
     }
 
     #[test]

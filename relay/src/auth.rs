@@ -69,6 +69,8 @@ pub struct Verifier {
     secret: Arc<[u8]>,
     clock: Clock,
     metrics: Arc<Metrics>,
+    /// Verification-only secrets and the compatibility layers' token formats.
+    compat: crate::compat::TokenKeys,
 }
 
 impl Verifier {
@@ -78,7 +80,14 @@ impl Verifier {
             secret: secret.into(),
             clock,
             metrics,
+            compat: crate::compat::TokenKeys::default(),
         }
+    }
+
+    /// Also accepts tokens signed with further secrets, or in a replaced system's format.
+    pub fn with_compat(mut self, keys: crate::compat::TokenKeys) -> Self {
+        self.compat = keys;
+        self
     }
 
     /// The clock tokens are checked against.
@@ -112,7 +121,9 @@ impl Verifier {
         run: Option<&str>,
     ) -> Result<Claims, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
-        let claims = token::verify(token, &self.secret, self.clock.unix_secs())?;
+        let now = self.clock.unix_secs();
+        let claims = token::verify(token, &self.secret, now)
+            .or_else(|e| self.compat.verify(token, now, e))?;
         if claims.scope != scope {
             return Err(AuthError::WrongScope);
         }

@@ -32,6 +32,14 @@ pub enum ConfigError {
     /// `--ingest` reads Redis Pub/Sub, so it needs `--redis`.
     #[error("--ingest needs --redis (RUNWIRE_REDIS_URL)")]
     IngestWithoutRedis,
+    /// A replaced system's address variables do not make an address.
+    #[error("{0}")]
+    Address(String),
+    /// An `--extra-secret` is too short for HS256.
+    #[error(
+        "an --extra-secret (RUNWIRE_SECRETS) is {0} bytes; each must be at least {MIN_SECRET_LEN} bytes"
+    )]
+    ShortExtraSecret(usize),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -134,6 +142,33 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub ingest: Vec<String>,
+    /// Compatibility layers for the systems runwire replaces (`docs/migrating.md`): `ws-relay`,
+    /// `event-broadcaster`, `socketio-gateway`, `sse-stream`. Repeatable.
+    #[arg(
+        long = "compat",
+        value_name = "NAME",
+        env = "RUNWIRE_COMPAT",
+        value_delimiter = ',',
+        value_enum
+    )]
+    pub compat: Vec<crate::compat::Layer>,
+    /// More secrets tokens are verified with, never signed with (rotation: `--secret` signs,
+    /// every secret verifies), comma-separated; each at least 32 bytes.
+    #[arg(
+        long = "extra-secret",
+        value_name = "SECRET",
+        env = "RUNWIRE_SECRETS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub extra_secrets: Vec<String>,
+    /// With a `--compat` layer on: the replaced relay's token secret. Verifies every token kind
+    /// (only `v:1` tokens when shorter than 32 bytes), and signs when `--secret` is not given.
+    #[arg(long, env = "EXECUTION_STREAM_SIGNING_SECRET", hide_env_values = true)]
+    pub execution_stream_signing_secret: Option<String>,
+    /// With a `--compat` layer on: tried after `EXECUTION_STREAM_SIGNING_SECRET`, the same way.
+    #[arg(long, env = "BETTER_AUTH_SECRET", hide_env_values = true)]
+    pub better_auth_secret: Option<String>,
 }
 
 impl Config {
@@ -152,7 +187,9 @@ impl Config {
 
     /// Checks what clap cannot, and returns the secret.
     pub fn validate(&self) -> Result<&[u8], ConfigError> {
-        let secret = self.secret.as_deref().ok_or(ConfigError::MissingSecret)?;
+        let secret = (self.secret.as_deref())
+            .or_else(|| crate::compat::fallback_secret(self))
+            .ok_or(ConfigError::MissingSecret)?;
         if secret.len() < MIN_SECRET_LEN {
             return Err(ConfigError::ShortSecret(secret.len()));
         }
@@ -186,6 +223,7 @@ impl Config {
         {
             return Err(ConfigError::WebDir(dir.display().to_string()));
         }
+        crate::compat::validate(self)?;
         if !self.ingest.is_empty() && self.redis.is_none() {
             return Err(ConfigError::IngestWithoutRedis);
         }
@@ -200,6 +238,7 @@ impl Config {
         c.finished_retention = self.finished_retention;
         c.run_idle_ttl = self.run_idle_ttl;
         c.ingest.clone_from(&self.ingest);
+        crate::compat::configure_redis(&self.compat, &mut c);
         Some(c)
     }
 

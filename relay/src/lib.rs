@@ -6,6 +6,8 @@
 //!   embedded [`broker::memory::MemoryBroker`] and [`broker::redis::RedisBroker`] for several relays.
 //! - [`hub`]: this relay's connections, their runs, and the fan-out of live events to them.
 //! - [`transport`]: WebSocket (`/v1/ws`, `/ws/executions`), SSE, and the HTTP API.
+//! - [`compat`]: `--compat` layers for the systems runwire replaces (their messages, tokens and
+//!   browser endpoints), translated at the edges.
 //! - [`demo`]: simulated workflow runs for `runwire demo`.
 //! - [`logging`]: the log's filter, which keeps frames (and so tokens) out of it at any level.
 //! - [`metrics`], [`error`], [`shutdown`]: the rest.
@@ -15,6 +17,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -108,7 +111,8 @@ impl AppState {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ConfigError> {
-        let verifier = Verifier::new(config.validate()?, clock, metrics.clone());
+        let verifier = Verifier::new(config.validate()?, clock, metrics.clone())
+            .with_compat(compat::token_keys(&config));
         Ok(Self(Arc::new(Shared {
             config,
             verifier,

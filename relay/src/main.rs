@@ -118,7 +118,10 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(mut config: Config) -> ExitCode {
+    if let Err(e) = runwire_relay::compat::apply_env(&mut config, |name| std::env::var(name).ok()) {
+        return fail(2, &e.to_string());
+    }
     if let Err(e) = config.validate() {
         return fail(2, &e.to_string());
     }

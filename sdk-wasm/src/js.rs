@@ -373,6 +373,7 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
                     Some("running") => NodeStatus::Running,
                     Some("completed") => NodeStatus::Completed,
                     Some("failed") => NodeStatus::Failed,
+                    Some("skipped") => NodeStatus::Skipped,
                     _ => NodeStatus::Pending,
                 },
                 progress: o.get(Field::Progress).as_f64(),
@@ -455,6 +456,7 @@ fn node_to_js(n: &NodeState) -> JsValue {
             NodeStatus::Running => "running",
             NodeStatus::Completed => "completed",
             NodeStatus::Failed => "failed",
+            NodeStatus::Skipped => "skipped",
         },
     );
     if let Some(p) = n.progress {

@@ -37,6 +37,7 @@ export interface NodeStartedData { node_key: string; [extra: string]: unknown }
 export interface NodeProgressData { node_key: string; progress: number; [extra: string]: unknown }
 export interface NodeCompletedData { node_key: string; duration_ms?: number; output_summary?: unknown; [extra: string]: unknown }
 export interface NodeFailedData { node_key: string; error: string; [extra: string]: unknown }
+export interface NodeSkippedData { node_key: string; reason?: string; [extra: string]: unknown }
 export type LogLevel = "debug" | "info" | "warning" | "error";
 export interface LogData { level: LogLevel; message: string; node_key?: string; metadata?: unknown; [extra: string]: unknown }
 
@@ -51,6 +52,7 @@ export interface RunEventDataMap {
   "node.progress": NodeProgressData;
   "node.completed": NodeCompletedData;
   "node.failed": NodeFailedData;
+  "node.skipped": NodeSkippedData;
   "log": LogData;
 }
 
@@ -78,7 +80,7 @@ export type RunwireEvent = { [N in KnownEventName]: RunEventOf<N, RunEventDataMa
 export type OtherRunEvent = RunEventOf<string, unknown>;
 
 export type RunStatus = "pending" | "running" | "completed" | "failed" | "cancelled";
-export type NodeStatus = "pending" | "running" | "completed" | "failed";
+export type NodeStatus = "pending" | "running" | "completed" | "failed" | "skipped";
 
 export interface NodeState {
   key: string;

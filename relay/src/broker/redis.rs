@@ -112,6 +112,8 @@ pub struct RedisConfig {
     pub ingest: Vec<String>,
     /// How often an ingesting relay publishes a sync mark (see [`ingest`]).
     pub ingest_mark_interval: Duration,
+    /// Compatibility layers whose message shapes ingest understands.
+    pub compat: crate::compat::Layers,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -142,6 +144,7 @@ impl RedisConfig {
             stream_lease: Duration::from_secs(30),
             ingest: Vec::new(),
             ingest_mark_interval: Duration::from_secs(10),
+            compat: crate::compat::Layers::default(),
         }
     }
 }

@@ -116,7 +116,11 @@ pub async fn publish(
                     ApiError::bad_request("invalid_body", format!("could not read the body: {e}"))
                 }
             })?;
-        let events = parse_events(&body)?;
+        let compat = crate::compat::Layers::of(&state.config.compat);
+        let events = match crate::compat::parse_publish(compat, &body) {
+            Some(events) => events?,
+            None => parse_events(&body)?,
+        };
         let accepted = state.broker.publish(run.as_str().into(), events).await?;
         state.metrics.events_published.add(accepted.len() as u64);
         Ok(Json(Published {

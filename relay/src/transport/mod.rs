@@ -68,6 +68,7 @@ pub fn router(state: AppState) -> Router {
     if state.config.demo {
         router = router.merge(crate::demo::routes());
     }
+    router = crate::compat::mount(router, &state);
     router = match files::web_dir(&state.config) {
         Some(dir) => router.merge(files::routes(dir)),
         None => router.route("/", get(http::index)),

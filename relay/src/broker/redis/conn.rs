@@ -40,12 +40,12 @@ pub(super) fn parse_target(url: &str, cluster: bool) -> Result<Target, String> {
             redact(url)
         )
     })?;
-    let cluster = match scheme {
-        "redis+cluster" => true,
-        "redis" => cluster,
-        "rediss" | "rediss+cluster" => {
-            return Err("TLS Redis URLs (rediss://) are not supported; use redis://".into());
-        }
+    // `rediss`: TLS (rustls), the server's certificate checked against the system's roots.
+    let (cluster, node_scheme) = match scheme {
+        "redis+cluster" => (true, "redis"),
+        "redis" => (cluster, "redis"),
+        "rediss+cluster" => (true, "rediss"),
+        "rediss" => (cluster, "rediss"),
         other => return Err(format!("unsupported Redis URL scheme {other:?}")),
     };
     let (auth, hosts) = match rest.rsplit_once('@') {
@@ -63,7 +63,7 @@ pub(super) fn parse_target(url: &str, cluster: bool) -> Result<Target, String> {
         .split(',')
         .map(str::trim)
         .filter(|h| !h.is_empty())
-        .map(|h| format!("redis://{auth}{h}{path}"))
+        .map(|h| format!("{node_scheme}://{auth}{h}{path}"))
         .collect();
     if nodes.is_empty() {
         return Err(format!("invalid Redis URL {:?}: no host", redact(url)));
@@ -188,7 +188,16 @@ mod tests {
         let t = parse_target("redis://h:7000", true).unwrap();
         assert!(t.cluster);
         assert!(parse_target("redis://a:1,b:2", false).is_err());
-        assert!(parse_target("rediss://h:1", false).is_err());
+        assert_eq!(
+            parse_target("rediss://:pw@h:1/2", false).unwrap().nodes,
+            ["rediss://:pw@h:1/2"]
+        );
+        assert_eq!(
+            parse_target("rediss+cluster://h:1,h:2", false)
+                .unwrap()
+                .nodes,
+            ["rediss://h:1", "rediss://h:2"]
+        );
         assert!(parse_target("http://h:1", false).is_err());
         assert!(parse_target("redis+cluster://h:1/3", false).is_err());
         assert!(parse_target("localhost:6379", false).is_err());

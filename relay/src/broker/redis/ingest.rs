@@ -80,12 +80,16 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 }
 
 /// Maps one message's payload to a run event (see the module docs). Never fails: what does not
-/// fit is carried as a `custom` event.
-pub fn map_payload(payload: &[u8]) -> NewEvent {
+/// fit is carried as a `custom` event. A message in the shape of a compatibility layer that is on
+/// is mapped by that layer first.
+pub fn map_payload(payload: &[u8], compat: crate::compat::Layers) -> NewEvent {
     let value = match serde_json::from_slice::<Value>(payload) {
         Ok(v) => v,
         Err(_) => Value::String(String::from_utf8_lossy(payload).into_owned()),
     };
+    if let Some(ev) = crate::compat::map_message(compat, &value) {
+        return ev;
+    }
     if let Value::Object(obj) = &value {
         if let Some(name) = obj.get("event").and_then(Value::as_str) {
             if let Some(ev) = map_named(name, obj) {
@@ -275,7 +279,7 @@ pub(super) async fn ingest_loop(
                 shared.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let event = map_payload(&msg.payload);
+            let event = map_payload(&msg.payload, shared.config.compat);
             match runs.iter_mut().find(|(r, ..)| &**r == run) {
                 Some((_, events, ids)) => {
                     events.push(event);
@@ -321,6 +325,7 @@ pub(super) async fn ingest_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compat::{Layer, Layers};
     use serde_json::json;
 
     #[test]
@@ -450,6 +455,12 @@ mod tests {
         let pieces = [
             "*", "?", "a", ":", "-", "{", "}", "é", "€", "😀", "\u{0}", "\n", "\"", "[", "\\",
         ];
+        let every_layer = Layers::of(&[
+            Layer::WsRelay,
+            Layer::EventBroadcaster,
+            Layer::SocketioGateway,
+            Layer::SseStream,
+        ]);
         for _ in 0..20_000 {
             let word = |next: &mut dyn FnMut() -> u64, max: u64| -> String {
                 (0..next() % max)
@@ -462,17 +473,27 @@ mod tests {
             }
             let _ = check_pattern(&pattern);
             let payload: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
-            let ev = map_payload(&payload);
-            assert!(!ev.name().is_empty());
             let text = word(&mut next, 40);
-            let _ = map_payload(text.as_bytes());
-            let _ = map_payload(format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes());
-            let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes());
+            // With no layer on, and with every replaced system's mapping consulted as well.
+            for layers in [Layers::default(), every_layer] {
+                let ev = map_payload(&payload, layers);
+                assert!(!ev.name().is_empty());
+                let _ = map_payload(text.as_bytes(), layers);
+                let _ = map_payload(
+                    format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes(),
+                    layers,
+                );
+                let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes(), layers);
+                let _ = map_payload(
+                    format!(r#"{{"type":"node","status":"{text}"}}"#).as_bytes(),
+                    layers,
+                );
+            }
         }
     }
 
     fn mapped(payload: &Value) -> (String, Value) {
-        let ev = map_payload(payload.to_string().as_bytes());
+        let ev = map_payload(payload.to_string().as_bytes(), Default::default());
         (ev.name().to_owned(), ev.data)
     }
 
@@ -532,7 +553,7 @@ mod tests {
     #[test]
     fn carries_anything_else_as_custom() {
         assert_eq!(mapped(&json!([1, 2])), (CUSTOM_EVENT.into(), json!([1, 2])));
-        let ev = map_payload(b"plain text");
+        let ev = map_payload(b"plain text", Default::default());
         assert_eq!(ev.name(), CUSTOM_EVENT);
         assert_eq!(ev.data, json!("plain text"));
     }

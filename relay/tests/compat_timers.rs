@@ -1,0 +1,223 @@
+//! `/ws/executions` in the Node relay's wire format (`--compat ws-relay`): its frames, close codes
+//! and timings, driven over in-memory channels with paused tokio time.
+
+mod support;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::Sink;
+use hmac::{Hmac, Mac};
+use runwire_protocol::token::LEEWAY_SECS;
+use runwire_relay::AppState;
+use runwire_relay::auth::Clock;
+use runwire_relay::broker::NewEvent;
+use runwire_relay::compat::Layer;
+use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use support::config;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+const LEGACY_SECRET: &str = "legacy-secret";
+
+/// The Node relay's token route, re-implemented.
+fn legacy_token(run: &str, ttl: u64) -> String {
+    let iat = Clock::System.unix_secs();
+    let payload = json!({"v": 1, "runId": run, "userId": "u1", "iat": iat, "exp": iat + ttl});
+    let segment = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let mut mac = Hmac::<Sha256>::new_from_slice(LEGACY_SECRET.as_bytes()).unwrap();
+    mac.update(segment.as_bytes());
+    format!(
+        "{segment}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+struct Harness {
+    to_relay: mpsc::Sender<Result<Message, axum::Error>>,
+    from_relay: mpsc::Receiver<Message>,
+    state: AppState,
+    started: Instant,
+}
+
+impl Harness {
+    fn start(token: Option<String>, idle: Duration) -> Self {
+        let mut c = config();
+        c.compat = vec![Layer::WsRelay];
+        c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
+        c.idle_timeout = idle;
+        let state = AppState::new(c, Clock::tokio()).unwrap();
+        let (to_relay, rx) = mpsc::channel(64);
+        let (tx, from_relay) = mpsc::channel::<Message>(64);
+        let sink: Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>> = Box::pin(
+            futures_util::sink::unfold(tx, |tx, msg: Message| async move {
+                tx.send(msg).await.map_err(axum::Error::new)?;
+                Ok::<_, axum::Error>(tx)
+            }),
+        );
+        tokio::spawn(serve_legacy(
+            state.clone(),
+            sink,
+            ReceiverStream::new(rx),
+            token,
+        ));
+        Self {
+            to_relay,
+            from_relay,
+            state,
+            started: Instant::now(),
+        }
+    }
+
+    /// The next message (`None`: the socket was dropped) and when it came.
+    async fn next(&mut self) -> (Option<Message>, Duration) {
+        let m = self.from_relay.recv().await;
+        (m, self.started.elapsed())
+    }
+
+    async fn frame(&mut self) -> Value {
+        match self.next().await.0 {
+            Some(Message::Text(t)) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    async fn pong(&self) {
+        self.to_relay
+            .send(Ok(Message::Pong(Default::default())))
+            .await
+            .unwrap();
+    }
+
+    async fn expect_close(&mut self) -> (u16, String, Duration) {
+        match self.next().await {
+            (Some(Message::Close(Some(f))), at) => (f.code, f.reason.to_string(), at),
+            other => panic!("expected a close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connected_then_raw_messages_then_run_finished() {
+    let mut h = Harness::start(Some(legacy_token("r1", 300)), Duration::from_secs(120));
+    assert_eq!(h.frame().await, json!({"type":"connected","runId":"r1"}));
+    let published = [
+        json!({"type":"node","nodeId":"a","status":"Success","timestamp":1}),
+        json!({"type":"workflow","status":"Success","timestamp":2}),
+    ];
+    for m in &published {
+        let ev = runwire_relay::compat::map_message(
+            runwire_relay::compat::Layers::of(&[Layer::WsRelay]),
+            m,
+        )
+        .unwrap();
+        h.state.broker.publish("r1".into(), vec![ev]).await.unwrap();
+    }
+    // an event published the runwire way reaches the socket in the relay's shape
+    assert_eq!(h.frame().await, published[0]);
+    assert_eq!(h.frame().await, published[1]);
+    let sent_at = h.started.elapsed();
+    let (code, reason, at) = h.expect_close().await;
+    assert_eq!((code, reason.as_str()), (1000, "Run finished"));
+    assert_eq!(at - sent_at, FINISH_GRACE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn runwire_events_in_the_relays_shape() {
+    let mut h = Harness::start(Some(legacy_token("r2", 300)), Duration::from_secs(120));
+    assert_eq!(h.frame().await["type"], "connected");
+    for (name, data) in [
+        ("node.started", json!({"node_key":"n"})),
+        ("node.failed", json!({"node_key":"n","error":"x"})),
+        ("log", json!({"level":"info","message":"m"})),
+        ("run.failed", json!({"error":"boom"})),
+    ] {
+        let ev = NewEvent::parse(name, data).unwrap();
+        h.state.broker.publish("r2".into(), vec![ev]).await.unwrap();
+    }
+    let mut frames = Vec::new();
+    for _ in 0..4 {
+        let mut f = h.frame().await;
+        assert!(
+            f.as_object_mut().unwrap().remove("timestamp").is_some() || f.get("level").is_some()
+        );
+        frames.push(f);
+    }
+    assert_eq!(
+        frames,
+        [
+            json!({"type":"node","nodeId":"n","status":"Running"}),
+            json!({"type":"node","nodeId":"n","status":"Failed","error":"x"}),
+            json!({"level":"info","message":"m"}),
+            json!({"type":"workflow","status":"Failure","error":"boom"}),
+        ]
+    );
+    assert_eq!(h.expect_close().await.0, 1000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_expiry_sends_a_socket_frame_then_4001() {
+    let mut h = Harness::start(Some(legacy_token("r1", 60)), Duration::from_secs(600));
+    assert_eq!(h.frame().await["type"], "connected");
+    let expiry = Duration::from_secs(60 + LEEWAY_SECS);
+    loop {
+        match h.next().await {
+            (Some(Message::Ping(_)), _) => h.pong().await,
+            (Some(Message::Text(t)), at) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v, json!({"type":"socket","status":"token_expired"}));
+                assert!(at.abs_diff(expiry) <= Duration::from_secs(1), "{at:?}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.expect_close().await.0, 4001);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_sends_a_socket_frame_then_4009() {
+    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(60));
+    assert_eq!(h.frame().await["type"], "connected");
+    loop {
+        match h.next().await {
+            (Some(Message::Ping(_)), _) => h.pong().await,
+            (Some(Message::Text(t)), at) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                assert_eq!(v, json!({"type":"socket","status":"idle_timeout"}));
+                // pongs do not count as activity
+                assert_eq!(at, Duration::from_secs(60));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.expect_close().await.0, 4009);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_ping_terminates_the_socket() {
+    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(600));
+    assert_eq!(h.frame().await["type"], "connected");
+    let (ping, at) = h.next().await;
+    assert!(matches!(ping, Some(Message::Ping(_))));
+    assert_eq!(at, Duration::from_secs(25));
+    // no pong: at the next tick the socket is dropped, without a close frame
+    let (gone, at) = h.next().await;
+    assert!(gone.is_none(), "{gone:?}");
+    assert_eq!(at, Duration::from_secs(50));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refused_tokens_close_as_on_runwires_socket() {
+    let mut h = Harness::start(None, Duration::from_secs(120));
+    assert_eq!(h.expect_close().await.0, 4002);
+    let mut h = Harness::start(Some("not.a.token".into()), Duration::from_secs(120));
+    assert_eq!(h.expect_close().await.0, 4002);
+}
