@@ -289,7 +289,7 @@ impl RunState {
             }
             RunEvent::NodeSkipped(e) => {
                 self.mark_running();
-                if let Some(node) = self.node_mut(&e.node_key) {
+                if let Some((_, node)) = self.node_mut(&e.node_key) {
                     node.status = NodeStatus::Skipped;
                     node.finished_at = Some(ts.to_owned());
                 }
