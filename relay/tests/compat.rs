@@ -68,19 +68,8 @@ async fn ws_relay_workers_and_tokens_over_redis() {
     c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
     let state = AppState::connect(c, Clock::System).await.unwrap();
     let relay = Relay::with_state(state).await;
-    // `workflow-run:*` is ingested without --ingest; the relay takes the ingest lease at start.
-    let mut leased = false;
-    for _ in 0..250 {
-        if redis
-            .command("EXISTS runwire:ingest-lease")
-            .is_some_and(|r| r == ":1\r\n")
-        {
-            leased = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(leased);
+    // `workflow-run:*` is ingested without --ingest: /ready says so once ingest runs.
+    wait_ingesting(&relay).await;
 
     let token = legacy_token("42", "user-7", LEGACY_SECRET);
     // The Node relay's browser: a raw WebSocket on /ws/executions.
@@ -351,18 +340,7 @@ async fn sse_plan_workers_over_redis() {
     c.compat = vec![Layer::SseStream];
     let state = AppState::connect(c, Clock::System).await.unwrap();
     let relay = Relay::with_state(state).await;
-    let mut leased = false;
-    for _ in 0..250 {
-        if redis
-            .command("EXISTS runwire:ingest-lease")
-            .is_some_and(|r| r == ":1\r\n")
-        {
-            leased = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(leased);
+    wait_ingesting(&relay).await;
     let mut watcher =
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("x1"))))
             .await;
@@ -573,4 +551,18 @@ async fn legacy_sockets_are_bounded() {
         Client::connect(&relay.ws_url(&format!("/api/ws?token={}", subscribe_token("r")))).await;
     assert_eq!(third.closed().await.0, Some(4029));
     relay.shutdown().await;
+}
+
+/// Waits until the relay's ingest runs: `/ready` answers 503 until then.
+async fn wait_ingesting(relay: &Relay) {
+    for _ in 0..250 {
+        if reqwest::get(relay.url("/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the relay's ingest never started");
 }

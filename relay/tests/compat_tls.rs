@@ -207,19 +207,19 @@ async fn broker_and_ingest_over_tls() {
         .await
         .unwrap();
     assert_eq!(health["broker"], json!({"kind":"redis","status":"up"}));
-    // the ingest lease is written over TLS
-    let mut leased = false;
+    // ingest runs over TLS: /ready answers 503 until it does
+    let mut ingesting = false;
     for _ in 0..250 {
-        if redis
-            .cli(&["EXISTS", "runwire:ingest-lease"])
-            .is_some_and(|r| r.trim() == "1")
+        if reqwest::get(format!("http://{addr}/ready"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
         {
-            leased = true;
+            ingesting = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(leased);
+    assert!(ingesting);
     let mut c = Client::connect(&format!("ws://{addr}/v1/ws")).await;
     c.send(json!({"type":"auth","token":subscribe_token("9")}))
         .await;
