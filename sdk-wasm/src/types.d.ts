@@ -26,6 +26,13 @@ export interface RunwireClientOptions {
   maxReconnectAttempts?: number;
   /** "auto" (default): WebSocket, falling back to SSE when WebSocket keeps failing. */
   transport?: "auto" | "websocket" | "sse";
+  /**
+   * Where the `.wasm` comes from, if this client is the first to need it (see `ready()`): its
+   * URL, its bytes, a `Response` (or a promise of one, as `fetch` returns), or a compiled
+   * `WebAssembly.Module`. Default: `runwire_sdk_bg.wasm` next to the package's JS (bundlers copy
+   * it as an asset); in Node it is read from disk.
+   */
+  wasm?: string | URL | Response | PromiseLike<Response> | BufferSource | WebAssembly.Module;
 }
 
 export interface RunStartedData { workflow?: string; node_count?: number; [extra: string]: unknown }
