@@ -75,7 +75,7 @@ export class RunwireClient {
    */
   constructor(options: RunwireClientOptions) {
     checkOptions(options);
-    this.#options = options;
+    this.#options = { ...options, debug: logger(options.debug) };
     if (isReady()) this.#start();
   }
 
@@ -149,8 +149,8 @@ export class RunwireClient {
   subscribe(run: string, options: SubscribeOptions = {}): Subscription {
     const inner = this.#live();
     if (this.#closed) throw new Error("RunwireClient: the client is closed");
-    if (inner) return new Subscription(run, inner.subscribe(run, options));
     checkSubscribe(run, options);
+    if (inner) return new Subscription(run, inner.subscribe(run, options));
     const sub = new Subscription(run, undefined, options, () => {
       this.#pending = this.#pending.filter((s) => s !== sub);
       this.#announce();
@@ -336,6 +336,10 @@ function checkOptions(options: RunwireClientOptions): void {
       throw new Error(`RunwireClient: \`${name}\` must be a non-negative number`);
     }
   }
+  const debug = options.debug;
+  if (debug !== undefined && typeof debug !== "boolean" && typeof debug !== "function") {
+    throw new Error("RunwireClient: `debug` must be a boolean or a function");
+  }
   const t = options.transport;
   if (t !== undefined && t !== "auto" && t !== "websocket" && t !== "sse") {
     throw new Error(
@@ -357,4 +361,28 @@ function checkSubscribe(run: string, options: SubscribeOptions): void {
   if (since !== undefined && !(typeof since === "number" && since >= 0 && Number.isInteger(since))) {
     throw new Error("RunwireClient: `since` must be a non-negative integer");
   }
+  const token = options?.token;
+  if (token !== undefined && typeof token !== "function") {
+    throw new Error("RunwireClient: a subscription's `token` must be a function returning one");
+  }
+}
+
+const TOKEN = /"token":"(?:[^"\\]|\\.)*"/g;
+
+/**
+ * The `debug` option as the WebAssembly client takes it: a function, which never passes a token
+ * on (frames sent carry them: they are replaced by `[redacted]` here).
+ */
+function logger(
+  debug: RunwireClientOptions["debug"],
+): ((message: string, detail?: unknown) => void) | undefined {
+  if (!debug) return undefined;
+  const log = typeof debug === "function" ? debug : (m: string, d?: unknown) => console.debug(`runwire: ${m}`, d);
+  return (message, detail) => {
+    try {
+      log(message, typeof detail === "string" ? detail.replace(TOKEN, '"token":"[redacted]"') : detail);
+    } catch {
+      // A logger's exception is its own.
+    }
+  };
 }

@@ -37,6 +37,7 @@ export type {
   RunwireEvent,
   StateChange,
   SubscribeOptions,
+  TokenContext,
   TokenProvider,
 } from "../wasm/runwire_sdk.js";
 

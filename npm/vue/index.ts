@@ -8,6 +8,7 @@
  * no events, and the connection state the client had then, `closed` on a fresh page).
  */
 import {
+  computed,
   getCurrentInstance,
   getCurrentScope,
   onMounted,
@@ -39,6 +40,10 @@ export interface UseRunResult {
   events: Readonly<Ref<readonly AnyRunEvent[]>>;
   /** The client's connection state. */
   connection: Readonly<Ref<ConnectionState>>;
+  /** `connection === "open"`. */
+  isConnected: Readonly<Ref<boolean>>;
+  /** `connection === "reconnecting"`: the connection dropped and the client is getting it back. */
+  isReconnecting: Readonly<Ref<boolean>>;
   /** The last error about this run (or the connection), if any. */
   error: Readonly<Ref<RunwireError | undefined>>;
   /** Why the subscription ended (`completed`, `failed`, `forbidden`…), while it has. */
@@ -73,6 +78,29 @@ function whenMounted(start: () => WatchStopHandle): void {
       stop?.();
     });
   }
+}
+
+/** What `useConnection` returns: read-only refs. */
+export interface ConnectionStatus {
+  /** The client's connection state. */
+  connection: Readonly<Ref<ConnectionState>>;
+  /** `connection === "open"`. */
+  isConnected: Readonly<Ref<boolean>>;
+  /** `connection === "reconnecting"`. */
+  isReconnecting: Readonly<Ref<boolean>>;
+}
+
+/** The connection state of `client` with its two common questions answered, for a status badge. */
+export function useConnection(client: MaybeRefOrGetter<MaybeClient>): ConnectionStatus {
+  return status(useConnectionState(client));
+}
+
+function status(connection: Readonly<Ref<ConnectionState>>): ConnectionStatus {
+  return {
+    connection,
+    isConnected: computed(() => connection.value === "open"),
+    isReconnecting: computed(() => connection.value === "reconnecting"),
+  };
 }
 
 /** The connection state of `client` (which may be a ref), as a ref. */
@@ -147,5 +175,5 @@ export function useRun(
       { immediate: true },
     ),
   );
-  return { state, events, connection, error, ended };
+  return { state, events, ...status(connection), error, ended };
 }

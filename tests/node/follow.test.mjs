@@ -94,3 +94,67 @@ test("Node follows a live run and sees every seq once across a forced reconnect"
   assert.ok(states.includes("reconnecting"), `states: ${states.join(" ")}`);
   assert.deepEqual(errors, []);
 });
+
+test("one connection carries runs with tokens of their own; a refused one is asked for again once", { timeout: 120_000 }, async () => {
+  const start = async () => (await (await fetch(`${relay.url}/demo/runs`, { method: "POST" })).json()).run;
+  const [a, b] = [await start(), await start()];
+  const tokenFor = async (run) => (await fetch(`${relay.url}/demo/token?run=${run}`)).text();
+  const issued = new Set();
+  const mint = async (run) => {
+    const t = await tokenFor(run);
+    issued.add(t);
+    return t;
+  };
+  const clientAsks = [];
+  const ownAsks = [];
+  const logs = [];
+  const client = new RunwireClient({
+    url: `${relay.url.replace(/^http/, "ws")}/v1/ws`,
+    // The connection's token covers the runs without a token of their own: here, `a`.
+    token: (context) => {
+      clientAsks.push(context);
+      return mint(a);
+    },
+    transport: "websocket",
+    debug: (message, detail) => logs.push([message, detail]),
+  });
+  const errors = [];
+  client.onError((e) => errors.push(e));
+  const states = [];
+  client.onStateChange((c) => states.push(c.state));
+  const follow = (run, options = {}) => {
+    const seqs = [];
+    const ended = new Promise((resolve) =>
+      client.subscribe(run, { since: 0, onEvent: (ev) => seqs.push(ev.seq), onOtherEvent: (ev) => seqs.push(ev.seq), onEnd: resolve, ...options }),
+    );
+    return { seqs, ended };
+  };
+  const fa = follow(a);
+  const fb = follow(b, {
+    // The first token is for the wrong run: the relay refuses it, the provider is asked again.
+    token: (context) => {
+      ownAsks.push(context);
+      return mint(ownAsks.length === 1 ? a : b);
+    },
+  });
+  const [endA, endB] = await Promise.all([fa.ended, fb.ended]);
+  client.close();
+  for (const [run, f, end] of [[a, fa, endA], [b, fb, endB]]) {
+    const truth = await relayState(relay.url, run);
+    assert.equal(end, truth.state.status, run);
+    assert.deepEqual(f.seqs, Array.from({ length: truth.seq }, (_, i) => i + 1), run);
+  }
+  assert.deepEqual(clientAsks, [{ runs: [a], reason: "connect" }]);
+  assert.deepEqual(ownAsks, [
+    { runs: [b], reason: "connect" },
+    { runs: [b], reason: "refused" },
+  ]);
+  assert.deepEqual(errors, []);
+  assert.deepEqual(states.filter((s) => s === "open"), ["open"], "one connection throughout");
+  // The debug logger saw frames both ways, and never a token.
+  const text = logs.map(([m, d]) => `${m} ${typeof d === "string" ? d : JSON.stringify(d)}`).join("\n");
+  assert.match(text, /sent \{"type":"auth","token":"\[redacted\]"/);
+  assert.match(text, /sent \{"type":"subscribe","run":"[^"]+","token":"\[redacted\]"/);
+  assert.match(text, /received \{"type":"welcome"/);
+  for (const t of issued) assert.ok(!text.includes(t), "a token reached the debug logger");
+});

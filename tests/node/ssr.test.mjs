@@ -68,6 +68,8 @@ test("a client created on the server does not throw, load or connect", () => {
   // Invalid options are refused at once, module or not.
   assert.throws(() => new runwire.RunwireClient({ url: "nope", token: "t" }), /url must start with ws/);
   assert.throws(() => c.subscribe("bad run id!", {}), /invalid run id/);
+  assert.throws(() => c.subscribe("run_1", { token: "a-string" }), /`token` must be a function/);
+  assert.throws(() => new runwire.RunwireClient({ url: "ws://h/v1/ws", token: "t", debug: 1 }), /`debug`/);
   c.close();
   assert.deepEqual(changes, []);
   assert.throws(() => c.subscribe("run_1", {}), /closed/);
@@ -84,11 +86,20 @@ test("useRun renders its initial values with react-dom/server", async () => {
     return h(
       "p",
       null,
-      [r.connection, conn, r.state === undefined, r.events.length, r.error === undefined, r.ended === undefined].join(" "),
+      [
+        r.connection,
+        conn,
+        r.isConnected,
+        r.isReconnecting,
+        r.state === undefined,
+        r.events.length,
+        r.error === undefined,
+        r.ended === undefined,
+      ].join(" "),
     );
   }
   const html = renderToString(h(View));
-  assert.equal(html, "<p>closed closed true 0 true true</p>");
+  assert.equal(html, "<p>closed closed false false true 0 true true</p>");
   c.close();
   assert.deepEqual(touched, []);
 });
@@ -107,6 +118,8 @@ test("useRun renders its initial values with Vue's renderToString", async () => 
           [
             r.connection.value,
             conn.value,
+            r.isConnected.value,
+            r.isReconnecting.value,
             r.state.value === undefined,
             r.events.value.length,
             r.error.value === undefined,
@@ -116,7 +129,7 @@ test("useRun renders its initial values with Vue's renderToString", async () => 
     },
   });
   const html = await renderToString(app);
-  assert.equal(html, "<p>closed closed true 0 true true</p>");
+  assert.equal(html, "<p>closed closed false false true 0 true true</p>");
   c.close();
   assert.deepEqual(touched, []);
 });
