@@ -28,8 +28,10 @@ log "wasm-bindgen --target web"
 wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
 # binaryen from the npm registry (pinned in package-lock.json): it reads the features the module
 # declares (reference types for wasm-bindgen's externref table among them).
+# --converge: run -Oz until it stops shrinking; --strip-producers: the toolchain names, unused.
 log "wasm-opt -Oz"
-node node_modules/binaryen/bin/wasm-opt -Oz wasm/runwire_sdk_bg.wasm -o wasm/runwire_sdk_bg.wasm
+node node_modules/binaryen/bin/wasm-opt -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
+  -o wasm/runwire_sdk_bg.wasm
 # The glue minified, with its snippet (src/js.rs) bundled in (its doc comments are the same as
 # the .d.ts's, which keeps them).
 log "esbuild --minify (JS glue)"

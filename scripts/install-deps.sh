@@ -56,4 +56,11 @@ if [ "$what" = test ] && [ ! -x sdk-wasm/tests/ts/node_modules/.bin/tsc ]; then
   log "npm ci in sdk-wasm/tests/ts (TypeScript)"
   npm ci --prefix sdk-wasm/tests/ts --no-audit --no-fund --loglevel=error
 fi
+# Node >= 22 (its global WebSocket) for the Node client tests (scripts/test-npm.sh), from the npm
+# registry (the `node` package carries its own binary) when the machine's node is older.
+if [ "$what" = test ] && [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 22 ] \
+  && [ ! -x .tools/node22/node_modules/.bin/node ]; then
+  log "npm install node@22 into .tools/node22"
+  npm install --prefix .tools/node22 --no-audit --no-fund --loglevel=error node@22
+fi
 log "dependencies ready ($what)"

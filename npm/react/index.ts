@@ -4,7 +4,9 @@
  *
  * Subscriptions live in effects, so StrictMode's mount → unmount → mount ends the first
  * subscription before the second starts, and callbacks of an ended subscription are ignored:
- * a run is never followed twice by one hook and no event is shown twice.
+ * a run is never followed twice by one hook and no event is shown twice. Effects do not run during
+ * server rendering, and the hydrating render uses the server's values: `useRun` then returns its
+ * initial values (no state, no events, connection `"closed"`).
  */
 import { useCallback, useEffect, useState, useSyncExternalStore } from "react";
 import type {
@@ -27,6 +29,10 @@ export interface UseRunResult {
   events: readonly AnyRunEvent[];
   /** The client's connection state. */
   connection: ConnectionState;
+  /** `connection === "open"`. */
+  isConnected: boolean;
+  /** `connection === "reconnecting"`: the connection dropped and the client is getting it back. */
+  isReconnecting: boolean;
   /** The last error about this run (or the connection), if any. */
   error: RunwireError | undefined;
   /** Why the subscription ended (`completed`, `failed`, `forbidden`…), while it has. */
@@ -47,7 +53,30 @@ function initial(key: string | null): Followed {
   return { key, state: undefined, events: EMPTY, error: undefined, ended: undefined };
 }
 
-/** The connection state of `client`, re-rendering on every change. */
+/** What `useConnection` returns. */
+export interface ConnectionStatus {
+  /** The client's connection state (`"closed"` during server rendering and hydration). */
+  connection: ConnectionState;
+  /** `connection === "open"`. */
+  isConnected: boolean;
+  /** `connection === "reconnecting"`. */
+  isReconnecting: boolean;
+}
+
+/** The connection state of `client` with its two common questions answered, for a status badge. */
+export function useConnection(client: RunwireClient | null | undefined): ConnectionStatus {
+  const connection = useConnectionState(client);
+  return status(connection);
+}
+
+function status(connection: ConnectionState): ConnectionStatus {
+  return { connection, isConnected: connection === "open", isReconnecting: connection === "reconnecting" };
+}
+
+/**
+ * The connection state of `client`, re-rendering on every change (`"closed"` during server
+ * rendering and hydration).
+ */
 export function useConnectionState(client: RunwireClient | null | undefined): ConnectionState {
   const subscribe = useCallback(
     (notify: () => void) => {
@@ -111,7 +140,7 @@ export function useRun(
   return {
     state: current.state,
     events: current.events,
-    connection,
+    ...status(connection),
     error: current.error,
     ended: current.ended,
   };

@@ -1,16 +1,15 @@
 /**
  * runwire: watch workflow runs live from a runwire relay.
  *
- * The client itself is Rust compiled to WebAssembly; this module loads it once (top-level await,
- * so importers never see an uninitialised client) and adds the few things TypeScript expresses
- * better than Rust: helpers over the typed event map.
+ * The client itself is Rust compiled to WebAssembly. Importing this module has no side effects:
+ * the module is loaded once, the first time a client connects (or when the app calls `ready()`),
+ * and clients can be created and subscribed to before that (see `client.ts`). This layer also
+ * adds the few things TypeScript expresses better than Rust: helpers over the typed event map.
  */
-import init, { RunwireClient, Subscription } from "../wasm/runwire_sdk.js";
 import type { KnownEventName, OtherRunEvent, RunEventDataMap, RunwireEvent } from "../wasm/runwire_sdk.js";
 
-await init();
-
-export { RunwireClient, Subscription };
+export { RunwireClient, Subscription } from "./client.js";
+export { ready, type WasmSource } from "./load.js";
 export type {
   ConnectionState,
   EndReason,
@@ -39,6 +38,7 @@ export type {
   RunwireEvent,
   StateChange,
   SubscribeOptions,
+  TokenContext,
   TokenProvider,
 } from "../wasm/runwire_sdk.js";
 

@@ -34,6 +34,12 @@ pub enum ClientFrame {
         /// differs (its history was lost and seqs started again), the relay answers `reset`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<String>,
+        /// A token for this subscription alone, checked instead of the connection's: one socket
+        /// can then carry runs that each have their own token (minted per run by the app's
+        /// backend). It authorizes starting the subscription; the connection's token keeps the
+        /// connection.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Stop receiving a run's events.
     Unsubscribe {
@@ -195,7 +201,8 @@ mod tests {
             ClientFrame::Subscribe {
                 run: "r1".into(),
                 since: None,
-                epoch: None
+                epoch: None,
+                token: None
             }
         );
         let f: ClientFrame =
@@ -205,7 +212,19 @@ mod tests {
             ClientFrame::Subscribe {
                 run: "r1".into(),
                 since: Some(5),
-                epoch: None
+                epoch: None,
+                token: None
+            }
+        );
+        let f: ClientFrame =
+            serde_json::from_str(r#"{"type":"subscribe","run":"r1","token":"t"}"#).unwrap();
+        assert_eq!(
+            f,
+            ClientFrame::Subscribe {
+                run: "r1".into(),
+                since: None,
+                epoch: None,
+                token: Some("t".into())
             }
         );
         let f: ClientFrame = serde_json::from_str(r#"{"type":"ping","id":3}"#).unwrap();

@@ -347,3 +347,105 @@ async fn a_client_that_takes_batches_gets_ready_frames_one_per_line() {
     let live: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(live["seq"], 601);
 }
+
+/// After the publishes a test made, nothing but this `pong` may come: the run is not followed.
+async fn nothing_but_pong(c: &mut Client) {
+    c.send(json!({"type":"ping","id":"end"})).await;
+    assert_eq!(c.frame().await, json!({"type":"pong","id":"end"}));
+}
+
+#[tokio::test]
+async fn a_subscribe_token_covers_its_run_next_to_the_connection_token() {
+    let relay = Relay::start().await;
+    let mut c = Client::authed(&relay, &subscribe_token("a")).await;
+    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    // Without a token of its own, a subscription is covered by the connection's, as before.
+    assert_eq!(c.subscribe("a", None).await["type"], "subscribed");
+    relay.publish_ok("b", log(1)).await;
+    let e = c.frame().await;
+    assert_eq!((e["run"].as_str(), e["seq"].as_u64()), (Some("b"), Some(1)));
+    // A refreshed connection token that covers neither run ends only the one it covered.
+    c.send(json!({"type":"auth","token":subscribe_token("c")}))
+        .await;
+    let mut frames = [c.frame().await, c.frame().await];
+    frames.sort_by_key(|f| f["type"].as_str().unwrap().to_owned());
+    assert_eq!(
+        frames[0],
+        json!({"type":"unsubscribed","run":"a","reason":"forbidden"})
+    );
+    assert_eq!(frames[1]["type"], "welcome");
+    relay.publish_ok("b", log(2)).await;
+    let e = c.frame().await;
+    assert_eq!((e["run"].as_str(), e["seq"].as_u64()), (Some("b"), Some(2)));
+}
+
+#[tokio::test]
+async fn a_subscribe_token_for_another_run_expired_or_for_publishing_is_refused() {
+    let relay = Relay::start().await;
+    // The connection's token covers "b": a subscription's own token, when given, decides.
+    let mut c = Client::authed(&relay, &subscribe_token("b")).await;
+    let expired = token_with(Claims {
+        exp: now() - 60,
+        ..claims("b", Scope::Subscribe)
+    });
+    for token in [subscribe_token("other"), expired, publish_token("b")] {
+        c.send(json!({"type":"subscribe","run":"b","token":token}))
+            .await;
+        assert_eq!(
+            c.frame().await,
+            json!({"type":"unsubscribed","run":"b","reason":"forbidden"})
+        );
+    }
+    c.send(json!({"type":"subscribe","run":"b","token":"not.a.jwt"}))
+        .await;
+    assert_eq!(c.frame().await["reason"], "forbidden");
+    relay.publish_ok("b", log(1)).await;
+    nothing_but_pong(&mut c).await;
+    // The socket is fine: a good token still works on it.
+    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+}
+
+#[tokio::test]
+async fn a_refused_resubscribe_ends_the_subscription_it_would_replace() {
+    let relay = Relay::start().await;
+    let mut c = Client::authed(&relay, &subscribe_token("a")).await;
+    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
+        .await;
+    assert_eq!(c.frame().await["type"], "subscribed");
+    c.send(json!({"type":"subscribe","run":"b","since":0,"token":subscribe_token("x")}))
+        .await;
+    assert_eq!(
+        c.frame().await,
+        json!({"type":"unsubscribed","run":"b","reason":"forbidden"})
+    );
+    relay.publish_ok("b", log(1)).await;
+    nothing_but_pong(&mut c).await;
+    assert_eq!(relay.state.metrics.subscriptions.get(), 0);
+}
+
+#[tokio::test]
+async fn a_connection_token_that_covers_no_run_carries_runs_with_their_own_tokens() {
+    let relay = Relay::start().await;
+    let no_run = token_with(Claims {
+        run: None,
+        ..claims("unused", Scope::Subscribe)
+    });
+    let mut c = Client::authed(&relay, &no_run).await;
+    assert_eq!(
+        c.subscribe("a", None).await,
+        json!({"type":"unsubscribed","run":"a","reason":"forbidden"})
+    );
+    for run in ["a", "b"] {
+        c.send(json!({"type":"subscribe","run":run,"token":subscribe_token(run)}))
+            .await;
+        assert_eq!(c.frame().await["type"], "subscribed");
+    }
+    relay.publish_ok("a", log(1)).await;
+    relay.publish_ok("b", log(1)).await;
+    let runs: Vec<_> = c.events(2).await.iter().map(|e| e["run"].clone()).collect();
+    assert_eq!(runs, [json!("a"), json!("b")]);
+}

@@ -15,7 +15,7 @@ use runwire_protocol::{ClientFrame, CloseCode, EndReason, Reconnect, RunState, R
 
 use crate::backoff::{Backoff, Jitter};
 use crate::registry::{Check, Listener, Phase, Registry, SubId};
-use crate::wire::{EventFrame, Frame};
+use crate::wire::{Ended, EventFrame, Frame};
 
 /// How long a connection attempt (token, socket, `welcome`) may take before it counts as failed.
 pub const ATTEMPT_TIMEOUT_MS: u32 = 10_000;
@@ -83,6 +83,28 @@ impl Kind {
     }
 }
 
+/// Why the token provider is asked for a token (the app's provider sees it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenReason {
+    /// To connect (or to start a subscription, for a run's own provider).
+    Connect,
+    /// The connection's token expires soon.
+    Refresh,
+    /// The relay refused the last token (a run, or the connection): a fresh one is needed.
+    Refused,
+}
+
+impl TokenReason {
+    /// The name the app sees.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Refresh => "refresh",
+            Self::Refused => "refused",
+        }
+    }
+}
+
 /// The client's timers; setting one replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
@@ -137,6 +159,8 @@ pub enum Input<'a> {
         since: Option<u64>,
         /// The subscription has an `onState` callback.
         wants_state: bool,
+        /// The subscription has a token provider of its own.
+        own_token: bool,
     },
     /// The app unsubscribed.
     Unsubscribe(SubId),
@@ -178,6 +202,8 @@ pub enum Input<'a> {
     Timer(Timer),
     /// The browser went online.
     Online,
+    /// The browser went offline.
+    Offline,
     /// The page became visible.
     Visible,
     /// The app asked for a new connection now (`reconnect()`).
@@ -200,10 +226,16 @@ pub struct ClientError {
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Ask the token provider; answer with [`Input::Token`] carrying `req`.
+    /// Ask a token provider; answer with [`Input::Token`] carrying `req`.
     FetchToken {
         /// Request id.
         req: u32,
+        /// Why.
+        reason: TokenReason,
+        /// The run of a subscription's own provider, and that app subscription; `None`: the
+        /// client's provider, for the runs that rely on the connection's token
+        /// ([`Core::connection_runs`]).
+        own: Option<(String, SubId)>,
     },
     /// Open a connection of this kind (dropping any previous one).
     Connect(Kind),
@@ -236,7 +268,7 @@ pub enum Effect {
         /// The app subscription.
         sub: SubId,
         /// Why it ended.
-        reason: EndReason,
+        reason: Ended,
         /// Seq of the last event delivered, if any.
         last_seq: Option<u64>,
         /// The run state it ended with, if it had one.
@@ -262,10 +294,13 @@ enum ConnPhase {
     Open,
 }
 
+/// What the connection's outstanding token request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Purpose {
     Connect,
     Refresh,
+    /// A run relying on the connection's token was refused.
+    Refused,
 }
 
 /// The client state machine.
@@ -282,8 +317,10 @@ pub struct Core {
     /// Failed attempts since the last successful connection.
     failures: u32,
     token: Option<String>,
-    token_req: u32,
-    token_purpose: Purpose,
+    /// Request ids, for the connection's token and the runs' own.
+    last_req: u32,
+    /// The connection's token request, if one is outstanding.
+    token_req: Option<(u32, Purpose)>,
     /// The last close was a token close and a fresh token was asked for: another one is final.
     fresh_token_retry: bool,
     heartbeat_ms: u32,
@@ -316,8 +353,8 @@ impl Core {
             ws_failures: 0,
             failures: 0,
             token: None,
-            token_req: 0,
-            token_purpose: Purpose::Connect,
+            last_req: 0,
+            token_req: None,
             fresh_token_retry: false,
             heartbeat_ms: SSE_HEARTBEAT_MS,
             seen: false,
@@ -367,7 +404,15 @@ impl Core {
                 run,
                 since,
                 wants_state,
-            } => self.subscribe(id, run, since, wants_state),
+                own_token,
+            } => {
+                let listener = Listener {
+                    id,
+                    wants_state,
+                    own_token,
+                };
+                self.subscribe(run, listener, since);
+            }
             Input::Unsubscribe(id) => self.unsubscribe(id),
             Input::Close => self.close(),
             Input::Token { req, token } => self.token_answer(req, token),
@@ -383,9 +428,14 @@ impl Core {
                 }
             }
             Input::StreamEnded { run, finished } => self.stream_ended(run, finished),
-            Input::StreamForbidden { run } => self.end_run(run, EndReason::Forbidden),
+            Input::StreamForbidden { run } => self.refused(run),
             Input::Timer(t) => self.timer(t),
             Input::Online | Input::Visible => self.wake(),
+            Input::Offline => {
+                if !matches!(self.phase, ConnPhase::Idle | ConnPhase::Waiting) {
+                    self.failed(1006, "offline".to_owned());
+                }
+            }
             Input::Reconnect => self.reconnect_now(),
         }
         self.check_linger();
@@ -404,8 +454,10 @@ impl Core {
         }
     }
 
-    fn subscribe(&mut self, id: SubId, run: &str, since: Option<u64>, wants_state: bool) {
-        let listener = Listener { id, wants_state };
+    fn subscribe(&mut self, run: &str, listener: Listener, since: Option<u64>) {
+        let Listener {
+            id, wants_state, ..
+        } = listener;
         if self.registry.add(run, listener, since) {
             if self.can_subscribe() {
                 self.send_subscribe(run);
@@ -431,12 +483,12 @@ impl Core {
         let (last_seq, state) = ended.unwrap_or_default();
         self.out.push(Effect::End {
             sub: id,
-            reason: EndReason::Unsubscribed,
+            reason: EndReason::Unsubscribed.into(),
             last_seq,
             state,
         });
         if removed.run_dropped
-            && !matches!(removed.phase, Phase::Idle | Phase::Waiting)
+            && !matches!(removed.phase, Phase::Idle | Phase::Waiting | Phase::Token)
             && self.can_subscribe()
         {
             if self.kind == Kind::WebSocket {
@@ -451,7 +503,7 @@ impl Core {
         if self.shut {
             return;
         }
-        self.end_all(EndReason::Unsubscribed);
+        self.end_all(EndReason::Unsubscribed.into());
         self.stop();
         self.shut = true;
         self.set_state(ConnState::Closed, "client closed", None);
@@ -467,7 +519,7 @@ impl Core {
         }
         self.linger_armed = false;
         self.phase = ConnPhase::Idle;
-        self.token_req += 1;
+        self.token_req = None;
         self.registry.disconnected();
         self.pending_unsub.clear();
     }
@@ -485,13 +537,150 @@ impl Core {
         let Some(r) = self.registry.run_mut(run) else {
             return;
         };
+        let token = match (r.token_provider(), &r.token) {
+            (None, _) => None,
+            (Some(_), Some(token)) => Some(token.clone()),
+            // Its own token first.
+            (Some(_), None) => {
+                r.phase = Phase::Token;
+                if r.token_req.is_none() {
+                    self.ask_run_token(run, TokenReason::Connect);
+                }
+                return;
+            }
+        };
         r.phase = Phase::Requested;
         let (since, epoch) = r.resume_point();
         self.out.push(Effect::Send(ClientFrame::Subscribe {
             run: run.to_owned(),
             since,
             epoch,
+            token,
         }));
+    }
+
+    fn next_req(&mut self) -> u32 {
+        self.last_req = self.last_req.wrapping_add(1);
+        self.last_req
+    }
+
+    /// The runs the connection's token must cover: those without a token of their own.
+    pub fn connection_runs(&self) -> impl Iterator<Item = &str> {
+        self.registry
+            .runs()
+            .iter()
+            .filter(|r| r.token_provider().is_none())
+            .map(|r| r.run.as_str())
+    }
+
+    /// Asks the client's token provider for the connection's token.
+    fn ask_token(&mut self, purpose: Purpose, reason: TokenReason) {
+        let req = self.next_req();
+        self.token_req = Some((req, purpose));
+        self.out.push(Effect::FetchToken {
+            req,
+            reason,
+            own: None,
+        });
+    }
+
+    /// Asks the own token provider of `run`.
+    fn ask_run_token(&mut self, run: &str, reason: TokenReason) {
+        let req = self.next_req();
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        r.token_req = Some(req);
+        let own = r.token_provider().map(|sub| (run.to_owned(), sub));
+        self.out.push(Effect::FetchToken { req, reason, own });
+    }
+
+    /// The relay refused `run` (`unsubscribed {forbidden}`, or 403 on SSE): ask the provider
+    /// behind its token for a fresh one once and subscribe again; refused again before it was
+    /// accepted once more, the subscription ends.
+    fn refused(&mut self, run: &str) {
+        let static_token = self.cfg.static_token;
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        let own = r.token_provider().is_some();
+        if r.retried || (static_token && !own) {
+            return self.end_run(run, EndReason::Forbidden.into());
+        }
+        r.retried = true;
+        r.phase = Phase::Token;
+        if own {
+            r.token = None;
+            self.ask_run_token(run, TokenReason::Refused);
+        } else if !matches!(
+            self.token_req,
+            Some((_, Purpose::Refresh | Purpose::Refused))
+        ) {
+            // A refresh already on its way serves as well.
+            self.ask_token(Purpose::Refused, TokenReason::Refused);
+        }
+    }
+
+    /// The runs waiting for a connection token that did not come: their retry is spent.
+    fn end_refused(&mut self) {
+        let runs: Vec<String> = self
+            .registry
+            .runs()
+            .iter()
+            .filter(|r| r.phase == Phase::Token && r.token_provider().is_none())
+            .map(|r| r.run.clone())
+            .collect();
+        for run in runs {
+            self.end_run(&run, EndReason::Forbidden.into());
+        }
+    }
+
+    /// Subscribes the runs that waited for a token, now that it came.
+    fn subscribe_refused(&mut self) {
+        let runs: Vec<String> = self
+            .registry
+            .runs()
+            .iter()
+            .filter(|r| r.phase == Phase::Token && r.token_provider().is_none())
+            .map(|r| r.run.clone())
+            .collect();
+        for run in runs {
+            self.send_subscribe(&run);
+        }
+    }
+
+    /// A run's own provider answered.
+    fn run_token_answer(&mut self, req: u32, token: Result<String, String>) {
+        let can_subscribe = self.can_subscribe();
+        let Some(r) = self
+            .registry
+            .runs_mut()
+            .iter_mut()
+            .find(|r| r.token_req == Some(req))
+        else {
+            return;
+        };
+        r.token_req = None;
+        let run = r.run.clone();
+        match token {
+            Ok(token) => {
+                r.token = Some(token);
+                if r.phase == Phase::Token && can_subscribe {
+                    self.send_subscribe(&run);
+                }
+            }
+            Err(message) => {
+                let retried = r.retried;
+                if r.phase == Phase::Token {
+                    // Asked for again on the next connection.
+                    r.phase = Phase::Idle;
+                }
+                self.report("token_provider", message, Some(run.clone()), None);
+                if retried {
+                    self.end_run(&run, EndReason::Forbidden.into());
+                }
+            }
+        }
     }
 
     /// A slot freed on the connection: ask again for the first subscription refused for lack of
@@ -523,13 +712,14 @@ impl Core {
 
     fn start_attempt(&mut self) {
         self.phase = ConnPhase::Token;
-        self.token_req += 1;
-        self.token_purpose = Purpose::Connect;
         self.out
             .push(Effect::SetTimer(Timer::Attempt, ATTEMPT_TIMEOUT_MS));
-        self.out.push(Effect::FetchToken {
-            req: self.token_req,
-        });
+        let reason = if self.fresh_token_retry {
+            TokenReason::Refused
+        } else {
+            TokenReason::Connect
+        };
+        self.ask_token(Purpose::Connect, reason);
     }
 
     fn next_kind(&self) -> Kind {
@@ -548,10 +738,12 @@ impl Core {
     }
 
     fn token_answer(&mut self, req: u32, token: Result<String, String>) {
-        if req != self.token_req {
-            return;
-        }
-        match (self.token_purpose, token) {
+        let purpose = match self.token_req {
+            Some((id, purpose)) if id == req => purpose,
+            _ => return self.run_token_answer(req, token),
+        };
+        self.token_req = None;
+        match (purpose, token) {
             (Purpose::Connect, Ok(token)) if self.phase == ConnPhase::Token => {
                 self.token = Some(token.clone());
                 self.kind = self.next_kind();
@@ -569,16 +761,23 @@ impl Core {
                 self.report("token_provider", message, None, None);
                 self.failed(1006, "token provider failed".to_owned());
             }
-            (Purpose::Refresh, Ok(token)) if self.phase == ConnPhase::Open => {
+            (Purpose::Refresh | Purpose::Refused, Ok(token)) if self.phase == ConnPhase::Open => {
                 self.token = Some(token.clone());
                 self.out.push(Effect::Send(ClientFrame::Auth {
                     token,
                     batch: false,
                 }));
+                // After the `auth` frame, which the relay handles first.
+                self.subscribe_refused();
             }
-            (Purpose::Refresh, Err(message)) if self.phase == ConnPhase::Open => {
+            (Purpose::Refresh | Purpose::Refused, Err(message))
+                if self.phase == ConnPhase::Open =>
+            {
                 self.report("token_provider", message, None, None);
-                self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                self.end_refused();
+                if purpose == Purpose::Refresh {
+                    self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                }
             }
             _ => {}
         }
@@ -683,7 +882,7 @@ impl Core {
                 let Some(r) = self.registry.run_mut(&run) else {
                     return;
                 };
-                if r.phase == Phase::Idle {
+                if matches!(r.phase, Phase::Idle | Phase::Token) {
                     return;
                 }
                 r.on_reset(seq, state, epoch);
@@ -692,14 +891,18 @@ impl Core {
             Frame::Unsubscribed { run, reason } => {
                 // Either way a slot on the connection is free again.
                 self.subscribe_waiting();
-                if reason == EndReason::Unsubscribed {
+                if reason.is(EndReason::Unsubscribed) {
                     if let Some(i) = self.pending_unsub.iter().position(|r| *r == run) {
                         // The answer to our own unsubscribe of an earlier subscription.
                         self.pending_unsub.swap_remove(i);
                         return;
                     }
                 }
-                self.end_run(&run, reason);
+                if reason.is(EndReason::Forbidden) {
+                    self.refused(&run);
+                } else {
+                    self.end_run(&run, reason);
+                }
             }
             Frame::Error { code, message, run } => {
                 let refused = (code == "too_many_subscriptions")
@@ -726,7 +929,7 @@ impl Core {
                     _ => {}
                 }
             }
-            Frame::Pong => {}
+            Frame::Pong | Frame::Other => {}
         }
     }
 
@@ -765,7 +968,7 @@ impl Core {
             }
         }
         if let Some(reason) = EndReason::for_terminal_event(&env.name) {
-            self.end_run(&env.run, reason);
+            self.end_run(&env.run, reason.into());
         }
     }
 
@@ -778,7 +981,7 @@ impl Core {
         }
     }
 
-    fn end_run(&mut self, run: &str, reason: EndReason) {
+    fn end_run(&mut self, run: &str, reason: Ended) {
         let Some(r) = self.registry.runs().iter().find(|r| r.run == run) else {
             return;
         };
@@ -786,17 +989,17 @@ impl Core {
         for l in self.registry.drop_run(run) {
             self.out.push(Effect::End {
                 sub: l.id,
-                reason,
+                reason: reason.clone(),
                 last_seq,
                 state: state.clone(),
             });
         }
     }
 
-    fn end_all(&mut self, reason: EndReason) {
+    fn end_all(&mut self, reason: Ended) {
         let runs: Vec<String> = self.registry.runs().iter().map(|r| r.run.clone()).collect();
         for run in runs {
-            self.end_run(&run, reason);
+            self.end_run(&run, reason.clone());
         }
     }
 
@@ -810,7 +1013,7 @@ impl Core {
                 RunStatus::Cancelled => EndReason::Cancelled,
                 _ => EndReason::Completed,
             };
-            self.end_run(run, reason);
+            self.end_run(run, reason.into());
         } else if self.can_subscribe() {
             // The relay ended the stream (its maximum duration): pick it up where it stopped.
             self.send_subscribe(run);
@@ -850,11 +1053,7 @@ impl Core {
                 }
             }
             Timer::Refresh if self.phase == ConnPhase::Open && !self.cfg.static_token => {
-                self.token_req += 1;
-                self.token_purpose = Purpose::Refresh;
-                self.out.push(Effect::FetchToken {
-                    req: self.token_req,
-                });
+                self.ask_token(Purpose::Refresh, TokenReason::Refresh);
             }
             Timer::Linger if self.registry.is_empty() && self.phase != ConnPhase::Idle => {
                 self.stop();
@@ -940,7 +1139,7 @@ impl Core {
         ] {
             self.out.push(Effect::ClearTimer(t));
         }
-        self.token_req += 1;
+        self.token_req = None;
         self.probing = false;
         self.registry.disconnected();
         self.pending_unsub.clear();
@@ -989,7 +1188,7 @@ impl Core {
     /// when access was refused: those end with `forbidden`.
     fn give_up(&mut self, reason: &str, code: Option<u16>, forbidden: bool) {
         if forbidden {
-            self.end_all(EndReason::Forbidden);
+            self.end_all(EndReason::Forbidden.into());
         }
         self.stop();
         self.failures = 0;

@@ -8,7 +8,7 @@ use runwire_protocol::{ClientFrame, EndReason, RunState};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::wire::Frame;
+use crate::wire::{Ended, Frame};
 
 const T0: f64 = 1_800_000_000_000.0;
 
@@ -20,12 +20,16 @@ struct Harness {
     connected: Option<Kind>,
     connects: Vec<Kind>,
     token_req: Option<u32>,
+    /// Every token request: why, the runs it must cover, and whose provider.
+    token_asks: Vec<(u32, TokenReason, Vec<String>, Option<SubId>)>,
     sent: Vec<ClientFrame>,
     states: Vec<(ConnState, ConnState, String)>,
     /// (sub, seq) of every event handed to the app.
     events: Vec<(SubId, u64)>,
     run_states: Vec<(SubId, Value)>,
     ends: Vec<(SubId, EndReason)>,
+    /// Ends with a reason this client does not know.
+    other_ends: Vec<(SubId, String)>,
     errors: Vec<ClientError>,
     current_seq: u64,
 }
@@ -39,11 +43,13 @@ impl Harness {
             connected: None,
             connects: Vec::new(),
             token_req: None,
+            token_asks: Vec::new(),
             sent: Vec::new(),
             states: Vec::new(),
             events: Vec::new(),
             run_states: Vec::new(),
             ends: Vec::new(),
+            other_ends: Vec::new(),
             errors: Vec::new(),
             current_seq: 0,
         }
@@ -55,7 +61,17 @@ impl Harness {
         }
         for effect in self.core.handle(input, self.now) {
             match effect {
-                Effect::FetchToken { req } => self.token_req = Some(req),
+                Effect::FetchToken { req, reason, own } => {
+                    let (runs, sub) = match own {
+                        Some((run, sub)) => (std::vec![run], Some(sub)),
+                        None => {
+                            self.token_req = Some(req);
+                            let runs = self.core.connection_runs().map(str::to_owned).collect();
+                            (runs, None)
+                        }
+                    };
+                    self.token_asks.push((req, reason, runs, sub));
+                }
                 Effect::Connect(kind) => {
                     self.connected = Some(kind);
                     self.connects.push(kind);
@@ -84,7 +100,10 @@ impl Harness {
                 Effect::RunState(sub, state) => self
                     .run_states
                     .push((sub, serde_json::to_value(&*state).unwrap())),
-                Effect::End { sub, reason, .. } => self.ends.push((sub, reason)),
+                Effect::End { sub, reason, .. } => match reason {
+                    Ended::Known(r) => self.ends.push((sub, r)),
+                    Ended::Other(name) => self.other_ends.push((sub, name)),
+                },
                 Effect::Error(e) => self.errors.push(e),
             }
         }
@@ -96,6 +115,7 @@ impl Harness {
             run,
             since: None,
             wants_state: true,
+            own_token: false,
         });
     }
 
@@ -181,9 +201,9 @@ impl Harness {
             .iter()
             .rev()
             .find_map(|f| match f {
-                ClientFrame::Subscribe { run, since, epoch } => {
-                    Some((run.clone(), *since, epoch.clone()))
-                }
+                ClientFrame::Subscribe {
+                    run, since, epoch, ..
+                } => Some((run.clone(), *since, epoch.clone())),
                 _ => None,
             })
             .expect("a subscribe was sent")
@@ -728,7 +748,8 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
             ClientFrame::Subscribe {
                 run: "r1".into(),
                 since: None,
-                epoch: None
+                epoch: None,
+                token: None
             }
         ]
     );
@@ -791,7 +812,8 @@ fn bad_input_is_reported_and_the_stream_goes_on() {
     h.connect_ws();
     h.subscribed("r1", 0, "e1");
     h.text("{not json");
-    h.frame(json!({"type":"surprise","x":1}));
+    h.frame(json!({"type":"surprise","x":1})); // a newer relay's frame: ignored
+    h.frame(json!({"run":"r1"}));
     h.frame(json!([1, 2]));
     h.event("r1", 1, "node.failed", json!({"node_key":"n"})); // error missing
     h.event("r1", 2, "custom.thing", json!({"anything": [1]}));
@@ -950,4 +972,241 @@ fn a_subscription_refused_for_lack_of_a_slot_waits_for_one() {
     let sent = h.sent.len();
     h.input(Input::Unsubscribe(3));
     assert_eq!(h.sent.len(), sent);
+}
+
+impl Harness {
+    fn subscribe_with_token(&mut self, id: SubId, run: &str) {
+        self.input(Input::Subscribe {
+            id,
+            run,
+            since: None,
+            wants_state: true,
+            own_token: true,
+        });
+    }
+
+    /// Answers the last request to app subscription `sub`'s own provider.
+    fn give_run_token(&mut self, sub: SubId, token: &str) {
+        let req = self
+            .token_asks
+            .iter()
+            .rev()
+            .find(|a| a.3 == Some(sub))
+            .expect("its provider was asked")
+            .0;
+        self.input(Input::Token {
+            req,
+            token: Ok(token.to_owned()),
+        });
+    }
+
+    fn last_ask(&self) -> (TokenReason, Vec<String>, Option<SubId>) {
+        let (_, reason, runs, sub) = self.token_asks.last().expect("a token was asked for");
+        (*reason, runs.clone(), *sub)
+    }
+
+    fn subscribes(&self) -> Vec<(String, Option<String>)> {
+        self.sent
+            .iter()
+            .filter_map(|f| match f {
+                ClientFrame::Subscribe { run, token, .. } => Some((run.clone(), token.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn forbidden(&mut self, run: &str) {
+        self.frame(json!({"type":"unsubscribed","run":run,"reason":"forbidden"}));
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn the_token_provider_is_told_the_runs_and_why() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    assert_eq!(h.last_ask(), (TokenReason::Connect, strings(&["r1"]), None));
+    h.connect_ws();
+    h.subscribe(2, "r2");
+    h.fire(Timer::Refresh);
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refresh, strings(&["r1", "r2"]), None)
+    );
+    h.give_token("t2");
+    // The token is refused at the next connection: the fresh one is asked for as such.
+    h.input(Input::Closed {
+        code: 4002,
+        reason: "",
+    });
+    h.fire(Timer::Backoff);
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refused, strings(&["r1", "r2"]), None)
+    );
+}
+
+#[test]
+fn a_subscription_with_its_own_token_sends_it_and_asks_again_once_when_refused() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe_with_token(1, "own");
+    h.subscribe(2, "shared");
+    // The connection's token covers the runs without a token of their own.
+    assert_eq!(h.last_ask(), (TokenReason::Connect, Vec::new(), None));
+    h.connect_ws();
+    assert_eq!(h.subscribes(), [("shared".into(), None)]);
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Connect, strings(&["own"]), Some(1))
+    );
+    h.give_run_token(1, "own-1");
+    assert_eq!(
+        h.subscribes()[1..],
+        [("own".to_owned(), Some("own-1".to_owned()))]
+    );
+    // Refused (the token expired, say): one fresh token, one more try.
+    h.forbidden("own");
+    assert!(h.ends.is_empty());
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refused, strings(&["own"]), Some(1))
+    );
+    h.give_run_token(1, "own-2");
+    assert_eq!(
+        h.subscribes()[2..],
+        [("own".to_owned(), Some("own-2".to_owned()))]
+    );
+    h.subscribed("own", 0, "e1");
+    // Accepted since: a later refusal gets its retry again.
+    h.forbidden("own");
+    h.give_run_token(1, "own-3");
+    assert_eq!(h.subscribes().len(), 4);
+    // Refused twice in a row: the subscription ends, the other one goes on.
+    h.forbidden("own");
+    assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
+    assert_eq!(h.token_asks.len(), 4, "no more asking");
+    // A reconnect resubscribes with the cached token, without asking the provider again.
+    h.subscribe_with_token(3, "own2");
+    h.give_run_token(3, "x");
+    h.input(Input::Closed {
+        code: 1006,
+        reason: "",
+    });
+    let asks = h.token_asks.len();
+    h.fire(Timer::Backoff);
+    h.connect_ws();
+    assert_eq!(h.token_asks.len(), asks + 1, "only the connection's token");
+    assert!(h.subscribes().ends_with(&[
+        ("shared".to_owned(), None),
+        ("own2".to_owned(), Some("x".to_owned()))
+    ]));
+}
+
+#[test]
+fn a_run_refused_on_the_connection_token_gets_a_fresh_one_in_place() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.subscribe(2, "r2");
+    h.forbidden("r2");
+    assert!(h.ends.is_empty());
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refused, strings(&["r1", "r2"]), None)
+    );
+    let sent = h.sent.len();
+    h.give_token("wider");
+    assert_eq!(
+        h.sent[sent..],
+        [
+            ClientFrame::Auth {
+                token: "wider".into(),
+                batch: false
+            },
+            ClientFrame::Subscribe {
+                run: "r2".into(),
+                since: None,
+                epoch: None,
+                token: None
+            }
+        ],
+        "the new token first, then the subscription again, on the same connection"
+    );
+    h.forbidden("r2");
+    assert_eq!(h.ends, [(2, EndReason::Forbidden)]);
+    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.connects.len(), 1);
+
+    // A fixed token cannot get any fresher: refused is final at once.
+    let mut h = Harness::new(Config {
+        static_token: true,
+        ..ws_cfg()
+    });
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.forbidden("r1");
+    assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
+}
+
+#[test]
+fn a_failing_provider_of_a_refused_run_ends_it() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.forbidden("r1");
+    let req = h.token_req.take().unwrap();
+    h.input(Input::Token {
+        req,
+        token: Err("backend down".into()),
+    });
+    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
+    assert_eq!(h.core.state(), ConnState::Open);
+}
+
+#[test]
+fn frames_of_a_newer_relay_are_accepted() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.subscribe(2, "r2");
+    h.connect_ws();
+    h.subscribed("r1", 0, "e1");
+    h.subscribed("r2", 0, "e1");
+    // A reason this client does not know ends the subscription, and the app is told it.
+    h.frame(json!({"type":"unsubscribed","run":"r1","reason":"archived"}));
+    assert_eq!(h.other_ends, [(1, "archived".to_owned())]);
+    // An error code it does not know is reported as it came; a frame type it does not know is
+    // ignored.
+    h.frame(json!({"type":"error","code":"quota_exceeded","message":"m","run":"r2"}));
+    h.frame(json!({"type":"presence","run":"r2","who":[]}));
+    assert_eq!(h.errors.len(), 1);
+    assert_eq!(
+        (h.errors[0].code.as_str(), h.errors[0].run.as_deref()),
+        ("quota_exceeded", Some("r2"))
+    );
+    h.log("r2", 1);
+    assert_eq!(h.seqs(2), [1]);
+    assert!(h.ends.is_empty());
+    assert_eq!(h.core.state(), ConnState::Open);
+}
+
+#[test]
+fn going_offline_marks_the_connection_reconnecting_at_once() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.input(Input::Offline);
+    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.states.last().unwrap().2, "offline");
+    assert!(h.connected.is_none());
+    assert!(h.timers.contains_key(&Timer::Backoff));
+    // Back online: straight to a new attempt.
+    h.input(Input::Online);
+    assert!(!h.timers.contains_key(&Timer::Backoff));
+    h.connect_ws();
+    assert_eq!(h.core.state(), ConnState::Open);
 }

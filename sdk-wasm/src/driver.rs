@@ -16,17 +16,18 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::callback::{ClientToken, Held, HeldTimeout};
-use crate::core::{ClientError, Core, Effect, Input, Kind, Timer};
+use crate::core::{ClientError, Core, Effect, Input, Kind, Timer, TokenReason};
 use crate::registry::SubId;
 use crate::transport::{SseTransport, Transport, WsTransport};
 use crate::url::RelayUrl;
+use crate::wire::Ended;
 
 /// Where the token comes from.
 #[derive(Debug)]
 pub enum TokenSource {
     /// A fixed token.
     Fixed(String),
-    /// A function returning a token or a promise of one.
+    /// A function returning a token or a promise of one, called with what it must cover.
     Provider(Function),
 }
 
@@ -43,13 +44,15 @@ pub struct SubCallbacks {
     pub on_end: Option<Function>,
     /// `stateEvery: "frame"`: `onState` at most once per animation frame, with the latest state.
     pub state_per_frame: bool,
+    /// `token`: the subscription's own token provider.
+    pub token: Option<Function>,
 }
 
 /// What a subscription handle can still read after the subscription ended.
 #[derive(Debug, Default)]
 pub struct SubCell {
     /// Why it ended, once it has.
-    pub ended: Cell<Option<EndReason>>,
+    pub ended: RefCell<Option<Ended>>,
     /// The last seq delivered when it ended.
     pub last_seq: Cell<Option<u64>>,
     /// The state it ended with.
@@ -95,20 +98,30 @@ pub struct Inner {
     app: RefCell<App>,
     url: Rc<RelayUrl>,
     token: TokenSource,
+    /// The `debug` option: called with what the client does (never with a token).
+    debug: Option<Function>,
     _alive: ClientToken,
 }
 
 impl Inner {
     /// A client; page listeners are attached by [`attach_page_listeners`].
-    pub fn new(core: Core, url: RelayUrl, token: TokenSource) -> Rc<Self> {
+    pub fn new(core: Core, url: RelayUrl, token: TokenSource, debug: Option<Function>) -> Rc<Self> {
         Rc::new(Self {
             core: RefCell::new(core),
             io: RefCell::new(Io::default()),
             app: RefCell::new(App::default()),
             url: Rc::new(url),
             token,
+            debug,
             _alive: ClientToken::default(),
         })
+    }
+
+    /// Tells the `debug` logger, if any.
+    fn debug(&self, message: &str, detail: &JsValue) {
+        if let Some(f) = &self.debug {
+            let _ = f.call2(&JsValue::NULL, &message.into(), detail);
+        }
     }
 
     /// The state machine, read-only.
@@ -186,6 +199,7 @@ pub fn dispatch(inner: &Rc<Inner>, input: Input<'_>) {
 /// Dispatches a text frame (a JS string): parsed by `JSON.parse`, decoded field by field, and
 /// kept at hand as the object `onEvent` receives.
 pub fn dispatch_frame(inner: &Rc<Inner>, text: &JsValue) {
+    inner.debug("received", text);
     let frame = crate::js::parse(text).and_then(|object| {
         let frame = crate::js::decode_frame(&object);
         inner.io.borrow_mut().frame = Some(object);
@@ -206,18 +220,26 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
         return;
     }
     match effect {
-        Effect::FetchToken { req } => fetch_token(inner, req),
+        Effect::FetchToken { req, reason, own } => fetch_token(inner, req, reason, own),
         Effect::Connect(kind) => connect(inner, kind),
         Effect::Disconnect => {
             let old = inner.io.borrow_mut().transport.take();
             drop(old);
         }
         Effect::Send(frame) => {
+            if inner.debug.is_some() {
+                // With its token: the package's `debug` wrapper redacts it before the app's
+                // logger sees it.
+                inner.debug("sent", &crate::wire::encode_client_frame(&frame).into());
+            }
             if let Some(t) = inner.io.borrow_mut().transport.as_mut() {
                 t.send(frame);
             }
         }
         Effect::SetTimer(timer, ms) => {
+            if timer == Timer::Backoff {
+                inner.debug("reconnecting in ms", &ms.into());
+            }
             let weak = Rc::downgrade(inner);
             let timeout = HeldTimeout::new(ms, move || {
                 if let Some(inner) = weak.upgrade() {
@@ -259,6 +281,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             if let Some(code) = code {
                 set(&change, "code", &code.into());
             }
+            inner.debug("state", &change);
             let listeners = inner.app.borrow().state_listeners.clone();
             for f in listeners {
                 let _ = f.call1(&JsValue::NULL, &change);
@@ -320,20 +343,21 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                     .map(|i| app.subs.swap_remove(i))
             };
             let Some(mut record) = record else { return };
-            record.cell.ended.set(Some(reason));
             record.cell.last_seq.set(last_seq);
             // A state held back for the next frame is the run's last: it comes before `onEnd`,
             // unless the app itself stopped listening.
             if let (true, Some(f), Some(state)) = (
-                record.state_pending && reason != EndReason::Unsubscribed,
+                record.state_pending && !reason.is(EndReason::Unsubscribed),
                 &record.callbacks.on_state,
                 &state,
             ) {
                 let _ = f.call1(&JsValue::NULL, &record.nodes.state_to_js(state));
             }
             *record.cell.state.borrow_mut() = state;
+            let name = JsValue::from_str(reason.as_str());
+            *record.cell.ended.borrow_mut() = Some(reason);
             if let Some(f) = record.callbacks.on_end {
-                let _ = f.call1(&JsValue::NULL, &reason.as_str().into());
+                let _ = f.call1(&JsValue::NULL, &name);
             }
         }
         Effect::Error(e) => report(inner, &e),
@@ -436,10 +460,29 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
     }
 }
 
-fn fetch_token(inner: &Rc<Inner>, req: u32) {
-    let pending = match &inner.token {
-        TokenSource::Fixed(t) => Ok(JsValue::from_str(t)),
-        TokenSource::Provider(f) => f.call0(&JsValue::NULL),
+/// Asks the client's token provider, or the own provider of a run's app subscription, for a
+/// token; the answer comes back as [`Input::Token`] for `req`.
+fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(String, SubId)>) {
+    let context = js_sys::Object::new();
+    set(&context, "reason", &reason.as_str().into());
+    let runs = js_sys::Array::new();
+    let provider = match &own {
+        Some((run, sub)) => {
+            runs.push(&run.into());
+            sub_callback(inner, *sub, |c| c.token.as_ref())
+        }
+        None => {
+            for run in inner.core().connection_runs() {
+                runs.push(&run.into());
+            }
+            None
+        }
+    };
+    set(&context, "runs", &runs);
+    inner.debug("token", &context);
+    let pending = match (&inner.token, &provider) {
+        (_, Some(f)) | (TokenSource::Provider(f), None) => f.call1(&JsValue::NULL, &context),
+        (TokenSource::Fixed(t), None) => Ok(JsValue::from_str(t)),
     };
     let weak = Rc::downgrade(inner);
     // Always answered from a task, never from inside this dispatch.
@@ -474,12 +517,14 @@ pub fn describe(e: &JsValue) -> String {
         .unwrap_or_else(|| "unknown error".to_owned())
 }
 
-/// `online` on the global object and `visibilitychange` on the document, while the client lives.
+/// `online` and `offline` on the global object and `visibilitychange` on the document, while the
+/// client lives.
 #[derive(Debug)]
 struct PageListeners {
     global: web_sys::EventTarget,
     document: Option<web_sys::EventTarget>,
     on_online: Held<dyn FnMut()>,
+    on_offline: Held<dyn FnMut()>,
     on_visible: Held<dyn FnMut()>,
 }
 
@@ -488,6 +533,9 @@ impl Drop for PageListeners {
         let _ = self
             .global
             .remove_event_listener_with_callback("online", self.on_online.function());
+        let _ = self
+            .global
+            .remove_event_listener_with_callback("offline", self.on_offline.function());
         if let Some(d) = &self.document {
             let _ = d.remove_event_listener_with_callback(
                 "visibilitychange",
@@ -497,7 +545,9 @@ impl Drop for PageListeners {
     }
 }
 
-/// Reconnects at once when the browser comes online or the page becomes visible.
+/// Reconnects at once when the browser comes online or the page becomes visible, and marks the
+/// connection as reconnecting as soon as the browser goes offline (a socket can take minutes to
+/// notice).
 pub fn attach_page_listeners(inner: &Rc<Inner>) {
     let global: web_sys::EventTarget = js_sys::global().unchecked_into();
     let document = Reflect::get(&global, &"document".into())
@@ -508,6 +558,12 @@ pub fn attach_page_listeners(inner: &Rc<Inner>) {
     let on_online = Held::new(Closure::<dyn FnMut()>::new(move || {
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Online);
+        }
+    }));
+    let weak = Rc::downgrade(inner);
+    let on_offline = Held::new(Closure::<dyn FnMut()>::new(move || {
+        if let Some(inner) = weak.upgrade() {
+            dispatch(&inner, Input::Offline);
         }
     }));
     let weak = Rc::downgrade(inner);
@@ -523,6 +579,7 @@ pub fn attach_page_listeners(inner: &Rc<Inner>) {
         }
     }));
     let _ = global.add_event_listener_with_callback("online", on_online.function());
+    let _ = global.add_event_listener_with_callback("offline", on_offline.function());
     if let Some(d) = &document {
         let _ = d.add_event_listener_with_callback("visibilitychange", on_visible.function());
     }
@@ -530,6 +587,7 @@ pub fn attach_page_listeners(inner: &Rc<Inner>) {
         global,
         document,
         on_online,
+        on_offline,
         on_visible,
     });
 }

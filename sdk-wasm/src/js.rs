@@ -12,13 +12,11 @@ use runwire_protocol::event::{
     LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeStarted, RunCancelled, RunCompleted,
     RunFailed, RunProgress, RunStarted,
 };
-use runwire_protocol::{
-    EndReason, NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name,
-};
+use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
-use crate::wire::{EventFrame, Frame};
+use crate::wire::{Ended, EventFrame, Frame};
 
 /// The property names read and written, in the order of the key table in the JS helpers below.
 #[derive(Debug, Clone, Copy)]
@@ -277,13 +275,13 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
     Ok(typed)
 }
 
-/// Decodes a frame object from `JSON.parse`.
+/// Decodes a frame object from `JSON.parse`, by the rules of [`crate::wire::decode_json`].
 pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
     if !is_plain_object(v) {
         return Err("frame is not a JSON object".to_owned());
     }
     let f = obj(v);
-    let ty = f.get(Field::Type).as_string().unwrap_or_default();
+    let ty = string(f.get(Field::Type), "type")?;
     let run = || string(f.get(Field::Run), "run");
     let frame = match ty.as_str() {
         "event" => {
@@ -323,14 +321,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
         }
         "unsubscribed" => Frame::Unsubscribed {
             run: run()?,
-            reason: match f.get(Field::Reason).as_string().as_deref() {
-                Some("completed") => EndReason::Completed,
-                Some("failed") => EndReason::Failed,
-                Some("cancelled") => EndReason::Cancelled,
-                Some("unsubscribed") => EndReason::Unsubscribed,
-                Some("forbidden") => EndReason::Forbidden,
-                _ => return Err("unsubscribed: unknown reason".to_owned()),
-            },
+            reason: Ended::parse(&string(f.get(Field::Reason), "reason")?),
         },
         "error" => Frame::Error {
             code: string(f.get(Field::Code), "code")?,
@@ -338,7 +329,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
             run: opt_string(f.get(Field::Run), "run")?,
         },
         "pong" => Frame::Pong,
-        other => return Err(["unknown frame type \"", other, "\""].concat()),
+        _ => Frame::Other,
     };
     Ok(frame)
 }

@@ -77,7 +77,7 @@ impl RunwireClient {
             .as_string()
             .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
         let url =
-            RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", &e].concat()))?;
+            RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", e].concat()))?;
         let token = get("token");
         let token = if let Some(t) = token.as_string() {
             TokenSource::Fixed(t)
@@ -89,20 +89,26 @@ impl RunwireClient {
             ));
         };
         let defaults = Backoff::default();
-        let min = ms_option(&get("minReconnectDelayMs"), "minReconnectDelayMs")?;
-        let max = ms_option(&get("maxReconnectDelayMs"), "maxReconnectDelayMs")?;
-        let max_attempts = ms_option(&get("maxReconnectAttempts"), "maxReconnectAttempts")?;
+        let min = ms_option(
+            &get("minReconnectDelayMs"),
+            "RunwireClient: `minReconnectDelayMs` must be a non-negative number",
+        )?;
+        let max = ms_option(
+            &get("maxReconnectDelayMs"),
+            "RunwireClient: `maxReconnectDelayMs` must be a non-negative number",
+        )?;
+        let max_attempts = ms_option(
+            &get("maxReconnectAttempts"),
+            "RunwireClient: `maxReconnectAttempts` must be a non-negative number",
+        )?;
         let transport = match get("transport").as_string().as_deref() {
             None | Some("auto") => TransportMode::Auto,
             Some("websocket") => TransportMode::WebSocket,
             Some("sse") => TransportMode::Sse,
-            Some(other) => {
-                return Err(JsError::new(&[
-                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\", got \"",
-                    other,
-                    "\"",
-                ]
-                .concat()));
+            Some(_) => {
+                return Err(JsError::new(
+                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\"",
+                ));
             }
         };
         let cfg = Config {
@@ -114,8 +120,10 @@ impl RunwireClient {
             transport,
             static_token: matches!(token, TokenSource::Fixed(_)),
         };
+        let debug = get("debug");
+        let debug = debug.is_function().then(|| debug.unchecked_into());
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
-        let inner = Inner::new(Core::new(cfg, seed), url, token);
+        let inner = Inner::new(Core::new(cfg, seed), url, token, debug);
         driver::attach_page_listeners(&inner);
         Ok(Self { inner })
     }
@@ -169,12 +177,7 @@ impl RunwireClient {
         }
         if !is_valid_run_id(run) {
             return Err(JsError::new(
-                &[
-                    "RunwireClient: invalid run id \"",
-                    run,
-                    "\" (1 to 128 of A-Z a-z 0-9 _ . : -)",
-                ]
-                .concat(),
+                "RunwireClient: invalid run id (1 to 128 of A-Z a-z 0-9 _ . : -)",
             ));
         }
         let get = |key: &str| {
@@ -204,6 +207,7 @@ impl RunwireClient {
             on_state: callback("onState"),
             on_end: callback("onEnd"),
             state_per_frame,
+            token: callback("token"),
         };
         let since = match get("since").as_f64() {
             Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),
@@ -215,6 +219,7 @@ impl RunwireClient {
             None => None,
         };
         let wants_state = callbacks.on_state.is_some();
+        let own_token = callbacks.token.is_some();
         let (id, cell) = self.inner.add_sub(callbacks);
         dispatch(
             &self.inner,
@@ -223,6 +228,7 @@ impl RunwireClient {
                 run,
                 since,
                 wants_state,
+                own_token,
             },
         );
         Ok(Subscription {
@@ -295,7 +301,7 @@ impl Subscription {
     /// The run's state as folded so far (`undefined` before the first snapshot).
     #[wasm_bindgen(getter, unchecked_return_type = "RunState | undefined")]
     pub fn state(&self) -> JsValue {
-        let state = if self.cell.ended.get().is_some() {
+        let state = if self.cell.ended.borrow().is_some() {
             self.cell.state.borrow().clone()
         } else {
             let core = self.inner.core();
@@ -310,7 +316,7 @@ impl Subscription {
     /// Seq of the last event delivered (or of the snapshot); `undefined` before the first one.
     #[wasm_bindgen(getter, js_name = lastSeq)]
     pub fn last_seq(&self) -> Option<f64> {
-        let seq = if self.cell.ended.get().is_some() {
+        let seq = if self.cell.ended.borrow().is_some() {
             self.cell.last_seq.get()
         } else {
             let core = self.inner.core();
@@ -322,7 +328,11 @@ impl Subscription {
     /// Why the subscription ended, or `undefined` while it is active.
     #[wasm_bindgen(getter, unchecked_return_type = "EndReason | undefined")]
     pub fn ended(&self) -> Option<String> {
-        self.cell.ended.get().map(|r| r.as_str().to_owned())
+        self.cell
+            .ended
+            .borrow()
+            .as_ref()
+            .map(|r| r.as_str().to_owned())
     }
 
     /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.
@@ -331,15 +341,14 @@ impl Subscription {
     }
 }
 
-fn ms_option(v: &JsValue, name: &str) -> Result<Option<u32>, JsError> {
+/// A count or delay option; `error` is the message for any other value.
+fn ms_option(v: &JsValue, error: &str) -> Result<Option<u32>, JsError> {
     if v.is_undefined() || v.is_null() {
         return Ok(None);
     }
     match v.as_f64() {
         Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n.min(f64::from(u32::MAX)) as u32)),
         Some(n) if n == f64::INFINITY => Ok(None),
-        _ => Err(JsError::new(
-            &["RunwireClient: `", name, "` must be a non-negative number"].concat(),
-        )),
+        _ => Err(JsError::new(error)),
     }
 }

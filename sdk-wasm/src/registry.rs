@@ -27,6 +27,9 @@ pub enum Phase {
     /// Refused because the connection holds the relay's maximum of subscriptions: asked for
     /// again when one of them ends (or on the next connection).
     Waiting,
+    /// Waiting for a token (the run's own, or a fresh connection token after a refusal) before
+    /// `subscribe` is sent.
+    Token,
 }
 
 /// One app subscription listening to a run.
@@ -36,6 +39,8 @@ pub struct Listener {
     pub id: SubId,
     /// Whether it has an `onState` callback (the state is only serialized for those).
     pub wants_state: bool,
+    /// Whether it has a token provider of its own (`subscribe(run, { token })`).
+    pub own_token: bool,
 }
 
 /// What to do with an event, given its seq.
@@ -69,9 +74,22 @@ pub struct RunSub {
     pub state: Rc<RunState>,
     /// Replay start the first subscriber asked for (`since` option).
     pub initial_since: Option<u64>,
+    /// The last token the run's own provider gave, sent with every `subscribe` until the relay
+    /// refuses it.
+    pub token: Option<String>,
+    /// The request to the run's own provider still unanswered.
+    pub token_req: Option<u32>,
+    /// Refused since the last `subscribed`, and a fresh token was asked for: another refusal ends
+    /// the subscription.
+    pub retried: bool,
 }
 
 impl RunSub {
+    /// The app subscription whose token provider covers this run, if any has its own.
+    pub fn token_provider(&self) -> Option<SubId> {
+        self.listeners.iter().find(|l| l.own_token).map(|l| l.id)
+    }
+
     /// Classifies an incoming event's seq.
     pub fn check(&self, seq: u64) -> Check {
         match self.last_seq {
@@ -95,6 +113,7 @@ impl RunSub {
     /// snapshot (first subscribe), as opposed to a resume that keeps the state it has.
     pub fn on_subscribed(&mut self, head: u64, snapshot: RunState, epoch: String) -> bool {
         self.phase = Phase::Live;
+        self.retried = false;
         self.epoch = Some(epoch);
         if self.last_seq.is_some() {
             // A resume: the replay that follows carries on from our own state.
@@ -122,6 +141,7 @@ impl RunSub {
     /// Applies a `reset` frame: the state and position are replaced.
     pub fn on_reset(&mut self, seq: u64, state: RunState, epoch: String) {
         self.phase = Phase::Live;
+        self.retried = false;
         self.epoch = Some(epoch);
         self.state = Rc::new(state);
         self.last_seq = Some(seq);
@@ -189,6 +209,9 @@ impl Registry {
             epoch: None,
             state: Rc::default(),
             initial_since: since,
+            token: None,
+            token_req: None,
+            retried: false,
         });
         true
     }
@@ -241,6 +264,7 @@ mod tests {
         Listener {
             id,
             wants_state: true,
+            own_token: false,
         }
     }
 

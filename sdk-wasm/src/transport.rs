@@ -178,10 +178,16 @@ impl SseTransport {
     fn send(&mut self, frame: ClientFrame) {
         match frame {
             ClientFrame::Auth { token, .. } => self.token = Some(token),
-            ClientFrame::Subscribe { run, since, epoch } => {
+            ClientFrame::Subscribe {
+                run,
+                since,
+                epoch,
+                token,
+            } => {
                 self.streams.retain(|(r, _)| *r != run);
                 let url = self.url.events(&run, since, epoch.as_deref());
-                let stream = self.start(run.clone(), url);
+                let token = token.or_else(|| self.token.clone()).unwrap_or_default();
+                let stream = self.start(run.clone(), url, token);
                 self.streams.push((run, stream));
             }
             ClientFrame::Unsubscribe { run } => self.streams.retain(|(r, _)| *r != run),
@@ -189,11 +195,10 @@ impl SseTransport {
         }
     }
 
-    fn start(&self, run: String, url: String) -> Stream {
+    fn start(&self, run: String, url: String, token: String) -> Stream {
         let live = Rc::new(Cell::new(true));
         let abort = AbortController::new().ok();
         let signal = abort.as_ref().map(AbortController::signal);
-        let token = self.token.clone().unwrap_or_default();
         let weak = self.inner.clone();
         let task_live = live.clone();
         wasm_bindgen_futures::spawn_local(async move {

@@ -11,8 +11,24 @@ export interface StateChange {
   code?: number;
 }
 
-/** A token, or a function returning one (or a promise of one). Functions are called again on every reconnect and before the token expires. */
-export type TokenProvider = string | (() => string | Promise<string>);
+/** What a token provider is asked for. */
+export interface TokenContext {
+  /**
+   * The runs the token must cover. For the client's provider: the runs of the subscriptions that
+   * rely on the connection's token (those without a `token` of their own), possibly none; for a
+   * subscription's own provider: its run.
+   */
+  runs: string[];
+  /**
+   * `"connect"`: to connect (or to start a subscription); `"refresh"`: the connection's token
+   * expires soon; `"refused"`: the relay refused the last token (a subscription came back
+   * `forbidden`, or the connection's token was rejected), so a fresh one is needed.
+   */
+  reason: "connect" | "refresh" | "refused";
+}
+
+/** A token, or a function returning one (or a promise of one). Functions are called again on every reconnect, before the token expires, and when the relay refuses it, with what it must cover. */
+export type TokenProvider = string | ((context: TokenContext) => string | Promise<string>);
 
 export interface RunwireClientOptions {
   /** The relay's WebSocket endpoint, e.g. "wss://relay.example/v1/ws". SSE streams are derived from it. */
@@ -26,6 +42,18 @@ export interface RunwireClientOptions {
   maxReconnectAttempts?: number;
   /** "auto" (default): WebSocket, falling back to SSE when WebSocket keeps failing. */
   transport?: "auto" | "websocket" | "sse";
+  /**
+   * Logs what the client does: state changes, frames sent and received (tokens redacted), token
+   * requests, reconnect delays. `true`: to `console.debug`; a function: to it.
+   */
+  debug?: boolean | ((message: string, detail?: unknown) => void);
+  /**
+   * Where the `.wasm` comes from, if this client is the first to need it (see `ready()`): its
+   * URL, its bytes, a `Response` (or a promise of one, as `fetch` returns), or a compiled
+   * `WebAssembly.Module`. Default: `runwire_sdk_bg.wasm` next to the package's JS (bundlers copy
+   * it as an asset); in Node it is read from disk.
+   */
+  wasm?: string | URL | Response | PromiseLike<Response> | BufferSource | WebAssembly.Module;
 }
 
 export interface RunStartedData { workflow?: string; node_count?: number; [extra: string]: unknown }
@@ -115,8 +143,11 @@ export interface RunState {
   error_count: number;
 }
 
-/** Why a subscription ended. */
-export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed";
+/**
+ * Why a subscription ended. A newer relay may send a reason this client does not know: it ends
+ * the subscription all the same and is passed on as it came.
+ */
+export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed" | (string & {});
 
 export interface SubscribeOptions {
   /** Every event with a typed name, once, in seq order, across reconnects. */
@@ -137,11 +168,18 @@ export interface SubscribeOptions {
   onEnd?: (reason: EndReason) => void;
   /** Replay the retained events after this seq first (0: from the start). Default: the current snapshot, then live events. */
   since?: number;
+  /**
+   * A token provider for this run alone, called with `{ runs: [run], reason }` before the
+   * subscription starts and when the relay refuses its token. The token travels with the
+   * `subscribe` frame, so one connection carries runs that each have their own token. Without
+   * it, the connection's token must cover the run.
+   */
+  token?: (context: TokenContext) => string | Promise<string>;
 }
 
 /** Reported to `onError`; the client carries on. */
 export interface RunwireError {
-  /** "bad_frame", "invalid_event", "token_provider", or a relay error code ("too_many_subscriptions", …). */
+  /** "bad_frame", "invalid_event", "token_provider", "wasm_load", or a relay error code ("too_many_subscriptions", …, or one a newer relay added). */
   code: string;
   message: string;
   run?: string;

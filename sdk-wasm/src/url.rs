@@ -14,7 +14,7 @@ pub struct RelayUrl {
 impl RelayUrl {
     /// Parses the `url` option: `ws://`, `wss://` (or `http(s)://`, turned into `ws(s)://`),
     /// whose path ends with the WebSocket endpoint (`/v1/ws`).
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, &'static str> {
         let (secure, rest) = if let Some(rest) = strip_prefix_ci(url, "wss://") {
             (true, rest)
         } else if let Some(rest) = strip_prefix_ci(url, "ws://") {
@@ -24,11 +24,11 @@ impl RelayUrl {
         } else if let Some(rest) = strip_prefix_ci(url, "http://") {
             (false, rest)
         } else {
-            return Err(["url must start with ws:// or wss://, got \"", url, "\""].concat());
+            return Err("`url` must start with ws:// or wss://");
         };
         let rest = rest.split(['?', '#']).next().unwrap_or_default();
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(["url has no host: \"", url, "\""].concat());
+            return Err("`url` has no host");
         }
         let (ws, http) = if secure {
             ("wss://", "https://")

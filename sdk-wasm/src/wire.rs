@@ -1,11 +1,57 @@
 //! Frames as the state machine sees them, decoded from whichever representation the transport
 //! has: JS objects from `JSON.parse` in the browser (see `js.rs`; no JSON parser ships in the
-//! `.wasm`), or JSON text with `serde_json` in native tests.
+//! `.wasm`), or JSON text with `serde_json` in native tests. Both follow the same rules, those of
+//! `docs/protocol.md` for clients: unknown frame types are ignored, unknown error codes reported
+//! as they are, and an unknown `unsubscribed` reason ends the subscription all the same.
 
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::string::ToString;
 use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState, ServerFrame};
+use serde_json::Value;
+
+/// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
+/// which the app receives as it came.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// One of the reasons of this protocol version.
+    Known(EndReason),
+    /// A reason this client does not know.
+    Other(String),
+}
+
+impl Ended {
+    /// The reason named `name`.
+    pub fn parse(name: &str) -> Self {
+        match name {
+            "completed" => EndReason::Completed.into(),
+            "failed" => EndReason::Failed.into(),
+            "cancelled" => EndReason::Cancelled.into(),
+            "unsubscribed" => EndReason::Unsubscribed.into(),
+            "forbidden" => EndReason::Forbidden.into(),
+            other => Self::Other(other.into()),
+        }
+    }
+
+    /// The name the app sees.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Known(r) => r.as_str(),
+            Self::Other(name) => name,
+        }
+    }
+
+    /// Whether this is the known reason `r`.
+    pub fn is(&self, r: EndReason) -> bool {
+        *self == Self::Known(r)
+    }
+}
+
+impl From<EndReason> for Ended {
+    fn from(r: EndReason) -> Self {
+        Self::Known(r)
+    }
+}
 
 /// A decoded server frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +92,7 @@ pub enum Frame {
         /// The run.
         run: String,
         /// Why.
-        reason: EndReason,
+        reason: Ended,
     },
     /// `error`.
     Error {
@@ -59,6 +105,8 @@ pub enum Frame {
     },
     /// `pong`.
     Pong,
+    /// A frame type this client does not know (from a newer relay): ignored.
+    Other,
 }
 
 /// An `event` frame.
@@ -76,9 +124,41 @@ pub struct EventFrame {
     pub typed: Result<RunEvent, String>,
 }
 
-/// Decodes JSON text with `serde_json` (native builds and tests; the browser uses `JSON.parse`).
+/// Decodes JSON text with `serde_json` (native builds and tests; the browser uses `JSON.parse`
+/// and [`crate::js::decode_frame`], which follows the same rules).
 pub fn decode_json(text: &str) -> Result<Frame, String> {
-    let frame: ServerFrame = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Value::Object(f) = &value else {
+        return Err("frame is not a JSON object".to_owned());
+    };
+    let string = |key: &str| {
+        f.get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| [key, " must be a string"].concat())
+    };
+    match f.get("type").and_then(Value::as_str) {
+        None => return Err("type must be a string".to_owned()),
+        Some("unsubscribed") => {
+            return Ok(Frame::Unsubscribed {
+                run: string("run")?,
+                reason: Ended::parse(&string("reason")?),
+            });
+        }
+        Some("error") => {
+            return Ok(Frame::Error {
+                code: string("code")?,
+                message: string("message").unwrap_or_default(),
+                run: match f.get("run") {
+                    None | Some(Value::Null) => None,
+                    Some(_) => Some(string("run")?),
+                },
+            });
+        }
+        Some("welcome" | "subscribed" | "reset" | "event" | "pong") => {}
+        Some(_) => return Ok(Frame::Other),
+    }
+    let frame: ServerFrame = serde_json::from_value(value).map_err(|e| e.to_string())?;
     Ok(match frame {
         ServerFrame::Welcome {
             heartbeat_ms,
@@ -117,16 +197,9 @@ pub fn decode_json(text: &str) -> Result<Frame, String> {
             name: env.event,
             ts: env.ts,
         }),
-        ServerFrame::Unsubscribed { run, reason } => Frame::Unsubscribed { run, reason },
-        ServerFrame::Error { code, message, run } => Frame::Error {
-            code: serde_json::to_value(code)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            message,
-            run,
-        },
         ServerFrame::Pong { .. } => Frame::Pong,
+        // Decoded above.
+        ServerFrame::Unsubscribed { .. } | ServerFrame::Error { .. } => Frame::Other,
     })
 }
 
@@ -142,9 +215,18 @@ pub fn encode_client_frame(frame: &ClientFrame) -> String {
                 out.push_str(r#","batch":true"#);
             }
         }
-        ClientFrame::Subscribe { run, since, epoch } => {
+        ClientFrame::Subscribe {
+            run,
+            since,
+            epoch,
+            token,
+        } => {
             out.push_str(r#"{"type":"subscribe","run":"#);
             push_json_string(&mut out, run);
+            if let Some(token) = token {
+                out.push_str(r#","token":"#);
+                push_json_string(&mut out, token);
+            }
             if let Some(since) = since {
                 out.push_str(r#","since":"#);
                 push_uint(&mut out, *since);
@@ -222,11 +304,13 @@ mod tests {
                 run: "r1".into(),
                 since: None,
                 epoch: None,
+                token: None,
             },
             ClientFrame::Subscribe {
                 run: "r:1".into(),
                 since: Some(u64::MAX),
                 epoch: Some("ep\"1".into()),
+                token: Some("a.b\"c".into()),
             },
             ClientFrame::Unsubscribe { run: "r".into() },
             ClientFrame::Ping { id: None },
@@ -258,6 +342,41 @@ mod tests {
                 run: None
             }
         );
-        assert!(decode_json(r#"{"type":"nope"}"#).is_err());
+        assert_eq!(decode_json(r#"{"type":"nope"}"#), Ok(Frame::Other));
+        assert!(decode_json(r#"{"typ":"event"}"#).is_err());
+        assert!(decode_json("[1]").is_err());
+    }
+
+    /// What a newer relay may send: a reason, an error code or a frame type this client does not
+    /// know.
+    #[test]
+    fn decodes_frames_of_a_newer_relay() {
+        assert_eq!(
+            decode_json(r#"{"type":"unsubscribed","run":"r","reason":"archived"}"#),
+            Ok(Frame::Unsubscribed {
+                run: "r".into(),
+                reason: Ended::Other("archived".into())
+            })
+        );
+        assert_eq!(
+            decode_json(r#"{"type":"unsubscribed","run":"r","reason":"forbidden"}"#),
+            Ok(Frame::Unsubscribed {
+                run: "r".into(),
+                reason: EndReason::Forbidden.into()
+            })
+        );
+        assert_eq!(
+            decode_json(r#"{"type":"error","code":"quota_exceeded","message":"m","run":"r"}"#),
+            Ok(Frame::Error {
+                code: "quota_exceeded".into(),
+                message: "m".into(),
+                run: Some("r".into())
+            })
+        );
+        assert_eq!(
+            decode_json(r#"{"type":"presence","run":"r","who":["a"]}"#),
+            Ok(Frame::Other)
+        );
+        assert!(decode_json(r#"{"type":"unsubscribed","run":"r","reason":7}"#).is_err());
     }
 }

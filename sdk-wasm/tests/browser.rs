@@ -229,12 +229,30 @@ fn frames_decode_from_js_objects() {
     assert!(e.typed.is_ok());
     for bad in [
         json!({"type":"event","run":"r","seq":-1,"event":"log","ts":"t"}),
-        json!({"type":"nope"}),
+        json!({"run":"r"}),
         json!([1]),
         json!({"type":"subscribed","run":"r","seq":1,"epoch":"e","state":"x"}),
-        json!({"type":"unsubscribed","run":"r","reason":"bored"}),
+        json!({"type":"unsubscribed","run":"r","reason":7}),
     ] {
         assert!(js::decode_frame(&to_js(&bad)).is_err(), "{bad}");
+    }
+}
+
+/// Frames of a newer relay decode in the browser as they do natively (`wire::decode_json`): an
+/// unknown `unsubscribed` reason ends the subscription, an unknown error code is kept, an unknown
+/// frame type is ignored.
+#[wasm_bindgen_test]
+fn frames_of_a_newer_relay_decode_as_natively() {
+    for frame in [
+        json!({"type":"unsubscribed","run":"r","reason":"archived"}),
+        json!({"type":"unsubscribed","run":"r","reason":"forbidden"}),
+        json!({"type":"error","code":"quota_exceeded","message":"m","run":"r"}),
+        json!({"type":"error","code":"too_many_subscriptions","message":"m"}),
+        json!({"type":"presence","run":"r","who":["a"]}),
+    ] {
+        let native = runwire_sdk::wire::decode_json(&frame.to_string());
+        assert!(native.is_ok(), "{frame}");
+        assert_eq!(js::decode_frame(&to_js(&frame)), native, "{frame}");
     }
 }
 
@@ -299,7 +317,7 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
         1,
     );
     let url = RelayUrl::parse("ws://127.0.0.1:9/v1/ws").unwrap();
-    let inner = Inner::new(core, url, TokenSource::Fixed("t".into()));
+    let inner = Inner::new(core, url, TokenSource::Fixed("t".into()), None);
     let wants_state = callbacks.on_state.is_some();
     let (id, _) = inner.add_sub(callbacks);
     dispatch(
@@ -309,6 +327,7 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
             run,
             since: None,
             wants_state,
+            own_token: false,
         },
     );
     dispatch(
@@ -368,6 +387,7 @@ fn closing_from_inside_a_callback_is_safe() {
             on_state: Some(on_state.as_ref().unchecked_ref::<Function>().clone()),
             on_end: Some(on_end.as_ref().unchecked_ref::<Function>().clone()),
             state_per_frame: false,
+            token: None,
         },
     );
     *slot.borrow_mut() = Some(inner.clone());
@@ -407,6 +427,7 @@ fn framed_client() -> (Rc<Inner>, Rc<RefCell<Vec<String>>>) {
             on_state: Some(on_state.into_js_value().unchecked_into()),
             on_end: Some(on_end.into_js_value().unchecked_into()),
             state_per_frame: true,
+            token: None,
         },
     );
     (inner, calls)
@@ -492,6 +513,7 @@ fn decodes_folds_and_delivers_fast() {
             on_state: None,
             on_end: None,
             state_per_frame: false,
+            token: None,
         },
     );
     let n = 200_000u32;

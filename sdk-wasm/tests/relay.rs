@@ -197,6 +197,11 @@ impl Watch {
     }
 
     fn subscribe(&mut self, run: &str) -> Subscription {
+        self.subscribe_with(run, &[])
+    }
+
+    /// `subscribe` with more options (`token`, say).
+    fn subscribe_with(&mut self, run: &str, extra: &[(&str, JsValue)]) -> Subscription {
         let events = self.events.clone();
         let on_event = Closure::<dyn FnMut(JsValue)>::new(move |ev: JsValue| {
             let seq = get(&ev, "seq").as_f64().unwrap() as u64;
@@ -224,6 +229,9 @@ impl Watch {
             ("onEnd", &on_end),
         ] {
             Reflect::set(&handlers, &k.into(), f.as_ref()).unwrap();
+        }
+        for (k, v) in extra {
+            Reflect::set(&handlers, &(*k).into(), v).unwrap();
         }
         self._keep.extend([on_event, on_other, on_state, on_end]);
         self.client.subscribe(run, handlers.into()).unwrap()
@@ -696,4 +704,68 @@ async fn online_and_visibility_skip_the_backoff_wait() {
         );
     }
     w.client.close();
+}
+
+/// One socket, two runs: one covered by the connection's token, one by a token of its own, which
+/// the relay refuses the first time (a token for another run) and the provider is asked again
+/// once, with `{ runs: [run], reason: "refused" }`.
+#[wasm_bindgen_test]
+async fn a_subscription_with_its_own_token_shares_the_socket() {
+    control("reset").await;
+    let shared = unique_run("shared");
+    let own = unique_run("own");
+    let p = provider(&shared, 300, secret());
+    let mut w = Watch::new(proxy(), p.function.clone(), &[]);
+    let asks = Rc::new(RefCell::new(Vec::new()));
+    let (a, shared_run, own_run) = (asks.clone(), shared.clone(), own.clone());
+    let own_provider = Closure::<dyn FnMut(JsValue) -> JsValue>::new(move |ctx: JsValue| {
+        let runs: Vec<String> = js_sys::Array::from(&get(&ctx, "runs"))
+            .iter()
+            .map(|r| r.as_string().unwrap())
+            .collect();
+        a.borrow_mut().push(format!(
+            "{}:{}",
+            runs.join(","),
+            get(&ctx, "reason").as_string().unwrap()
+        ));
+        let run = if a.borrow().len() == 1 {
+            &shared_run
+        } else {
+            &own_run
+        };
+        let token = JsValue::from_str(&mint(run, Scope::Subscribe, 300, secret()));
+        Promise::resolve(&token).into()
+    });
+    // From seq 0: the refused first try must not make the events published meanwhile part of
+    // a snapshot instead of arriving as events.
+    let since = || ("since", JsValue::from_f64(0.0));
+    let _a = w.subscribe_with(&shared, &[since()]);
+    let _b = w.subscribe_with(&own, &[since(), ("token", own_provider.as_ref().clone())]);
+    w.wait_open().await;
+    publish(&shared, &logs(2)).await;
+    publish(&own, &logs(3)).await;
+    let events = w.events.clone();
+    wait_for("five events", 10_000.0, || events.borrow().len() == 5).await;
+    let per_run = |run: &str| -> Vec<u64> {
+        w.events
+            .borrow()
+            .iter()
+            .filter(|e| get(&e.2, "run").as_string().as_deref() == Some(run))
+            .map(|e| e.0)
+            .collect()
+    };
+    assert_eq!(per_run(&shared), [1, 2]);
+    assert_eq!(per_run(&own), [1, 2, 3]);
+    assert_eq!(
+        *asks.borrow(),
+        [format!("{own}:connect"), format!("{own}:refused")]
+    );
+    assert!(w.ends.borrow().is_empty());
+    assert_eq!(
+        w.changes(),
+        ["closed>connecting:subscribe", "connecting>open:connected"],
+        "one connection"
+    );
+    w.client.close();
+    drop(own_provider);
 }

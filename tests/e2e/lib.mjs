@@ -1,4 +1,5 @@
-// Shared by the browser tests: a relay of our own on 127.0.0.1:0 and headless Chromium.
+// Shared by the browser and Node tests: a relay of our own on 127.0.0.1:0 and headless Chromium
+// (playwright-core is loaded only by `launchBrowser`, so the Node tests need not install it).
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, existsSync, mkdirSync } from "node:fs";
@@ -6,7 +7,6 @@ import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const ARTIFACTS = join(ROOT, "artifacts");
@@ -49,6 +49,7 @@ export async function startRelay(args = []) {
 /** Headless Chromium with a fresh profile; `close()` removes the profile. */
 export async function launchBrowser() {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (apt-get install chromium)`);
+  const { chromium } = await import("playwright-core");
   const profile = mkdtempSync(join(tmpdir(), "runwire-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,

@@ -5,6 +5,7 @@ import { ref } from "vue";
 import {
   RunwireClient,
   isEvent,
+  ready,
   type AnyRunEvent,
   type ConnectionState,
   type EventData,
@@ -13,8 +14,12 @@ import {
   type RunState,
   type RunwireEvent,
 } from "runwire";
-import { useConnectionState, useRun } from "runwire/react";
-import { useRun as useRunVue, useConnectionState as useConnectionStateVue } from "runwire/vue";
+import { useConnection, useConnectionState, useRun } from "runwire/react";
+import {
+  useRun as useRunVue,
+  useConnection as useConnectionVue,
+  useConnectionState as useConnectionStateVue,
+} from "runwire/vue";
 
 const client = new RunwireClient({
   url: "wss://relay.example/v1/ws",
@@ -68,13 +73,22 @@ const started: EventOf<"run.started">["event"] = "run.started";
 // @ts-expect-error the token is a string or a provider function, not a number.
 new RunwireClient({ url: "wss://relay.example/v1/ws", token: 42 });
 
+// Loading the module: where from, or not at all until a client needs it.
+const loaded: Promise<void> = ready(new URL("https://cdn.example/runwire_sdk_bg.wasm"));
+void ready(new Uint8Array([0, 97, 115, 109]));
+new RunwireClient({ url: "wss://relay.example/v1/ws", token: "t", wasm: "/static/runwire_sdk_bg.wasm", debug: true });
+// A provider per run, told what it covers.
+client.subscribe("run_7", { token: ({ runs: [run], reason }) => fetch(`/api/runs/${run}/ws-token?${reason}`).then((r) => r.text()) });
+
 // @ts-expect-error handlers see typed events: no such field on the data.
 client.subscribe("r", { onEvent: (ev) => ev.data.nonexistent.length });
 
 // React.
 function ReactRun(): string {
-  const { state, events, connection, error } = useRun(client, "run_42", { maxEvents: 200 });
+  const { state, events, connection, error, isConnected, isReconnecting } = useRun(client, "run_42", { maxEvents: 200 });
   const c: ConnectionState = connection;
+  const badge: boolean = useConnection(client).isConnected && isConnected && !isReconnecting;
+  void badge;
   const header: ConnectionState = useConnectionState(client);
   // @ts-expect-error runId is a string (or null), not a number.
   useRun(client, 42);
@@ -91,7 +105,8 @@ useRunVue(client, () => runId.value);
 const status: string | undefined = vue.state.value?.status;
 const count: number = vue.events.value.length;
 const conn: ConnectionState = useConnectionStateVue(client).value;
+const online: boolean = useConnectionVue(client).isConnected.value && !vue.isReconnecting.value;
 // @ts-expect-error the returned refs are read-only.
 vue.state.value = undefined;
 
-export { describe, failedNode, data, started, seq, ReactRun, status, count, conn };
+export { describe, failedNode, data, started, seq, ReactRun, status, count, conn, online, loaded };

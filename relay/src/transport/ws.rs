@@ -14,7 +14,7 @@
 //! skips a seq, or comes from another epoch, makes the subscription take a fresh snapshot from its
 //! last seq instead (replay, or `reset` when the history is gone).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -128,6 +128,8 @@ struct Subscribe {
     run: String,
     since: Option<u64>,
     epoch: Option<String>,
+    /// The subscription's own token, checked instead of the connection's.
+    token: Option<String>,
 }
 
 /// One WebSocket connection.
@@ -148,6 +150,9 @@ pub struct Conn<W> {
     /// Until a token is accepted: when the connection closes with 4004.
     auth_deadline: Option<Instant>,
     subs: HashMap<RunId, Follow>,
+    /// The subscriptions started with a token of their own: a refreshed connection token that
+    /// does not cover their run leaves them alone. A subset of `subs`' keys.
+    own_token: HashSet<RunId>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
     /// Frames written since the last flush. Bounded by what one step produces (one client frame's
@@ -210,6 +215,7 @@ where
             expires_at: None,
             auth_deadline: None,
             subs: HashMap::new(),
+            own_token: HashSet::new(),
             scratch: Vec::new(),
             outbox: VecDeque::new(),
             batch: false,
@@ -285,6 +291,7 @@ where
             run,
             since: query.since,
             epoch: query.epoch,
+            token: None,
         })))
     }
 
@@ -557,8 +564,18 @@ where
                     None,
                 );
             }
-            ClientFrame::Subscribe { run, since, epoch } => {
-                return Some(Subscribe { run, since, epoch });
+            ClientFrame::Subscribe {
+                run,
+                since,
+                epoch,
+                token,
+            } => {
+                return Some(Subscribe {
+                    run,
+                    since,
+                    epoch,
+                    token,
+                });
             }
             ClientFrame::Unsubscribe { run } => {
                 if let Some((run, _)) = self.subs.remove_entry(run.as_str()) {
@@ -590,7 +607,7 @@ where
                 let lost: Vec<RunId> = self
                     .subs
                     .keys()
-                    .filter(|run| !claims.allows_run(run))
+                    .filter(|run| !claims.allows_run(run) && !self.own_token.contains(*run))
                     .cloned()
                     .collect();
                 self.accept_claims(claims);
@@ -602,17 +619,40 @@ where
     }
 
     async fn subscribe(&mut self, sub: Subscribe) {
-        let Subscribe { run, since, epoch } = sub;
+        let Subscribe {
+            run,
+            since,
+            epoch,
+            token,
+        } = sub;
         if !is_valid_run_id(&run) {
             let message = "invalid run id: 1 to 128 bytes of [A-Za-z0-9_.:-]";
             self.error(ErrorCode::BadRequest, message, Some(&run));
             return;
         }
-        let claims = self.claims.as_ref().expect("subscribe needs auth");
-        if !claims.allows_run(&run) {
-            self.state
-                .metrics
-                .auth_failed(AuthError::WrongRun.failure());
+        let allowed = match &token {
+            // Counted as a refusal by `verify` when it fails.
+            Some(token) => self
+                .state
+                .verifier
+                .verify(Some(token), Scope::Subscribe, Some(&run))
+                .is_ok(),
+            None => {
+                let claims = self.claims.as_ref().expect("subscribe needs auth");
+                let allowed = claims.allows_run(&run);
+                if !allowed {
+                    self.state
+                        .metrics
+                        .auth_failed(AuthError::WrongRun.failure());
+                }
+                allowed
+            }
+        };
+        if !allowed {
+            // A refused resubscribe ends the subscription it would have replaced.
+            if let Some((run, _)) = self.subs.remove_entry(run.as_str()) {
+                self.release(&run);
+            }
             if self.mode == Mode::Single {
                 self.exit = Some(Exit::Close(CloseCode::Forbidden));
             } else {
@@ -649,6 +689,11 @@ where
             }
         };
         self.subs.insert(run.clone(), Follow::default());
+        if token.is_some() {
+            self.own_token.insert(run.clone());
+        } else {
+            self.own_token.remove(&run);
+        }
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
@@ -740,7 +785,8 @@ where
         });
     }
 
-    fn release(&self, run: &RunId) {
+    fn release(&mut self, run: &RunId) {
+        self.own_token.remove(run);
         self.state.hub.unregister(run, self.handle.id);
         self.state.broker.unwatch(run.clone());
         self.state.metrics.subscriptions.dec();

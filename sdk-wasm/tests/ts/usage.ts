@@ -76,8 +76,10 @@ export async function usage(runId: string): Promise<void> {
       void [status, keys];
     },
     onEnd: (reason: EndReason) => {
-      const r: "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed" = reason;
-      void r;
+      // The known reasons, or one a newer relay added.
+      const known: EndReason = "forbidden";
+      const r: string = reason;
+      void [known, r];
     },
   });
   const state: RunState | undefined = sub.state;
@@ -97,4 +99,18 @@ export async function usage(runId: string): Promise<void> {
   new RunwireClient({ url: "wss://relay.example/v1/ws", token: "t", transport: "carrier-pigeon" });
   // @ts-expect-error the token is required
   new RunwireClient({ url: "wss://relay.example/v1/ws" });
+
+  // Token providers are told what the token must cover; a subscription may have its own.
+  const scoped = new RunwireClient({
+    url: "wss://relay.example/v1/ws",
+    token: ({ runs, reason }) => `${runs.join(",")}:${reason}`,
+    debug: (message: string, detail?: unknown) => void [message, detail],
+  });
+  scoped.subscribe(runId, {
+    token: async ({ runs: [run], reason }) => (await fetch(`/api/runs/${run}/token?why=${reason}`)).text(),
+  });
+  // @ts-expect-error a subscription's token is a provider, not a string
+  scoped.subscribe(runId, { token: "t" });
+  // @ts-expect-error reasons are connect, refresh or refused
+  new RunwireClient({ url: "wss://relay.example/v1/ws", token: ({ reason }) => (reason === "retry" ? "a" : "b") });
 }
