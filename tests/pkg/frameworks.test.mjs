@@ -1,6 +1,7 @@
 // The packed `runwire` tarball in server-rendering frameworks, built by scripts/test-pkg.sh:
 // Next.js (App Router, a "use client" component using useRun; `next start`) and Nuxt 3 (a page
-// using useRun; the built Nitro server). The server's HTML must render with useRun's initial
+// using useRun, with a client created in setup or one from a client-only plugin; the built Nitro
+// server). The server's HTML must render with useRun's initial
 // values, then hydrate in headless Chromium without warnings and follow a live run from a relay
 // of our own, every event once.
 
@@ -18,6 +19,7 @@ const FRAMEWORKS = [
         env: { RELAY_URL: relay.url, NEXT_TELEMETRY_DISABLED: "1" },
         pattern: /Local:\s+(http:\/\/127\.0\.0\.1:\d+)/,
       }),
+    pages: { "a client created in the component": "" },
   },
   {
     name: "Nuxt",
@@ -27,6 +29,10 @@ const FRAMEWORKS = [
         env: { HOST: "127.0.0.1", PORT: "0", NUXT_PUBLIC_RELAY_URL: relay.url },
         pattern: /Listening on (http:\/\/127\.0\.0\.1:\d+)/,
       }),
+    pages: {
+      "a client created in setup": "",
+      "the client of a client-only plugin": "&client=plugin",
+    },
   },
 ];
 
@@ -53,26 +59,29 @@ for (const framework of FRAMEWORKS) {
       await relay?.stop();
     });
 
-    test("renders on the server, hydrates, and follows a live run: every event once", { timeout: 180_000 }, async () => {
-      const run = await startRun(relay);
-      const url = `${server.url}/?run=${run}`;
+    for (const [what, query] of Object.entries(framework.pages)) {
+      const name = `${what}: renders on the server, hydrates, and follows a live run: every event once`;
+      test(name, { timeout: 180_000 }, async () => {
+        const run = await startRun(relay);
+        const url = `${server.url}/?run=${run}${query}`;
 
-      // Server rendering: no crash, useRun's initial values, nothing subscribed yet.
-      const res = await fetch(url);
-      const html = await res.text();
-      assert.equal(res.status, 200, html.slice(0, 2000));
-      assert.match(html, new RegExp(`id="run"[^>]*data-run="${run}"|data-run="${run}"[^>]*id="run"`));
-      assert.equal(textOf(html, "connection"), "closed");
-      assert.equal(textOf(html, "header-connection"), "closed");
-      assert.equal(textOf(html, "status"), "none");
-      assert.equal(textOf(html, "events"), "");
+        // Server rendering: no crash, useRun's initial values, nothing subscribed yet.
+        const res = await fetch(url);
+        const html = await res.text();
+        assert.equal(res.status, 200, html.slice(0, 2000));
+        assert.match(html, new RegExp(`id="run"[^>]*data-run="${run}"|data-run="${run}"[^>]*id="run"`));
+        assert.equal(textOf(html, "connection"), "closed");
+        assert.equal(textOf(html, "header-connection"), "closed");
+        assert.equal(textOf(html, "status"), "none");
+        assert.equal(textOf(html, "events"), "");
 
-      // Hydrated in the browser: live, then the whole run, with no hydration warning.
-      const warnings = hydrationWarnings(browser.page);
-      await expectLiveRun(browser, relay, url, run);
-      await screenshot(browser.page, `pkg-${framework.name.replace(/\W+/g, "-").toLowerCase()}.png`);
-      assert.deepEqual(warnings, []);
-      assert.deepEqual(browser.problems, []);
-    });
+        // Hydrated in the browser: live, then the whole run, with no hydration warning.
+        const warnings = hydrationWarnings(browser.page);
+        await expectLiveRun(browser, relay, url, run);
+        await screenshot(browser.page, `pkg-${`${framework.name} ${query}`.replace(/\W+/g, "-").toLowerCase()}.png`);
+        assert.deepEqual(warnings, []);
+        assert.deepEqual(browser.problems, []);
+      });
+    }
   });
 }
