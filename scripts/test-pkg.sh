@@ -36,12 +36,12 @@ trap 'rm -rf "$tmp"' EXIT
 tarball=$(echo "$tmp"/runwire-*.tgz)
 [ -f "$tarball" ] || fail "npm pack produced no tarball"
 
-install() {
+install_apps() {
   (cd tests/pkg && npm ci --no-audit --no-fund --loglevel=error \
     && npm install --no-save --no-audit --no-fund --loglevel=error "$tarball")
   (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 }
-stage "npm ci: tests/pkg (every app) + the packed tarball, tests/e2e" install
+stage "npm ci: tests/pkg (every app) + the packed tarball, tests/e2e" install_apps
 
 # Every app's build, one after the other (the machine's cores are better spent on one at a time).
 for app in webpack vite next nuxt; do
