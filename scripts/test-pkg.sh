@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The packed `runwire` tarball wherever apps use it: installs it into the npm workspace under
+# tests/pkg (one lock file, one `npm ci` for every app), builds the apps — Next.js, Nuxt 3,
+# webpack 5, Vite 6 — runs the Vitest + jsdom test, then drives each app in headless Chromium
+# against relays the tests start themselves (tests/pkg/*.test.mjs): the Vite dev server and a
+# plain import-map page too. Prints what each stage cost. Screenshots land in artifacts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+log() { printf '==> %s\n' "$*" >&2; }
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+command -v node >/dev/null || fail "node is missing (scripts/install-deps.sh test)"
+command -v npm >/dev/null || fail "npm is missing (scripts/install-deps.sh test)"
+[ -x "$CHROMIUM" ] || fail "$CHROMIUM is missing (scripts/install-deps.sh test)"
+command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is missing (scripts/install-deps.sh test)"
+# Nuxt 3 and Vite need Node 20.19 or newer.
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
+  || fail "Node $(node --version) is too old: Nuxt and Vite need Node >= 20.19"
+export CHROMIUM NEXT_TELEMETRY_DISABLED=1 NUXT_TELEMETRY_DISABLED=1
+
+timings=()
+stage() { # stage NAME COMMAND...: runs it and records how long it took
+  local name=$1 start=$SECONDS
+  shift
+  log "$name"
+  "$@"
+  timings+=("$(printf '%4ds  %s' $((SECONDS - start)) "$name")")
+}
+
+stage "npm/build.sh" npm/build.sh
+stage "cargo build --release -p runwire-relay" cargo build -q --release --locked -p runwire-relay --bin runwire
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+(cd npm && npm pack --silent --pack-destination "$tmp" >/dev/null)
+tarball=$(echo "$tmp"/runwire-*.tgz)
+[ -f "$tarball" ] || fail "npm pack produced no tarball"
+
+install_apps() {
+  (cd tests/pkg && npm ci --no-audit --no-fund --loglevel=error \
+    && npm install --no-save --no-audit --no-fund --loglevel=error "$tarball")
+  (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+}
+stage "npm ci: tests/pkg (every app) + the packed tarball, tests/e2e" install_apps
+
+# Every app's build, one after the other (the machine's cores are better spent on one at a time).
+for app in webpack vite next nuxt; do
+  stage "build: $app" bash -c "cd tests/pkg && npm run --silent build -w $app"
+done
+stage "vitest (jsdom)" bash -c "cd tests/pkg/vitest && ../node_modules/.bin/vitest run"
+# In headless Chromium, each against a relay of its own.
+for file in bundlers frameworks; do
+  stage "browser tests: tests/pkg/$file.test.mjs" timeout 600 node --test --test-concurrency=1 "tests/pkg/$file.test.mjs"
+done
+
+printf '%s\n' "time per stage:" "${timings[@]}" >&2
+log "packaging tests passed; screenshots in artifacts/"
