@@ -52,12 +52,14 @@ interface NodeProcess {
  * not copy the `.wasm` a second time.
  */
 async function fromDisk(): Promise<Uint8Array | undefined> {
-  if (!import.meta.url.startsWith("file:")) return undefined;
+  // Read into a variable first: webpack warns about `new URL(<expression>, import.meta.url)`.
+  const base = import.meta.url;
+  if (!base.startsWith("file:")) return undefined;
   const proc = (globalThis as { process?: NodeProcess }).process;
   if (typeof proc?.getBuiltinModule !== "function") return undefined;
   const fs = proc.getBuiltinModule("node:fs") as {
     promises: { readFile(path: URL): Promise<Uint8Array> };
   };
   const file = ["..", "wasm", "runwire_sdk_bg.wasm"].join("/");
-  return fs.promises.readFile(new URL(file, import.meta.url));
+  return fs.promises.readFile(new URL(file, base));
 }
