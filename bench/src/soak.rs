@@ -544,7 +544,13 @@ async fn soak(args: SoakArgs) -> Result<bool, String> {
         "\nsoak results after {:.0} s of publishing:",
         published_for.as_secs_f64()
     );
-    println!("  events acknowledged (2xx)  {}", get(&t.published));
+    println!(
+        "  events acknowledged (2xx)  {} ({:.0}/s)",
+        get(&t.published),
+        get(&t.published) as f64 / published_for.as_secs_f64()
+    );
+    // Also counts events a relay appended but could not acknowledge (it was killed mid-request):
+    // the retry appends the event again under a new seq, which subscribers receive like any other.
     println!("  events delivered           {}", get(&t.delivered));
     println!(
         "  publish retries            {} (503) + {} (connection errors) + {} (other); {} given up; \
