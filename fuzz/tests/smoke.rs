@@ -128,11 +128,15 @@ fn smoke(name: &str) {
         .find(|(n, _)| *n == name)
         .expect("a known target");
     let seeds = corpus(name);
-    for (path, input) in &seeds {
-        if catch_unwind(AssertUnwindSafe(|| run(input))).is_err() {
-            fail(name, &format!("the corpus file {}", path.display()), input);
-        }
-    }
+    let failing: Vec<String> = seeds
+        .iter()
+        .filter(|(_, input)| catch_unwind(AssertUnwindSafe(|| run(input))).is_err())
+        .map(|(path, _)| path.display().to_string())
+        .collect();
+    assert!(
+        failing.is_empty(),
+        "{name}: the corpus files {failing:?} fail"
+    );
     let seconds: f64 = std::env::var("FUZZ_SMOKE_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
