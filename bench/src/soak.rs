@@ -955,9 +955,12 @@ mod tests {
         let (mut a, mut b) = (Rng(7), Rng(7));
         for _ in 0..100 {
             assert_eq!(a.next(), b.next());
-            assert!(a.below(3) < 3);
+            let k = a.below(3);
+            assert!(k < 3);
+            assert_eq!(b.below(3), k);
             let d = a.secs(0.5, 1.5);
             assert!(d >= Duration::from_secs_f64(0.5) && d < Duration::from_secs_f64(1.5));
+            assert_eq!(b.secs(0.5, 1.5), d);
         }
     }
 }
