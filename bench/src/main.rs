@@ -93,7 +93,19 @@ struct Args {
 
 const SECRET: &str = "runwire-bench-secret-0123456789abcdef0123";
 
+mod soak;
+
 fn main() -> ExitCode {
+    // `runwire-bench soak …`: the chaos soak, with flags of its own.
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        let args = soak::SoakArgs::parse_from(std::env::args().skip(1));
+        // Per subscriber: its socket and the proxy's two.
+        if let Err(e) = raise_nofile(args.clients as u64 * 3 + 2048) {
+            eprintln!("runwire-bench: {e}");
+            return ExitCode::from(2);
+        }
+        return soak::main(args);
+    }
     let args = Args::parse();
     let (default_clients, default_runs) = args.scenario.defaults();
     let clients = args.clients.unwrap_or(default_clients).max(1);

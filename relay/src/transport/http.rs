@@ -44,7 +44,7 @@ pub struct Published {
     pub seqs: Vec<u64>,
 }
 
-fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
+pub fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON: {e}")))?;
     let items = match value {

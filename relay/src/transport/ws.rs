@@ -794,7 +794,7 @@ where
 }
 
 /// Parses a client frame, telling malformed JSON from an unknown `type` from bad fields.
-fn parse_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
+pub fn parse_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| (ErrorCode::BadFrame, format!("invalid JSON: {e}")))?;
     let Some(kind) = value

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# CI step for the fuzz targets (fuzz/), on stable Rust and without libFuzzer: each target replays
+# every input of its checked-in corpus (fuzz/corpus/TARGET: seeds, and the inputs of crashes
+# found before, kept as regressions), then runs blind random mutations of them for
+# FUZZ_SMOKE_SECONDS (default 5). Fails on any panic or broken invariant, writing the input to
+# fuzz/artifacts/TARGET/.
+#
+# Why not `cargo fuzz run` here: nightly, cargo-fuzz and an instrumented release build of the
+# relay cost several minutes on a clean machine, more than this step may take. The libFuzzer runs
+# (coverage-guided, long) are scripts/fuzz.sh; both run the same functions (fuzz/src/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# The workspace's target directory: the relay's dependencies are already built there.
+CARGO_TARGET_DIR="$PWD/target" cargo test --locked --manifest-path fuzz/Cargo.toml \
+  --no-default-features -- --nocapture
