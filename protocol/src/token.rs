@@ -147,7 +147,10 @@ fn json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Result<T, TokenError> 
     if json.trim_ascii_start().first() != Some(&b'{') {
         return Err(TokenError::Malformed);
     }
-    serde_json::from_slice(json).map_err(|_| TokenError::Malformed)
+    // Parsed as text: serde_json skips the fields it ignores without checking their UTF-8, so
+    // a header or claims that are not valid JSON text would otherwise pass.
+    let text = core::str::from_utf8(json).map_err(|_| TokenError::Malformed)?;
+    serde_json::from_str(text).map_err(|_| TokenError::Malformed)
 }
 
 /// Signs `claims` into a compact JWT.
@@ -336,6 +339,35 @@ mod tests {
             "{input}.{}",
             URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
         )
+    }
+
+    #[test]
+    fn header_and_claims_must_be_valid_utf8_even_in_ignored_fields() {
+        let sign_parts = |header: &[u8], payload: &[u8]| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            let mut m = mac(SECRET);
+            m.update(input.as_bytes());
+            format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+            )
+        };
+        let claims = format!(r#"{{"exp":{}}}"#, NOW + 60);
+        let good = sign_parts(br#"{"alg":"HS256","typ":"JWT"}"#, claims.as_bytes());
+        assert!(verify(&good, SECRET, NOW).is_ok());
+        let bad_header = sign_parts(
+            b"{\"alg\":\"HS256\",\"typ\":\"\xacJWT\"}",
+            claims.as_bytes(),
+        );
+        assert_eq!(verify(&bad_header, SECRET, NOW), Err(TokenError::Malformed));
+        let mut bad_claims = format!(r#"{{"exp":{},"x":""#, NOW + 60).into_bytes();
+        bad_claims.extend_from_slice(b"\xff\"}");
+        let bad_claims = sign_parts(br#"{"alg":"HS256"}"#, &bad_claims);
+        assert_eq!(verify(&bad_claims, SECRET, NOW), Err(TokenError::Malformed));
     }
 
     #[test]
