@@ -252,6 +252,12 @@ function sdkWatch(relay, run) {
   return w;
 }
 
+/** Fails at once when the subscription has ended before the workflow's own terminal message was sent. */
+function notEnded(w) {
+  assert.equal(w.ended, null, `the run ended before its workflow message (${w.names().join(", ")})`);
+  return true;
+}
+
 /** The run's state as the relay folded it. */
 async function relayState(relay, run) {
   const res = await fetch(`${relay.url}/v1/runs/${run}`, { headers: { authorization: `Bearer ${jwt({ run })}` } });
@@ -306,7 +312,7 @@ test("ws-relay: PUBLISH workflow-run:<id>, v:1 tokens, the raw /ws/executions so
       { type: "node", nodeId: "notify", status: "Running", timestamp: ms + 7 },
     ];
     for (const m of nodeMessages) await publish(m);
-    await until(() => sdk.typed.length + sdk.other.length === nodeMessages.length, "the node messages through the SDK");
+    await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === nodeMessages.length, "the node messages through the SDK");
     await until(() => browser.seen.frames.length === 1 + nodeMessages.length, "the node messages on the raw socket");
     // Mid-run: nodes running, completed, skipped, failed; nothing has ended the run.
     assert.equal(sdk.ended, null, "a node message ended the SDK's subscription");
@@ -376,7 +382,7 @@ test("sse-stream: PUBLISH execution:<id>:events, the plan's EventSource route an
     await publish("node_failed", "db", { error: "refused" });
     await publish("node.skipped", "mail", {});
     await publish("node.started", "report", {});
-    await until(() => sdk.typed.length === 7, "the node events through the SDK");
+    await until(() => notEnded(sdk) && sdk.typed.length === 7, "the node events through the SDK");
     await until(() => es.messages.length === 7, "the node events on the stream");
     assert.equal(sdk.ended, null, "a node event ended the SDK's subscription");
     assert.equal(es.ended, false, "a node event ended the stream");
@@ -461,7 +467,7 @@ test("event-broadcaster and socketio-gateway: HTTP publish bodies, the raw /api/
       envelope("agent:started", { agentId: "editor" }),
     ];
     for (const b of bodies) await post(run, b);
-    await until(() => sdk.typed.length + sdk.other.length === bodies.length, "the agent events through the SDK");
+    await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === bodies.length, "the agent events through the SDK");
     await until(() => browser.seen.frames.length === 1 + bodies.length, "the agent events on /api/ws");
     assert.equal(sdk.ended, null, "an agent event ended the SDK's subscription");
     assert.equal(sdk.state.status, "running");
@@ -516,7 +522,7 @@ test("event-broadcaster and socketio-gateway: HTTP publish bodies, the raw /api/
       ["nodeStatus", { executionId: g, nodeId: "d", status: "running" }],
     ];
     for (const e of emits) await post(g, e);
-    await until(() => gsdk.typed.length + gsdk.other.length === emits.length, "the gateway's emits through the SDK");
+    await until(() => notEnded(gsdk) && gsdk.typed.length + gsdk.other.length === emits.length, "the gateway's emits through the SDK");
     assert.equal(gsdk.ended, null, "a node status, result or error ended the run");
     assert.equal(gsdk.state.status, "running");
     assert.deepEqual(gsdk.nodes(), { a: "completed", b: "skipped", c: "failed", d: "running" });
