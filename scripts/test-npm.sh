@@ -62,6 +62,7 @@ node --test tests/node/ssr.test.mjs
 "$NODE22" --test tests/node/ssr.test.mjs
 log "tests/node: following a live run from Node $("$NODE22" --version)"
 timeout 300 "$NODE22" --test tests/node/follow.test.mjs
+timeout 120 "$NODE22" --test tests/node/compat.test.mjs
 
 log "browser tests (headless Chromium)"
 (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)

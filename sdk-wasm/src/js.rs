@@ -9,8 +9,8 @@ use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
 use runwire_protocol::event::{
-    LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeStarted, RunCancelled, RunCompleted,
-    RunFailed, RunProgress, RunStarted,
+    LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeSkipped, NodeStarted, RunCancelled,
+    RunCompleted, RunFailed, RunProgress, RunStarted,
 };
 use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name};
 use serde_json::Value;
@@ -249,6 +249,10 @@ fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
         "node.failed" => RunEvent::NodeFailed(NodeFailed {
             node_key: node_key(d)?,
             error: string(d.get(Field::Error), "error")?,
+        }),
+        "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
+            node_key: node_key(d)?,
+            reason: opt_string(d.get(Field::Reason), "reason")?,
         }),
         "log" => RunEvent::Log(runwire_protocol::event::Log {
             level: match d.get(Field::Level).as_string().as_deref() {

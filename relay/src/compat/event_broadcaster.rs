@@ -118,8 +118,19 @@ pub fn map_message(value: &Value) -> Option<NewEvent> {
 pub const MAX_CLIENT_FRAME: usize = 1024 * 1024;
 
 /// The EventBroadcaster's event for a runwire event: the table above read backwards (`node.skipped`
-/// → `agent:skipped`; other names as they are), `data` without the fields the mapping added.
+/// → `agent:skipped`; other names as they are), `data` without the fields the mapping added. A
+/// message of the EventBroadcaster's that did not fit its event's shape was kept whole under
+/// `payload`, and goes out as it came.
 pub fn broadcaster_message(envelope: &Envelope) -> Value {
+    if let Some(Value::Object(original)) = envelope.data.get("payload") {
+        let theirs = (original.get("type").and_then(Value::as_str))
+            .is_some_and(|t| t.starts_with("execution:") || t.starts_with("agent:"));
+        if theirs && original.contains_key("executionId") {
+            let mut out = original.clone();
+            out.insert("executionId".into(), envelope.run.clone().into());
+            return Value::Object(out);
+        }
+    }
     let kind = match envelope.event.as_str() {
         "run.started" => "execution:started",
         "run.progress" => "execution:progress",
@@ -451,6 +462,24 @@ mod tests {
             out,
             json!({"type":"agent:skipped","executionId":"e1","workflowId":null,"timestamp":"2026-11-29T10:00:06.000Z","data":{"node_key":"b","agentId":"b"}})
         );
+    }
+
+    #[test]
+    fn a_message_kept_under_payload_goes_out_as_it_came() {
+        let original = envelope(
+            "agent:failed",
+            json!({"agentId": "a1", "error": {"message": "timeout"}}),
+        );
+        let ev = map_message(&original).unwrap();
+        assert_eq!(ev.data["payload"], original);
+        let out = broadcaster_message(&Envelope {
+            run: "e1".into(),
+            seq: 2,
+            event: ev.name().into(),
+            ts: "2026-11-29T10:00:05.000Z".into(),
+            data: ev.data,
+        });
+        assert_eq!(out, original);
     }
 
     #[test]
