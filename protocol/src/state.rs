@@ -365,6 +365,7 @@ fn cap_text(text: &str, cap: usize, capped: &mut u32) -> String {
 }
 
 /// `value`, or [`truncated_marker`] when its compact JSON is longer than `cap` bytes.
+#[cfg(feature = "json-values")]
 fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
     if json_len(value, cap).is_some() {
         value.clone()
@@ -374,8 +375,24 @@ fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
     }
 }
 
+/// Without `json-values` (the browser SDK's build), a `result` or `output_summary` is held as its
+/// JSON text in a `Value::String`: the fold only moves these values, so no JSON tree code ships in
+/// the `.wasm`. The text's length is the compact JSON's length the relay measures, and the marker
+/// is kept as text too.
+#[cfg(not(feature = "json-values"))]
+fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
+    match value {
+        Value::String(text) if text.len() > cap => {
+            *capped += 1;
+            Value::String(alloc::format!(r#"{{"{TRUNCATED_KEY}":true}}"#))
+        }
+        _ => value.clone(),
+    }
+}
+
 /// The length of `value`'s compact JSON (as `serde_json` writes it), or `None` as soon as it is
 /// known to exceed `limit`: a large value is not walked, nor serialized, to the end.
+#[cfg(feature = "json-values")]
 pub fn json_len(value: &Value, limit: usize) -> Option<usize> {
     fn walk(v: &Value, budget: &mut usize) -> Option<()> {
         let mut take = |n: usize| -> Option<()> {
@@ -408,6 +425,7 @@ pub fn json_len(value: &Value, limit: usize) -> Option<usize> {
 }
 
 /// A JSON string's length with its quotes and escapes.
+#[cfg(feature = "json-values")]
 fn string_len(s: &str) -> usize {
     2 + s
         .bytes()
