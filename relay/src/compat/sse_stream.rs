@@ -11,14 +11,10 @@
 //! or `data.message`, else `"execution failed"`, and the data kept under `payload`
 //! ([`super::fit`]). A node event without a node key becomes `custom`.
 
-use std::convert::Infallible;
-
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use runwire_protocol::event::{KNOWN_EVENTS, is_terminal_event};
 use runwire_protocol::token::Scope;
 use runwire_protocol::{Envelope, is_valid_event_name, is_valid_run_id};
@@ -26,16 +22,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::{custom, error_text, fit};
 use crate::AppState;
 use crate::auth::request_token;
-use crate::broker::{Event, NewEvent, RunId, Slot};
+use crate::broker::{Event, NewEvent, RunId};
 use crate::error::{ApiError, AuthError};
 use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::transport::ApiQuery;
 use crate::transport::follow::{Emit, Follow};
+use crate::transport::sse::{Release, event_stream};
 
 /// Where the plan's workers publish; ingested automatically with this layer and a Redis.
 pub const CHANNEL_PATTERN: &str = "execution:*:events";
@@ -201,7 +197,7 @@ pub async fn stream(
         state: state.clone(),
         run: run.clone(),
         conn: handle.id,
-        _slot: slot,
+        _slot: Some(slot),
     };
     state.broker.watch(run.clone()).await?;
     // From the start of the run unless resuming: the plan's browsers render every event.
@@ -227,34 +223,7 @@ pub async fn stream(
     tokio::spawn(plan_stream(
         state, run, follow, inbox, tx, expires_at, first, release,
     ));
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
-}
-
-/// Undoes a stream's registrations when it ends, however it ends.
-struct Release {
-    state: AppState,
-    run: RunId,
-    conn: u64,
-    _slot: Slot,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.state.hub.unregister(&self.run, self.conn);
-        self.state.broker.unwatch(self.run.clone());
-    }
+    Ok(event_stream(rx))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -103,6 +103,11 @@ pub async fn stream(
         _release: release,
     };
     tokio::spawn(task.run(first));
+    Ok(event_stream(rx))
+}
+
+/// A `text/event-stream` response whose body is what `rx` yields, unbuffered by proxies.
+pub(crate) fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response {
     let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
     let mut response = Response::new(body);
     let h = response.headers_mut();
@@ -116,15 +121,15 @@ pub async fn stream(
     );
     // Tell nginx-style proxies not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
 }
 
 /// Undoes a stream's registrations when it ends, however it ends.
-struct Release {
-    state: AppState,
-    run: RunId,
-    conn: u64,
-    _slot: Option<Slot>,
+pub(crate) struct Release {
+    pub(crate) state: AppState,
+    pub(crate) run: RunId,
+    pub(crate) conn: u64,
+    pub(crate) _slot: Option<Slot>,
 }
 
 impl Drop for Release {
