@@ -3,8 +3,8 @@
 //! is never for production.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -14,10 +14,11 @@ use runwire_protocol::token::{ANY_RUN, Claims, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::AppState;
-use crate::broker::{BrokerError, NewEvent};
+use crate::broker::BrokerError;
 use crate::error::ApiError;
-use crate::hub::lock;
+use crate::event::NewEvent;
+use crate::state::AppState;
+use crate::sync::lock;
 
 /// Recent runs listed by `/demo/runs`.
 const RECENT_RUNS: usize = 20;
@@ -46,19 +47,34 @@ pub struct DemoRun {
     pub started_at: String,
 }
 
-/// The demo's bookkeeping.
-#[derive(Debug, Default)]
+/// The demo: the relay it publishes through, and its bookkeeping.
+#[derive(Debug)]
 pub struct Demo {
+    state: AppState,
     recent: Mutex<VecDeque<DemoRun>>,
     active: AtomicUsize,
     counter: AtomicUsize,
 }
 
+impl Demo {
+    /// A demo publishing through `state`'s broker; nothing runs until [`spawn`] or a
+    /// `POST /demo/runs`.
+    pub fn new(state: AppState) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            recent: Mutex::default(),
+            active: AtomicUsize::new(0),
+            counter: AtomicUsize::new(0),
+        })
+    }
+}
+
 /// The demo routes.
-pub fn routes() -> Router<AppState> {
+pub fn routes(demo: Arc<Demo>) -> Router<AppState> {
     Router::new()
         .route("/demo/token", get(token))
         .route("/demo/runs", get(list).post(start))
+        .with_state(demo)
 }
 
 #[derive(Deserialize)]
@@ -67,9 +83,10 @@ struct TokenQuery {
 }
 
 /// `GET /demo/token[?run=R]`: a subscribe token for one run, or for every run.
-async fn token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> String {
-    let clock = state.verifier.clock();
-    state.verifier.sign(&Claims {
+async fn token(State(demo): State<Arc<Demo>>, Query(q): Query<TokenQuery>) -> String {
+    let verifier = &demo.state.verifier;
+    let clock = verifier.clock();
+    verifier.sign(&Claims {
         exp: clock.unix_secs() + TOKEN_TTL,
         iat: Some(clock.unix_secs()),
         runs: Some(vec![q.run.unwrap_or_else(|| ANY_RUN.to_owned())]),
@@ -80,19 +97,18 @@ async fn token(State(state): State<AppState>, Query(q): Query<TokenQuery>) -> St
 }
 
 /// `GET /demo/runs`: recent runs, newest first.
-async fn list(State(state): State<AppState>) -> Json<Vec<DemoRun>> {
-    Json(lock(&state.demo.recent).iter().rev().cloned().collect())
+async fn list(State(demo): State<Arc<Demo>>) -> Json<Vec<DemoRun>> {
+    Json(lock(&demo.recent).iter().rev().cloned().collect())
 }
 
 /// `POST /demo/runs`: starts a simulated run.
-async fn start(State(state): State<AppState>) -> Result<Json<DemoRun>, ApiError> {
-    start_run(&state)
+async fn start(State(demo): State<Arc<Demo>>) -> Result<Json<DemoRun>, ApiError> {
+    start_run(&demo)
         .map(Json)
         .ok_or(ApiError::Broker(BrokerError::LimitReached))
 }
 
-fn start_run(state: &AppState) -> Option<DemoRun> {
-    let demo = &state.demo;
+fn start_run(demo: &Arc<Demo>) -> Option<DemoRun> {
     if demo.active.fetch_add(1, Ordering::AcqRel) >= MAX_ACTIVE {
         demo.active.fetch_sub(1, Ordering::AcqRel);
         return None;
@@ -101,7 +117,7 @@ fn start_run(state: &AppState) -> Option<DemoRun> {
     let mut rng = Rng::seeded(n as u64);
     let run = DemoRun {
         run: format!("demo-{n}-{:04x}", rng.next() & 0xffff),
-        started_at: crate::broker::now_ts(),
+        started_at: crate::event::now_ts(),
     };
     {
         let mut recent = lock(&demo.recent);
@@ -110,25 +126,25 @@ fn start_run(state: &AppState) -> Option<DemoRun> {
         }
         recent.push_back(run.clone());
     }
-    let state = state.clone();
+    let demo = demo.clone();
     let id = run.run.clone();
     tokio::spawn(async move {
-        if let Err(e) = simulate(&state, &id, rng).await {
+        if let Err(e) = simulate(&demo.state, &id, rng).await {
             tracing::warn!(run = %id, error = %e, "demo run stopped");
         }
-        state.demo.active.fetch_sub(1, Ordering::AcqRel);
+        demo.active.fetch_sub(1, Ordering::AcqRel);
     });
     Some(run)
 }
 
 /// Starts a run at once and another a few seconds after each one ends, until shutdown.
-pub fn spawn(state: AppState) {
+pub fn spawn(demo: Arc<Demo>) {
     tokio::spawn(async move {
-        let stop = state.shutting_down();
+        let stop = demo.state.shutting_down();
         tokio::pin!(stop);
         loop {
-            if state.demo.active.load(Ordering::Acquire) == 0 {
-                start_run(&state);
+            if demo.active.load(Ordering::Acquire) == 0 {
+                start_run(&demo);
             }
             tokio::select! {
                 () = &mut stop => return,

@@ -14,8 +14,9 @@ use std::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 
-use crate::broker::{Event, RunId};
+use crate::event::{Event, RunId};
 use crate::metrics::Metrics;
+use crate::sync::lock;
 
 /// What the hub puts in a connection's queue.
 #[derive(Debug, Clone)]
@@ -239,15 +240,10 @@ impl Hub {
     }
 }
 
-/// Locks a mutex, recovering from poisoning: every critical section here leaves the data valid.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{NewEvent, now_ts};
+    use crate::event::{NewEvent, now_ts};
 
     fn event(run: &str, seq: u64) -> Arc<Event> {
         let ne = NewEvent::parse("log", serde_json::json!({"level":"info","message":"m"})).unwrap();

@@ -8,7 +8,18 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use runwire_protocol::token::TokenError;
 
-use crate::broker::Sample;
+/// One broker-specific metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Prometheus name.
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// A counter (only goes up) or a gauge.
+    pub counter: bool,
+    /// The value.
+    pub value: u64,
+}
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -104,7 +115,8 @@ pub struct Metrics {
     pub events_delivered: Counter,
     /// Publish requests refused (bad input, auth, broker).
     pub publish_rejected: Counter,
-    /// Connections closed because their outbound queue overflowed.
+    /// Connections closed as slow consumers: their outbound queue overflowed, or a write to them
+    /// took longer than `--write-timeout`.
     pub slow_consumer_closes: Counter,
     auth_failures: [Counter; AuthFailure::LABELS.len()],
     /// Open TCP connections (HTTP requests, SSE streams and WebSockets), under

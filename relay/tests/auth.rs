@@ -281,16 +281,13 @@ async fn a_huge_exp_is_valid_and_its_connections_close_cleanly() {
             while client.ws.next().await.is_some() {}
         }
         drop(sse);
-        let gauges_at_zero = async {
-            while m.ws_connections.get() + m.executions_connections.get() + m.sse_connections.get()
-                > 0
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
+        let closed = || async move {
+            m.ws_connections.get() + m.executions_connections.get() + m.sse_connections.get() == 0
         };
-        tokio::time::timeout(PATIENCE, gauges_at_zero)
-            .await
-            .expect("every connection gauge back at zero");
+        assert!(
+            eventually(closed, PATIENCE).await,
+            "every connection gauge back at zero"
+        );
     }
     relay.shutdown().await;
 }
@@ -338,20 +335,11 @@ async fn metrics_can_require_a_token_or_move_to_another_address() {
             .status(),
         404
     );
-    let text = tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Ok(r) = http
-                .get(format!("http://{metrics_addr}/metrics"))
-                .send()
-                .await
-            {
-                return r.text().await.unwrap();
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("metrics on their own address");
+    let (http, url) = (&http, &format!("http://{metrics_addr}/metrics"));
+    let answer = eventually(|| async move { http.get(url).send().await.ok() }, PATIENCE)
+        .await
+        .expect("metrics on their own address");
+    let text = answer.text().await.unwrap();
     assert!(text.contains("runwire_connections"));
     relay.shutdown().await;
 }

@@ -236,6 +236,43 @@ async fn a_non_ascii_origin_is_refused_and_never_echoed() {
     }
 }
 
+/// The compatibility layers' browser endpoints apply the same `Origin` rule as runwire's own: a
+/// header that is not visible ASCII is forged, and is not taken for "no Origin".
+#[tokio::test]
+async fn the_compatibility_endpoints_refuse_a_non_ascii_origin_too() {
+    use runwire_relay::compat::Layer;
+    let mut config = config();
+    config.allowed_origins = vec!["https://app.example".to_owned()];
+    config.compat = vec![Layer::WsRelay, Layer::EventBroadcaster, Layer::SseStream];
+    let relay = Relay::with(config).await;
+    let token = token_with(Claims {
+        ws: Some("w".into()),
+        ..claims("e1", Scope::Subscribe)
+    });
+    for path in [
+        format!("/ws/executions?token={token}"),
+        format!("/api/ws?token={token}"),
+        format!("/api/v1/workspaces/w/executions/e1/stream?token={token}"),
+    ] {
+        for origin in [&b"https://\xc3\xa9vil.example"[..], b"https://evil.example"] {
+            let mut request = format!(
+                "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
+                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "
+            )
+            .into_bytes();
+            request.extend_from_slice(origin);
+            request.extend_from_slice(b"\r\n\r\n");
+            let answer = raw_exchange(&relay, &request).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 403"),
+                "{path} from {}: {answer}",
+                String::from_utf8_lossy(origin)
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn malformed_publishes_get_400_with_a_json_error_and_append_nothing() {
     let relay = Relay::start().await;

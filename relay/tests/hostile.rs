@@ -135,13 +135,7 @@ async fn silent_sockets_beyond_the_cap_do_not_keep_health_out() {
     // One leaves; its slot is the publisher's.
     let mut gone = clients.pop().unwrap();
     gone.ws.close(None).await.unwrap();
-    tokio::time::timeout(PATIENCE, async {
-        while m.http_connections.get() >= 8 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    assert!(eventually(|| async move { m.http_connections.get() < 8 }, PATIENCE).await);
     relay.publish_ok("r", log(1)).await;
     for c in &mut clients {
         assert_eq!(c.frame().await["seq"], 1);
@@ -320,16 +314,13 @@ async fn out_of_file_descriptors_the_relay_backs_off_and_recovers() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(silent);
     let start = Instant::now();
-    let metrics = tokio::time::timeout(PATIENCE, async {
-        loop {
-            if let Ok(r) = reqwest::get(relay.url("/metrics")).await {
-                return r.text().await.unwrap();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the relay answers again once descriptors are free");
+    let url = &relay.url("/metrics");
+    let metrics = eventually(|| async move { reqwest::get(url).await.ok() }, PATIENCE)
+        .await
+        .expect("the relay answers again once descriptors are free")
+        .text()
+        .await
+        .unwrap();
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -932,35 +923,25 @@ async fn hostile_traffic_leaves_the_relay_whole() {
     // The state-size caps and Redis ingest cases belong here too, with the same checks after each.
 
     // Nothing leaked: once the hostile clients are gone, only the follower is counted.
-    let gauges = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let text = reqwest::get(relay.url("/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let value = |name: &str| -> i64 {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(name))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(-1)
-            };
-            let now = (
-                value("runwire_connections{transport=\"ws\"}"),
-                value("runwire_connections{transport=\"executions\"}"),
-                value("runwire_connections{transport=\"sse\"}"),
-                value("runwire_subscriptions"),
-            );
-            if now == (1, 0, 0, 1) {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let url = &relay.url("/metrics");
+    let gauges = || async move {
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let value = |name: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(-1)
+        };
+        let now = (
+            value("runwire_connections{transport=\"ws\"}"),
+            value("runwire_connections{transport=\"executions\"}"),
+            value("runwire_connections{transport=\"sse\"}"),
+            value("runwire_subscriptions"),
+        );
+        now == (1, 0, 0, 1)
+    };
     assert!(
-        gauges.is_ok(),
+        eventually(gauges, PATIENCE).await,
         "connection and subscription gauges back to the follower's"
     );
 

@@ -3,12 +3,12 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
@@ -86,41 +86,102 @@ async fn shutdown_tells_websockets_to_reconnect_and_lets_publishes_finish() {
     let state = relay.state.clone();
     let mut c = Client::authed(&relay, &subscribe_token("r")).await;
     c.subscribe("r", None).await;
-    let relay_ref = Arc::new(reqwest::Client::new());
-    let publishes = {
-        let http = relay_ref.clone();
-        tokio::spawn(async move {
-            let mut accepted = 0;
-            for i in 0..200 {
-                let resp = http
-                    .post(format!("http://{addr}/v1/runs/r/events"))
-                    .bearer_auth(publish_token("r"))
-                    .json(&log(i))
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status() == 200 => accepted += 1,
-                    _ => break,
-                }
+    let publishes = tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut accepted = 0;
+        for i in 0..5000 {
+            let resp = http
+                .post(format!("http://{addr}/v1/runs/r/events"))
+                .bearer_auth(publish_token("r"))
+                .json(&log(i))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status() == 200 => accepted += 1,
+                _ => return (accepted, true),
             }
-            accepted
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (accepted, false)
+    });
+    // One publish held open across the shutdown: its headers are in and its handler is reading
+    // the body (the relay has asked for it with `100 Continue`).
+    let mut held = HeldPublish::start(addr, "r", &log(9999)).await;
+    // Publishing is under way: the subscriber has its first events.
+    c.events(3).await;
     let done = relay.begin_shutdown();
     let (code, frames) = c.closed().await;
     assert_eq!(code, Some(1012));
+    let (status, body) = held.finish().await;
+    assert_eq!(status, 200, "the publish in flight is answered: {body}");
     tokio::time::timeout(PATIENCE, done)
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    let accepted = publishes.await.unwrap();
+    let (accepted, refused) = publishes.await.unwrap();
+    assert!(
+        refused,
+        "the publisher was still publishing when the relay stopped"
+    );
     // Every publish the relay answered 200 to is in the run: nothing accepted was dropped.
     let snapshot = state.broker.snapshot("r".into(), Some(0)).await.unwrap();
-    assert_eq!(snapshot.head, accepted);
+    assert_eq!(snapshot.head, accepted + 1);
     assert!(frames.iter().all(|f| f["type"] == "event"));
     assert!(TcpProbe::refused(addr).await, "no longer accepting");
+}
+
+/// A publish written by hand, so that it can stop between its headers and its body.
+struct HeldPublish {
+    stream: TcpStream,
+    body: Vec<u8>,
+}
+
+impl HeldPublish {
+    /// Sends the headers with `Expect: 100-continue` and waits for the relay's `100 Continue`.
+    async fn start(addr: std::net::SocketAddr, run: &str, event: &Value) -> Self {
+        let body = event.to_string().into_bytes();
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/runs/{run}/events HTTP/1.1\r\nHost: relay\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            publish_token(run),
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let interim = read_head(&mut stream).await;
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+        Self { stream, body }
+    }
+
+    /// Sends the body; the answer's status and body.
+    async fn finish(&mut self) -> (u16, String) {
+        self.stream.write_all(&self.body).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(PATIENCE, self.stream.read_to_end(&mut answer))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        let answer = String::from_utf8(answer).unwrap();
+        let status = answer[9..12].parse().unwrap();
+        let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
+        (status, body)
+    }
+}
+
+/// Reads one response head, up to its blank line.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut byte))
+            .await
+            .expect("a response head in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed before a response head");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
 }
 
 struct TcpProbe;
@@ -130,13 +191,8 @@ impl TcpProbe {
     /// another test is spawning holds a copy of every descriptor of this one between its fork and
     /// its exec, so a listener closed in that window still accepts for a moment.
     async fn refused(addr: std::net::SocketAddr) -> bool {
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        false
+        let refused = || async move { TcpStream::connect(addr).await.is_err() };
+        eventually(refused, Duration::from_secs(1)).await
     }
 }
 
@@ -248,19 +304,14 @@ async fn demo_publishes_simulated_runs() {
     let mut config = config();
     config.demo = true;
     let relay = Relay::with(config).await;
-    let mut runs: Vec<Value> = Vec::new();
-    for _ in 0..100 {
-        runs = reqwest::get(relay.url("/demo/runs"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if !runs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let url = &relay.url("/demo/runs");
+    let listed = || async move {
+        let runs: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+        (!runs.is_empty()).then_some(runs)
+    };
+    let runs = eventually(listed, Duration::from_secs(2))
+        .await
+        .expect("the demo starts a run");
     let run = runs[0]["run"].as_str().unwrap().to_owned();
     let token = reqwest::get(relay.url(&format!("/demo/token?run={run}")))
         .await

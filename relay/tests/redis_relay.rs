@@ -12,7 +12,9 @@ use std::time::Duration;
 use redis_support::{RedisCluster, RedisServer};
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
-use support::{Client, Read, SECRET, Sse, claims, log, publish_token, subscribe_token, token_with};
+use support::{
+    Client, Read, SECRET, Sse, claims, eventually, log, publish_token, subscribe_token, token_with,
+};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
@@ -60,13 +62,12 @@ impl RelayProc {
     }
 
     async fn wait_ready(&self) {
-        for _ in 0..500 {
-            if self.ready_status().await == Some(200) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("relay {} never became ready", self.addr);
+        let ready = || async move { self.ready_status().await == Some(200) };
+        assert!(
+            eventually(ready, Duration::from_secs(10)).await,
+            "relay {} never became ready",
+            self.addr
+        );
     }
 
     async fn client(&self, run_token: &str) -> Client {
@@ -246,15 +247,12 @@ async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
     follow_until(&mut c, &mut last, &mut seen, 1).await;
 
     redis.kill();
-    let mut down = false;
-    for _ in 0..250 {
-        if a.ready_status().await == Some(503) {
-            down = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(down, "/ready answers 503 while Redis is down");
+    let relay_a = &a;
+    let down = || async move { relay_a.ready_status().await == Some(503) };
+    assert!(
+        eventually(down, Duration::from_secs(5)).await,
+        "/ready answers 503 while Redis is down"
+    );
     let health: Value = reqwest::get(a.url("/health"))
         .await
         .unwrap()
@@ -331,17 +329,15 @@ async fn the_sse_limit_per_workspace_holds_across_relays() {
     assert_eq!(Sse::open(&sse(&b), &[]).await.status, 429);
     // Closing the stream on A frees a slot that B can take.
     drop(first);
-    let mut freed = false;
-    for _ in 0..200 {
-        let mut s = Sse::open(&sse(&b), &[]).await;
-        if s.status == 200 {
-            s.message().await.unwrap();
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed, "a closed stream's slot is free on every relay");
+    let (sse, b) = (&sse, &b);
+    let freed = || async move {
+        let s = Sse::open(&sse(b), &[]).await;
+        (s.status == 200).then_some(s)
+    };
+    let mut s = eventually(freed, Duration::from_secs(4))
+        .await
+        .expect("a closed stream's slot is free on every relay");
+    s.message().await.unwrap();
     drop(second);
 }
 

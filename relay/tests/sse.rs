@@ -5,6 +5,8 @@ mod support;
 use std::time::Duration;
 
 use runwire_protocol::token::{Claims, Scope};
+use runwire_relay::AppState;
+use runwire_relay::auth::Clock;
 use serde_json::json;
 use support::*;
 
@@ -213,15 +215,12 @@ async fn at_most_the_configured_streams_per_workspace() {
     );
     // closing one frees its slot
     drop(open.pop());
-    let mut freed = false;
-    for _ in 0..100 {
-        if Sse::open(&url(&ws_token("acme")), &[]).await.status == 200 {
-            freed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(freed, "a closed stream gives its slot back");
+    let url = &url;
+    let freed = || async move { Sse::open(&url(&ws_token("acme")), &[]).await.status == 200 };
+    assert!(
+        eventually(freed, Duration::from_secs(2)).await,
+        "a closed stream gives its slot back"
+    );
 }
 
 #[tokio::test]
@@ -237,24 +236,40 @@ async fn shutdown_ends_streams_with_a_close_event() {
     done.await.unwrap().unwrap();
 }
 
-#[tokio::test]
+/// Through the router in-process, so that time can be paused: the token's expiry is checked to
+/// the second of the relay's clock, not of the wall clock the test runs on.
+#[tokio::test(start_paused = true)]
 async fn ends_with_a_4001_close_event_when_the_token_expires() {
-    let relay = Relay::start().await;
-    // Valid for one more second thanks to the 5 s leeway.
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+
+    let state = AppState::new(config(), Clock::tokio()).unwrap();
     let token = token_with(Claims {
-        exp: now() - 4,
+        exp: state.verifier.clock().unix_secs() + 60,
         ..claims("r", Scope::Subscribe)
     });
-    let mut sse = Sse::open(&relay.url(&format!("/v1/runs/r/events?token={token}")), &[]).await;
-    assert_eq!(sse.status, 200);
+    let started = tokio::time::Instant::now();
+    let request = axum::http::Request::get(format!("/v1/runs/r/events?token={token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = runwire_relay::app(state).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(chunk) = frame.unwrap().into_data() {
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
     assert_eq!(
-        sse.message().await.unwrap().event.as_deref(),
-        Some("subscribed")
+        started.elapsed(),
+        Duration::from_secs(65),
+        "exp plus the 5 s leeway"
     );
-    let close = sse.message().await.unwrap();
-    assert_eq!(close.event.as_deref(), Some("close"));
-    assert_eq!(close.json()["code"], 4001);
-    assert!(sse.next().await.is_none());
+    assert!(text.contains("event: subscribed\n"), "{text}");
+    let close = text.rsplit("\n\n").nth(1).unwrap();
+    assert!(close.starts_with("event: close\ndata: "), "{text}");
+    assert!(close.contains(r#""code":4001"#), "{close}");
 }
 
 #[tokio::test]

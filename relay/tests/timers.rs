@@ -1,5 +1,6 @@
-//! Heartbeat, idle timeout, auth timeout and token expiry, driven over in-memory channels with
-//! paused tokio time: minutes pass in microseconds, and every instant is exact.
+//! Heartbeat, idle timeout, auth timeout, token expiry and write timeouts of WebSocket connections
+//! and SSE streams, driven over in-memory channels with paused tokio time: minutes pass in
+//! microseconds, and every instant is exact.
 
 mod support;
 
@@ -7,10 +8,13 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
+use bytes::Bytes;
 use futures_util::Sink;
 use runwire_protocol::token::{Claims, Scope};
 use runwire_relay::AppState;
 use runwire_relay::auth::Clock;
+use runwire_relay::event::NewEvent;
+use runwire_relay::transport::sse::SseTask;
 use runwire_relay::transport::ws::{Conn, Mode, WsQuery};
 use serde_json::{Value, json};
 use support::{SECRET, claims, config, token_with};
@@ -241,4 +245,152 @@ async fn an_expired_token_closes_with_4001_unless_refreshed() {
     let (code, at) = h.close().await;
     assert_eq!(code, 4001);
     assert_eq!(at, secs(655));
+}
+
+/// A subscription whose writes cannot complete: the relay's side of a socket whose buffers are
+/// full. Its events come as one batch, so the second frame's write is the one that waits.
+#[tokio::test(start_paused = true)]
+async fn a_write_that_times_out_closes_with_4008_and_is_counted() {
+    let state = AppState::new(config(), Clock::tokio()).unwrap();
+    let events = (1..=3)
+        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
+        .collect();
+    state.broker.publish("r".into(), events).await.unwrap();
+    let (to_relay, rx) = mpsc::channel(4);
+    // Room for one message: the welcome. Nothing reads it.
+    let (tx, mut from_relay) = mpsc::channel::<Message>(1);
+    let sink = futures_util::sink::unfold(tx, |tx, msg: Message| async move {
+        tx.send(msg).await.map_err(axum::Error::new)?;
+        Ok::<_, axum::Error>(tx)
+    });
+    let conn = Conn::new(state.clone(), Mode::Multi, Box::pin(sink));
+    let started = Instant::now();
+    let task = tokio::spawn(conn.run(ReceiverStream::new(rx), WsQuery::default()));
+    let auth = json!({"type":"auth","token":token_with(claims("r", Scope::Subscribe))});
+    let subscribe = json!({"type":"subscribe","run":"r","since":0});
+    for frame in [auth, subscribe] {
+        to_relay
+            .send(Ok(Message::Text(frame.to_string().into())))
+            .await
+            .unwrap();
+    }
+    task.await.unwrap();
+    assert_eq!(
+        started.elapsed(),
+        state.config.write_timeout * 2,
+        "the stuck write, then the close frame, each given the write timeout"
+    );
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    assert_eq!(state.metrics.ws_connections.get(), 0);
+    assert!(matches!(from_relay.recv().await, Some(Message::Text(t)) if t.contains("welcome")));
+}
+
+/// An SSE stream of run `r` whose response body is a channel of `capacity` chunks, for a token
+/// that expires `ttl` seconds from now on the relay's paused clock.
+async fn sse(state: &AppState, ttl: u64, capacity: usize) -> mpsc::Receiver<Bytes> {
+    let claims = Claims {
+        exp: state.verifier.clock().unix_secs() + ttl,
+        ..claims("r", Scope::Subscribe)
+    };
+    let (tx, rx) = mpsc::channel(capacity);
+    let task = SseTask::open(state.clone(), "r".into(), &claims, None, None, tx)
+        .await
+        .unwrap()
+        .expect("the run is not finished");
+    tokio::spawn(task.run());
+    rx
+}
+
+/// The stream's chunks, each with when it came, until the stream ends; and when it ended.
+async fn sse_until_end(rx: &mut mpsc::Receiver<Bytes>) -> (Vec<(String, Duration)>, Duration) {
+    let started = Instant::now();
+    let mut chunks = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let text = String::from_utf8(chunk.to_vec()).unwrap();
+        chunks.push((text, started.elapsed()));
+    }
+    (chunks, started.elapsed())
+}
+
+fn sse_state(tweak: impl FnOnce(&mut runwire_relay::Config)) -> AppState {
+    let mut config = config();
+    tweak(&mut config);
+    AppState::new(config, Clock::tokio()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn sse_heartbeats_every_interval_and_ends_with_4001_when_the_token_expires() {
+    let state = sse_state(|_| {});
+    let mut rx = sse(&state, 60, 16).await;
+    let (chunks, ended) = sse_until_end(&mut rx).await;
+    let at = |d: Duration| d.as_secs();
+    assert_eq!(chunks[0], ("retry: 1000\n\n".to_owned(), secs(0)));
+    assert!(
+        chunks[1].0.starts_with("id: 0\nevent: subscribed\n"),
+        "{chunks:?}"
+    );
+    let beats: Vec<u64> = chunks[2..chunks.len() - 1]
+        .iter()
+        .map(|(text, when)| {
+            assert_eq!(text, ": hb\n\n");
+            at(*when)
+        })
+        .collect();
+    assert_eq!(beats, [15, 30, 45, 60], "one every --sse-heartbeat");
+    let (close, when) = chunks.last().unwrap();
+    assert!(close.starts_with("event: close\ndata: "), "{close}");
+    assert!(close.contains(r#""code":4001"#), "{close}");
+    assert_eq!(*when, secs(65), "exp plus the 5 s leeway");
+    assert_eq!(ended, secs(65));
+    assert_eq!(state.metrics.sse_connections.get(), 0);
+    assert_eq!(state.metrics.subscriptions.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn sse_ends_quietly_after_the_maximum_duration() {
+    let state = sse_state(|c| c.sse_max_duration = secs(100));
+    let mut rx = sse(&state, 3600, 16).await;
+    let (chunks, ended) = sse_until_end(&mut rx).await;
+    assert_eq!(ended, secs(100));
+    let (last, _) = chunks.last().unwrap();
+    assert_eq!(
+        last, ": hb\n\n",
+        "no close event: the client simply reconnects"
+    );
+    assert_eq!(
+        chunks.len(),
+        2 + 6,
+        "retry, subscribed, and heartbeats at 15..90 s"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn sse_ends_with_a_1012_close_event_at_shutdown() {
+    let state = sse_state(|_| {});
+    let mut rx = sse(&state, 3600, 16).await;
+    let stopper = state.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(secs(20)).await;
+        stopper.begin_shutdown();
+    });
+    let (chunks, ended) = sse_until_end(&mut rx).await;
+    let (close, when) = chunks.last().unwrap();
+    assert!(close.contains(r#""code":1012"#), "{close}");
+    assert_eq!((*when, ended), (secs(20), secs(20)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let state = sse_state(|_| {});
+    // Room for one chunk, and nothing reads: the second write waits.
+    let mut rx = sse(&state, 3600, 1).await;
+    let timeout = state.config.write_timeout;
+    tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+    assert!(!rx.is_closed(), "still waiting on its write");
+    assert_eq!(state.metrics.sse_connections.get(), 1);
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert!(rx.is_closed(), "dropped when the write timed out");
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    assert_eq!(state.metrics.sse_connections.get(), 0);
+    assert_eq!(rx.recv().await.as_deref(), Some(&b"retry: 1000\n\n"[..]));
 }

@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use super::{
     Broker, BrokerError, BrokerHealth, Event, NewEvent, Replay, RunId, Slot, Snapshot, now_ts,
 };
-use crate::hub::{Hub, lock};
+use crate::hub::Hub;
+use crate::sync::lock;
 
 /// Limits of the embedded broker.
 #[derive(Debug, Clone)]

@@ -83,7 +83,8 @@ use super::supervisor::{Tasks, supervise};
 use super::{
     Broker, BrokerError, BrokerHealth, Event, NewEvent, Replay, RunId, Slot, Snapshot, now_ts,
 };
-use crate::hub::{Hub, lock};
+use crate::hub::Hub;
+use crate::sync::lock;
 
 /// Settings of the Redis broker.
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::hub::lock;
+use crate::sync::lock;
 
 /// How the supervised tasks of one broker are doing.
 #[derive(Debug, Default)]

@@ -25,8 +25,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use runwire_protocol::token::Scope;
 use runwire_protocol::{CloseCode, Envelope, is_valid_run_id};
@@ -35,13 +35,14 @@ use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{custom, error_text, fit, id_text};
-use crate::AppState;
 use crate::auth::request_token;
 use crate::broker::{BrokerHealth, NewEvent, RunId, now_ts};
-use crate::error::{ApiError, AuthError};
+use crate::error::AuthError;
 use crate::hub::{ConnHandle, Inbox, Outbound};
+use crate::state::AppState;
 use crate::transport::ApiQuery;
-use crate::transport::follow::{Emit, Follow};
+use crate::transport::extract::AllowedOrigin;
+use crate::transport::subscription::{Emit, Subscription};
 
 /// Maps an event in the EventBroadcaster's shape; `None` when `value` is not one (no `type` of
 /// `execution:…` or `agent:…`).
@@ -189,11 +190,8 @@ pub async fn socket(
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
+    _: AllowedOrigin,
 ) -> Response {
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    if !state.config.origin_allowed(origin) {
-        return ApiError::Origin.into_response();
-    }
     let token = request_token(&headers, q.token.as_deref()).map(str::to_owned);
     ws.max_message_size(MAX_CLIENT_FRAME)
         .max_frame_size(MAX_CLIENT_FRAME)
@@ -225,7 +223,7 @@ where
 {
     state.metrics.executions_connections.inc();
     let (handle, inbox) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
-    let mut subs: HashMap<RunId, Follow> = HashMap::new();
+    let mut subs: HashMap<RunId, Subscription> = HashMap::new();
     let code = session(&state, &mut tx, &mut rx, token, &handle, inbox, &mut subs).await;
     for run in subs.into_keys() {
         state.hub.unregister(&run, handle.id);
@@ -254,7 +252,7 @@ async fn session<W, R>(
     token: Option<String>,
     handle: &ConnHandle,
     mut inbox: Inbox,
-    subs: &mut HashMap<RunId, Follow>,
+    subs: &mut HashMap<RunId, Subscription>,
 ) -> Option<CloseCode>
 where
     W: Sink<Message, Error = axum::Error> + Unpin + Send,
@@ -365,7 +363,7 @@ where
                         let run = ev.run.clone();
                         let mut emitted = Vec::new();
                         let resync = match subs.get_mut(&run) {
-                            Some(follow) => follow.on_event(&ev, &mut emitted).is_err(),
+                            Some(sub) => sub.on_event(&ev, &mut emitted).is_err(),
                             None => false,
                         };
                         out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
@@ -373,16 +371,10 @@ where
                     }
                     Outbound::Resync(run) => (run, true),
                 };
-                if let Some(follow) = subs.get(&run).filter(|_| resync) {
-                    let (since, epoch) = follow.resync_point();
-                    let epoch = epoch.map(str::to_owned);
-                    if let Ok(snapshot) = state.broker.snapshot(run.clone(), since).await {
-                        let mut emitted = Vec::new();
-                        if let Some(follow) = subs.get_mut(&run) {
-                            follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), false, &mut emitted);
-                        }
-                        out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
-                    }
+                if let Some(sub) = subs.get_mut(&run).filter(|_| resync) {
+                    let mut emitted = Vec::new();
+                    let _ = sub.resync(&*state.broker, &run, &mut emitted).await;
+                    out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
                 }
             }
         }
@@ -401,10 +393,10 @@ where
                 );
                 continue;
             };
-            let mut follow = Follow::default();
+            let mut sub = Subscription::default();
             let mut emitted = Vec::new();
-            follow.on_snapshot(&run, snapshot, None, None, false, &mut emitted);
-            subs.insert(run.clone(), follow);
+            sub.on_snapshot(&run, snapshot, None, None, false, &mut emitted);
+            subs.insert(run.clone(), sub);
             replies.push(json!({"type": "subscribed", "executionId": &*run}));
             out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
         }

@@ -39,13 +39,14 @@ use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
 use serde_json::{Map, Value};
 
-use crate::AppState;
 use crate::broker::NewEvent;
 use crate::broker::redis::RedisConfig;
 use crate::broker::redis::ingest::CUSTOM_EVENT;
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::transport::ApiQuery;
+use crate::transport::extract::AllowedOrigin;
 use crate::transport::http::MAX_EVENTS_PER_PUBLISH;
 use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
@@ -363,9 +364,8 @@ async fn legacy_executions(
         return next.run(request).await;
     }
     let (mut parts, _body) = request.into_parts();
-    let origin = parts.headers.get("origin").and_then(|o| o.to_str().ok());
-    if !state.config.origin_allowed(origin) {
-        return ApiError::Origin.into_response();
+    if let Err(e) = AllowedOrigin::from_request_parts(&mut parts, &state).await {
+        return e.into_response();
     }
     let query = match ApiQuery::<WsQuery>::from_request_parts(&mut parts, &state).await {
         Ok(ApiQuery(q)) => q,

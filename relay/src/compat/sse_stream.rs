@@ -12,7 +12,7 @@
 //! ([`super::fit`]). A node event without a node key becomes `custom`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use runwire_protocol::event::{KNOWN_EVENTS, is_terminal_event};
@@ -24,14 +24,15 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{custom, error_text, fit};
-use crate::AppState;
 use crate::auth::request_token;
 use crate::broker::{Event, NewEvent, RunId};
 use crate::error::{ApiError, AuthError};
-use crate::hub::{ConnHandle, Inbox, Outbound};
+use crate::hub::{Inbox, Outbound};
+use crate::state::AppState;
 use crate::transport::ApiQuery;
-use crate::transport::follow::{Emit, Follow};
+use crate::transport::extract::AllowedOrigin;
 use crate::transport::sse::{Release, event_stream};
+use crate::transport::subscription::{Emit, Subscription};
 
 /// Where the plan's workers publish; ingested automatically with this layer and a Redis.
 pub const CHANNEL_PATTERN: &str = "execution:*:events";
@@ -165,12 +166,9 @@ pub async fn stream(
     State(state): State<AppState>,
     Path((workspace, execution)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<PlanQuery>,
+    _: AllowedOrigin,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    if !state.config.origin_allowed(origin) {
-        return Err(ApiError::Origin);
-    }
     if !is_valid_run_id(&execution) {
         return Err(ApiError::bad_request("invalid_run", "invalid execution id"));
     }
@@ -191,15 +189,7 @@ pub async fn stream(
         .stream_slot(workspace.into(), state.config.sse_max_per_workspace)
         .await?;
     let run: RunId = execution.into();
-    let (handle, inbox) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
-    state.hub.register(&run, &handle);
-    let release = Release {
-        state: state.clone(),
-        run: run.clone(),
-        conn: handle.id,
-        _slot: Some(slot),
-    };
-    state.broker.watch(run.clone()).await?;
+    let (inbox, release) = Release::watch(&state, &run, Some(slot)).await?;
     // From the start of the run unless resuming: the plan's browsers render every event.
     let snapshot = state
         .broker
@@ -208,9 +198,9 @@ pub async fn stream(
     if snapshot.state.status.is_terminal() && since.is_some_and(|s| s >= snapshot.head) {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    let mut follow = Follow::default();
+    let mut sub = Subscription::default();
     let mut first = Vec::new();
-    follow.on_snapshot(
+    sub.on_snapshot(
         &run,
         snapshot,
         Some(since.unwrap_or(0)),
@@ -221,7 +211,7 @@ pub async fn stream(
     let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
     let expires_at = state.verifier.clock().expiry_instant(claims.exp);
     tokio::spawn(plan_stream(
-        state, run, follow, inbox, tx, expires_at, first, release,
+        state, run, sub, inbox, tx, expires_at, first, release,
     ));
     Ok(event_stream(rx))
 }
@@ -230,7 +220,7 @@ pub async fn stream(
 async fn plan_stream(
     state: AppState,
     run: RunId,
-    mut follow: Follow,
+    mut sub: Subscription,
     mut inbox: Inbox,
     tx: mpsc::Sender<Bytes>,
     expires_at: Instant,
@@ -277,15 +267,11 @@ async fn plan_stream(
             item = inbox.recv() => {
                 let Some(item) = item else { break };
                 let resync = match item {
-                    Outbound::Event(ev) => follow.on_event(&ev, &mut out).is_err(),
+                    Outbound::Event(ev) => sub.on_event(&ev, &mut out).is_err(),
                     Outbound::Resync(_) => true,
                 };
                 if resync {
-                    let (since, epoch) = follow.resync_point();
-                    let epoch = epoch.map(str::to_owned);
-                    if let Ok(snapshot) = state.broker.snapshot(run.clone(), since).await {
-                        follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), false, &mut out);
-                    }
+                    let _ = sub.resync(&*state.broker, &run, &mut out).await;
                 }
             }
         }

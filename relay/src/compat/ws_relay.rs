@@ -35,10 +35,10 @@ use sha2::Sha256;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::{custom, error_text, fit, id_text};
-use crate::AppState;
 use crate::broker::{NewEvent, RunId};
 use crate::hub::{ConnHandle, Inbox, Outbound};
-use crate::transport::follow::{Emit, Follow};
+use crate::state::AppState;
+use crate::transport::subscription::{Emit, Subscription};
 
 /// Where the relay's workers publish; ingested automatically with this layer and a Redis.
 pub const CHANNEL_PATTERN: &str = "workflow-run:*";
@@ -336,10 +336,10 @@ where
     if state.broker.watch(run.clone()).await.is_err() {
         return End::code(CloseCode::InternalError);
     }
-    let mut follow = Follow::default();
+    let mut sub = Subscription::default();
     let mut out = Vec::new();
     match state.broker.snapshot(run.clone(), None).await {
-        Ok(snapshot) => follow.on_snapshot(&run, snapshot, None, None, false, &mut out),
+        Ok(snapshot) => sub.on_snapshot(&run, snapshot, None, None, false, &mut out),
         Err(_) => return End::code(CloseCode::InternalError),
     }
     let connected = json!({"type": "connected", "runId": &*run});
@@ -417,16 +417,12 @@ where
             item = inbox.recv() => {
                 let Some(item) = item else { return End::code(CloseCode::SlowConsumer) };
                 let resync = match item {
-                    Outbound::Event(ev) if ev.run == run => follow.on_event(&ev, &mut out).is_err(),
+                    Outbound::Event(ev) if ev.run == run => sub.on_event(&ev, &mut out).is_err(),
                     Outbound::Event(_) => false,
                     Outbound::Resync(_) => true,
                 };
                 if resync {
-                    let (since, epoch) = follow.resync_point();
-                    let epoch = epoch.map(str::to_owned);
-                    if let Ok(snapshot) = state.broker.snapshot(run.clone(), since).await {
-                        follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), false, &mut out);
-                    }
+                    let _ = sub.resync(&*state.broker, &run, &mut out).await;
                 }
             }
         }

@@ -12,8 +12,8 @@ use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// Where `runwire demo` finds its page when no `--web-dir` is given, relative to the working
 /// directory (the repository root for `cargo run`).

@@ -2,30 +2,24 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use runwire_protocol::token::Scope;
-use runwire_protocol::{event::is_terminal_event, is_valid_run_id};
+use runwire_protocol::event::is_terminal_event;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::AppState;
-use crate::auth::request_token;
-use crate::broker::{BrokerHealth, NewEvent, Sample};
+use crate::broker::BrokerHealth;
 use crate::error::ApiError;
-use crate::transport::ApiQuery;
+use crate::event::NewEvent;
+use crate::metrics::Sample;
+use crate::state::AppState;
+use crate::transport::extract::{Authorized, Publish, Subscribe};
 
 /// Largest publish body.
 pub const MAX_PUBLISH_BODY: usize = 1024 * 1024;
 /// Most events in one publish.
 pub const MAX_EVENTS_PER_PUBLISH: usize = 1000;
-
-/// `?token=` on HTTP endpoints.
-#[derive(Debug, Default, Deserialize)]
-pub struct TokenQuery {
-    token: Option<String>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,17 +83,12 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
 /// `POST /v1/runs/{run}/events`.
 pub async fn publish(
     State(state): State<AppState>,
-    Path(run): Path<String>,
-    ApiQuery(q): ApiQuery<TokenQuery>,
+    authorized: Result<Authorized<Publish>, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
     let result = async {
-        if !is_valid_run_id(&run) {
-            return Err(ApiError::bad_request("invalid_run", "invalid run id"));
-        }
-        let token = request_token(&headers, q.token.as_deref());
-        state.verifier.verify(token, Scope::Publish, Some(&run))?;
+        let run = authorized?.run;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -138,15 +127,8 @@ pub async fn publish(
 /// `GET /v1/runs/{run}`.
 pub async fn run_state(
     State(state): State<AppState>,
-    Path(run): Path<String>,
-    ApiQuery(q): ApiQuery<TokenQuery>,
-    headers: HeaderMap,
+    Authorized { run, .. }: Authorized<Subscribe>,
 ) -> Result<Response, ApiError> {
-    if !is_valid_run_id(&run) {
-        return Err(ApiError::bad_request("invalid_run", "invalid run id"));
-    }
-    let token = request_token(&headers, q.token.as_deref());
-    state.verifier.verify(token, Scope::Subscribe, Some(&run))?;
     let snapshot = state.broker.snapshot(run.as_str().into(), None).await?;
     Ok(Json(serde_json::json!({
         "run": run,

@@ -38,8 +38,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use crate::AppState;
 use crate::metrics::Metrics;
+use crate::state::AppState;
 
 /// How long the accept loop waits after its `consecutive`-th failed accept in a row (from 1):
 /// 10 ms doubling up to 1 s. Out of file descriptors (`EMFILE`), a retry at once fails again at

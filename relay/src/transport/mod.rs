@@ -1,12 +1,14 @@
 //! How clients reach the relay: WebSocket ([`ws`]), Server-Sent Events ([`sse`]) and plain HTTP
-//! ([`http`]), sharing the subscription rules in [`follow`]; [`files`] serves a built page at `/`;
-//! [`listener`] accepts the connections and bounds them.
+//! ([`http`]), sharing the subscription rules in [`subscription`] and the request checks in
+//! [`extract`]; [`files`] serves a built page at `/`; [`listener`] accepts the connections and
+//! bounds them.
 
+pub mod extract;
 pub mod files;
-pub mod follow;
 pub mod http;
 pub mod listener;
 pub mod sse;
+pub mod subscription;
 pub mod ws;
 
 use axum::Router;
@@ -17,8 +19,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// `Query<T>` whose rejection is the relay's JSON 400 rather than the framework's plain text.
 #[derive(Debug)]
@@ -42,7 +44,7 @@ where
 /// Whether the request's `Origin` may use the relay. An `Origin` that is not visible ASCII is
 /// refused whatever the allowlist says: browsers serialize origins as ASCII (RFC 6454), so such a
 /// value is forged, and it must be neither matched as "no Origin" nor echoed back.
-pub fn origin_allowed(config: &crate::Config, headers: &HeaderMap) -> bool {
+pub fn origin_allowed(config: &crate::config::Config, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).map(HeaderValue::to_str) {
         None => config.origin_allowed(None),
         Some(Ok(origin)) => config.origin_allowed(Some(origin)),
@@ -50,8 +52,8 @@ pub fn origin_allowed(config: &crate::Config, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Every route of the relay.
-pub fn router(state: AppState) -> Router {
+/// Every route of the relay, with `app_routes` (the demo's, say) merged in.
+pub fn router(state: AppState, app_routes: Router<AppState>) -> Router {
     let mut router = Router::new()
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
@@ -65,9 +67,7 @@ pub fn router(state: AppState) -> Router {
     if state.config.metrics_addr.is_none() {
         router = router.route("/metrics", get(http::metrics));
     }
-    if state.config.demo {
-        router = router.merge(crate::demo::routes());
-    }
+    router = router.merge(app_routes);
     router = crate::compat::mount(router, &state);
     router = match files::web_dir(&state.config) {
         Some(dir) => router.merge(files::routes(dir)),

@@ -8,34 +8,33 @@
 use std::convert::Infallible;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use runwire_protocol::token::Scope;
-use runwire_protocol::{CloseCode, ServerFrame, is_valid_run_id};
+use runwire_protocol::token::Claims;
+use runwire_protocol::{CloseCode, ServerFrame};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::AppState;
-use crate::auth::request_token;
-use crate::broker::{RunId, Slot};
+use crate::broker::{BrokerError, RunId, Slot};
 use crate::error::ApiError;
 use crate::hub::{ConnHandle, Inbox, Outbound};
+use crate::state::AppState;
 use crate::transport::ApiQuery;
-use crate::transport::follow::{Emit, Follow};
+use crate::transport::extract::{AllowedOrigin, Authorized, Subscribe};
+use crate::transport::subscription::{Emit, Subscription};
 
 /// Chunks buffered between the stream task and the HTTP body; a client that lets this fill up
 /// for `--write-timeout` is dropped.
 const BODY_BUFFER: usize = 16;
 
-/// Query parameters of the SSE endpoint.
+/// Query parameters of the SSE endpoint (besides `?token=`, which [`Authorized`] reads).
 #[derive(Debug, Default, Deserialize)]
 pub struct SseQuery {
-    token: Option<String>,
     since: Option<u64>,
     epoch: Option<String>,
 }
@@ -43,66 +42,24 @@ pub struct SseQuery {
 /// `GET /v1/runs/{run}/events`.
 pub async fn stream(
     State(state): State<AppState>,
-    Path(run): Path<String>,
     ApiQuery(q): ApiQuery<SseQuery>,
+    _: AllowedOrigin,
+    Authorized { run, claims, .. }: Authorized<Subscribe>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !crate::transport::origin_allowed(&state.config, &headers) {
-        return Err(ApiError::Origin);
-    }
-    if !is_valid_run_id(&run) {
-        return Err(ApiError::bad_request("invalid_run", "invalid run id"));
-    }
-    let token = request_token(&headers, q.token.as_deref());
-    let claims = state.verifier.verify(token, Scope::Subscribe, Some(&run))?;
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .or(q.since);
-    let slot = match claims.ws.as_deref() {
-        Some(ws) => Some(
-            state
-                .broker
-                .stream_slot(ws.into(), state.config.sse_max_per_workspace)
-                .await?,
-        ),
-        None => None,
-    };
-    let run: RunId = run.into();
-    let (handle, inbox) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
-    state.hub.register(&run, &handle);
-    let release = Release {
-        state: state.clone(),
-        run: run.clone(),
-        conn: handle.id,
-        _slot: slot,
-    };
-    state.broker.watch(run.clone()).await?;
-    let snapshot = state.broker.snapshot(run.clone(), since).await?;
-    let same_epoch = q.epoch.as_deref().is_none_or(|e| *e == *snapshot.epoch);
-    if snapshot.state.status.is_terminal()
-        && same_epoch
-        && since.is_some_and(|s| s >= snapshot.head)
-    {
+    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
+    let Some(task) =
+        SseTask::open(state, run.into(), &claims, since, q.epoch.as_deref(), tx).await?
+    else {
         // Nothing newer will ever come: 204 tells EventSource to stop reconnecting.
         return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let mut follow = Follow::default();
-    let mut first = Vec::new();
-    follow.on_snapshot(&run, snapshot, since, q.epoch.as_deref(), true, &mut first);
-    let (tx, rx) = mpsc::channel::<Bytes>(BODY_BUFFER);
-    let task = SseTask {
-        state: state.clone(),
-        run,
-        follow,
-        inbox,
-        tx,
-        scratch: Vec::new(),
-        expires_at: state.verifier.clock().expiry_instant(claims.exp),
-        _release: release,
     };
-    tokio::spawn(task.run(first));
+    tokio::spawn(task.run());
     Ok(event_stream(rx))
 }
 
@@ -126,10 +83,33 @@ pub(crate) fn event_stream(rx: mpsc::Receiver<Bytes>) -> Response {
 
 /// Undoes a stream's registrations when it ends, however it ends.
 pub(crate) struct Release {
-    pub(crate) state: AppState,
-    pub(crate) run: RunId,
-    pub(crate) conn: u64,
-    pub(crate) _slot: Option<Slot>,
+    state: AppState,
+    run: RunId,
+    conn: u64,
+    _slot: Option<Slot>,
+}
+
+impl Release {
+    /// Registers a new stream of `run` with the hub and has the broker bring the run's live
+    /// events to this relay, holding `slot` until the stream ends. The stream reads its events
+    /// from the returned inbox.
+    pub(crate) async fn watch(
+        state: &AppState,
+        run: &RunId,
+        slot: Option<Slot>,
+    ) -> Result<(Inbox, Self), BrokerError> {
+        let (handle, inbox) = ConnHandle::new(state.next_conn_id(), state.config.queue_capacity);
+        state.hub.register(run, &handle);
+        let release = Self {
+            state: state.clone(),
+            run: run.clone(),
+            conn: handle.id,
+            _slot: slot,
+        };
+        // Dropped on failure, which undoes the registrations.
+        state.broker.watch(run.clone()).await?;
+        Ok((inbox, release))
+    }
 }
 
 impl Drop for Release {
@@ -139,17 +119,31 @@ impl Drop for Release {
     }
 }
 
-struct SseTask {
+/// One SSE stream: the subscription, and the task that writes it to the response body.
+///
+/// It writes to a channel rather than to the response, so that tests drive it, and its timers,
+/// with paused time.
+pub struct SseTask {
     state: AppState,
     run: RunId,
-    follow: Follow,
+    sub: Subscription,
     inbox: Inbox,
     tx: mpsc::Sender<Bytes>,
+    /// The snapshot and replay, written first.
+    first: Vec<Emit>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
     /// When the token expires (plus the leeway): the stream ends with a 4001 `close` event.
     expires_at: Instant,
     _release: Release,
+}
+
+impl std::fmt::Debug for SseTask {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseTask")
+            .field("run", &self.run)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A control message. `subscribed` and `reset` carry an `id:` so that an EventSource that
@@ -176,10 +170,60 @@ fn close_event(code: CloseCode) -> Bytes {
 }
 
 impl SseTask {
-    async fn run(mut self, mut first: Vec<Emit>) {
+    /// Subscribes to `run` for a client whose token has `claims`, resuming after `since` of
+    /// `epoch` when given, and takes a stream slot of the token's workspace. `None`: the run is
+    /// finished and the client has all of it. The stream is written to `tx` once [`Self::run`]
+    /// runs.
+    pub async fn open(
+        state: AppState,
+        run: RunId,
+        claims: &Claims,
+        since: Option<u64>,
+        epoch: Option<&str>,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Result<Option<Self>, ApiError> {
+        let slot = match claims.ws.as_deref() {
+            Some(ws) => Some(
+                state
+                    .broker
+                    .stream_slot(ws.into(), state.config.sse_max_per_workspace)
+                    .await?,
+            ),
+            None => None,
+        };
+        let (inbox, release) = Release::watch(&state, &run, slot).await?;
+        let snapshot = state.broker.snapshot(run.clone(), since).await?;
+        let same_epoch = epoch.is_none_or(|e| *e == *snapshot.epoch);
+        if snapshot.state.status.is_terminal()
+            && same_epoch
+            && since.is_some_and(|s| s >= snapshot.head)
+        {
+            return Ok(None);
+        }
+        let mut sub = Subscription::default();
+        let mut first = Vec::new();
+        sub.on_snapshot(&run, snapshot, since, epoch, true, &mut first);
+        let expires_at = state.verifier.clock().expiry_instant(claims.exp);
+        Ok(Some(Self {
+            state,
+            run,
+            sub,
+            inbox,
+            tx,
+            first,
+            scratch: Vec::new(),
+            expires_at,
+            _release: release,
+        }))
+    }
+
+    /// Writes the stream until it ends: the run's end, the token's expiry, `--sse-max-duration`,
+    /// shutdown, a client gone or too slow.
+    pub async fn run(mut self) {
         let metrics = self.state.metrics.clone();
         metrics.sse_connections.inc();
         metrics.subscriptions.inc();
+        let mut first = std::mem::take(&mut self.first);
         self.drive(&mut first).await;
         metrics.subscriptions.dec();
         metrics.sse_connections.dec();
@@ -229,23 +273,13 @@ impl SseTask {
     async fn on_outbound(&mut self, item: Outbound) -> bool {
         let mut out = std::mem::take(&mut self.scratch);
         let needs_resync = match item {
-            Outbound::Event(ev) => self.follow.on_event(&ev, &mut out).is_err(),
+            Outbound::Event(ev) => self.sub.on_event(&ev, &mut out).is_err(),
             Outbound::Resync(_) => true,
         };
         if needs_resync {
-            let (since, epoch) = self.follow.resync_point();
-            let epoch = epoch.map(str::to_owned);
-            match self.state.broker.snapshot(self.run.clone(), since).await {
-                Ok(snapshot) => self.follow.on_snapshot(
-                    &self.run,
-                    snapshot,
-                    since,
-                    epoch.as_deref(),
-                    false,
-                    &mut out,
-                ),
-                // The broker resyncs every subscription again once it is back.
-                Err(e) => tracing::debug!(run = %self.run, error = %e, "sse resync failed"),
+            let resynced = self.sub.resync(&*self.state.broker, &self.run, &mut out);
+            if let Err(e) = resynced.await {
+                tracing::debug!(run = %self.run, error = %e, "sse resync failed");
             }
         }
         let open = self.emit(&mut out).await;

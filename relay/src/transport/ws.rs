@@ -19,8 +19,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use runwire_protocol::token::{Claims, Scope};
 use runwire_protocol::{
@@ -30,13 +29,14 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::AppState;
 use crate::broker::RunId;
-use crate::error::{ApiError, AuthError};
+use crate::error::AuthError;
 use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::metrics::Gauge;
+use crate::state::AppState;
 use crate::transport::ApiQuery;
-use crate::transport::follow::{Emit, Follow};
+use crate::transport::extract::AllowedOrigin;
+use crate::transport::subscription::{Emit, Subscription};
 
 /// Largest frame a client may send; larger ones close the socket with 1009.
 pub const MAX_INBOUND_FRAME: usize = 64 * 1024;
@@ -63,32 +63,23 @@ pub struct WsQuery {
 pub async fn multi(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    headers: HeaderMap,
     ws: WebSocketUpgrade,
+    _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, &headers, ws, Mode::Multi)
+    upgrade(state, q, ws, Mode::Multi)
 }
 
 /// `GET /ws/executions`.
 pub async fn executions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    headers: HeaderMap,
     ws: WebSocketUpgrade,
+    _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, &headers, ws, Mode::Single)
+    upgrade(state, q, ws, Mode::Single)
 }
 
-fn upgrade(
-    state: AppState,
-    q: WsQuery,
-    headers: &HeaderMap,
-    ws: WebSocketUpgrade,
-    mode: Mode,
-) -> Response {
-    if !crate::transport::origin_allowed(&state.config, headers) {
-        return ApiError::Origin.into_response();
-    }
+fn upgrade(state: AppState, q: WsQuery, ws: WebSocketUpgrade, mode: Mode) -> Response {
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
@@ -149,7 +140,7 @@ pub struct Conn<W> {
     expires_at: Option<Instant>,
     /// Until a token is accepted: when the connection closes with 4004.
     auth_deadline: Option<Instant>,
-    subs: HashMap<RunId, Follow>,
+    subs: HashMap<RunId, Subscription>,
     /// The subscriptions started with a token of their own: a refreshed connection token that
     /// does not cover their run leaves them alone. A subset of `subs`' keys.
     own_token: HashSet<RunId>,
@@ -420,6 +411,10 @@ where
                     break;
                 }
                 Err(_) => {
+                    // Counted here unless the hub already found the queue full and counted it.
+                    if !self.inbox.is_slow() {
+                        self.state.metrics.slow_consumer_closes.inc();
+                    }
                     self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
                     written = false;
                     break;
@@ -688,7 +683,7 @@ where
                 run
             }
         };
-        self.subs.insert(run.clone(), Follow::default());
+        self.subs.insert(run.clone(), Subscription::default());
         if token.is_some() {
             self.own_token.insert(run.clone());
         } else {

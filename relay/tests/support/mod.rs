@@ -20,6 +20,43 @@ pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 /// How long a test waits for something that should happen promptly.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// What [`eventually`] waits for: a condition that holds (`true`), or a value that has come
+/// (`Some`).
+pub trait Outcome {
+    fn holds(&self) -> bool;
+}
+
+impl Outcome for bool {
+    fn holds(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    fn holds(&self) -> bool {
+        self.is_some()
+    }
+}
+
+/// Checks `condition` every 10 ms until it holds or `deadline` has passed, and returns its last
+/// outcome: `true` or `Some` if it came in time. For what the relay does on its own time (a task
+/// ending, a slot freed) where there is nothing to await.
+pub async fn eventually<O, F, Fut>(mut condition: F, deadline: Duration) -> O
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = O>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        let outcome = condition().await;
+        if outcome.holds() || tokio::time::Instant::now() >= end {
+            return outcome;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub fn config() -> Config {
     let mut c = Config::with_secret(SECRET);
     c.addr = "127.0.0.1:0".parse().unwrap();

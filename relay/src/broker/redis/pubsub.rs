@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::ingest::{IngestMsg, IngestSync, MAX_INGEST_PAYLOAD};
 use super::{Shared, conn, pause, unavailable};
 use crate::broker::{BrokerError, Event, RunId};
-use crate::hub::lock;
+use crate::sync::lock;
 
 /// Channels per `SUBSCRIBE` when resubscribing after a reconnect.
 const SUBSCRIBE_CHUNK: usize = 512;

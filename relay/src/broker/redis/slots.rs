@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::{Shared, pause, ttl_ms};
 use crate::broker::{BrokerError, Slot};
-use crate::hub::lock;
+use crate::sync::lock;
 
 impl Shared {
     pub(super) async fn stream_slot(

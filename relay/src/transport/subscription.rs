@@ -2,13 +2,15 @@
 //! order whatever the transport: snapshot first, then live events deduplicated by seq; a gap or an
 //! epoch change means "take a fresh snapshot from where you are".
 //!
-//! Pure logic, no I/O: the WebSocket and SSE transports own the broker calls and the writes.
+//! Logic only: the transports own the writes, and the broker calls but for the snapshot of a
+//! resync ([`Subscription::resync`]), which every transport takes the same way.
 
 use std::sync::Arc;
 
 use runwire_protocol::{EndReason, RunStatus, ServerFrame};
 
-use crate::broker::{Event, Replay, RunId, Snapshot};
+use crate::broker::{Broker, BrokerError, Replay, Snapshot};
+use crate::event::{Event, RunId};
 
 /// What a subscription should send next.
 #[derive(Debug)]
@@ -21,20 +23,20 @@ pub enum Emit {
     End(EndReason),
 }
 
-/// The live event cannot be sent in order: take a snapshot from [`Follow::last_seq`] and pass it
-/// to [`Follow::on_snapshot`].
+/// The live event cannot be sent in order: take a snapshot from [`Subscription::last_seq`] and pass it
+/// to [`Subscription::on_snapshot`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct NeedsResync;
 
 /// A subscription's position.
 #[derive(Debug, Clone, Default)]
-pub struct Follow {
+pub struct Subscription {
     epoch: Arc<str>,
     last_seq: u64,
     ended: bool,
 }
 
-impl Follow {
+impl Subscription {
     /// The seq of the last event sent (or covered by a snapshot).
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -108,6 +110,22 @@ impl Follow {
         (Some(self.last_seq), Some(&self.epoch))
     }
 
+    /// Takes the snapshot that a [`NeedsResync`] (or the hub's `Resync`) asks for and applies it:
+    /// only what changed goes to `out`. When the broker cannot answer, the subscription stays
+    /// where it is; the broker resyncs every subscription again once it is back.
+    pub async fn resync(
+        &mut self,
+        broker: &dyn Broker,
+        run: &RunId,
+        out: &mut Vec<Emit>,
+    ) -> Result<(), BrokerError> {
+        let (since, epoch) = self.resync_point();
+        let epoch = epoch.map(str::to_owned);
+        let snapshot = broker.snapshot(run.clone(), since).await?;
+        self.on_snapshot(run, snapshot, since, epoch.as_deref(), false, out);
+        Ok(())
+    }
+
     /// A live event from the hub.
     pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Emit>) -> Result<(), NeedsResync> {
         if self.ended {
@@ -139,7 +157,7 @@ impl Follow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::{NewEvent, now_ts};
+    use crate::event::{NewEvent, now_ts};
     use runwire_protocol::RunState;
     use serde_json::json;
 
@@ -180,7 +198,7 @@ mod tests {
     #[test]
     fn replays_then_dedups_live_events() {
         let run: RunId = "r".into();
-        let mut f = Follow::default();
+        let mut f = Subscription::default();
         let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("e", 3, "log"), ev("e", 4, "log")]);
         f.on_snapshot(
@@ -208,7 +226,7 @@ mod tests {
     #[test]
     fn a_gap_or_another_epoch_needs_a_resync() {
         let run: RunId = "r".into();
-        let mut f = Follow::default();
+        let mut f = Subscription::default();
         let mut out = Vec::new();
         f.on_snapshot(
             &run,
@@ -243,7 +261,7 @@ mod tests {
     #[test]
     fn an_empty_subscription_adopts_a_new_epoch() {
         let run: RunId = "r".into();
-        let mut f = Follow::default();
+        let mut f = Subscription::default();
         let mut out = Vec::new();
         f.on_snapshot(
             &run,
@@ -260,7 +278,7 @@ mod tests {
     #[test]
     fn resume_from_another_epoch_resets() {
         let run: RunId = "r".into();
-        let mut f = Follow::default();
+        let mut f = Subscription::default();
         let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("new", 1, "log")]);
         f.on_snapshot(
@@ -276,7 +294,7 @@ mod tests {
         // since 0 replays from the start whatever the epoch
         let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("new", 1, "log")]);
-        Follow::default().on_snapshot(
+        Subscription::default().on_snapshot(
             &run,
             snap("new", 1, replay),
             Some(0),
@@ -294,7 +312,7 @@ mod tests {
     #[test]
     fn ends_after_the_terminal_event() {
         let run: RunId = "r".into();
-        let mut f = Follow::default();
+        let mut f = Subscription::default();
         let mut out = Vec::new();
         f.on_snapshot(
             &run,
@@ -322,7 +340,7 @@ mod tests {
         );
         Arc::make_mut(&mut s.state).status = RunStatus::Completed;
         let mut out = Vec::new();
-        Follow::default().on_snapshot(&run, s, Some(0), None, true, &mut out);
+        Subscription::default().on_snapshot(&run, s, Some(0), None, true, &mut out);
         assert_eq!(seqs(&out), [1, 2]);
         assert!(matches!(out.last(), Some(Emit::End(EndReason::Completed))));
     }
