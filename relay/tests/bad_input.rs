@@ -167,6 +167,19 @@ async fn origins_outside_the_allowlist_are_refused() {
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
 }
 
+/// A WebSocket upgrade request for `path` with the raw `Origin` header `origin`.
+fn upgrade_from(path: &str, origin: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "
+    )
+    .into_bytes();
+    request.extend_from_slice(origin);
+    request.extend_from_slice(b"\r\n\r\n");
+    request
+}
+
 /// Writes `request` on a fresh connection and reads the answer's head.
 async fn raw_exchange(relay: &Relay, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,13 +206,7 @@ async fn a_non_ascii_origin_is_refused_and_never_echoed() {
         ] {
             let origin = reqwest::header::HeaderValue::from_bytes(raw).unwrap();
             // A WebSocket upgrade, written by hand: client libraries refuse such a header.
-            let mut upgrade = b"GET /v1/ws HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
-                Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "
-                .to_vec();
-            upgrade.extend_from_slice(raw);
-            upgrade.extend_from_slice(b"\r\n\r\n");
-            let answer = raw_exchange(&relay, &upgrade).await;
+            let answer = raw_exchange(&relay, &upgrade_from("/v1/ws", raw)).await;
             assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
             let sse = http
                 .get(relay.url("/v1/runs/r/events"))
@@ -255,15 +262,7 @@ async fn the_compatibility_endpoints_refuse_a_non_ascii_origin_too() {
         format!("/api/v1/workspaces/w/executions/e1/stream?token={token}"),
     ] {
         for origin in [&b"https://\xc3\xa9vil.example"[..], b"https://evil.example"] {
-            let mut request = format!(
-                "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
-                 Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: "
-            )
-            .into_bytes();
-            request.extend_from_slice(origin);
-            request.extend_from_slice(b"\r\n\r\n");
-            let answer = raw_exchange(&relay, &request).await;
+            let answer = raw_exchange(&relay, &upgrade_from(&path, origin)).await;
             assert!(
                 answer.starts_with("HTTP/1.1 403"),
                 "{path} from {}: {answer}",

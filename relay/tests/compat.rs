@@ -18,8 +18,8 @@ use runwire_relay::{AppState, Config};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::{
-    Client, PATIENCE, Relay, Sse, claims, config, eventually, now, publish_token, subscribe_token,
-    token_with,
+    Client, PATIENCE, Relay, Sse, answers_200, claims, config, eventually, now, publish_token,
+    subscribe_token, token_with,
 };
 
 /// The Node relay's token route: `base64url(JSON payload) + "." +
@@ -557,9 +557,8 @@ async fn legacy_sockets_are_bounded() {
 /// Waits until the relay's ingest runs: `/ready` answers 503 until then.
 async fn wait_ingesting(relay: &Relay) {
     let ready = &relay.url("/ready");
-    let ingesting = || async move { reqwest::get(ready).await.is_ok_and(|r| r.status() == 200) };
     assert!(
-        eventually(ingesting, Duration::from_secs(5)).await,
+        eventually(|| answers_200(ready), Duration::from_secs(5)).await,
         "the relay's ingest never started"
     );
 }

@@ -3,13 +3,11 @@
 
 mod support;
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures_util::Sink;
 use hmac::{Hmac, Mac};
 use runwire_protocol::token::LEEWAY_SECS;
 use runwire_relay::AppState;
@@ -19,7 +17,7 @@ use runwire_relay::compat::Layer;
 use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::config;
+use support::{channel_sink, config};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -54,13 +52,7 @@ impl Harness {
         c.idle_timeout = idle;
         let state = AppState::new(c, Clock::tokio()).unwrap();
         let (to_relay, rx) = mpsc::channel(64);
-        let (tx, from_relay) = mpsc::channel::<Message>(64);
-        let sink: Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>> = Box::pin(
-            futures_util::sink::unfold(tx, |tx, msg: Message| async move {
-                tx.send(msg).await.map_err(axum::Error::new)?;
-                Ok::<_, axum::Error>(tx)
-            }),
-        );
+        let (sink, from_relay) = channel_sink(64);
         tokio::spawn(serve_legacy(
             state.clone(),
             sink,

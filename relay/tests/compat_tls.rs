@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, PATIENCE, SECRET, eventually, subscribe_token};
+use support::{Client, PATIENCE, SECRET, answers_200, eventually, subscribe_token};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn run(cmd: &mut Command) {
@@ -209,8 +209,7 @@ async fn broker_and_ingest_over_tls() {
     assert_eq!(health["broker"], json!({"kind":"redis","status":"up"}));
     // ingest runs over TLS: /ready answers 503 until it does
     let ready = &format!("http://{addr}/ready");
-    let ingesting = || async move { reqwest::get(ready).await.is_ok_and(|r| r.status() == 200) };
-    assert!(eventually(ingesting, Duration::from_secs(5)).await);
+    assert!(eventually(|| answers_200(ready), Duration::from_secs(5)).await);
     let mut c = Client::connect(&format!("ws://{addr}/v1/ws")).await;
     c.send(json!({"type":"auth","token":subscribe_token("9")}))
         .await;

@@ -4,12 +4,10 @@
 
 mod support;
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::Message;
 use bytes::Bytes;
-use futures_util::Sink;
 use runwire_protocol::token::{Claims, Scope};
 use runwire_relay::AppState;
 use runwire_relay::auth::Clock;
@@ -17,7 +15,7 @@ use runwire_relay::event::NewEvent;
 use runwire_relay::transport::sse::SseTask;
 use runwire_relay::transport::ws::{Conn, Mode, WsQuery};
 use serde_json::{Value, json};
-use support::{SECRET, claims, config, token_with};
+use support::{SECRET, channel_sink, claims, config, token_with};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -39,13 +37,7 @@ impl Harness {
 
     fn with_state(state: AppState, query: WsQuery) -> Self {
         let (to_relay, rx) = mpsc::channel(64);
-        let (tx, from_relay) = mpsc::channel::<Message>(64);
-        let sink: Pin<Box<dyn Sink<Message, Error = axum::Error> + Send>> = Box::pin(
-            futures_util::sink::unfold(tx, |tx, msg: Message| async move {
-                tx.send(msg).await.map_err(axum::Error::new)?;
-                Ok::<_, axum::Error>(tx)
-            }),
-        );
+        let (sink, from_relay) = channel_sink(64);
         let conn = Conn::new(state.clone(), Mode::Multi, sink);
         tokio::spawn(conn.run(ReceiverStream::new(rx), query));
         Self {
@@ -258,12 +250,8 @@ async fn a_write_that_times_out_closes_with_4008_and_is_counted() {
     state.broker.publish("r".into(), events).await.unwrap();
     let (to_relay, rx) = mpsc::channel(4);
     // Room for one message: the welcome. Nothing reads it.
-    let (tx, mut from_relay) = mpsc::channel::<Message>(1);
-    let sink = futures_util::sink::unfold(tx, |tx, msg: Message| async move {
-        tx.send(msg).await.map_err(axum::Error::new)?;
-        Ok::<_, axum::Error>(tx)
-    });
-    let conn = Conn::new(state.clone(), Mode::Multi, Box::pin(sink));
+    let (sink, mut from_relay) = channel_sink(1);
+    let conn = Conn::new(state.clone(), Mode::Multi, sink);
     let started = Instant::now();
     let task = tokio::spawn(conn.run(ReceiverStream::new(rx), WsQuery::default()));
     let auth = json!({"type":"auth","token":token_with(claims("r", Scope::Subscribe))});

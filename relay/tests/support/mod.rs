@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::ws::Message as WsMessage;
 use futures_util::{SinkExt, StreamExt};
 use runwire_protocol::token::{Claims, Scope, sign};
 use runwire_relay::auth::Clock;
@@ -55,6 +56,27 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// What [`channel_sink`] writes to.
+pub type ChannelSink =
+    std::pin::Pin<Box<dyn futures_util::Sink<WsMessage, Error = axum::Error> + Send>>;
+
+/// The relay's half of a WebSocket made of a channel, for driving a connection with paused time:
+/// a sink whose messages go into a channel of `capacity`, and the channel's receiving end. A full
+/// channel is a client that does not read: the relay's write waits.
+pub fn channel_sink(capacity: usize) -> (ChannelSink, tokio::sync::mpsc::Receiver<WsMessage>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<WsMessage>(capacity);
+    let sink = futures_util::sink::unfold(tx, |tx, msg: WsMessage| async move {
+        tx.send(msg).await.map_err(axum::Error::new)?;
+        Ok::<_, axum::Error>(tx)
+    });
+    (Box::pin(sink), rx)
+}
+
+/// Whether `GET url` answers 200 (a relay's `/ready`, say).
+pub async fn answers_200(url: &str) -> bool {
+    reqwest::get(url).await.is_ok_and(|r| r.status() == 200)
 }
 
 pub fn config() -> Config {
