@@ -18,8 +18,8 @@ use runwire_relay::{AppState, Config};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::{
-    Client, PATIENCE, Relay, Sse, answers_200, claims, config, eventually, now, publish_token,
-    subscribe_token, token_with,
+    Client, PATIENCE, Relay, Sse, announced_addr, answers_200, claims, config, eventually, now,
+    publish_token, subscribe_token, token_with,
 };
 
 /// The Node relay's token route: `base64url(JSON payload) + "." +
@@ -433,7 +433,6 @@ async fn sse_plan_workers_over_redis() {
 /// secret from `EXECUTION_STREAM_SIGNING_SECRET`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_node_relays_environment_starts_the_binary() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let redis = RedisServer::start();
     let secret = "a-node-relay-secret-of-forty-bytes-long!";
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwire"))
@@ -451,16 +450,8 @@ async fn the_node_relays_environment_starts_the_binary() {
         .kill_on_drop(true)
         .spawn()
         .expect("start the runwire binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the relay prints its address")
-        .unwrap()
-        .expect("a first line");
-    let addr = line
-        .strip_prefix("listening on http://127.0.0.1:")
-        .map(|port| format!("127.0.0.1:{port}"))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let addr = announced_addr(&mut child).await;
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     let health: Value = reqwest::get(format!("http://{addr}/health"))
         .await
         .unwrap()

@@ -10,8 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Client, PATIENCE, SECRET, answers_200, eventually, subscribe_token};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use support::{Client, SECRET, announced_addr, answers_200, eventually, subscribe_token};
 
 fn run(cmd: &mut Command) {
     let out = cmd
@@ -190,16 +189,7 @@ fn relay_command(redis: &TlsRedis, trust: bool) -> tokio::process::Command {
 async fn broker_and_ingest_over_tls() {
     let redis = TlsRedis::start();
     let mut child = relay_command(&redis, true).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("the relay prints its address")
-        .unwrap()
-        .expect("a first line");
-    let addr = line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let addr = announced_addr(&mut child).await;
     let health: Value = reqwest::get(format!("http://{addr}/health"))
         .await
         .unwrap()

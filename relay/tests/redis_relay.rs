@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use support::{
     Client, Read, SECRET, Sse, claims, eventually, log, publish_token, subscribe_token, token_with,
 };
-use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 /// A relay process; killed with SIGKILL when dropped.
@@ -37,16 +36,7 @@ impl RelayProc {
             .kill_on_drop(true)
             .spawn()
             .expect("start the runwire binary");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(support::PATIENCE, lines.next_line())
-            .await
-            .expect("the relay prints its address")
-            .unwrap()
-            .expect("a first line");
-        let addr = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+        let addr = support::announced_addr(&mut child).await;
         let relay = Self { addr, child };
         relay.wait_ready().await;
         relay
@@ -92,13 +82,7 @@ impl RelayProc {
     async fn publish_ok(&self, run: &str, events: &Value) -> Vec<u64> {
         let resp = self.publish(run, events).await;
         assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
-        let body: Value = resp.json().await.unwrap();
-        body["seqs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_u64().unwrap())
-            .collect()
+        support::published_seqs(&resp.json().await.unwrap())
     }
 
     async fn kill(mut self) {

@@ -79,6 +79,31 @@ pub async fn answers_200(url: &str) -> bool {
     reqwest::get(url).await.is_ok_and(|r| r.status() == 200)
 }
 
+/// The address that a `runwire serve` child process announces on its first line of output.
+pub async fn announced_addr(child: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncBufReadExt as _;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("the relay prints its address")
+        .unwrap()
+        .expect("a first line");
+    line.strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned()
+}
+
+/// The seqs of a publish's answer.
+pub fn published_seqs(body: &Value) -> Vec<u64> {
+    body["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect()
+}
+
 pub fn config() -> Config {
     let mut c = Config::with_secret(SECRET);
     c.addr = "127.0.0.1:0".parse().unwrap();
@@ -162,13 +187,7 @@ impl Relay {
             "publish failed: {:?}",
             resp.text().await
         );
-        let body: Value = resp.json().await.unwrap();
-        body["seqs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_u64().unwrap())
-            .collect()
+        published_seqs(&resp.json().await.unwrap())
     }
 }
 
