@@ -1,5 +1,6 @@
 //! `/ws/executions` in the Node relay's wire format (`--compat ws-relay`): its frames, close codes
-//! and timings, driven over in-memory channels with paused tokio time.
+//! and timings, driven over in-memory channels with paused tokio time; and the write timeouts of
+//! every compatibility layer's stream.
 
 mod support;
 
@@ -14,6 +15,7 @@ use runwire_relay::AppState;
 use runwire_relay::auth::Clock;
 use runwire_relay::broker::NewEvent;
 use runwire_relay::compat::Layer;
+use runwire_relay::compat::event_broadcaster::serve_socket;
 use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -212,4 +214,97 @@ async fn refused_tokens_close_as_on_runwires_socket() {
     assert_eq!(h.expect_close().await.0, 4002);
     let mut h = Harness::start(Some("not.a.token".into()), Duration::from_secs(120));
     assert_eq!(h.expect_close().await.0, 4002);
+}
+
+/// The compatibility layers' state: every layer on, time paused, the legacy secret set.
+fn compat_state() -> AppState {
+    let mut c = config();
+    c.compat = vec![Layer::WsRelay, Layer::EventBroadcaster, Layer::SseStream];
+    c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
+    AppState::new(c, Clock::tokio()).unwrap()
+}
+
+/// Waits (in paused time) until a connection watches `run`, then publishes `count` log events.
+async fn publish_when_watched(state: &AppState, run: &str, count: usize) {
+    while state.hub.watcher_count(run) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let events = (0..count)
+        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
+        .collect();
+    state.broker.publish(run.into(), events).await.unwrap();
+}
+
+/// A legacy socket that stops reading: its write times out, it closes with 4008, and the close
+/// is counted as a slow consumer's.
+#[tokio::test(start_paused = true)]
+async fn a_legacy_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
+    let state = compat_state();
+    // Room for the `connected` message only; nothing reads.
+    let (sink, _from_relay) = channel_sink(1);
+    let (_to_relay, rx) = mpsc::channel(4);
+    let socket = tokio::spawn(serve_legacy(
+        state.clone(),
+        sink,
+        ReceiverStream::new(rx),
+        Some(legacy_token("r1", 300)),
+    ));
+    publish_when_watched(&state, "r1", 2).await;
+    socket.await.unwrap();
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+}
+
+/// The same for an `/api/ws` socket.
+#[tokio::test(start_paused = true)]
+async fn an_event_broadcaster_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
+    let state = compat_state();
+    let (sink, _from_relay) = channel_sink(1);
+    let (to_relay, rx) = mpsc::channel(4);
+    let token = support::subscribe_token("r1");
+    let socket = tokio::spawn(serve_socket(
+        state.clone(),
+        sink,
+        ReceiverStream::new(rx),
+        Some(token),
+    ));
+    let subscribe = json!({"type":"subscribe","executionId":"r1"}).to_string();
+    to_relay
+        .send(Ok(Message::Text(subscribe.into())))
+        .await
+        .unwrap();
+    publish_when_watched(&state, "r1", 2).await;
+    socket.await.unwrap();
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+}
+
+/// The SSE plan's stream, through the router in-process: a client that stops reading is dropped
+/// after the write timeout, counted as a slow consumer.
+#[tokio::test(start_paused = true)]
+async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
+    use tower::ServiceExt as _;
+    let state = compat_state();
+    // More events than the response body buffers: the replay's writes wait on the client.
+    let events = (0..40)
+        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
+        .collect();
+    state.broker.publish("e1".into(), events).await.unwrap();
+    let token = support::token_with(runwire_protocol::token::Claims {
+        ws: Some("w".into()),
+        ..support::claims("e1", runwire_protocol::token::Scope::Subscribe)
+    });
+    let request = axum::http::Request::get(format!(
+        "/api/v1/workspaces/w/executions/e1/stream?token={token}"
+    ))
+    .body(axum::body::Body::empty())
+    .unwrap();
+    let response = runwire_relay::app(state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // The body is held and never read.
+    tokio::time::sleep(state.config.write_timeout + Duration::from_secs(1)).await;
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    assert_eq!(state.metrics.sse_connections.get(), 0);
+    drop(response);
 }

@@ -259,7 +259,6 @@ where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let config = &state.config;
-    let write_timeout = config.write_timeout;
     let m = &state.metrics;
     if m.ws_connections.get() + m.executions_connections.get() > config.max_connections as i64 {
         return Some(CloseCode::TooManyConnections);
@@ -297,10 +296,8 @@ where
             }
         }
         for v in sends {
-            match timeout(write_timeout, tx.send(Message::Text(v.to_string().into()))).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return None,
-                Err(_) => return Some(CloseCode::SlowConsumer),
+            if let Err(end) = send(tx, state, Message::Text(v.to_string().into())).await {
+                return end;
             }
         }
         let deadline = next_ping.min(expires_at);
@@ -317,10 +314,8 @@ where
                     return Some(CloseCode::IdleTimeout);
                 }
                 next_ping = now + config.ping_interval;
-                match timeout(write_timeout, tx.send(Message::Ping(Default::default()))).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return None,
-                    Err(_) => return Some(CloseCode::SlowConsumer),
+                if let Err(end) = send(tx, state, Message::Ping(Default::default())).await {
+                    return end;
                 }
             }
             msg = rx.next() => match msg {
@@ -399,6 +394,22 @@ where
             subs.insert(run.clone(), sub);
             replies.push(json!({"type": "subscribed", "executionId": &*run}));
             out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
+        }
+    }
+}
+
+/// Writes `msg`. `Err` ends the session: `None` when the socket is gone, 4008 for a write that took
+/// longer than `--write-timeout` (counted as a slow-consumer close).
+async fn send<W>(tx: &mut W, state: &AppState, msg: Message) -> Result<(), Option<CloseCode>>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    match timeout(state.config.write_timeout, tx.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(None),
+        Err(_) => {
+            state.metrics.slow_consumer_closes.inc();
+            Err(Some(CloseCode::SlowConsumer))
         }
     }
 }

@@ -230,9 +230,20 @@ async fn plan_stream(
     state.metrics.sse_connections.inc();
     let config = &state.config;
     let write_timeout = config.write_timeout;
+    let metrics = &state.metrics;
+    // False when the stream is over; a write that takes longer than `--write-timeout` ends it as
+    // a slow consumer's.
     let write = |bytes: Bytes| {
         let tx = tx.clone();
-        async move { matches!(timeout(write_timeout, tx.send(bytes)).await, Ok(Ok(()))) }
+        async move {
+            match timeout(write_timeout, tx.send(bytes)).await {
+                Ok(result) => result.is_ok(),
+                Err(_) => {
+                    metrics.slow_consumer_closes.inc();
+                    false
+                }
+            }
+        }
     };
     let deadline = Instant::now() + config.sse_max_duration;
     let mut heartbeat =

@@ -290,14 +290,26 @@ async fn stopping(flag: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = flag.wait_for(|stopping| *stopping).await;
 }
 
-async fn send_json<W>(tx: &mut W, write_timeout: Duration, v: &Value) -> Result<(), End>
+async fn send_json<W>(tx: &mut W, state: &AppState, v: &Value) -> Result<(), End>
 where
     W: Sink<Message, Error = axum::Error> + Unpin + Send,
 {
-    match timeout(write_timeout, tx.send(Message::Text(v.to_string().into()))).await {
+    send(tx, state, Message::Text(v.to_string().into())).await
+}
+
+/// Writes `msg`; a write that takes longer than `--write-timeout` closes the socket as a slow
+/// consumer, and is counted as one.
+async fn send<W>(tx: &mut W, state: &AppState, msg: Message) -> Result<(), End>
+where
+    W: Sink<Message, Error = axum::Error> + Unpin + Send,
+{
+    match timeout(state.config.write_timeout, tx.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Gone),
-        Err(_) => Err(End::code(CloseCode::SlowConsumer)),
+        Err(_) => {
+            state.metrics.slow_consumer_closes.inc();
+            Err(End::code(CloseCode::SlowConsumer))
+        }
     }
 }
 
@@ -316,7 +328,6 @@ where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let config = &state.config;
-    let write_timeout = config.write_timeout;
     let m = &state.metrics;
     if m.ws_connections.get() + m.executions_connections.get() > config.max_connections as i64 {
         return End::code(CloseCode::TooManyConnections);
@@ -343,7 +354,7 @@ where
         Err(_) => return End::code(CloseCode::InternalError),
     }
     let connected = json!({"type": "connected", "runId": &*run});
-    if let Err(end) = send_json(tx, write_timeout, &connected).await {
+    if let Err(end) = send_json(tx, state, &connected).await {
         return end;
     }
     let expires_at = state.verifier.clock().expiry_instant(claims.exp);
@@ -360,8 +371,7 @@ where
                     let Ok(envelope) = serde_json::from_str::<Envelope>(ev.frame.as_str()) else {
                         continue;
                     };
-                    if let Err(end) = send_json(tx, write_timeout, &legacy_message(&envelope)).await
-                    {
+                    if let Err(end) = send_json(tx, state, &legacy_message(&envelope)).await {
                         return end;
                     }
                     state.metrics.events_delivered.inc();
@@ -387,12 +397,12 @@ where
                 }
                 if expires_at <= now {
                     let notice = json!({"type": "socket", "status": "token_expired"});
-                    let _ = send_json(tx, write_timeout, &notice).await;
+                    let _ = send_json(tx, state, &notice).await;
                     return End::code(CloseCode::TokenExpired);
                 }
                 if idle_at <= now {
                     let notice = json!({"type": "socket", "status": "idle_timeout"});
-                    let _ = send_json(tx, write_timeout, &notice).await;
+                    let _ = send_json(tx, state, &notice).await;
                     return End::code(CloseCode::IdleTimeout);
                 }
                 if next_ping <= now {
@@ -401,10 +411,8 @@ where
                     }
                     awaiting_pong = true;
                     next_ping = now + config.ping_interval;
-                    match timeout(write_timeout, tx.send(Message::Ping(Default::default()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return End::Gone,
-                        Err(_) => return End::code(CloseCode::SlowConsumer),
+                    if let Err(end) = send(tx, state, Message::Ping(Default::default())).await {
+                        return end;
                     }
                 }
             }
