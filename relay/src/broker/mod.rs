@@ -26,8 +26,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use runwire_protocol::RunState;
 
-// The types the trait speaks, also reachable from here as they were before they had a module of
-// their own.
+// The event types the trait speaks, for code that names them through the broker.
 pub use crate::event::{Event, NewEvent, RunId, now_ts};
 use crate::metrics::Sample;
 

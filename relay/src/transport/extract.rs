@@ -2,8 +2,9 @@
 //! ([`AllowedOrigin`]), and the run of the path with a token for it ([`Authorized`]).
 //!
 //! Extractors run in the order of the handler's arguments, so a handler states the order of its
-//! checks in its signature; `docs/protocol.md` gives it: the query, the `Origin`, the run id, the
-//! token, then whatever the handler reads itself (a publish's size and events).
+//! checks in its signature: a malformed query first, then the `Origin` (SSE and WebSocket
+//! upgrades), then the run id and the token, then what the handler reads itself: for a publish,
+//! the size and the events, the order `docs/protocol.md` documents.
 
 use std::marker::PhantomData;
 
