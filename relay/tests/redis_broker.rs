@@ -2,6 +2,7 @@
 //! driven through the `Broker` trait and hubs the way relays drive it.
 
 mod redis_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use runwire_relay::broker::redis::{RedisBroker, RedisConfig};
 use runwire_relay::broker::{Broker, BrokerError, BrokerHealth, NewEvent, Replay, RunId};
 use runwire_relay::hub::{ConnHandle, Hub, Inbox, Outbound};
 use serde_json::{Value, json};
+use support::eventually;
 use tokio::time::timeout;
 
 async fn relay(url: &str, tweak: impl FnOnce(&mut RedisConfig)) -> (Arc<RedisBroker>, Arc<Hub>) {
@@ -362,14 +364,12 @@ async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_noth
     };
     sub.until(&*a, &mut rx, 20).await;
     redis.kill();
-    let down = async {
-        while a.health() == BrokerHealth::Up || b.health() == BrokerHealth::Up {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(5), down)
-        .await
-        .expect("health reports the outage");
+    let (ra, rb) = (&a, &b);
+    let down = || async move { ra.health() != BrokerHealth::Up && rb.health() != BrokerHealth::Up };
+    assert!(
+        eventually(down, Duration::from_secs(5)).await,
+        "health reports the outage"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _redis = tokio::task::spawn_blocking(move || {
         redis.restart();
@@ -377,14 +377,12 @@ async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_noth
     })
     .await
     .unwrap();
-    let up = async {
-        while a.health() == BrokerHealth::Down || b.health() == BrokerHealth::Down {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    timeout(Duration::from_secs(10), up)
-        .await
-        .expect("health recovers");
+    let up =
+        || async move { ra.health() != BrokerHealth::Down && rb.health() != BrokerHealth::Down };
+    assert!(
+        eventually(up, Duration::from_secs(10)).await,
+        "health recovers"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (accepted, refused) = publishing.await.unwrap();
@@ -534,15 +532,9 @@ async fn stream_slots_are_counted_across_relays_and_lapse_with_a_dead_relay() {
     ));
     // A released slot is free again at once.
     drop(s1);
-    let freed = async {
-        loop {
-            if let Ok(s) = a.stream_slot(ws.clone(), 3).await {
-                return s;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let _s4 = timeout(Duration::from_millis(500), freed)
+    let (ra, workspace) = (&a, &ws);
+    let freed = || async move { ra.stream_slot(workspace.clone(), 3).await.ok() };
+    let _s4 = eventually(freed, Duration::from_millis(500))
         .await
         .expect("slot freed");
     // Relay B dies holding two slots: they lapse after the lease.
@@ -642,19 +634,16 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     );
     // Appended once each, not once per ingesting relay: each relay appended some and found the
     // others already appended.
-    let counted = async {
-        loop {
-            let dups = a.stats().ingest_duplicates.load(Ordering::Relaxed)
-                + b.stats().ingest_duplicates.load(Ordering::Relaxed);
-            if dups == 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let (ra, rb) = (&a, &b);
+    let counted = || async move {
+        let dups = ra.stats().ingest_duplicates.load(Ordering::Relaxed)
+            + rb.stats().ingest_duplicates.load(Ordering::Relaxed);
+        dups == 3
     };
-    timeout(Duration::from_secs(5), counted)
-        .await
-        .expect("both relays handled every message");
+    assert!(
+        eventually(counted, Duration::from_secs(5)).await,
+        "both relays handled every message"
+    );
     assert!(rx.try_recv().is_none(), "no duplicate appends");
     let snap = watcher.snapshot("42".into(), None).await.unwrap();
     assert_eq!(snap.head, 2);
@@ -945,14 +934,12 @@ async fn watch_subscribes_once_per_run_and_unwatch_releases_it() {
     a.unwatch("w1".into());
     a.unwatch("w2".into());
     assert_eq!(a.subscribed_runs(), 0);
-    let gone = async {
-        while !numsub("runwire:{w1}:live").ends_with(":0\r\n") {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    timeout(Duration::from_secs(2), gone)
-        .await
-        .expect("unsubscribed in Redis");
+    let numsub = &numsub;
+    let gone = || async move { numsub("runwire:{w1}:live").ends_with(":0\r\n") };
+    assert!(
+        eventually(gone, Duration::from_secs(2)).await,
+        "unsubscribed in Redis"
+    );
 }
 
 #[tokio::test]
