@@ -111,6 +111,13 @@ impl AppState {
         self.shutdown.send_replace(true);
     }
 
+    /// Whether this relay holds more WebSockets, of every endpoint, than `--max-connections`
+    /// (counting the one being admitted): that one then closes with 4029.
+    pub fn websockets_over_cap(&self) -> bool {
+        let m = &self.metrics;
+        m.ws_connections.get() + m.executions_connections.get() > self.config.max_connections as i64
+    }
+
     /// Connections open on every transport, for the drain at shutdown.
     pub(crate) fn open_connections(&self) -> i64 {
         let m = &self.metrics;

@@ -259,8 +259,7 @@ where
     R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
 {
     let config = &state.config;
-    let m = &state.metrics;
-    if m.ws_connections.get() + m.executions_connections.get() > config.max_connections as i64 {
+    if state.websockets_over_cap() {
         return Some(CloseCode::TooManyConnections);
     }
     let claims = match state

@@ -258,9 +258,7 @@ where
     /// Admits the connection and takes `?token=`; on `/ws/executions`, the subscription to the
     /// token's run that the loop then starts with.
     fn start(&mut self, query: WsQuery) -> Result<Option<Box<Subscribe>>, Exit> {
-        let m = &self.state.metrics;
-        let open = m.ws_connections.get() + m.executions_connections.get();
-        if open > self.state.config.max_connections as i64 {
+        if self.state.websockets_over_cap() {
             // Closed after the upgrade, not refused before it: browsers only see close codes.
             return Err(Exit::Close(CloseCode::TooManyConnections));
         }
