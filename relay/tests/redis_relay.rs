@@ -155,6 +155,50 @@ async fn a_websocket_on_one_relay_gets_every_event_published_on_another() {
     );
 }
 
+/// The value of the sample `name` on `relay`'s `/metrics`.
+async fn sample(relay: &RelayProc, name: &str) -> u64 {
+    let text = reqwest::get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_histograms_count_across_relays() {
+    let redis = RedisServer::start();
+    let a = RelayProc::start(&redis.url(), &[]).await;
+    let b = RelayProc::start(&redis.url(), &[]).await;
+    let mut c = a.client(&subscribe_token("r")).await;
+    assert_eq!(c.subscribe("r", None).await["type"], "subscribed");
+    let trips_before = sample(&b, "runwire_redis_round_trip_seconds_count").await;
+    let events = Value::Array((1..=3).map(log).collect());
+    assert_eq!(b.publish_ok("r", &events).await, [1, 2, 3]);
+    let (mut last, mut seen) = (0, Vec::new());
+    follow_until(&mut c, &mut last, &mut seen, 3).await;
+    // Published on B, delivered on A: timed from the events' `ts`.
+    assert_eq!(
+        sample(&a, "runwire_delivery_latency_seconds_count").await,
+        3
+    );
+    assert_eq!(
+        sample(&a, "runwire_publish_duration_seconds_count").await,
+        0
+    );
+    assert!(sample(&a, "runwire_redis_round_trip_seconds_count").await > 0);
+    assert_eq!(
+        sample(&b, "runwire_publish_duration_seconds_count").await,
+        1
+    );
+    assert!(sample(&b, "runwire_redis_round_trip_seconds_count").await > trips_before);
+}
+
 /// A client follows a run on relay A while a third relay publishes; A is killed mid-stream and
 /// the client resumes on B with `since` and `epoch`.
 async fn resume_after_a_relay_dies(redis_url: String) {

@@ -94,6 +94,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
+    let started = std::time::Instant::now();
     let result = async {
         if !is_valid_run_id(&run) {
             return Err(ApiError::bad_request("invalid_run", "invalid run id"));
@@ -132,6 +133,7 @@ pub async fn publish(
     if result.is_err() {
         state.metrics.publish_rejected.inc();
     }
+    state.metrics.publish_duration.observe(started.elapsed());
     result
 }
 

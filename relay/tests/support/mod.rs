@@ -1,6 +1,8 @@
 //! Test support: a relay on 127.0.0.1:0, tokens, and WebSocket, SSE and HTTP clients.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
