@@ -283,14 +283,8 @@ async fn publish(args: PublishArgs) -> ExitCode {
 
 /// An error with its causes, which for a refused TLS handshake say why.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    let causes = std::iter::successors(e.source(), |cause| cause.source());
+    causes.fold(e.to_string(), |text, cause| format!("{text}: {cause}"))
 }
 
 /// A secret for `runwire demo` when none is given: 64 hex digits from the OS random source.

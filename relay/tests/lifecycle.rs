@@ -51,21 +51,11 @@ async fn health_ready_and_metrics() {
     }
 }
 
-/// The value of the sample `name` in a `/metrics` text.
-fn sample(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-        .to_owned()
-}
-
 #[tokio::test]
 async fn a_publish_moves_the_latency_histograms() {
     let relay = Relay::start().await;
-    let metrics = || async {
-        let text = reqwest::get(relay.url("/metrics")).await.unwrap();
-        text.text().await.unwrap()
-    };
+    let metrics_url = relay.url("/metrics");
+    let metrics = || get_text(&metrics_url);
     let before = metrics().await;
     for name in [
         "runwire_delivery_latency_seconds_count",

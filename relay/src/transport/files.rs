@@ -313,24 +313,13 @@ mod tests {
     async fn revalidation_and_methods() {
         let page = Page::new("revalidate");
         let app = relay(Some(&page.0), false);
-        let res = app
-            .clone()
-            .oneshot(
-                Request::get("/assets/app-1a2b.js")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let path = "/assets/app-1a2b.js";
+        let send = |request: axum::http::request::Builder| {
+            app.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        let res = send(Request::get(path)).await.unwrap();
         let modified = res.headers()[header::LAST_MODIFIED].clone();
-        let res = app
-            .clone()
-            .oneshot(
-                Request::get("/assets/app-1a2b.js")
-                    .header(header::IF_MODIFIED_SINCE, modified)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
+        let res = send(Request::get(path).header(header::IF_MODIFIED_SINCE, modified))
             .await
             .unwrap();
         assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
@@ -339,14 +328,7 @@ mod tests {
             "public, max-age=31536000, immutable"
         );
         // Files are read, never written: other methods find nothing there.
-        let res = app
-            .oneshot(
-                Request::post("/assets/app-1a2b.js")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let res = send(Request::post(path)).await.unwrap();
         assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 }
