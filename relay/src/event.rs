@@ -3,6 +3,7 @@
 //! speaks these types, and this one needs none of them.
 
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -56,6 +57,9 @@ pub struct Event {
     pub frame: Utf8Bytes,
     /// The SSE message, built from `frame` the first time an SSE subscriber needs it.
     sse: OnceLock<Bytes>,
+    /// When it was published: by this relay's clock, or the `ts` another relay stamped it with.
+    /// Where `runwire_delivery_latency_seconds` starts.
+    pub published: Option<SystemTime>,
 }
 
 impl Event {
@@ -76,6 +80,7 @@ impl Event {
             terminal: event.typed.is_terminal(),
             name: event.name().into(),
             sse: OnceLock::new(),
+            published: Some(SystemTime::now()),
         }
     }
 
@@ -89,8 +94,11 @@ impl Event {
             seq: u64,
             #[serde(borrow)]
             event: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            ts: Option<std::borrow::Cow<'a, str>>,
         }
         let head: Head<'_> = serde_json::from_str(&frame)?;
+        let published = (head.ts.as_deref()).and_then(|ts| humantime::parse_rfc3339(ts).ok());
         let (run, seq, name): (RunId, u64, Box<str>) = (
             head.run.as_ref().into(),
             head.seq,
@@ -104,6 +112,7 @@ impl Event {
             name,
             frame: frame.into(),
             sse: OnceLock::new(),
+            published,
         })
     }
 
@@ -129,7 +138,7 @@ impl Event {
 
 /// The current time as the envelope's `ts`: RFC 3339, UTC, milliseconds.
 pub fn now_ts() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
@@ -156,6 +165,11 @@ mod tests {
         assert_eq!(
             (back.seq, &*back.run, &*back.name, back.terminal),
             (3, "r1", "node.started", false)
+        );
+        // Where the delivery latency starts, for an event from another relay: its `ts`.
+        assert_eq!(
+            back.published,
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600))
         );
         let sse = ev.sse();
         assert!(sse.starts_with(b"id: 3\nevent: node.started\ndata: {"));

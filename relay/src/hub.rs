@@ -184,6 +184,11 @@ impl Hub {
         }
     }
 
+    /// The relay's metrics, for the broker's own measurements.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// `conn` starts receiving `run`'s live events.
     pub fn register(&self, run: &RunId, conn: &ConnHandle) {
         // Pushed under the map lock, so `unregister` cannot remove the entry in between.

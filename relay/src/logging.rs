@@ -1,5 +1,5 @@
-//! The relay's log: lines on a writer, filtered by `RUST_LOG`, with the WebSocket library's
-//! frame-level logging always off.
+//! The relay's log: lines on a writer (text, or JSON objects for log pipelines), filtered by
+//! `RUST_LOG`, with the WebSocket library's frame-level logging always off.
 //!
 //! At `debug` and `trace`, tungstenite logs whole frames, an `auth` frame's token included. Tokens
 //! must never reach the log, so those levels of its targets are dropped whatever `RUST_LOG` says
@@ -30,14 +30,45 @@ pub fn env_filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `span`, `spans`), for
+    /// log pipelines.
+    Json,
+}
+
 /// The relay's subscriber: text lines on `writer`, filtered by `filter` and [`reveals_frames`].
 pub fn subscriber<W>(filter: EnvFilter, writer: W, ansi: bool) -> impl Subscriber + Send + Sync
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let lines = fmt::layer()
-        .with_writer(writer)
-        .with_ansi(ansi)
+    subscriber_as(LogFormat::Text, filter, writer, ansi)
+}
+
+/// The relay's subscriber in `format`: lines on `writer`, filtered by `filter` and
+/// [`reveals_frames`] (whatever the format, the same events are dropped). `ansi` colours text.
+pub fn subscriber_as<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+    ansi: bool,
+) -> impl Subscriber + Send + Sync
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let lines = match format {
+        LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .with_writer(writer)
+            .with_ansi(false)
+            .boxed(),
+    };
+    let lines = lines
         .with_filter(filter)
         .with_filter(filter_fn(|meta| !reveals_frames(meta)));
     tracing_subscriber::registry().with(lines)
@@ -61,27 +92,50 @@ mod tests {
         }
     }
 
-    #[test]
-    fn frame_loggers_are_silent_at_trace_whatever_the_filter() {
+    /// What the subscriber in `format` writes for a few events, at `trace` for everything.
+    fn logged(format: LogFormat) -> String {
         let buffer = Buffer::default();
         let writer = {
             let b = buffer.clone();
             move || b.clone()
         };
         let filter = EnvFilter::new("trace,tungstenite=trace,tokio_tungstenite::compat=trace");
-        let subscriber = subscriber(filter, writer, false);
+        let subscriber = subscriber_as(format, filter, writer, false);
         tracing::subscriber::with_default(subscriber, || {
             tracing::trace!(target: "tungstenite::protocol", "frame secret-1");
             tracing::debug!(target: "tokio_tungstenite::compat", "frame secret-2");
             tracing::trace!(target: "tungstenite", "frame secret-3");
             tracing::warn!(target: "tungstenite::protocol", "a warning");
             tracing::trace!(target: "tungstenite_like", "another crate");
-            tracing::trace!(target: "runwire_relay::transport::ws", "ours");
+            tracing::trace!(target: "runwire_relay::transport::ws", conn = 7, "ours");
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        assert!(!text.contains("secret"), "{text}");
-        for kept in ["a warning", "another crate", "ours"] {
-            assert!(text.contains(kept), "{kept} missing from {text}");
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn frame_loggers_are_silent_at_trace_whatever_the_filter() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let text = logged(format);
+            assert!(!text.contains("secret"), "{text}");
+            for kept in ["a warning", "another crate", "ours"] {
+                assert!(text.contains(kept), "{kept} missing from {text}");
+            }
         }
+    }
+
+    #[test]
+    fn json_lines_are_objects_with_level_target_and_fields() {
+        let text = logged(LogFormat::Json);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        let ours = &lines[2];
+        assert_eq!(ours["level"], "TRACE");
+        assert_eq!(ours["target"], "runwire_relay::transport::ws");
+        assert_eq!(ours["fields"]["message"], "ours");
+        assert_eq!(ours["fields"]["conn"], 7);
+        assert!(ours["timestamp"].is_string());
     }
 }

@@ -8,7 +8,6 @@ use runwire_relay::auth::Clock;
 use runwire_relay::logging;
 use runwire_relay::shutdown::shutdown_signal;
 use runwire_relay::{AppState, Config, RunError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 #[derive(Parser)]
@@ -20,6 +19,16 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written on stderr: `text` for people, `json` (one object per line) for
+    /// log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "RUNWIRE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -76,7 +85,7 @@ struct PublishArgs {
     /// The event's data, a JSON object.
     #[arg(long, default_value = "{}")]
     data: String,
-    /// The relay's base URL (http only; put TLS in front of the relay).
+    /// The relay's base URL, `http://` or `https://` (trusting the system's roots).
     #[arg(long, env = "RUNWIRE_URL", default_value = "http://127.0.0.1:3101")]
     url: String,
     /// A publish token; without one, a short-lived token is signed with the secret.
@@ -89,7 +98,8 @@ struct PublishArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::subscriber(
+    logging::subscriber_as(
+        cli.log_format,
         logging::env_filter(),
         std::io::stderr,
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -104,7 +114,10 @@ fn main() -> ExitCode {
         Command::Demo(mut config) => {
             config.demo = true;
             if config.secret.is_none() {
-                config.secret = Some(random_secret());
+                match random_secret() {
+                    Ok(secret) => config.secret = Some(secret),
+                    Err(e) => return fail(1, &format!("cannot make a secret: {e}")),
+                }
             }
             runtime.block_on(serve(config))
         }
@@ -214,64 +227,93 @@ async fn publish(args: PublishArgs) -> ExitCode {
             }
         },
     };
-    let Some(authority) = args
-        .url
-        .strip_prefix("http://")
-        .map(|r| r.trim_end_matches('/'))
-    else {
-        return fail(
-            2,
-            "RUNWIRE_URL must start with http:// (use curl for https)",
-        );
+    let mut url = match reqwest::Url::parse(&args.url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => return fail(2, "RUNWIRE_URL must be an http:// or https:// URL"),
     };
+    // The run is a path segment of its own, escaped as one, under whatever path the URL has.
+    match url.path_segments_mut() {
+        Ok(mut path) => {
+            path.pop_if_empty()
+                .extend(["v1", "runs", args.run.as_str(), "events"]);
+        }
+        Err(()) => return fail(2, "RUNWIRE_URL must be an http:// or https:// URL"),
+    }
     let body = format!(
         r#"{{"event":{},"data":{}}}"#,
         serde_json::Value::from(args.event),
         args.data
     );
-    let request = format!(
-        "POST /v1/runs/{run}/events HTTP/1.1\r\nHost: {authority}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}",
-        run = args.run,
-        len = body.len(),
-    );
-    let response = async {
-        let mut stream = tokio::net::TcpStream::connect(authority).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut out = Vec::new();
-        stream.read_to_end(&mut out).await?;
-        std::io::Result::Ok(String::from_utf8_lossy(&out).into_owned())
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => return fail(1, &format!("cannot make an HTTP client: {}", chain(&e))),
     };
-    let response = match tokio::time::timeout(std::time::Duration::from_secs(30), response).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return fail(1, &format!("cannot reach {}: {e}", args.url)),
-        Err(_) => return fail(1, &format!("{} did not answer in 30 s", args.url)),
+    let sent = client
+        .post(url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await;
+    let answer = match sent {
+        Ok(response) => {
+            let status = response.status();
+            response.text().await.map(|body| (status, body))
+        }
+        Err(e) => Err(e),
     };
-    let status: u16 = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (status, body) = match answer {
+        Ok(answer) => answer,
+        Err(e) if e.is_timeout() => {
+            return fail(1, &format!("{} did not answer in 30 s", args.url));
+        }
+        Err(e) => return fail(1, &format!("cannot reach {}: {}", args.url, chain(&e))),
+    };
     println!("{body}");
-    if (200..300).contains(&status) {
+    if status.is_success() {
         ExitCode::SUCCESS
     } else {
-        eprintln!("error: the relay answered {status}");
+        eprintln!("error: the relay answered {}", status.as_u16());
         ExitCode::FAILURE
     }
 }
 
-/// A secret for `runwire demo` when none is given: 64 hex digits from the process's
-/// randomly keyed hashers.
-fn random_secret() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    (0..4)
-        .map(|i| {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(i);
-            h.write_u64(now() ^ u64::from(std::process::id()));
-            format!("{:016x}", h.finish())
-        })
-        .collect()
+/// An error with its causes, which for a refused TLS handshake say why.
+fn chain(e: &dyn std::error::Error) -> String {
+    let causes = std::iter::successors(e.source(), |cause| cause.source());
+    causes.fold(e.to_string(), |text, cause| format!("{text}: {cause}"))
+}
+
+/// A secret for `runwire demo` when none is given: 64 hex digits from the OS random source.
+fn random_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_secrets_are_random_and_long_enough() {
+        let (a, b) = (random_secret().unwrap(), random_secret().unwrap());
+        assert_eq!(a.len(), 64);
+        assert!(a.len() >= MIN_SECRET_LEN);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn the_log_format_is_a_flag_of_every_command() {
+        let cli = Cli::try_parse_from(["runwire", "serve", "--log-format", "json"]).unwrap();
+        assert_eq!(cli.log_format, logging::LogFormat::Json);
+        let cli = Cli::try_parse_from(["runwire", "--log-format", "json", "token", "--run", "r"])
+            .unwrap();
+        assert_eq!(cli.log_format, logging::LogFormat::Json);
+        assert!(Cli::try_parse_from(["runwire", "serve", "--log-format", "xml"]).is_err());
+    }
 }

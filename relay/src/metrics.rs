@@ -1,10 +1,11 @@
-//! Counters and gauges, rendered as Prometheus text at `/metrics`.
+//! Counters, gauges and latency histograms, rendered as Prometheus text at `/metrics`.
 //!
 //! Plain atomics rather than a metrics crate: the set is small and fixed, and every update on the
-//! hot path is one relaxed atomic add.
+//! hot path is one relaxed atomic add (two and a clock read for a histogram).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use runwire_protocol::token::TokenError;
 
@@ -60,6 +61,68 @@ impl Gauge {
     /// The current value.
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds of the latency buckets, in microseconds: 0.5 ms to 10 s, about ×2.5 apart.
+const BUCKETS_US: [u64; 14] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000,
+];
+/// [`BUCKETS_US`] as Prometheus `le` labels, in seconds.
+const BUCKET_LABELS: [&str; 14] = [
+    "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",
+    "2.5", "5", "10",
+];
+
+/// A latency distribution over fixed buckets. Observing is two relaxed atomic adds: no lock, no
+/// allocation, so it can sit on the delivery path.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is above every bound (`+Inf`).
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub fn observe(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Counts the time from `start` (wall clock, possibly another machine's) to now; a start in
+    /// the future (clocks a little apart) counts as zero, and no start counts nothing.
+    pub fn observe_since(&self, start: Option<SystemTime>) {
+        if let Some(start) = start {
+            self.observe(SystemTime::now().duration_since(start).unwrap_or_default());
+        }
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// `_bucket`, `_sum` and `_count` lines. The count is the sum of the buckets read, so the
+    /// `+Inf` bucket and `_count` agree even while observations land.
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = BUCKET_LABELS.get(i).copied().unwrap_or("+Inf");
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum_us = self.sum_us.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}.{:06}\n{name}_count {cumulative}",
+            sum_us / 1_000_000,
+            sum_us % 1_000_000
+        );
     }
 }
 
@@ -130,6 +193,12 @@ pub struct Metrics {
     pub accept_errors: Counter,
     /// WebSockets closed because a ping went unanswered for a full ping interval.
     pub ping_timeouts: Counter,
+    /// From an event's publish to its frame being written to a subscriber (live events only).
+    pub delivery_latency: Histogram,
+    /// Publish requests, from their arrival to the answer.
+    pub publish_duration: Histogram,
+    /// Redis commands, from sending to the reply (or the command timeout).
+    pub redis_round_trip: Histogram,
 }
 
 impl Metrics {
@@ -249,6 +318,25 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
+        for (histogram, name, help) in [
+            (
+                &self.delivery_latency,
+                "runwire_delivery_latency_seconds",
+                "From an event's publish to its frame being written to a subscriber (live events).",
+            ),
+            (
+                &self.publish_duration,
+                "runwire_publish_duration_seconds",
+                "Publish requests, from arrival to answer.",
+            ),
+            (
+                &self.redis_round_trip,
+                "runwire_redis_round_trip_seconds",
+                "Redis commands, from sending to the reply or the command timeout.",
+            ),
+        ] {
+            histogram.render(&mut out, name, help);
+        }
         for s in extra {
             let kind = if s.counter { "counter" } else { "gauge" };
             let _ = writeln!(
@@ -291,5 +379,73 @@ mod tests {
         assert!(text.contains("runwire_auth_failures_total{reason=\"wrong_run\"} 1\n"));
         assert!(text.contains("# TYPE runwire_runs gauge\nrunwire_runs 3\n"));
         assert_eq!(m.auth_failures("expired"), 1);
+    }
+
+    #[test]
+    fn histograms_bucket_at_their_bounds() {
+        let h = Histogram::default();
+        for us in [0, 500, 501, 10_000, 10_000_000, 10_000_001, u64::MAX] {
+            h.observe(Duration::from_micros(us));
+        }
+        // 0 and 500 µs in the first bucket, 501 µs in the second, 10 ms in its own, 10 s in the
+        // last bounded one, more above every bound.
+        let per_bucket: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(per_bucket, [2, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(h.count(), 7);
+        // A start in the future (another relay's clock ahead of ours) counts as zero.
+        let h = Histogram::default();
+        h.observe_since(Some(SystemTime::now() + Duration::from_secs(5)));
+        h.observe_since(None);
+        assert_eq!(h.buckets[0].load(Ordering::Relaxed), 1);
+        assert_eq!(h.count(), 1);
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let m = Metrics::default();
+        m.publish_duration.observe(Duration::from_micros(700));
+        m.publish_duration.observe(Duration::from_millis(30));
+        m.publish_duration.observe(Duration::from_secs(20));
+        let text = m.render(&[]);
+        let name = "runwire_publish_duration_seconds";
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram\n")),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(name)).collect();
+        let expected = [
+            ("0.0005", 0),
+            ("0.001", 1),
+            ("0.0025", 1),
+            ("0.005", 1),
+            ("0.01", 1),
+            ("0.025", 1),
+            ("0.05", 2),
+            ("0.1", 2),
+            ("0.25", 2),
+            ("0.5", 2),
+            ("1", 2),
+            ("2.5", 2),
+            ("5", 2),
+            ("10", 2),
+            ("+Inf", 3),
+        ]
+        .iter()
+        .map(|(le, n)| format!("{name}_bucket{{le=\"{le}\"}} {n}"))
+        .chain([format!("{name}_sum 20.030700"), format!("{name}_count 3")])
+        .collect::<Vec<_>>();
+        assert_eq!(lines, expected);
+        // The others are there, empty.
+        for other in [
+            "runwire_delivery_latency_seconds",
+            "runwire_redis_round_trip_seconds",
+        ] {
+            assert!(text.contains(&format!("{other}_bucket{{le=\"+Inf\"}} 0\n")));
+            assert!(text.contains(&format!("{other}_sum 0.000000\n{other}_count 0\n")));
+        }
     }
 }

@@ -52,6 +52,72 @@ async fn health_ready_and_metrics() {
 }
 
 #[tokio::test]
+async fn a_publish_moves_the_latency_histograms() {
+    let relay = Relay::start().await;
+    let metrics_url = relay.url("/metrics");
+    let metrics = || get_text(&metrics_url);
+    let before = metrics().await;
+    for name in [
+        "runwire_delivery_latency_seconds_count",
+        "runwire_publish_duration_seconds_count",
+        "runwire_redis_round_trip_seconds_count",
+    ] {
+        assert_eq!(sample(&before, name), "0");
+    }
+    let mut ws = Client::authed(&relay, &subscribe_token("r")).await;
+    ws.subscribe("r", None).await;
+    let url = relay.url(&format!("/v1/runs/r/events?token={}", subscribe_token("r")));
+    let mut sse = Sse::open(&url, &[]).await;
+    assert_eq!(
+        sse.message().await.unwrap().event.as_deref(),
+        Some("subscribed")
+    );
+    relay.publish_ok("r", json!([log(1), log(2)])).await;
+    ws.events(2).await;
+    for _ in 0..2 {
+        assert_eq!(sse.message().await.unwrap().event.as_deref(), Some("log"));
+    }
+    // A late subscriber's replay is not a delivery delay: not counted.
+    let mut late = Client::authed(&relay, &subscribe_token("r")).await;
+    late.subscribe("r", Some(0)).await;
+    late.events(2).await;
+    let after = metrics().await;
+    // Two events to two live subscribers; one publish request (a refused one counts too).
+    assert_eq!(
+        sample(&after, "runwire_delivery_latency_seconds_count"),
+        "4"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "runwire_delivery_latency_seconds_bucket{le=\"+Inf\"}"
+        ),
+        "4"
+    );
+    assert_eq!(
+        sample(&after, "runwire_publish_duration_seconds_count"),
+        "1"
+    );
+    let sum: f64 = sample(&after, "runwire_publish_duration_seconds_sum")
+        .parse()
+        .unwrap();
+    assert!(sum > 0.0, "{after}");
+    assert_eq!(
+        sample(&after, "runwire_redis_round_trip_seconds_count"),
+        "0"
+    );
+    assert_eq!(
+        relay.publish("r", json!({"event":"Bad"})).await.status(),
+        400
+    );
+    let refused = metrics().await;
+    assert_eq!(
+        sample(&refused, "runwire_publish_duration_seconds_count"),
+        "2"
+    );
+}
+
+#[tokio::test]
 async fn run_state_reports_the_fold_and_head() {
     let relay = Relay::start().await;
     relay

@@ -13,7 +13,8 @@ use redis_support::{RedisCluster, RedisServer};
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::{
-    Client, Read, SECRET, Sse, claims, eventually, log, publish_token, subscribe_token, token_with,
+    Client, Read, SECRET, Sse, claims, eventually, get_text, log, publish_token, sample,
+    subscribe_token, token_with,
 };
 use tokio::process::{Child, Command};
 
@@ -138,6 +139,41 @@ async fn a_websocket_on_one_relay_gets_every_event_published_on_another() {
         (sub["seq"].as_u64(), sub["state"]["log_count"].as_u64()),
         (Some(200), Some(200))
     );
+}
+
+/// The value of the sample `name` on `relay`'s `/metrics`.
+async fn sample_of(relay: &RelayProc, name: &str) -> u64 {
+    let text = get_text(&relay.url("/metrics")).await;
+    sample(&text, name).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_histograms_count_across_relays() {
+    let redis = RedisServer::start();
+    let a = RelayProc::start(&redis.url(), &[]).await;
+    let b = RelayProc::start(&redis.url(), &[]).await;
+    let mut c = a.client(&subscribe_token("r")).await;
+    assert_eq!(c.subscribe("r", None).await["type"], "subscribed");
+    let trips_before = sample_of(&b, "runwire_redis_round_trip_seconds_count").await;
+    let events = Value::Array((1..=3).map(log).collect());
+    assert_eq!(b.publish_ok("r", &events).await, [1, 2, 3]);
+    let (mut last, mut seen) = (0, Vec::new());
+    follow_until(&mut c, &mut last, &mut seen, 3).await;
+    // Published on B, delivered on A: timed from the events' `ts`.
+    assert_eq!(
+        sample_of(&a, "runwire_delivery_latency_seconds_count").await,
+        3
+    );
+    assert_eq!(
+        sample_of(&a, "runwire_publish_duration_seconds_count").await,
+        0
+    );
+    assert!(sample_of(&a, "runwire_redis_round_trip_seconds_count").await > 0);
+    assert_eq!(
+        sample_of(&b, "runwire_publish_duration_seconds_count").await,
+        1
+    );
+    assert!(sample_of(&b, "runwire_redis_round_trip_seconds_count").await > trips_before);
 }
 
 /// A client follows a run on relay A while a third relay publishes; A is killed mid-stream and

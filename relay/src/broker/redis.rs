@@ -436,7 +436,13 @@ impl Shared {
         &self,
         fut: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, BrokerError> {
-        match tokio::time::timeout(self.config.command_timeout, fut).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.config.command_timeout, fut).await;
+        self.hub
+            .metrics()
+            .redis_round_trip
+            .observe(started.elapsed());
+        match result {
             Ok(Ok(v)) => {
                 self.commands_up.store(true, Ordering::Relaxed);
                 Ok(v)

@@ -1,16 +1,21 @@
 //! A directory of static files served at `/`: the built demo page (`demo-web/dist`) or whatever
 //! `--web-dir` names. Without one, `/` is the built-in page.
 //!
-//! Only plain relative paths are served: no `..`, no hidden files, no percent-escapes, so a
-//! request can never leave the directory. Anything not found answers 404 with an empty body, like
-//! every other unknown path of the relay.
+//! tower-http's [`ServeDir`] does the serving (types, `HEAD`, ranges, `Last-Modified` and 304s,
+//! streaming). In front of it, only plain relative paths are let through: no `..`, no hidden
+//! files, no percent-escapes, so a request can never leave the directory, whatever the file
+//! server would decode. Anything not found answers 404 with an empty body, like every other
+//! unknown path of the relay.
 
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tower::ServiceExt as _;
+use tower_http::services::{ServeDir, ServeFile};
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -41,21 +46,23 @@ pub fn web_dir(config: &Config) -> Option<PathBuf> {
 
 /// Routes serving `dir`: `/` is its `index.html`, other paths its files.
 pub fn routes(dir: PathBuf) -> Router<AppState> {
-    let index_dir = dir.clone();
+    let index = ServeFile::new(dir.join("index.html"));
+    // Directories are not listed nor mapped to an index.html of their own: 404.
+    let files = ServeDir::new(dir).append_index_html_on_directories(false);
     Router::new()
         .route(
             "/",
-            get(move || {
-                let dir = index_dir.clone();
-                async move { serve(&dir, "index.html").await }
-            }),
+            get(move |request: Request| serve(index.clone(), request)),
         )
-        .fallback(move |uri: Uri| {
-            let dir = dir.clone();
+        .fallback(move |request: Request| {
+            let servable = matches!(*request.method(), Method::GET | Method::HEAD)
+                && relative_path(request.uri().path()).is_some();
+            let files = files.clone();
             async move {
-                match relative_path(uri.path()) {
-                    Some(rel) => serve(&dir, &rel).await,
-                    None => StatusCode::NOT_FOUND.into_response(),
+                if servable {
+                    serve(files, request).await
+                } else {
+                    StatusCode::NOT_FOUND.into_response()
                 }
             }
         })
@@ -78,58 +85,41 @@ fn relative_path(path: &str) -> Option<String> {
     ok.then(|| rel.to_owned())
 }
 
-async fn serve(dir: &Path, rel: &str) -> Response {
-    let path = dir.join(rel);
-    // Pages are small; reading one whole file on the blocking pool keeps the runtime free.
-    let read = tokio::task::spawn_blocking(move || {
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            std::fs::read(&path).ok()
-        } else {
-            None
-        }
-    });
-    let Ok(Some(body)) = read.await else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
+/// Serves `request` from `files`, with the relay's caching and type headers on what is found.
+async fn serve<S>(files: S, request: Request) -> Response
+where
+    S: tower::Service<Request, Error = std::convert::Infallible>,
+    S::Response: IntoResponse,
+{
     // Bundlers put content-hashed names under assets/: those never change. Everything else
     // (index.html above all) is revalidated, so a rebuilt page shows up on reload.
-    let cache = if rel.starts_with("assets/") {
+    let cache = if request.uri().path().starts_with("/assets/") {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
     };
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type(rel)),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
-}
-
-fn content_type(rel: &str) -> &'static str {
-    match rel.rsplit_once('.').map_or("", |(_, ext)| ext) {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "css" => "text/css; charset=utf-8",
-        "json" | "map" => "application/json",
-        // WebAssembly.instantiateStreaming insists on this type.
-        "wasm" => "application/wasm",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "woff2" => "font/woff2",
-        "txt" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
+    let Ok(response) = files.oneshot(request).await;
+    let mut response = response.into_response();
+    let status = response.status();
+    if !(status.is_success() || status == StatusCode::NOT_MODIFIED) {
+        return response;
     }
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // The page's text files are UTF-8; saying so spares browsers a guess.
+    if let Some(with_charset) = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|t| t.to_str().ok())
+        .filter(|t| t.starts_with("text/") && !t.contains(';'))
+        .and_then(|t| HeaderValue::try_from(format!("{t}; charset=utf-8")).ok())
+    {
+        h.insert(header::CONTENT_TYPE, with_charset);
+    }
+    response
 }
 
 #[cfg(test)]
@@ -300,14 +290,45 @@ mod tests {
         }
     }
 
-    #[test]
-    fn wasm_and_scripts_get_their_types() {
-        assert_eq!(content_type("assets/x_bg.wasm"), "application/wasm");
+    #[tokio::test]
+    async fn wasm_and_scripts_get_their_types() {
+        let page = Page::new("types");
+        std::fs::write(page.0.join("LICENSE"), "MIT").unwrap();
+        std::fs::write(page.0.join("assets/style.css"), "p{}").unwrap();
+        let app = relay(Some(&page.0), false);
+        for (path, expected) in [
+            ("/assets/sdk_bg.wasm", "application/wasm"),
+            ("/assets/app-1a2b.js", "text/javascript; charset=utf-8"),
+            ("/assets/style.css", "text/css; charset=utf-8"),
+            ("/index.html", "text/html; charset=utf-8"),
+            ("/LICENSE", "application/octet-stream"),
+        ] {
+            let (status, ct, _, _) = get(&app, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert_eq!(ct.as_deref(), Some(expected), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn revalidation_and_methods() {
+        let page = Page::new("revalidate");
+        let app = relay(Some(&page.0), false);
+        let path = "/assets/app-1a2b.js";
+        let send = |request: axum::http::request::Builder| {
+            app.clone().oneshot(request.body(Body::empty()).unwrap())
+        };
+        let res = send(Request::get(path)).await.unwrap();
+        let modified = res.headers()[header::LAST_MODIFIED].clone();
+        let res = send(Request::get(path).header(header::IF_MODIFIED_SINCE, modified))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(
-            content_type("assets/index.js"),
-            "text/javascript; charset=utf-8"
+            res.headers()[header::CACHE_CONTROL],
+            "public, max-age=31536000, immutable"
         );
-        assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
-        assert_eq!(content_type("LICENSE"), "application/octet-stream");
+        // Files are read, never written: other methods find nothing there.
+        let res = send(Request::post(path)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -87,6 +87,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Published>, ApiError> {
+    let started = std::time::Instant::now();
     let result = async {
         let run = authorized?.run;
         let declared = headers
@@ -121,6 +122,7 @@ pub async fn publish(
     if result.is_err() {
         state.metrics.publish_rejected.inc();
     }
+    state.metrics.publish_duration.observe(started.elapsed());
     result
 }
 

@@ -273,7 +273,17 @@ impl SseTask {
     async fn on_outbound(&mut self, item: Outbound) -> bool {
         let mut out = std::mem::take(&mut self.scratch);
         let needs_resync = match item {
-            Outbound::Event(ev) => self.sub.on_event(&ev, &mut out).is_err(),
+            Outbound::Event(ev) => {
+                let resync = self.sub.on_event(&ev, &mut out).is_err();
+                // Nothing in `out`: the replay sent this event already.
+                if !resync && !out.is_empty() {
+                    self.state
+                        .metrics
+                        .delivery_latency
+                        .observe_since(ev.published);
+                }
+                resync
+            }
             Outbound::Resync(_) => true,
         };
         if needs_resync {

@@ -727,6 +727,13 @@ where
                 let mut out = std::mem::take(&mut self.scratch);
                 let sent = follow.on_event(&ev, &mut out).is_ok();
                 if sent {
+                    // Nothing in `out`: the replay sent this event already.
+                    if !out.is_empty() {
+                        self.state
+                            .metrics
+                            .delivery_latency
+                            .observe_since(ev.published);
+                    }
                     self.emit(&ev.run, &mut out);
                 }
                 self.scratch = out;

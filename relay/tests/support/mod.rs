@@ -1,6 +1,8 @@
 //! Test support: a relay on 127.0.0.1:0, tokens, and WebSocket, SSE and HTTP clients.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -223,6 +225,19 @@ pub fn subscribe_token(run: &str) -> String {
 
 pub fn publish_token(run: &str) -> String {
     token_with(claims(run, Scope::Publish))
+}
+
+/// The body of `GET url`.
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample `name` in a `/metrics` text.
+pub fn sample(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .to_owned()
 }
 
 pub fn log(i: u64) -> Value {
