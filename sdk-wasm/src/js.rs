@@ -108,7 +108,18 @@ extern "C" {
 
 /// Parses JSON text held in a JS string.
 pub fn parse(text: &JsValue) -> Result<JsValue, String> {
-    json_parse(text).map_err(|e| crate::driver::describe(&e))
+    json_parse(text).map_err(|e| describe(&e))
+}
+
+/// A JS exception as text.
+pub fn describe(e: &JsValue) -> String {
+    if let Some(s) = e.as_string() {
+        return s;
+    }
+    js_sys::Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| "unknown error".to_owned())
 }
 
 fn obj(v: &JsValue) -> &Obj {

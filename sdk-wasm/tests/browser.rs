@@ -8,9 +8,9 @@ use std::rc::Rc;
 
 use js_sys::{Function, Object, Reflect};
 use runwire_protocol::{RunEvent, RunState};
-use runwire_sdk::core::{Config, Core, Input, TransportMode};
 use runwire_sdk::driver::{Inner, SubCallbacks, TokenSource, dispatch, dispatch_frame};
 use runwire_sdk::js;
+use runwire_sdk::machine::{Config, Input, Machine, TransportMode};
 use runwire_sdk::url::RelayUrl;
 use runwire_sdk::{RunwireClient, live_callbacks};
 use serde_json::{Value, json};
@@ -309,7 +309,7 @@ fn options_are_checked() {
 /// A client driven by hand to `open` with `run` subscribed (snapshot at seq 0), without a relay:
 /// its socket goes to a port nobody listens on and only fails after the synchronous test is done.
 fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
-    let core = Core::new(
+    let machine = Machine::new(
         Config {
             transport: TransportMode::WebSocket,
             ..Config::default()
@@ -317,7 +317,7 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
         1,
     );
     let url = RelayUrl::parse("ws://127.0.0.1:9/v1/ws").unwrap();
-    let inner = Inner::new(core, url, TokenSource::Fixed("t".into()), None);
+    let inner = Inner::new(machine, url, TokenSource::Fixed("t".into()), None);
     let wants_state = callbacks.on_state.is_some();
     let (id, _) = inner.add_sub(callbacks);
     dispatch(
@@ -350,7 +350,10 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
             json!({"type":"subscribed","run":run,"seq":0,"state":{"seq":0,"status":"pending","progress":0.0,"nodes":[],"log_count":0,"warning_count":0,"error_count":0},"epoch":"e"}),
         ),
     );
-    assert_eq!(inner.core().state(), runwire_sdk::core::ConnState::Open);
+    assert_eq!(
+        inner.machine().state(),
+        runwire_sdk::machine::ConnState::Open
+    );
     inner
 }
 
@@ -395,7 +398,10 @@ fn closing_from_inside_a_callback_is_safe() {
     dispatch_frame(&inner, &log_frame("r", 2));
     assert_eq!(seen.get(), 1, "nothing after close");
     assert_eq!(ends.get(), 1);
-    assert_eq!(inner.core().state(), runwire_sdk::core::ConnState::Closed);
+    assert_eq!(
+        inner.machine().state(),
+        runwire_sdk::machine::ConnState::Closed
+    );
     assert_eq!(
         live_callbacks(),
         0,

@@ -234,7 +234,7 @@ pub enum Effect {
         reason: TokenReason,
         /// The run of a subscription's own provider, and that app subscription; `None`: the
         /// client's provider, for the runs that rely on the connection's token
-        /// ([`Core::connection_runs`]).
+        /// ([`Machine::connection_runs`]).
         own: Option<(String, SubId)>,
     },
     /// Open a connection of this kind (dropping any previous one).
@@ -305,7 +305,7 @@ enum Purpose {
 
 /// The client state machine.
 #[derive(Debug)]
-pub struct Core {
+pub struct Machine {
     cfg: Config,
     state: ConnState,
     phase: ConnPhase,
@@ -338,7 +338,7 @@ pub struct Core {
     out: Vec<Effect>,
 }
 
-impl Core {
+impl Machine {
     /// A client in state `closed`, nothing subscribed.
     pub fn new(cfg: Config, seed: u64) -> Self {
         Self {
@@ -1222,5 +1222,5 @@ fn ended_at(r: &crate::registry::RunSub) -> (Option<u64>, Option<Rc<RunState>>) 
 }
 
 #[cfg(test)]
-#[path = "core_tests.rs"]
+#[path = "machine_tests.rs"]
 mod tests;
