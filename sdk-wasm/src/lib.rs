@@ -4,6 +4,8 @@
 //! - [`machine`]: the client state machine, free of I/O (connection states, reconnects, resume,
 //!   heartbeats, token refresh, transport fallback);
 //! - [`registry`]: subscriptions, ordering and deduplication by seq;
+//! - [`wire`], [`decode`]: frames, and the rules that read them from parsed JSON (JS objects in
+//!   the browser, `serde_json` values in native tests);
 //! - [`backoff`]: reconnect delays;
 //! - [`sse`], [`url`]: the event-stream parser and relay addresses;
 //! - [`js`]: frames and states as JS objects;
@@ -31,6 +33,7 @@ pub mod backoff;
 #[cfg(all(target_arch = "wasm32", not(feature = "std"), not(test)))]
 pub mod bare;
 pub mod callback;
+pub mod decode;
 pub mod driver;
 pub mod js;
 pub mod machine;

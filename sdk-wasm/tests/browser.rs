@@ -238,6 +238,19 @@ fn frames_decode_from_js_objects() {
     }
 }
 
+/// A snapshot whose node list holds something other than objects reads those as pending nodes,
+/// as natively, instead of throwing out of the `.wasm`.
+#[wasm_bindgen_test]
+fn a_node_that_is_not_an_object_reads_as_natively() {
+    let state = json!({"status":"running","nodes":[null, 3, {"key":"a","status":"failed"}]});
+    let got = js::state_from_js(&to_js(&state)).unwrap();
+    assert_eq!(
+        Ok(got),
+        runwire_sdk::decode::state(&state),
+        "the same rules read JS and serde_json values"
+    );
+}
+
 /// Frames of a newer relay decode in the browser as they do natively (`wire::decode_json`): an
 /// unknown `unsubscribed` reason ends the subscription, an unknown error code is kept, an unknown
 /// frame type is ignored.
