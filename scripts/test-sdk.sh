@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The browser SDK (sdk-wasm) and the fault proxy (tests/fault-proxy):
-#   1. native unit tests, and clippy for wasm32 (with `std`, and without it as the npm package);
+#   1. native unit tests (among them sdk-wasm/tests/contract.rs: the TypeScript declarations, the
+#      npm package's event list and docs/protocol.md agree with the protocol crate), and clippy for
+#      wasm32 (with `std`, and without it as the npm package);
 #   2. the TypeScript declarations type-check (the event union narrows on `event`);
 #   3. the wasm-bindgen-test suites in headless Chrome, then headless Firefox, against a real relay
 #      started here behind the fault-injecting proxy (both on 127.0.0.1:0, stopped on exit);

@@ -1210,3 +1210,62 @@ fn going_offline_marks_the_connection_reconnecting_at_once() {
     h.connect_ws();
     assert_eq!(h.machine.state(), ConnState::Open);
 }
+
+/// Each close code of the protocol's table (the one `docs/protocol.md` prints) leads to its
+/// reconnect policy: `Never` stops at once, `WithFreshToken` reconnects at once with a fresh token
+/// and stops if that one is refused too, `Immediately` reconnects within the shortest delay every
+/// time, `Backoff` waits longer and longer.
+#[test]
+fn every_close_code_of_the_table_follows_its_policy() {
+    let min = 200;
+    for code in CloseCode::ALL {
+        let mut h = Harness::new(Config {
+            backoff: Backoff::new(min, 60_000),
+            ..ws_cfg()
+        });
+        h.subscribe(1, "r1");
+        h.connect_ws();
+        let close = |h: &mut Harness| {
+            h.input(Input::Closed {
+                code: code.code(),
+                reason: "",
+            })
+        };
+        close(&mut h);
+        let what = format!("{} ({:?})", code.code(), code.reconnect());
+        match code.reconnect() {
+            Reconnect::Never => {
+                assert_eq!(h.machine.state(), ConnState::Closed, "{what}");
+                assert!(!h.timers.contains_key(&Timer::Backoff), "{what}");
+                let forbidden = code == CloseCode::Forbidden;
+                assert_eq!(h.ends.len(), usize::from(forbidden), "{what}");
+            }
+            Reconnect::WithFreshToken => {
+                assert_eq!(h.machine.state(), ConnState::Reconnecting, "{what}");
+                assert_eq!(h.fire(Timer::Backoff), 0.0, "{what}");
+                h.give_token("fresh");
+                h.input(Input::Opened);
+                close(&mut h);
+                assert_eq!(h.machine.state(), ConnState::Closed, "{what}");
+                assert_eq!(h.ends, [(1, EndReason::Forbidden)], "{what}");
+            }
+            Reconnect::Immediately | Reconnect::Backoff => {
+                let mut longest = 0.0_f64;
+                for _ in 0..8 {
+                    assert_eq!(h.machine.state(), ConnState::Reconnecting, "{what}");
+                    longest = longest.max(h.fire(Timer::Backoff));
+                    h.give_token("tok");
+                    h.input(Input::Opened);
+                    close(&mut h);
+                }
+                let immediately = code.reconnect() == Reconnect::Immediately;
+                assert_eq!(
+                    longest <= f64::from(min),
+                    immediately,
+                    "{what}: {longest} ms"
+                );
+                assert!(h.ends.is_empty(), "{what}");
+            }
+        }
+    }
+}
