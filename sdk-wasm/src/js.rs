@@ -159,7 +159,7 @@ impl NodeObjects {
     pub fn state_to_js(&mut self, state: &RunState) -> JsValue {
         let nodes = js_sys::Array::new();
         for (i, n) in state.nodes.iter().enumerate() {
-            if self.nodes.get(i) != Some(n) {
+            if !self.nodes.get(i).is_some_and(|old| same_node(old, n)) {
                 let o = node_to_js(n);
                 if i < self.nodes.len() {
                     self.nodes[i] = n.clone();
@@ -175,6 +175,33 @@ impl NodeObjects {
         self.objects.truncate(state.nodes.len());
         state_object(state, &nodes)
     }
+}
+
+/// `a == b`, with opaque values compared as the JSON text they are held as (see
+/// [`Json::json_text`]): `serde_json::Value`'s tree comparison then stays out of the `.wasm`.
+fn same_node(a: &NodeState, b: &NodeState) -> bool {
+    fn text(v: &Option<Value>) -> Option<Option<&str>> {
+        v.as_ref().map(Value::as_str)
+    }
+    // Destructured, so that a new field cannot be forgotten here.
+    let NodeState {
+        key,
+        status,
+        progress,
+        started_at,
+        finished_at,
+        duration_ms,
+        error,
+        output_summary,
+    } = a;
+    *key == b.key
+        && *status == b.status
+        && *progress == b.progress
+        && *started_at == b.started_at
+        && *finished_at == b.finished_at
+        && *duration_ms == b.duration_ms
+        && *error == b.error
+        && text(output_summary) == text(&b.output_summary)
 }
 
 fn node_to_js(n: &NodeState) -> JsValue {
@@ -269,7 +296,37 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
 mod tests {
     use std::vec::Vec;
 
+    use runwire_protocol::{NodeState, NodeStatus};
+    use serde_json::Value;
+
+    use super::same_node;
     use crate::decode::Field;
+
+    /// Any field that differs makes a node a new one (its object is rebuilt for `onState`).
+    #[test]
+    fn nodes_differ_by_any_field() {
+        let a = NodeState {
+            key: "a".into(),
+            output_summary: Some(Value::String(r#"{"rows":1}"#.into())),
+            ..NodeState::default()
+        };
+        assert!(same_node(&a, &a.clone()));
+        let changes: [fn(&mut NodeState); 8] = [
+            |n| n.key = "b".into(),
+            |n| n.status = NodeStatus::Running,
+            |n| n.progress = Some(5.0),
+            |n| n.started_at = Some("t".into()),
+            |n| n.finished_at = Some("t".into()),
+            |n| n.duration_ms = Some(1),
+            |n| n.error = Some("e".into()),
+            |n| n.output_summary = Some(Value::String(r#"{"rows":2}"#.into())),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let mut b = a.clone();
+            change(&mut b);
+            assert!(!same_node(&a, &b), "change {i}");
+        }
+    }
 
     /// The JS key table lists the names of `Field`'s variants, in order (an index is its key).
     #[test]
