@@ -138,6 +138,17 @@ fn ts_union(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Fields as `name` or `name?` (optional), sorted.
+fn shape(fields: &[(String, bool)]) -> BTreeSet<String> {
+    let mark = |optional: bool| if optional { "?" } else { "" };
+    sorted(fields.iter().map(|(n, o)| format!("{n}{}", mark(*o))))
+}
+
+fn ts_shape(members: &[(String, bool, String)]) -> BTreeSet<String> {
+    let fields: Vec<(String, bool)> = members.iter().map(|(n, o, _)| (n.clone(), *o)).collect();
+    shape(&fields)
+}
+
 fn sorted<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> BTreeSet<String> {
     items.into_iter().map(Into::into).collect()
 }
@@ -201,15 +212,8 @@ fn event_data_shapes_are_the_protocols() {
             .unwrap_or_else(|| panic!("{event} not in RunEventDataMap"));
         let ts = ts_interface(interface);
         assert_eq!(
-            sorted(
-                ts.iter()
-                    .map(|(n, o, _)| format!("{n}{}", if *o { "?" } else { "" }))
-            ),
-            sorted(
-                fields
-                    .iter()
-                    .map(|(n, o)| format!("{n}{}", if *o { "?" } else { "" }))
-            ),
+            ts_shape(&ts),
+            shape(&fields),
             "{interface} against the protocol's {event}"
         );
         // The smallest valid data, then each field set to a value of its TypeScript type (and
@@ -269,18 +273,7 @@ fn run_state_shape_is_the_protocols() {
         ("NodeState", rust_fields::<NodeState>()),
     ] {
         let ts = ts_interface(interface);
-        assert_eq!(
-            sorted(
-                ts.iter()
-                    .map(|(n, o, _)| format!("{n}{}", if *o { "?" } else { "" }))
-            ),
-            sorted(
-                fields
-                    .iter()
-                    .map(|(n, o)| format!("{n}{}", if *o { "?" } else { "" }))
-            ),
-            "{interface}"
-        );
+        assert_eq!(ts_shape(&ts), shape(&fields), "{interface}");
     }
     assert_eq!(
         sorted(ts_union("RunStatus")),
