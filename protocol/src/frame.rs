@@ -71,6 +71,15 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason.
+    pub const ALL: [EndReason; 5] = [
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Unsubscribed,
+        Self::Forbidden,
+    ];
+
     /// The reason a terminal event ends subscriptions with, if `event` is terminal.
     pub fn for_terminal_event(event: &str) -> Option<Self> {
         match event {
@@ -111,6 +120,32 @@ pub enum ErrorCode {
     BrokerUnavailable,
     /// A refreshed token was refused; the old one stays in force until it expires.
     AuthFailed,
+}
+
+impl ErrorCode {
+    /// Every code.
+    pub const ALL: [ErrorCode; 7] = [
+        Self::BadFrame,
+        Self::UnknownFrame,
+        Self::BadRequest,
+        Self::NotAuthenticated,
+        Self::TooManySubscriptions,
+        Self::BrokerUnavailable,
+        Self::AuthFailed,
+    ];
+
+    /// The wire name (a `const fn`, so that clients can match on it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFrame => "bad_frame",
+            Self::UnknownFrame => "unknown_frame",
+            Self::BadRequest => "bad_request",
+            Self::NotAuthenticated => "not_authenticated",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::BrokerUnavailable => "broker_unavailable",
+            Self::AuthFailed => "auth_failed",
+        }
+    }
 }
 
 /// A frame the relay sends.
@@ -269,5 +304,16 @@ mod tests {
         );
         assert_eq!(EndReason::for_terminal_event("log"), None);
         assert_eq!(EndReason::Forbidden.as_str(), "forbidden");
+    }
+
+    /// The names clients match on are the ones serde writes.
+    #[test]
+    fn names_are_the_wire_names() {
+        for r in EndReason::ALL {
+            assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
+        }
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+        }
     }
 }

@@ -358,10 +358,9 @@ fn cap_text(text: &str, cap: usize, capped: &mut u32) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let mut out = String::with_capacity(end + TRUNCATED_TEXT.len());
-    out.push_str(&text[..end]);
-    out.push_str(TRUNCATED_TEXT);
-    out
+    // `get`, not indexing: `end` is a char boundary, and the browser SDK's `.wasm` then ships no
+    // slicing panic (whose message formatting is most of its cost).
+    [text.get(..end).unwrap_or_default(), TRUNCATED_TEXT].concat()
 }
 
 /// `value`, or [`truncated_marker`] when its compact JSON is longer than `cap` bytes.
@@ -384,7 +383,7 @@ fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
     match value {
         Value::String(text) if text.len() > cap => {
             *capped += 1;
-            Value::String(alloc::format!(r#"{{"{TRUNCATED_KEY}":true}}"#))
+            Value::String([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
         }
         _ => value.clone(),
     }

@@ -16,9 +16,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::callback::{ClientToken, Held, HeldTimeout};
-use crate::core::{ClientError, Core, Effect, Input, Kind, Timer, TokenReason};
+use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
 use crate::registry::SubId;
-use crate::transport::{SseTransport, Transport, WsTransport};
+use crate::transport::{Sink, SseTransport, Transport, WsTransport};
 use crate::url::RelayUrl;
 use crate::wire::Ended;
 
@@ -80,7 +80,7 @@ struct App {
 
 #[derive(Debug, Default)]
 struct Io {
-    transport: Option<Transport>,
+    transport: Option<Transport<Inner>>,
     timers: Vec<(Timer, HeldTimeout)>,
     page: Option<PageListeners>,
     /// The frame being dispatched, as the object `JSON.parse` made: what `onEvent` receives.
@@ -93,7 +93,7 @@ struct Io {
 /// tasks hold weak ones, so freeing the handle frees everything.
 #[derive(Debug)]
 pub struct Inner {
-    core: RefCell<Core>,
+    machine: RefCell<Machine>,
     io: RefCell<Io>,
     app: RefCell<App>,
     url: Rc<RelayUrl>,
@@ -105,9 +105,14 @@ pub struct Inner {
 
 impl Inner {
     /// A client; page listeners are attached by [`attach_page_listeners`].
-    pub fn new(core: Core, url: RelayUrl, token: TokenSource, debug: Option<Function>) -> Rc<Self> {
+    pub fn new(
+        machine: Machine,
+        url: RelayUrl,
+        token: TokenSource,
+        debug: Option<Function>,
+    ) -> Rc<Self> {
         Rc::new(Self {
-            core: RefCell::new(core),
+            machine: RefCell::new(machine),
             io: RefCell::new(Io::default()),
             app: RefCell::new(App::default()),
             url: Rc::new(url),
@@ -125,13 +130,13 @@ impl Inner {
     }
 
     /// The state machine, read-only.
-    pub fn core(&self) -> core::cell::Ref<'_, Core> {
-        self.core.borrow()
+    pub fn machine(&self) -> core::cell::Ref<'_, Machine> {
+        self.machine.borrow()
     }
 
     /// Adds an `onStateChange` listener.
     pub fn add_state_listener(&self, f: Function) {
-        if !self.core.borrow().is_shut() {
+        if !self.machine.borrow().is_shut() {
             self.app.borrow_mut().state_listeners.push(f);
         }
     }
@@ -146,7 +151,7 @@ impl Inner {
 
     /// Adds an `onError` listener.
     pub fn add_error_listener(&self, f: Function) {
-        if !self.core.borrow().is_shut() {
+        if !self.machine.borrow().is_shut() {
             self.app.borrow_mut().error_listeners.push(f);
         }
     }
@@ -190,9 +195,23 @@ impl Inner {
 
 /// Feeds `input` to the state machine and carries out what it asks.
 pub fn dispatch(inner: &Rc<Inner>, input: Input<'_>) {
-    let effects = inner.core.borrow_mut().handle(input, js_sys::Date::now());
+    let effects = inner
+        .machine
+        .borrow_mut()
+        .handle(input, js_sys::Date::now());
     for effect in effects {
         execute(inner, effect);
+    }
+}
+
+/// How the transports reach the client.
+impl Sink for Inner {
+    fn input(self: Rc<Self>, input: Input<'_>) {
+        dispatch(&self, input);
+    }
+
+    fn frame(self: Rc<Self>, text: &JsValue) {
+        dispatch_frame(&self, text);
     }
 }
 
@@ -216,7 +235,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
         effect,
         Effect::FetchToken { .. } | Effect::Connect(_) | Effect::Send(_) | Effect::SetTimer(..)
     );
-    if starts && inner.core.borrow().is_shut() {
+    if starts && inner.machine.borrow().is_shut() {
         return;
     }
     match effect {
@@ -385,7 +404,7 @@ fn flush_states(inner: &Rc<Inner>) {
     loop {
         // Built with the records borrowed, called after: the callback may (un)subscribe or close.
         let call = {
-            let core = inner.core.borrow();
+            let machine = inner.machine.borrow();
             let mut app = inner.app.borrow_mut();
             let Some(record) = app.subs.iter_mut().find(|s| s.state_pending) else {
                 break;
@@ -393,7 +412,7 @@ fn flush_states(inner: &Rc<Inner>) {
             record.state_pending = false;
             let (Some(f), Some(run)) = (
                 &record.callbacks.on_state,
-                core.registry().run_of(record.id),
+                machine.registry().run_of(record.id),
             ) else {
                 continue;
             };
@@ -439,14 +458,12 @@ fn sub_callback(
 fn connect(inner: &Rc<Inner>, kind: Kind) {
     let old = inner.io.borrow_mut().transport.take();
     drop(old);
+    let sink = Rc::downgrade(inner);
     let transport = match kind {
-        Kind::WebSocket => WsTransport::open(&inner.url.websocket, Rc::downgrade(inner))
+        Kind::WebSocket => WsTransport::open(&inner.url.websocket, sink)
             .map(Transport::WebSocket)
             .ok(),
-        Kind::Sse => Some(Transport::Sse(SseTransport::new(
-            inner.url.clone(),
-            Rc::downgrade(inner),
-        ))),
+        Kind::Sse => Some(Transport::Sse(SseTransport::new(inner.url.clone(), sink))),
     };
     match transport {
         Some(t) => inner.io.borrow_mut().transport = Some(t),
@@ -472,7 +489,7 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
             sub_callback(inner, *sub, |c| c.token.as_ref())
         }
         None => {
-            for run in inner.core().connection_runs() {
+            for run in inner.machine().connection_runs() {
                 runs.push(&run.into());
             }
             None
@@ -498,23 +515,12 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
                 .as_string()
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| "the token provider did not return a string".to_owned()),
-            Err(e) => Err(describe(&e)),
+            Err(e) => Err(crate::js::describe(&e)),
         };
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Token { req, token });
         }
     });
-}
-
-/// A JS exception as text.
-pub fn describe(e: &JsValue) -> String {
-    if let Some(s) = e.as_string() {
-        return s;
-    }
-    Reflect::get(e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
-        .unwrap_or_else(|| "unknown error".to_owned())
 }
 
 /// `online` and `offline` on the global object and `visibilitychange` on the document, while the

@@ -2,72 +2,29 @@
 //! field by field, states are built as plain objects. Keeping JSON parsing and printing out of
 //! the `.wasm` keeps it small, and the parsed frame object is the very object `onEvent` receives.
 //!
-//! Event data is checked against its name's shape with the same rules as
-//! `runwire_protocol::RunEvent::parse` (the browser test suite compares the two on a table).
+//! Frames are read by the rules of [`crate::decode`], which native tests run on `serde_json`
+//! values; this module gives them JS values to read.
 
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
-use runwire_protocol::event::{
-    LogLevel, NodeCompleted, NodeFailed, NodeProgress, NodeSkipped, NodeStarted, RunCancelled,
-    RunCompleted, RunFailed, RunProgress, RunStarted,
-};
-use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name};
+use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus};
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
-use crate::wire::{Ended, EventFrame, Frame};
-
-/// The property names read and written, in the order of the key table in the JS helpers below.
-#[derive(Debug, Clone, Copy)]
-#[repr(u32)]
-enum Field {
-    Type,
-    Run,
-    Seq,
-    Event,
-    Ts,
-    Data,
-    State,
-    Epoch,
-    Reason,
-    Code,
-    Message,
-    HeartbeatMs,
-    ExpiresAt,
-    Workflow,
-    NodeCount,
-    Progress,
-    CurrentNode,
-    TotalDurationMs,
-    Result,
-    Error,
-    NodeKey,
-    DurationMs,
-    OutputSummary,
-    Level,
-    Status,
-    Nodes,
-    NodesTruncated,
-    Key,
-    StartedAt,
-    FinishedAt,
-    FailedNode,
-    CancelReason,
-    LogCount,
-    WarningCount,
-    ErrorCount,
-}
+use crate::decode::{Field, Json};
+use crate::wire::Frame;
 
 // One small getter and setter, by key index, instead of a generated accessor per property: the
 // names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
 #[wasm_bindgen(
     inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count'.split(' ');
-export function get(o, k) { return o[K[k]]; }
+export function get(o, k) { return o?.[K[k]]; }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
 extern "C" {
-    /// Any JS object (a parsed frame, its data, a state), read and written by [`Field`].
+    /// Any JS value (a parsed frame, its data, a state), read and written by [`Field`]; reading a
+    /// property of `undefined` or `null` gives `undefined`.
     #[derive(Debug)]
     pub type Obj;
 
@@ -82,9 +39,6 @@ extern "C" {
 }
 
 impl Obj {
-    fn get(&self, k: Field) -> JsValue {
-        get_key(self, k as u32)
-    }
     fn set(&self, k: Field, v: &JsValue) {
         set_value(self, k as u32, v);
     }
@@ -108,299 +62,81 @@ extern "C" {
 
 /// Parses JSON text held in a JS string.
 pub fn parse(text: &JsValue) -> Result<JsValue, String> {
-    json_parse(text).map_err(|e| crate::driver::describe(&e))
+    json_parse(text).map_err(|e| describe(&e))
 }
 
-fn obj(v: &JsValue) -> &Obj {
-    v.unchecked_ref()
+/// A JS exception as text.
+pub fn describe(e: &JsValue) -> String {
+    if let Some(s) = e.as_string() {
+        return s;
+    }
+    js_sys::Reflect::get(e, &"message".into())
+        .ok()
+        .and_then(|m| m.as_string())
+        .unwrap_or_else(|| "unknown error".to_owned())
 }
 
-fn is_plain_object(v: &JsValue) -> bool {
-    v.is_object() && !is_array(v)
-}
+/// JS values read by the client's decoding rules ([`crate::decode`]).
+impl Json for JsValue {
+    fn field(&self, k: Field) -> Self {
+        get_key(self.unchecked_ref(), k as u32)
+    }
 
-fn string(v: JsValue, what: &str) -> Result<String, String> {
-    v.as_string()
-        .ok_or_else(|| [what, " must be a string"].concat())
-}
+    fn is_absent(&self) -> bool {
+        self.is_undefined() || self.is_null()
+    }
 
-fn opt_string(v: JsValue, what: &str) -> Result<Option<String>, String> {
-    if v.is_undefined() || v.is_null() {
-        Ok(None)
-    } else {
-        string(v, what).map(Some)
+    fn is_plain_object(&self) -> bool {
+        self.is_object() && !is_array(self)
+    }
+
+    fn as_string(&self) -> Option<String> {
+        JsValue::as_string(self)
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        JsValue::as_f64(self)
+    }
+
+    fn is_truthy(&self) -> bool {
+        JsValue::is_truthy(self)
+    }
+
+    fn array_len(&self) -> Option<usize> {
+        is_array(self).then(|| self.unchecked_ref::<js_sys::Array>().length() as usize)
+    }
+
+    fn item(&self, i: usize) -> Self {
+        self.unchecked_ref::<js_sys::Array>().get(i as u32)
+    }
+
+    fn json_text(&self) -> Option<String> {
+        // Values come from `JSON.parse`, so `JSON.stringify` cannot fail on them.
+        json_stringify(self).ok()?.as_string()
     }
 }
 
-/// A non-negative integer no larger than `max`.
-fn uint(v: &JsValue, what: &str, max: f64) -> Result<u64, String> {
-    match v.as_f64() {
-        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
-        _ => Err([what, " must be a non-negative integer"].concat()),
-    }
+/// Decodes a frame object from `JSON.parse`.
+pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
+    crate::decode::frame(v)
 }
 
-fn opt_uint(v: JsValue, what: &str, max: f64) -> Result<Option<u64>, String> {
-    if v.is_undefined() || v.is_null() {
-        Ok(None)
-    } else {
-        uint(&v, what, max).map(Some)
-    }
+/// Checks `data` against the shape of event `name` (see `RunEvent::parse`).
+pub fn typed_event(name: &str, data: &JsValue) -> Result<RunEvent, String> {
+    crate::decode::typed_event(name, data)
 }
 
-const U32: f64 = u32::MAX as f64;
-const U64: f64 = 18_446_744_073_709_551_615.0;
-
-fn percent(v: JsValue, what: &str) -> Result<f64, String> {
-    match v.as_f64() {
-        Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        Some(_) => Err([what, " must be between 0 and 100"].concat()),
-        None => Err([what, " must be a number"].concat()),
-    }
+/// A run state from its JSON object (a `subscribed`/`reset` snapshot).
+pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
+    crate::decode::state(v)
 }
 
-fn node_key(d: &Obj) -> Result<String, String> {
-    let key = string(d.get(Field::NodeKey), "node_key")?;
-    if key.is_empty() || key.len() > runwire_protocol::event::MAX_NODE_KEY_LEN {
-        return Err("node_key must be 1 to 256 bytes".to_owned());
-    }
-    Ok(key)
-}
-
-/// An opaque JSON value (a run's `result`, a node's `output_summary`), kept as its JSON text in a
-/// `Value::String`: the fold only moves these values, so they are never turned into a tree inside
-/// the `.wasm` (no map or number code ships for them). [`opaque_to_js`] parses the text back.
-fn opt_value(v: JsValue) -> Option<Value> {
-    if v.is_undefined() || v.is_null() {
-        return None;
-    }
-    // Values come from `JSON.parse`, so `JSON.stringify` cannot fail on them.
-    json_stringify(&v).ok()?.as_string().map(Value::String)
-}
-
-/// The JS value of an opaque value made by [`opt_value`].
+/// The JS value of an opaque value kept as its JSON text (see [`Json::json_text`]).
 fn opaque_to_js(v: &Value) -> JsValue {
     match v {
         Value::String(text) => json_parse(&JsValue::from_str(text)).unwrap_or(JsValue::NULL),
         _ => JsValue::NULL,
     }
-}
-
-/// Checks `data` against the shape of event `name` (see `RunEvent::parse`).
-pub fn typed_event(name: &str, data: &JsValue) -> Result<RunEvent, String> {
-    typed_event_inner(name, data).map_err(|e| {
-        if e.starts_with("invalid") {
-            e
-        } else {
-            ["invalid data for ", name, ": ", &e].concat()
-        }
-    })
-}
-
-fn typed_event_inner(name: &str, data: &JsValue) -> Result<RunEvent, String> {
-    if !is_valid_event_name(name) {
-        return Err(["invalid event name \"", name, "\""].concat());
-    }
-    let empty;
-    let data = if data.is_undefined() || data.is_null() {
-        empty = JsValue::from(js_sys::Object::new());
-        &empty
-    } else {
-        data
-    };
-    let known = runwire_protocol::event::KNOWN_EVENTS.contains(&name);
-    if known && !is_plain_object(data) {
-        return Err(["invalid data for ", name, ": data must be a JSON object"].concat());
-    }
-    let d = obj(data);
-    let typed = match name {
-        "run.started" => RunEvent::RunStarted(RunStarted {
-            workflow: opt_string(d.get(Field::Workflow), "workflow")?,
-            node_count: opt_uint(d.get(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
-        }),
-        "run.progress" => RunEvent::RunProgress(RunProgress {
-            progress: percent(d.get(Field::Progress), "progress")?,
-            current_node: opt_string(d.get(Field::CurrentNode), "current_node")?,
-        }),
-        "run.completed" => RunEvent::RunCompleted(RunCompleted {
-            total_duration_ms: opt_uint(d.get(Field::TotalDurationMs), "total_duration_ms", U64)?,
-            node_count: opt_uint(d.get(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
-            result: opt_value(d.get(Field::Result)),
-        }),
-        "run.failed" => RunEvent::RunFailed(RunFailed {
-            error: string(d.get(Field::Error), "error")?,
-            node_key: opt_string(d.get(Field::NodeKey), "node_key")?,
-        }),
-        "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
-            reason: opt_string(d.get(Field::Reason), "reason")?,
-        }),
-        "node.started" => RunEvent::NodeStarted(NodeStarted {
-            node_key: node_key(d)?,
-        }),
-        "node.progress" => RunEvent::NodeProgress(NodeProgress {
-            node_key: node_key(d)?,
-            progress: percent(d.get(Field::Progress), "progress")?,
-        }),
-        "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
-            node_key: node_key(d)?,
-            duration_ms: opt_uint(d.get(Field::DurationMs), "duration_ms", U64)?,
-            output_summary: opt_value(d.get(Field::OutputSummary)),
-        }),
-        "node.failed" => RunEvent::NodeFailed(NodeFailed {
-            node_key: node_key(d)?,
-            error: string(d.get(Field::Error), "error")?,
-        }),
-        "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
-            node_key: node_key(d)?,
-            reason: opt_string(d.get(Field::Reason), "reason")?,
-        }),
-        "log" => RunEvent::Log(runwire_protocol::event::Log {
-            level: match d.get(Field::Level).as_string().as_deref() {
-                Some("debug") => LogLevel::Debug,
-                Some("info") => LogLevel::Info,
-                Some("warning" | "warn") => LogLevel::Warning,
-                Some("error") => LogLevel::Error,
-                _ => {
-                    return Err(
-                        "invalid data for log: level must be debug, info, warning or error"
-                            .to_owned(),
-                    );
-                }
-            },
-            message: string(d.get(Field::Message), "message")?,
-            node_key: opt_string(d.get(Field::NodeKey), "node_key")?,
-            // Not part of the fold; the app reads it from the event object.
-            metadata: None,
-        }),
-        _ => RunEvent::Other {
-            name: name.to_owned(),
-        },
-    };
-    Ok(typed)
-}
-
-/// Decodes a frame object from `JSON.parse`, by the rules of [`crate::wire::decode_json`].
-pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
-    if !is_plain_object(v) {
-        return Err("frame is not a JSON object".to_owned());
-    }
-    let f = obj(v);
-    let ty = string(f.get(Field::Type), "type")?;
-    let run = || string(f.get(Field::Run), "run");
-    let frame = match ty.as_str() {
-        "event" => {
-            let name = string(f.get(Field::Event), "event")?;
-            Frame::Event(EventFrame {
-                run: run()?,
-                seq: uint(&f.get(Field::Seq), "seq", U64)?,
-                typed: typed_event(&name, &f.get(Field::Data)),
-                name,
-                ts: string(f.get(Field::Ts), "ts")?,
-            })
-        }
-        "welcome" => Frame::Welcome {
-            heartbeat_ms: uint(&f.get(Field::HeartbeatMs), "heartbeat_ms", U64)?,
-            expires_at: uint(&f.get(Field::ExpiresAt), "expires_at", U64)?,
-        },
-        "subscribed" | "reset" => {
-            let run = run()?;
-            let seq = uint(&f.get(Field::Seq), "seq", U64)?;
-            let state = state_from_js(&f.get(Field::State))?;
-            let epoch = string(f.get(Field::Epoch), "epoch")?;
-            if ty == "reset" {
-                Frame::Reset {
-                    run,
-                    seq,
-                    state,
-                    epoch,
-                }
-            } else {
-                Frame::Subscribed {
-                    run,
-                    seq,
-                    state,
-                    epoch,
-                }
-            }
-        }
-        "unsubscribed" => Frame::Unsubscribed {
-            run: run()?,
-            reason: Ended::parse(&string(f.get(Field::Reason), "reason")?),
-        },
-        "error" => Frame::Error {
-            code: string(f.get(Field::Code), "code")?,
-            message: f.get(Field::Message).as_string().unwrap_or_default(),
-            run: opt_string(f.get(Field::Run), "run")?,
-        },
-        "pong" => Frame::Pong,
-        _ => Frame::Other,
-    };
-    Ok(frame)
-}
-
-fn opt_ts(v: JsValue) -> Option<String> {
-    v.as_string()
-}
-
-/// A run state from its JSON object (a `subscribed`/`reset` snapshot).
-pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
-    if !is_plain_object(v) {
-        return Err("state must be a JSON object".to_owned());
-    }
-    let s = obj(v);
-    let status = match s.get(Field::Status).as_string().as_deref() {
-        Some("pending") | None => RunStatus::Pending,
-        Some("running") => RunStatus::Running,
-        Some("completed") => RunStatus::Completed,
-        Some("failed") => RunStatus::Failed,
-        Some("cancelled") => RunStatus::Cancelled,
-        Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
-    };
-    let mut nodes = Vec::new();
-    let list = s.get(Field::Nodes);
-    if is_array(&list) {
-        let list: js_sys::Array = list.unchecked_into();
-        for n in list.iter().take(runwire_protocol::state::MAX_NODES) {
-            let o = obj(&n);
-            nodes.push(NodeState {
-                key: o.get(Field::Key).as_string().unwrap_or_default(),
-                status: match o.get(Field::Status).as_string().as_deref() {
-                    Some("running") => NodeStatus::Running,
-                    Some("completed") => NodeStatus::Completed,
-                    Some("failed") => NodeStatus::Failed,
-                    Some("skipped") => NodeStatus::Skipped,
-                    _ => NodeStatus::Pending,
-                },
-                progress: o.get(Field::Progress).as_f64(),
-                started_at: opt_ts(o.get(Field::StartedAt)),
-                finished_at: opt_ts(o.get(Field::FinishedAt)),
-                duration_ms: o.get(Field::DurationMs).as_f64().map(|n| n as u64),
-                error: o.get(Field::Error).as_string(),
-                output_summary: opt_value(o.get(Field::OutputSummary)),
-            });
-        }
-    }
-    let count = |v: JsValue| v.as_f64().map_or(0, |n| n as u64);
-    Ok(RunState {
-        seq: count(s.get(Field::Seq)),
-        status,
-        workflow: s.get(Field::Workflow).as_string(),
-        node_count: s.get(Field::NodeCount).as_f64().map(|n| n as u32),
-        progress: s.get(Field::Progress).as_f64().unwrap_or(0.0),
-        current_node: s.get(Field::CurrentNode).as_string(),
-        nodes,
-        nodes_truncated: s.get(Field::NodesTruncated).is_truthy(),
-        started_at: opt_ts(s.get(Field::StartedAt)),
-        finished_at: opt_ts(s.get(Field::FinishedAt)),
-        duration_ms: s.get(Field::DurationMs).as_f64().map(|n| n as u64),
-        error: s.get(Field::Error).as_string(),
-        failed_node: s.get(Field::FailedNode).as_string(),
-        cancel_reason: s.get(Field::CancelReason).as_string(),
-        result: opt_value(s.get(Field::Result)),
-        log_count: count(s.get(Field::LogCount)),
-        warning_count: count(s.get(Field::WarningCount)),
-        error_count: count(s.get(Field::ErrorCount)),
-    })
 }
 
 /// A run state as the plain object the app receives (the same shape as its JSON).
@@ -423,7 +159,7 @@ impl NodeObjects {
     pub fn state_to_js(&mut self, state: &RunState) -> JsValue {
         let nodes = js_sys::Array::new();
         for (i, n) in state.nodes.iter().enumerate() {
-            if self.nodes.get(i) != Some(n) {
+            if !self.nodes.get(i).is_some_and(|old| same_node(old, n)) {
                 let o = node_to_js(n);
                 if i < self.nodes.len() {
                     self.nodes[i] = n.clone();
@@ -439,6 +175,33 @@ impl NodeObjects {
         self.objects.truncate(state.nodes.len());
         state_object(state, &nodes)
     }
+}
+
+/// `a == b`, with opaque values compared as the JSON text they are held as (see
+/// [`Json::json_text`]): `serde_json::Value`'s tree comparison then stays out of the `.wasm`.
+fn same_node(a: &NodeState, b: &NodeState) -> bool {
+    fn text(v: &Option<Value>) -> Option<Option<&str>> {
+        v.as_ref().map(Value::as_str)
+    }
+    // Destructured, so that a new field cannot be forgotten here.
+    let NodeState {
+        key,
+        status,
+        progress,
+        started_at,
+        finished_at,
+        duration_ms,
+        error,
+        output_summary,
+    } = a;
+    *key == b.key
+        && *status == b.status
+        && *progress == b.progress
+        && *started_at == b.started_at
+        && *finished_at == b.finished_at
+        && *duration_ms == b.duration_ms
+        && *error == b.error
+        && text(output_summary) == text(&b.output_summary)
 }
 
 fn node_to_js(n: &NodeState) -> JsValue {
@@ -531,10 +294,41 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
 
 #[cfg(test)]
 mod tests {
-    use std::string::String;
     use std::vec::Vec;
 
-    /// The JS key table lists `Field`'s variants, in the same order (a variant's index is its key).
+    use runwire_protocol::{NodeState, NodeStatus};
+    use serde_json::Value;
+
+    use super::same_node;
+    use crate::decode::Field;
+
+    /// Any field that differs makes a node a new one (its object is rebuilt for `onState`).
+    #[test]
+    fn nodes_differ_by_any_field() {
+        let a = NodeState {
+            key: "a".into(),
+            output_summary: Some(Value::String(r#"{"rows":1}"#.into())),
+            ..NodeState::default()
+        };
+        assert!(same_node(&a, &a.clone()));
+        let changes: [fn(&mut NodeState); 8] = [
+            |n| n.key = "b".into(),
+            |n| n.status = NodeStatus::Running,
+            |n| n.progress = Some(5.0),
+            |n| n.started_at = Some("t".into()),
+            |n| n.finished_at = Some("t".into()),
+            |n| n.duration_ms = Some(1),
+            |n| n.error = Some("e".into()),
+            |n| n.output_summary = Some(Value::String(r#"{"rows":2}"#.into())),
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let mut b = a.clone();
+            change(&mut b);
+            assert!(!same_node(&a, &b), "change {i}");
+        }
+    }
+
+    /// The JS key table lists the names of `Field`'s variants, in order (an index is its key).
     #[test]
     fn the_js_key_table_matches_field() {
         let src = include_str!("js.rs");
@@ -545,25 +339,10 @@ mod tests {
             .expect("the key table")
             .split(' ')
             .collect();
-        let variants: Vec<String> = src
-            .split("enum Field {")
-            .nth(1)
-            .and_then(|rest| rest.split('}').next())
-            .expect("enum Field")
-            .split(',')
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                let mut snake = String::new();
-                for (i, c) in v.chars().enumerate() {
-                    if c.is_ascii_uppercase() && i > 0 {
-                        snake.push('_');
-                    }
-                    snake.push(c.to_ascii_lowercase());
-                }
-                snake
-            })
-            .collect();
-        assert_eq!(table, variants);
+        let fields: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(table, fields);
+        for (i, f) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i, "{f:?}");
+        }
     }
 }

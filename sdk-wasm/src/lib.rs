@@ -1,13 +1,19 @@
 //! runwire's browser client: follows workflow runs live from a runwire relay.
 //!
 //! A thin `#[wasm_bindgen]` facade (this file) over plain Rust modules:
-//! - [`core`]: the client state machine, free of I/O (connection states, reconnects, resume,
+//! - [`machine`]: the client state machine, free of I/O (connection states, reconnects, resume,
 //!   heartbeats, token refresh, transport fallback);
 //! - [`registry`]: subscriptions, ordering and deduplication by seq;
+//! - [`wire`], [`decode`]: frames, and the rules that read them from parsed JSON (JS objects in
+//!   the browser, `serde_json` values in native tests);
 //! - [`backoff`]: reconnect delays;
 //! - [`sse`], [`url`]: the event-stream parser and relay addresses;
+//! - [`js`]: frames and states as JS objects;
 //! - [`driver`], [`transport`], [`callback`]: the browser side (sockets, `fetch` streams, timers,
 //!   page events), where every JS callback is owned and released on drop.
+//!
+//! Imports run one way: the state machine knows no transport, transports know the client only as
+//! a [`transport::Sink`], and the driver, which runs the machine, owns the transports.
 //!
 //! The state machine and its helpers are tested natively with `cargo test`; the browser side by
 //! the `wasm-bindgen-test` suites under `tests/`.
@@ -27,9 +33,10 @@ pub mod backoff;
 #[cfg(all(target_arch = "wasm32", not(feature = "std"), not(test)))]
 pub mod bare;
 pub mod callback;
-pub mod core;
+pub mod decode;
 pub mod driver;
 pub mod js;
+pub mod machine;
 pub mod registry;
 pub mod sse;
 pub mod transport;
@@ -47,8 +54,8 @@ use wasm_bindgen::prelude::*;
 pub use callback::{live_callbacks, live_clients};
 
 use crate::backoff::Backoff;
-use crate::core::{Config, Core, Input, TransportMode};
 use crate::driver::{Inner, SubCallbacks, SubCell, TokenSource, dispatch};
+use crate::machine::{Config, Input, Machine, TransportMode};
 use crate::registry::SubId;
 use crate::url::RelayUrl;
 
@@ -123,7 +130,7 @@ impl RunwireClient {
         let debug = get("debug");
         let debug = debug.is_function().then(|| debug.unchecked_into());
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
-        let inner = Inner::new(Core::new(cfg, seed), url, token, debug);
+        let inner = Inner::new(Machine::new(cfg, seed), url, token, debug);
         driver::attach_page_listeners(&inner);
         Ok(Self { inner })
     }
@@ -172,7 +179,7 @@ impl RunwireClient {
         run: &str,
         #[wasm_bindgen(unchecked_param_type = "SubscribeOptions")] handlers: JsValue,
     ) -> Result<Subscription, JsError> {
-        if self.inner.core().is_shut() {
+        if self.inner.machine().is_shut() {
             return Err(JsError::new("RunwireClient: the client is closed"));
         }
         if !is_valid_run_id(run) {
@@ -242,13 +249,16 @@ impl RunwireClient {
     /// The connection state.
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
     pub fn state(&self) -> String {
-        self.inner.core().state().as_str().to_owned()
+        self.inner.machine().state().as_str().to_owned()
     }
 
     /// The transport of the open connection: `"websocket"`, `"sse"`, or `undefined`.
     #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
     pub fn transport(&self) -> Option<String> {
-        self.inner.core().transport().map(|k| k.as_str().to_owned())
+        self.inner
+            .machine()
+            .transport()
+            .map(|k| k.as_str().to_owned())
     }
 
     /// Drops the connection and connects again at once, without waiting for a backoff delay, then
@@ -256,7 +266,7 @@ impl RunwireClient {
     /// client gave up (`closed` with subscriptions left, e.g. after `maxReconnectAttempts`), it
     /// starts again. Does nothing without subscriptions or after `close()`.
     pub fn reconnect(&self) {
-        if !self.inner.core().is_shut() {
+        if !self.inner.machine().is_shut() {
             dispatch(&self.inner, Input::Reconnect);
         }
     }
@@ -304,8 +314,9 @@ impl Subscription {
         let state = if self.cell.ended.borrow().is_some() {
             self.cell.state.borrow().clone()
         } else {
-            let core = self.inner.core();
-            core.registry()
+            let machine = self.inner.machine();
+            machine
+                .registry()
                 .run_of(self.id)
                 .filter(|r| r.last_seq.is_some())
                 .map(|r| r.state.clone())
@@ -319,8 +330,8 @@ impl Subscription {
         let seq = if self.cell.ended.borrow().is_some() {
             self.cell.last_seq.get()
         } else {
-            let core = self.inner.core();
-            core.registry().run_of(self.id).and_then(|r| r.last_seq)
+            let machine = self.inner.machine();
+            machine.registry().run_of(self.id).and_then(|r| r.last_seq)
         };
         seq.map(|s| s as f64)
     }

@@ -85,11 +85,8 @@ impl SseParser {
         let Ok(line) = core::str::from_utf8(line) else {
             return None;
         };
-        let (field, value) = match line.find(':') {
-            Some(i) => {
-                let v = &line[i + 1..];
-                (&line[..i], v.strip_prefix(' ').unwrap_or(v))
-            }
+        let (field, value) = match line.split_once(':') {
+            Some((field, v)) => (field, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
         match field {

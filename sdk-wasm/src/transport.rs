@@ -1,4 +1,5 @@
-//! The two transports, as the driver sees them: open, send a frame, drop to close.
+//! The two transports, as the driver sees them: open, send a frame, drop to close. What they
+//! receive goes to a [`Sink`], the only thing they know of the client.
 //!
 //! - WebSocket: one socket for every run; frames as JSON text.
 //! - SSE: one `fetch` stream of `/v1/runs/{run}/events` per run. `subscribe` opens a stream,
@@ -20,8 +21,7 @@ use web_sys::{
 };
 
 use crate::callback::Held;
-use crate::core::Input;
-use crate::driver::{Inner, dispatch, dispatch_frame};
+use crate::machine::Input;
 use crate::sse::{SseItem, SseParser};
 use crate::url::RelayUrl;
 
@@ -32,16 +32,31 @@ extern "C" {
     fn global_fetch(request: &Request) -> js_sys::Promise;
 }
 
+/// Where a transport delivers what it receives: the client. Transports hold it weakly, so that a
+/// socket or a stream never keeps a freed client alive, and each delivery first checks that the
+/// client is still there.
+pub trait Sink: 'static {
+    /// Feeds `input` to the client's state machine.
+    fn input(self: Rc<Self>, input: Input<'_>);
+    /// Feeds a text frame (a JS string) to the client.
+    fn frame(self: Rc<Self>, text: &JsValue);
+}
+
+/// The client behind `sink`, unless it is gone or `live` says the transport was dropped.
+fn client<S: Sink>(sink: &Weak<S>, live: &Cell<bool>) -> Option<Rc<S>> {
+    sink.upgrade().filter(|_| live.get())
+}
+
 /// The connection in use.
 #[derive(Debug)]
-pub enum Transport {
+pub enum Transport<S: Sink> {
     /// A WebSocket.
     WebSocket(WsTransport),
     /// SSE streams.
-    Sse(SseTransport),
+    Sse(SseTransport<S>),
 }
 
-impl Transport {
+impl<S: Sink> Transport<S> {
     /// Sends a frame (for SSE: acts on it).
     pub fn send(&mut self, frame: ClientFrame) {
         match self {
@@ -63,16 +78,16 @@ pub struct WsTransport {
 }
 
 impl WsTransport {
-    /// Opens a socket to `url`; events go to `inner`.
-    pub fn open(url: &str, inner: Weak<Inner>) -> Result<Self, JsValue> {
+    /// Opens a socket to `url`; what it receives goes to `sink`.
+    pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
         let ws = WebSocket::new(url)?;
-        let weak = inner.clone();
+        let weak = sink.clone();
         let on_open = Held::new(Closure::<dyn FnMut()>::new(move || {
-            if let Some(inner) = weak.upgrade() {
-                dispatch(&inner, Input::Opened);
+            if let Some(client) = weak.upgrade() {
+                client.input(Input::Opened);
             }
         }));
-        let weak = inner.clone();
+        let weak = sink.clone();
         let live = Rc::new(Cell::new(true));
         let live_here = live.clone();
         let on_message = Held::new(Closure::<dyn FnMut(MessageEvent)>::new(
@@ -85,25 +100,22 @@ impl WsTransport {
                 let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
                 for line in lines.iter() {
                     // An app callback may have closed the client or dropped this connection.
-                    let Some(inner) = weak.upgrade().filter(|_| live_here.get()) else {
+                    let Some(client) = client(&weak, &live_here) else {
                         return;
                     };
-                    dispatch_frame(&inner, &line);
+                    client.frame(&line);
                 }
             },
         ));
-        let weak = inner;
+        let weak = sink;
         let on_close = Held::new(Closure::<dyn FnMut(CloseEvent)>::new(
             move |e: CloseEvent| {
-                if let Some(inner) = weak.upgrade() {
+                if let Some(client) = weak.upgrade() {
                     let reason = e.reason();
-                    dispatch(
-                        &inner,
-                        Input::Closed {
-                            code: e.code(),
-                            reason: &reason,
-                        },
-                    );
+                    client.input(Input::Closed {
+                        code: e.code(),
+                        reason: &reason,
+                    });
                 }
             },
         ));
@@ -141,11 +153,11 @@ impl Drop for WsTransport {
 
 /// SSE streams, one per run.
 #[derive(Debug)]
-pub struct SseTransport {
+pub struct SseTransport<S: Sink> {
     url: Rc<RelayUrl>,
     token: Option<String>,
     streams: Vec<(String, Stream)>,
-    inner: Weak<Inner>,
+    sink: Weak<S>,
 }
 
 /// A running stream; dropping it aborts the request and silences its task.
@@ -164,14 +176,14 @@ impl Drop for Stream {
     }
 }
 
-impl SseTransport {
+impl<S: Sink> SseTransport<S> {
     /// A transport with no stream yet.
-    pub fn new(url: Rc<RelayUrl>, inner: Weak<Inner>) -> Self {
+    pub fn new(url: Rc<RelayUrl>, sink: Weak<S>) -> Self {
         Self {
             url,
             token: None,
             streams: Vec::new(),
-            inner,
+            sink,
         }
     }
 
@@ -199,14 +211,14 @@ impl SseTransport {
         let live = Rc::new(Cell::new(true));
         let abort = AbortController::new().ok();
         let signal = abort.as_ref().map(AbortController::signal);
-        let weak = self.inner.clone();
+        let weak = self.sink.clone();
         let task_live = live.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let end = read_stream(&url, &token, signal.as_ref(), &weak, &task_live).await;
             if !task_live.get() {
                 return;
             }
-            let Some(inner) = weak.upgrade() else { return };
+            let Some(client) = weak.upgrade() else { return };
             let input = match end {
                 StreamEnd::Eof => Input::StreamEnded {
                     run: &run,
@@ -219,7 +231,7 @@ impl SseTransport {
                 StreamEnd::Forbidden => Input::StreamForbidden { run: &run },
                 StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
             };
-            dispatch(&inner, input);
+            client.input(input);
         });
         Stream { abort, live }
     }
@@ -236,19 +248,19 @@ enum StreamEnd {
     Closed(u16),
 }
 
-async fn read_stream(
+async fn read_stream<S: Sink>(
     url: &str,
     token: &str,
     signal: Option<&web_sys::AbortSignal>,
-    weak: &Weak<Inner>,
+    weak: &Weak<S>,
     live: &Rc<Cell<bool>>,
 ) -> StreamEnd {
     let Ok(response) = fetch_events(url, token, signal).await else {
         return StreamEnd::Closed(1006);
     };
-    let opened = |weak: &Weak<Inner>| {
-        if let Some(inner) = weak.upgrade().filter(|_| live.get()) {
-            dispatch(&inner, Input::Opened);
+    let opened = |weak: &Weak<S>| {
+        if let Some(client) = client(weak, live) {
+            client.input(Input::Opened);
         }
     };
     match response.status() {
@@ -290,11 +302,11 @@ async fn read_stream(
             Err(_) => return StreamEnd::Closed(1006),
         };
         for item in items {
-            let Some(inner) = weak.upgrade().filter(|_| live.get()) else {
+            let Some(client) = client(weak, live) else {
                 return StreamEnd::Eof;
             };
             match item {
-                SseItem::Comment => dispatch(&inner, Input::Alive),
+                SseItem::Comment => client.input(Input::Alive),
                 SseItem::Message { event, data } if event == "close" => {
                     // The relay is going away: {"type":"close","code":1012,...}
                     let code = crate::js::parse(&JsValue::from_str(&data))
@@ -307,7 +319,7 @@ async fn read_stream(
                 }
                 SseItem::Message { data, .. } => {
                     any_frame = true;
-                    dispatch_frame(&inner, &JsValue::from_str(&data));
+                    client.frame(&JsValue::from_str(&data));
                 }
             }
         }

@@ -62,8 +62,10 @@ impl RelayUrl {
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
+    // `get`, not indexing: no slicing panic ships in the `.wasm`.
     head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+        .then(|| s.get(prefix.len()..))
+        .flatten()
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.

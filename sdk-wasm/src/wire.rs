@@ -1,13 +1,11 @@
 //! Frames as the state machine sees them, decoded from whichever representation the transport
 //! has: JS objects from `JSON.parse` in the browser (see `js.rs`; no JSON parser ships in the
-//! `.wasm`), or JSON text with `serde_json` in native tests. Both follow the same rules, those of
-//! `docs/protocol.md` for clients: unknown frame types are ignored, unknown error codes reported
-//! as they are, and an unknown `unsubscribed` reason ends the subscription all the same.
+//! `.wasm`), or JSON text with `serde_json` in native tests, by one set of rules (`decode.rs`):
+//! those of `docs/protocol.md` for clients.
 
-use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::string::ToString;
-use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState, ServerFrame};
+use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState};
 use serde_json::Value;
 
 /// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
@@ -124,83 +122,11 @@ pub struct EventFrame {
     pub typed: Result<RunEvent, String>,
 }
 
-/// Decodes JSON text with `serde_json` (native builds and tests; the browser uses `JSON.parse`
-/// and [`crate::js::decode_frame`], which follows the same rules).
+/// Decodes JSON text with `serde_json`, by the rules of [`crate::decode`] (native builds and
+/// tests; the browser parses with `JSON.parse` and reads the same way, see `js.rs`).
 pub fn decode_json(text: &str) -> Result<Frame, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let Value::Object(f) = &value else {
-        return Err("frame is not a JSON object".to_owned());
-    };
-    let string = |key: &str| {
-        f.get(key)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| [key, " must be a string"].concat())
-    };
-    match f.get("type").and_then(Value::as_str) {
-        None => return Err("type must be a string".to_owned()),
-        Some("unsubscribed") => {
-            return Ok(Frame::Unsubscribed {
-                run: string("run")?,
-                reason: Ended::parse(&string("reason")?),
-            });
-        }
-        Some("error") => {
-            return Ok(Frame::Error {
-                code: string("code")?,
-                message: string("message").unwrap_or_default(),
-                run: match f.get("run") {
-                    None | Some(Value::Null) => None,
-                    Some(_) => Some(string("run")?),
-                },
-            });
-        }
-        Some("welcome" | "subscribed" | "reset" | "event" | "pong") => {}
-        Some(_) => return Ok(Frame::Other),
-    }
-    let frame: ServerFrame = serde_json::from_value(value).map_err(|e| e.to_string())?;
-    Ok(match frame {
-        ServerFrame::Welcome {
-            heartbeat_ms,
-            expires_at,
-            ..
-        } => Frame::Welcome {
-            heartbeat_ms,
-            expires_at,
-        },
-        ServerFrame::Subscribed {
-            run,
-            seq,
-            state,
-            epoch,
-        } => Frame::Subscribed {
-            run,
-            seq,
-            state,
-            epoch,
-        },
-        ServerFrame::Reset {
-            run,
-            seq,
-            state,
-            epoch,
-        } => Frame::Reset {
-            run,
-            seq,
-            state,
-            epoch,
-        },
-        ServerFrame::Event(env) => Frame::Event(EventFrame {
-            typed: env.typed().map_err(|e| e.to_string()),
-            run: env.run,
-            seq: env.seq,
-            name: env.event,
-            ts: env.ts,
-        }),
-        ServerFrame::Pong { .. } => Frame::Pong,
-        // Decoded above.
-        ServerFrame::Unsubscribed { .. } | ServerFrame::Error { .. } => Frame::Other,
-    })
+    crate::decode::frame(&value)
 }
 
 /// The JSON text of a client frame, written by hand so that no JSON serializer ships in the

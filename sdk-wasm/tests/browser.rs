@@ -8,9 +8,9 @@ use std::rc::Rc;
 
 use js_sys::{Function, Object, Reflect};
 use runwire_protocol::{RunEvent, RunState};
-use runwire_sdk::core::{Config, Core, Input, TransportMode};
 use runwire_sdk::driver::{Inner, SubCallbacks, TokenSource, dispatch, dispatch_frame};
 use runwire_sdk::js;
+use runwire_sdk::machine::{Config, Input, Machine, TransportMode};
 use runwire_sdk::url::RelayUrl;
 use runwire_sdk::{RunwireClient, live_callbacks};
 use serde_json::{Value, json};
@@ -25,60 +25,18 @@ fn to_js(v: &Value) -> JsValue {
 
 #[wasm_bindgen_test]
 fn js_decoder_agrees_with_the_protocol_on_event_data() {
-    let cases: Vec<(&str, Value)> = vec![
-        ("run.started", json!({})),
-        ("run.started", json!(null)),
-        ("run.started", json!({"workflow":"w","node_count":3})),
-        ("run.started", json!({"workflow":7})),
-        ("run.started", json!({"node_count":-1})),
-        ("run.started", json!({"node_count":1.5})),
-        ("run.started", json!([1])),
-        ("run.started", json!("text")),
-        ("run.progress", json!({"progress":50})),
-        ("run.progress", json!({"progress":100,"current_node":"n"})),
-        ("run.progress", json!({"progress":101})),
-        ("run.progress", json!({"progress":-0.5})),
-        ("run.progress", json!({})),
-        (
-            "run.completed",
-            json!({"total_duration_ms":9,"node_count":2,"result":{"a":[1,"x",null,true,2.5]}}),
-        ),
-        ("run.completed", json!({"result":null})),
-        ("run.failed", json!({"error":"boom","node_key":"n"})),
-        ("run.failed", json!({"node_key":"n"})),
-        ("run.cancelled", json!({"reason":"user"})),
-        ("run.cancelled", json!({"reason":false})),
-        ("node.started", json!({"node_key":"a","extra":{"x":1}})),
-        ("node.started", json!({"node_key":""})),
-        ("node.started", json!({"node_key":"k".repeat(257)})),
-        ("node.started", json!({})),
-        ("node.progress", json!({"node_key":"a","progress":12.5})),
-        ("node.progress", json!({"node_key":"a"})),
-        (
-            "node.completed",
-            json!({"node_key":"a","duration_ms":4,"output_summary":{"rows":3}}),
-        ),
-        ("node.completed", json!({"node_key":"a","duration_ms":"4"})),
-        ("node.failed", json!({"node_key":"a","error":"e"})),
-        ("node.failed", json!({"node_key":"a"})),
-        ("log", json!({"level":"info","message":"m"})),
-        ("log", json!({"level":"warn","message":"m","node_key":"n"})),
-        ("log", json!({"level":"loud","message":"m"})),
-        ("log", json!({"message":"m"})),
-        ("log", json!({"level":"error"})),
-        ("custom.thing", json!([1, 2])),
-        ("custom:thing-2", json!({"any":"thing"})),
-        ("Bad", json!({})),
-        ("", json!({})),
-    ];
-    for (name, data) in cases {
-        let want = RunEvent::parse(name, &data).map(|mut e| {
+    // The table the native tests of `decode.rs` read too.
+    let cases: Vec<(String, Value)> =
+        serde_json::from_str(include_str!("event-data-cases.json")).unwrap();
+    for (name, data) in &cases {
+        let name = name.as_str();
+        let want = RunEvent::parse(name, data).map(|mut e| {
             if let RunEvent::Log(l) = &mut e {
                 l.metadata = None; // not decoded for the fold
             }
             e
         });
-        let got = js::typed_event(name, &to_js(&data)).map(|mut e| {
+        let got = js::typed_event(name, &to_js(data)).map(|mut e| {
             match &mut e {
                 RunEvent::RunCompleted(c) => c.result = c.result.take().map(opaque),
                 RunEvent::NodeCompleted(c) => {
@@ -238,6 +196,19 @@ fn frames_decode_from_js_objects() {
     }
 }
 
+/// A snapshot whose node list holds something other than objects reads those as pending nodes,
+/// as natively, instead of throwing out of the `.wasm`.
+#[wasm_bindgen_test]
+fn a_node_that_is_not_an_object_reads_as_natively() {
+    let state = json!({"status":"running","nodes":[null, 3, {"key":"a","status":"failed"}]});
+    let got = js::state_from_js(&to_js(&state)).unwrap();
+    assert_eq!(
+        Ok(got),
+        runwire_sdk::decode::state(&state),
+        "the same rules read JS and serde_json values"
+    );
+}
+
 /// Frames of a newer relay decode in the browser as they do natively (`wire::decode_json`): an
 /// unknown `unsubscribed` reason ends the subscription, an unknown error code is kept, an unknown
 /// frame type is ignored.
@@ -309,7 +280,7 @@ fn options_are_checked() {
 /// A client driven by hand to `open` with `run` subscribed (snapshot at seq 0), without a relay:
 /// its socket goes to a port nobody listens on and only fails after the synchronous test is done.
 fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
-    let core = Core::new(
+    let machine = Machine::new(
         Config {
             transport: TransportMode::WebSocket,
             ..Config::default()
@@ -317,7 +288,7 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
         1,
     );
     let url = RelayUrl::parse("ws://127.0.0.1:9/v1/ws").unwrap();
-    let inner = Inner::new(core, url, TokenSource::Fixed("t".into()), None);
+    let inner = Inner::new(machine, url, TokenSource::Fixed("t".into()), None);
     let wants_state = callbacks.on_state.is_some();
     let (id, _) = inner.add_sub(callbacks);
     dispatch(
@@ -350,7 +321,10 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
             json!({"type":"subscribed","run":run,"seq":0,"state":{"seq":0,"status":"pending","progress":0.0,"nodes":[],"log_count":0,"warning_count":0,"error_count":0},"epoch":"e"}),
         ),
     );
-    assert_eq!(inner.core().state(), runwire_sdk::core::ConnState::Open);
+    assert_eq!(
+        inner.machine().state(),
+        runwire_sdk::machine::ConnState::Open
+    );
     inner
 }
 
@@ -395,7 +369,10 @@ fn closing_from_inside_a_callback_is_safe() {
     dispatch_frame(&inner, &log_frame("r", 2));
     assert_eq!(seen.get(), 1, "nothing after close");
     assert_eq!(ends.get(), 1);
-    assert_eq!(inner.core().state(), runwire_sdk::core::ConnState::Closed);
+    assert_eq!(
+        inner.machine().state(),
+        runwire_sdk::machine::ConnState::Closed
+    );
     assert_eq!(
         live_callbacks(),
         0,

@@ -11,7 +11,9 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use runwire_protocol::{ClientFrame, CloseCode, EndReason, Reconnect, RunState, RunStatus};
+use runwire_protocol::{
+    ClientFrame, CloseCode, EndReason, ErrorCode, Reconnect, RunState, RunStatus,
+};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::registry::{Check, Listener, Phase, Registry, SubId};
@@ -24,6 +26,11 @@ pub const ATTEMPT_TIMEOUT_MS: u32 = 10_000;
 pub const LINGER_MS: u32 = 1_500;
 /// The relay's default SSE heartbeat (`: hb` comments); SSE streams announce no interval.
 pub const SSE_HEARTBEAT_MS: u32 = 15_000;
+// The relay's error codes the client acts on (any other is reported and otherwise ignored).
+const TOO_MANY_SUBSCRIPTIONS: &str = ErrorCode::TooManySubscriptions.as_str();
+const BROKER_UNAVAILABLE: &str = ErrorCode::BrokerUnavailable.as_str();
+const AUTH_FAILED: &str = ErrorCode::AuthFailed.as_str();
+
 /// WebSocket attempts that must fail before `transport: "auto"` tries SSE.
 pub const WS_FAILURES_BEFORE_SSE: u32 = 2;
 
@@ -234,7 +241,7 @@ pub enum Effect {
         reason: TokenReason,
         /// The run of a subscription's own provider, and that app subscription; `None`: the
         /// client's provider, for the runs that rely on the connection's token
-        /// ([`Core::connection_runs`]).
+        /// ([`Machine::connection_runs`]).
         own: Option<(String, SubId)>,
     },
     /// Open a connection of this kind (dropping any previous one).
@@ -305,7 +312,7 @@ enum Purpose {
 
 /// The client state machine.
 #[derive(Debug)]
-pub struct Core {
+pub struct Machine {
     cfg: Config,
     state: ConnState,
     phase: ConnPhase,
@@ -338,7 +345,7 @@ pub struct Core {
     out: Vec<Effect>,
 }
 
-impl Core {
+impl Machine {
     /// A client in state `closed`, nothing subscribed.
     pub fn new(cfg: Config, seed: u64) -> Self {
         Self {
@@ -840,7 +847,7 @@ impl Core {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                self.report("bad_frame", e, None, None);
+                self.report(ErrorCode::BadFrame.as_str(), e, None, None);
                 return;
             }
         };
@@ -905,19 +912,20 @@ impl Core {
                 }
             }
             Frame::Error { code, message, run } => {
-                let refused = (code == "too_many_subscriptions")
+                let refused = (code == TOO_MANY_SUBSCRIPTIONS)
                     .then(|| run.clone())
                     .flatten();
                 self.report(&code, message, run, None);
                 match code.as_str() {
-                    "broker_unavailable" => {
-                        self.failed(1011, "relay broker unavailable".to_owned())
-                    }
-                    "auth_failed" if self.phase == ConnPhase::Open => {
+                    BROKER_UNAVAILABLE => self.failed(
+                        CloseCode::InternalError.code(),
+                        "relay broker unavailable".to_owned(),
+                    ),
+                    AUTH_FAILED if self.phase == ConnPhase::Open => {
                         // The refreshed token was refused; the old one holds until it expires.
                         self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
                     }
-                    "too_many_subscriptions" => {
+                    TOO_MANY_SUBSCRIPTIONS => {
                         // Wait for a slot: the subscription stays, and is asked for again when
                         // another one on this connection ends.
                         if let Some(r) = refused.and_then(|run| self.registry.run_mut(&run)) {
@@ -1222,5 +1230,5 @@ fn ended_at(r: &crate::registry::RunSub) -> (Option<u64>, Option<Rc<RunState>>) 
 }
 
 #[cfg(test)]
-#[path = "core_tests.rs"]
+#[path = "machine_tests.rs"]
 mod tests;

@@ -12,9 +12,9 @@ use crate::wire::{Ended, Frame};
 
 const T0: f64 = 1_800_000_000_000.0;
 
-/// Runs a [`Core`]'s effects and records what the app and the relay would see.
+/// Runs a [`Machine`]'s effects and records what the app and the relay would see.
 struct Harness {
-    core: Core,
+    machine: Machine,
     now: f64,
     timers: BTreeMap<Timer, f64>,
     connected: Option<Kind>,
@@ -37,7 +37,7 @@ struct Harness {
 impl Harness {
     fn new(cfg: Config) -> Self {
         Self {
-            core: Core::new(cfg, 7),
+            machine: Machine::new(cfg, 7),
             now: T0,
             timers: BTreeMap::new(),
             connected: None,
@@ -59,14 +59,14 @@ impl Harness {
         if let Input::Frame(Ok(Frame::Event(e))) = &input {
             self.current_seq = e.seq;
         }
-        for effect in self.core.handle(input, self.now) {
+        for effect in self.machine.handle(input, self.now) {
             match effect {
                 Effect::FetchToken { req, reason, own } => {
                     let (runs, sub) = match own {
                         Some((run, sub)) => (std::vec![run], Some(sub)),
                         None => {
                             self.token_req = Some(req);
-                            let runs = self.core.connection_runs().map(str::to_owned).collect();
+                            let runs = self.machine.connection_runs().map(str::to_owned).collect();
                             (runs, None)
                         }
                     };
@@ -153,7 +153,7 @@ impl Harness {
             })
         );
         self.welcome(25_000, 600);
-        assert_eq!(self.core.state(), ConnState::Open);
+        assert_eq!(self.machine.state(), ConnState::Open);
     }
 
     fn subscribed(&mut self, run: &str, seq: u64, epoch: &str) {
@@ -235,7 +235,7 @@ fn ws_cfg() -> Config {
 #[test]
 fn connects_lazily_and_authenticates_with_a_frame() {
     let mut h = Harness::new(ws_cfg());
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     assert!(h.connects.is_empty());
     h.subscribe(1, "r1");
     assert_eq!(h.state_names(), ["closed>connecting"]);
@@ -259,7 +259,7 @@ fn connects_lazily_and_authenticates_with_a_frame() {
     h.log("r1", 4);
     h.log("r1", 5);
     assert_eq!(h.seqs(1), [4, 5]);
-    assert_eq!(h.core.registry().run_of(1).unwrap().last_seq, Some(5));
+    assert_eq!(h.machine.registry().run_of(1).unwrap().last_seq, Some(5));
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn resumes_after_a_drop_with_since_and_epoch_and_delivers_each_event_once() {
         code: 1006,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     assert!(h.connected.is_none());
     let waited = h.fire(Timer::Backoff);
     assert!((500.0..=1000.0).contains(&waited), "{waited}");
@@ -531,7 +531,7 @@ fn forbidden_close_is_final() {
         code: 4003,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.states.last().unwrap().2, "forbidden");
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
     assert!(h.timers.is_empty());
@@ -548,7 +548,7 @@ fn bad_token_is_final_only_after_a_fresh_one_fails() {
         code: 4002,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     h.fire(Timer::Backoff);
     h.give_token("fresh");
     h.input(Input::Opened);
@@ -556,7 +556,7 @@ fn bad_token_is_final_only_after_a_fresh_one_fails() {
         code: 4002,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
     assert!(h.timers.is_empty());
 
@@ -574,7 +574,7 @@ fn bad_token_is_final_only_after_a_fresh_one_fails() {
         code: 4001,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
 }
 
 #[test]
@@ -590,7 +590,7 @@ fn a_static_token_cannot_be_refreshed_so_a_token_close_is_final() {
         code: 4001,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
 }
 
 #[test]
@@ -615,7 +615,7 @@ fn gives_up_after_max_attempts_and_backoff_grows() {
             reason: "",
         });
     }
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.states.last().unwrap().2, "max reconnect attempts");
     assert!(h.timers.is_empty());
     assert!(waits[0] >= 100.0 && waits[0] <= 200.0, "{waits:?}");
@@ -624,7 +624,7 @@ fn gives_up_after_max_attempts_and_backoff_grows() {
     assert!(h.ends.is_empty(), "subscriptions stay for a later retry");
     // Going online starts over.
     h.input(Input::Online);
-    assert_eq!(h.core.state(), ConnState::Connecting);
+    assert_eq!(h.machine.state(), ConnState::Connecting);
     h.connect_ws();
     assert_eq!(h.last_subscribe().0, "r1");
 }
@@ -636,7 +636,7 @@ fn attempts_time_out() {
     // The token provider never answers.
     let waited = h.fire(Timer::Attempt);
     assert_eq!(waited, f64::from(ATTEMPT_TIMEOUT_MS));
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     let req = h.token_req.take().unwrap();
     h.input(Input::Token {
         req,
@@ -662,12 +662,12 @@ fn silent_connection_is_pinged_then_declared_dead() {
     // A pong saves it.
     h.frame(json!({"type":"pong"}));
     h.fire(Timer::Liveness);
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
     h.fire(Timer::Liveness);
     assert_eq!(h.sent.last(), Some(&ClientFrame::Ping { id: None }));
     let grace = h.fire(Timer::Liveness);
     assert_eq!(grace, 1_000.0);
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     assert_eq!(h.states.last().unwrap().2, "heartbeat timeout");
     assert!(h.connected.is_none());
 }
@@ -736,7 +736,7 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
     }
     h.give_token("tok");
     assert_eq!(h.connected, Some(Kind::Sse));
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     // SSE subscribes right away: opening a stream is how it connects.
     assert_eq!(
         h.sent[h.sent.len() - 2..],
@@ -754,8 +754,8 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
         ]
     );
     h.input(Input::Opened);
-    assert_eq!(h.core.state(), ConnState::Open);
-    assert_eq!(h.core.transport(), Some(Kind::Sse));
+    assert_eq!(h.machine.state(), ConnState::Open);
+    assert_eq!(h.machine.transport(), Some(Kind::Sse));
     h.subscribed("r1", 0, "e1");
     h.log("r1", 1);
     // A dropped SSE connection comes back as SSE and resumes.
@@ -826,7 +826,7 @@ fn bad_input_is_reported_and_the_stream_goes_on() {
     assert_eq!(h.errors[3].seq, Some(1));
     assert_eq!(h.errors[3].run.as_deref(), Some("r1"));
     assert_eq!(h.seqs(1), [2, 3], "the bad event is skipped, not a gap");
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
     let last = &h.run_states.last().unwrap().1;
     assert_eq!(last["nodes"][0]["status"], "failed");
     assert_eq!(last["seq"], 3);
@@ -849,7 +849,7 @@ fn close_ends_everything_for_good() {
     assert!(h.timers.is_empty());
     h.subscribe(3, "r3");
     assert!(h.connected.is_none() && h.token_req.is_none());
-    assert!(h.core.is_shut());
+    assert!(h.machine.is_shut());
 }
 
 #[test]
@@ -877,7 +877,7 @@ fn reconnect_drops_the_connection_and_resumes_at_once() {
     });
     // Nothing subscribed: nothing to do.
     h.input(Input::Reconnect);
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     assert!(h.token_req.is_none());
 
     h.subscribe(1, "r1");
@@ -918,7 +918,7 @@ fn reconnect_drops_the_connection_and_resumes_at_once() {
     assert!(!h.timers.contains_key(&Timer::Backoff));
     assert!(h.token_req.is_some());
     h.connect_ws();
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
 }
 
 #[test]
@@ -933,11 +933,11 @@ fn reconnect_starts_again_after_giving_up() {
         code: 1006,
         reason: "",
     });
-    assert_eq!(h.core.state(), ConnState::Closed);
+    assert_eq!(h.machine.state(), ConnState::Closed);
     h.input(Input::Reconnect);
-    assert_eq!(h.core.state(), ConnState::Connecting);
+    assert_eq!(h.machine.state(), ConnState::Connecting);
     h.connect_ws();
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
     assert_eq!(h.last_subscribe().0, "r1");
 }
 
@@ -1138,7 +1138,7 @@ fn a_run_refused_on_the_connection_token_gets_a_fresh_one_in_place() {
     );
     h.forbidden("r2");
     assert_eq!(h.ends, [(2, EndReason::Forbidden)]);
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
     assert_eq!(h.connects.len(), 1);
 
     // A fixed token cannot get any fresher: refused is final at once.
@@ -1165,7 +1165,7 @@ fn a_failing_provider_of_a_refused_run_ends_it() {
     });
     assert_eq!(h.errors.last().unwrap().code, "token_provider");
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
 }
 
 #[test]
@@ -1191,7 +1191,7 @@ fn frames_of_a_newer_relay_are_accepted() {
     h.log("r2", 1);
     assert_eq!(h.seqs(2), [1]);
     assert!(h.ends.is_empty());
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
 }
 
 #[test]
@@ -1200,7 +1200,7 @@ fn going_offline_marks_the_connection_reconnecting_at_once() {
     h.subscribe(1, "r1");
     h.connect_ws();
     h.input(Input::Offline);
-    assert_eq!(h.core.state(), ConnState::Reconnecting);
+    assert_eq!(h.machine.state(), ConnState::Reconnecting);
     assert_eq!(h.states.last().unwrap().2, "offline");
     assert!(h.connected.is_none());
     assert!(h.timers.contains_key(&Timer::Backoff));
@@ -1208,5 +1208,64 @@ fn going_offline_marks_the_connection_reconnecting_at_once() {
     h.input(Input::Online);
     assert!(!h.timers.contains_key(&Timer::Backoff));
     h.connect_ws();
-    assert_eq!(h.core.state(), ConnState::Open);
+    assert_eq!(h.machine.state(), ConnState::Open);
+}
+
+/// Each close code of the protocol's table (the one `docs/protocol.md` prints) leads to its
+/// reconnect policy: `Never` stops at once, `WithFreshToken` reconnects at once with a fresh token
+/// and stops if that one is refused too, `Immediately` reconnects within the shortest delay every
+/// time, `Backoff` waits longer and longer.
+#[test]
+fn every_close_code_of_the_table_follows_its_policy() {
+    let min = 200;
+    for code in CloseCode::ALL {
+        let mut h = Harness::new(Config {
+            backoff: Backoff::new(min, 60_000),
+            ..ws_cfg()
+        });
+        h.subscribe(1, "r1");
+        h.connect_ws();
+        let close = |h: &mut Harness| {
+            h.input(Input::Closed {
+                code: code.code(),
+                reason: "",
+            })
+        };
+        close(&mut h);
+        let what = format!("{} ({:?})", code.code(), code.reconnect());
+        match code.reconnect() {
+            Reconnect::Never => {
+                assert_eq!(h.machine.state(), ConnState::Closed, "{what}");
+                assert!(!h.timers.contains_key(&Timer::Backoff), "{what}");
+                let forbidden = code == CloseCode::Forbidden;
+                assert_eq!(h.ends.len(), usize::from(forbidden), "{what}");
+            }
+            Reconnect::WithFreshToken => {
+                assert_eq!(h.machine.state(), ConnState::Reconnecting, "{what}");
+                assert_eq!(h.fire(Timer::Backoff), 0.0, "{what}");
+                h.give_token("fresh");
+                h.input(Input::Opened);
+                close(&mut h);
+                assert_eq!(h.machine.state(), ConnState::Closed, "{what}");
+                assert_eq!(h.ends, [(1, EndReason::Forbidden)], "{what}");
+            }
+            Reconnect::Immediately | Reconnect::Backoff => {
+                let mut longest = 0.0_f64;
+                for _ in 0..8 {
+                    assert_eq!(h.machine.state(), ConnState::Reconnecting, "{what}");
+                    longest = longest.max(h.fire(Timer::Backoff));
+                    h.give_token("tok");
+                    h.input(Input::Opened);
+                    close(&mut h);
+                }
+                let immediately = code.reconnect() == Reconnect::Immediately;
+                assert_eq!(
+                    longest <= f64::from(min),
+                    immediately,
+                    "{what}: {longest} ms"
+                );
+                assert!(h.ends.is_empty(), "{what}");
+            }
+        }
+    }
 }

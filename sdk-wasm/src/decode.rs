@@ -1,0 +1,686 @@
+//! The rules by which the client reads the relay's frames, over any parsed JSON: the browser's
+//! `JSON.parse` objects (`js.rs`, the production path: no JSON parser ships in the `.wasm`) and
+//! `serde_json` values (native tests, through [`crate::wire::decode_json`]). One set of rules, so
+//! the native tests exercise what browsers run.
+//!
+//! They are those of `docs/protocol.md` for clients: unknown frame types are ignored, unknown
+//! error codes reported as they are, an unknown `unsubscribed` reason ends the subscription all
+//! the same, and event data is checked against its name's shape as
+//! `runwire_protocol::RunEvent::parse` checks it (compared on a table in the tests below and in the
+//! browser suite), any other well-formed name being carried through.
+
+use alloc::borrow::ToOwned;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use runwire_protocol::event::{
+    KNOWN_EVENTS, LogLevel, MAX_NODE_KEY_LEN, NodeCompleted, NodeFailed, NodeProgress, NodeSkipped,
+    NodeStarted, RunCancelled, RunCompleted, RunFailed, RunProgress, RunStarted,
+};
+use runwire_protocol::state::MAX_NODES;
+use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name};
+use serde_json::Value;
+
+use crate::wire::{Ended, EventFrame, Frame};
+
+/// The property names read (and, in `js.rs`, written). A variant's index is its key in the JS key
+/// table, so the names live once in JS and the `.wasm` holds no string for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+#[allow(missing_docs)] // each variant is the property of the same name in snake_case
+pub enum Field {
+    Type,
+    Run,
+    Seq,
+    Event,
+    Ts,
+    Data,
+    State,
+    Epoch,
+    Reason,
+    Code,
+    Message,
+    HeartbeatMs,
+    ExpiresAt,
+    Workflow,
+    NodeCount,
+    Progress,
+    CurrentNode,
+    TotalDurationMs,
+    Result,
+    Error,
+    NodeKey,
+    DurationMs,
+    OutputSummary,
+    Level,
+    Status,
+    Nodes,
+    NodesTruncated,
+    Key,
+    StartedAt,
+    FinishedAt,
+    FailedNode,
+    CancelReason,
+    LogCount,
+    WarningCount,
+    ErrorCount,
+}
+
+impl Field {
+    /// Every field, in key order.
+    pub const ALL: [Field; 35] = [
+        Self::Type,
+        Self::Run,
+        Self::Seq,
+        Self::Event,
+        Self::Ts,
+        Self::Data,
+        Self::State,
+        Self::Epoch,
+        Self::Reason,
+        Self::Code,
+        Self::Message,
+        Self::HeartbeatMs,
+        Self::ExpiresAt,
+        Self::Workflow,
+        Self::NodeCount,
+        Self::Progress,
+        Self::CurrentNode,
+        Self::TotalDurationMs,
+        Self::Result,
+        Self::Error,
+        Self::NodeKey,
+        Self::DurationMs,
+        Self::OutputSummary,
+        Self::Level,
+        Self::Status,
+        Self::Nodes,
+        Self::NodesTruncated,
+        Self::Key,
+        Self::StartedAt,
+        Self::FinishedAt,
+        Self::FailedNode,
+        Self::CancelReason,
+        Self::LogCount,
+        Self::WarningCount,
+        Self::ErrorCount,
+    ];
+
+    /// The property name. Only native code uses it: the `.wasm` reads properties by index.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Type => "type",
+            Self::Run => "run",
+            Self::Seq => "seq",
+            Self::Event => "event",
+            Self::Ts => "ts",
+            Self::Data => "data",
+            Self::State => "state",
+            Self::Epoch => "epoch",
+            Self::Reason => "reason",
+            Self::Code => "code",
+            Self::Message => "message",
+            Self::HeartbeatMs => "heartbeat_ms",
+            Self::ExpiresAt => "expires_at",
+            Self::Workflow => "workflow",
+            Self::NodeCount => "node_count",
+            Self::Progress => "progress",
+            Self::CurrentNode => "current_node",
+            Self::TotalDurationMs => "total_duration_ms",
+            Self::Result => "result",
+            Self::Error => "error",
+            Self::NodeKey => "node_key",
+            Self::DurationMs => "duration_ms",
+            Self::OutputSummary => "output_summary",
+            Self::Level => "level",
+            Self::Status => "status",
+            Self::Nodes => "nodes",
+            Self::NodesTruncated => "nodes_truncated",
+            Self::Key => "key",
+            Self::StartedAt => "started_at",
+            Self::FinishedAt => "finished_at",
+            Self::FailedNode => "failed_node",
+            Self::CancelReason => "cancel_reason",
+            Self::LogCount => "log_count",
+            Self::WarningCount => "warning_count",
+            Self::ErrorCount => "error_count",
+        }
+    }
+}
+
+/// A parsed JSON value, as much of it as the rules read. JS semantics: a missing property and
+/// `null` are both absent, and [`Json::is_truthy`] is JavaScript's truthiness.
+pub trait Json: Sized {
+    /// Property `k` of an object; absent on anything else.
+    fn field(&self, k: Field) -> Self;
+    /// `undefined` or `null`.
+    fn is_absent(&self) -> bool;
+    /// An object that is not an array.
+    fn is_plain_object(&self) -> bool;
+    /// The string, if this is one.
+    fn as_string(&self) -> Option<String>;
+    /// The number, if this is one.
+    fn as_f64(&self) -> Option<f64>;
+    /// JavaScript's truthiness.
+    fn is_truthy(&self) -> bool;
+    /// The number of items, if this is an array.
+    fn array_len(&self) -> Option<usize>;
+    /// Item `i` of an array.
+    fn item(&self, i: usize) -> Self;
+    /// This value's JSON text: an opaque value (a run's `result`, a node's `output_summary`) is
+    /// kept as text, as the fold holds it without feature `json-values`; `js.rs` parses it back.
+    fn json_text(&self) -> Option<String>;
+}
+
+const U32: f64 = u32::MAX as f64;
+const U64: f64 = 18_446_744_073_709_551_615.0;
+
+fn string<J: Json>(v: J, what: &str) -> Result<String, String> {
+    v.as_string()
+        .ok_or_else(|| [what, " must be a string"].concat())
+}
+
+fn opt_string<J: Json>(v: J, what: &str) -> Result<Option<String>, String> {
+    if v.is_absent() {
+        Ok(None)
+    } else {
+        string(v, what).map(Some)
+    }
+}
+
+/// A non-negative integer no larger than `max`.
+fn uint<J: Json>(v: &J, what: &str, max: f64) -> Result<u64, String> {
+    match v.as_f64() {
+        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
+        _ => Err([what, " must be a non-negative integer"].concat()),
+    }
+}
+
+fn opt_uint<J: Json>(v: J, what: &str, max: f64) -> Result<Option<u64>, String> {
+    if v.is_absent() {
+        Ok(None)
+    } else {
+        uint(&v, what, max).map(Some)
+    }
+}
+
+fn percent<J: Json>(v: J, what: &str) -> Result<f64, String> {
+    match v.as_f64() {
+        Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        Some(_) => Err([what, " must be between 0 and 100"].concat()),
+        None => Err([what, " must be a number"].concat()),
+    }
+}
+
+fn node_key<J: Json>(d: &J) -> Result<String, String> {
+    let key = string(d.field(Field::NodeKey), "node_key")?;
+    if key.is_empty() || key.len() > MAX_NODE_KEY_LEN {
+        return Err("node_key must be 1 to 256 bytes".to_owned());
+    }
+    Ok(key)
+}
+
+/// An opaque JSON value, kept as its JSON text in a `Value::String`: the fold only moves these
+/// values, so they are never turned into a tree inside the `.wasm`.
+fn opt_value<J: Json>(v: J) -> Option<Value> {
+    if v.is_absent() {
+        return None;
+    }
+    v.json_text().map(Value::String)
+}
+
+/// Checks `data` (absent: `{}`) against the shape of event `name` (see `RunEvent::parse`).
+pub fn typed_event<J: Json>(name: &str, data: &J) -> Result<RunEvent, String> {
+    typed_event_inner(name, data).map_err(|e| {
+        if e.starts_with("invalid") {
+            e
+        } else {
+            ["invalid data for ", name, ": ", &e].concat()
+        }
+    })
+}
+
+fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
+    if !is_valid_event_name(name) {
+        return Err(["invalid event name \"", name, "\""].concat());
+    }
+    // Absent data reads as `{}`: every property of it is absent.
+    if KNOWN_EVENTS.contains(&name) && !d.is_absent() && !d.is_plain_object() {
+        return Err(["invalid data for ", name, ": data must be a JSON object"].concat());
+    }
+    let typed = match name {
+        "run.started" => RunEvent::RunStarted(RunStarted {
+            workflow: opt_string(d.field(Field::Workflow), "workflow")?,
+            node_count: opt_uint(d.field(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
+        }),
+        "run.progress" => RunEvent::RunProgress(RunProgress {
+            progress: percent(d.field(Field::Progress), "progress")?,
+            current_node: opt_string(d.field(Field::CurrentNode), "current_node")?,
+        }),
+        "run.completed" => RunEvent::RunCompleted(RunCompleted {
+            total_duration_ms: opt_uint(d.field(Field::TotalDurationMs), "total_duration_ms", U64)?,
+            node_count: opt_uint(d.field(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
+            result: opt_value(d.field(Field::Result)),
+        }),
+        "run.failed" => RunEvent::RunFailed(RunFailed {
+            error: string(d.field(Field::Error), "error")?,
+            node_key: opt_string(d.field(Field::NodeKey), "node_key")?,
+        }),
+        "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
+            reason: opt_string(d.field(Field::Reason), "reason")?,
+        }),
+        "node.started" => RunEvent::NodeStarted(NodeStarted {
+            node_key: node_key(d)?,
+        }),
+        "node.progress" => RunEvent::NodeProgress(NodeProgress {
+            node_key: node_key(d)?,
+            progress: percent(d.field(Field::Progress), "progress")?,
+        }),
+        "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
+            node_key: node_key(d)?,
+            duration_ms: opt_uint(d.field(Field::DurationMs), "duration_ms", U64)?,
+            output_summary: opt_value(d.field(Field::OutputSummary)),
+        }),
+        "node.failed" => RunEvent::NodeFailed(NodeFailed {
+            node_key: node_key(d)?,
+            error: string(d.field(Field::Error), "error")?,
+        }),
+        "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
+            node_key: node_key(d)?,
+            reason: opt_string(d.field(Field::Reason), "reason")?,
+        }),
+        "log" => RunEvent::Log(runwire_protocol::event::Log {
+            level: match d.field(Field::Level).as_string().as_deref() {
+                Some("debug") => LogLevel::Debug,
+                Some("info") => LogLevel::Info,
+                Some("warning" | "warn") => LogLevel::Warning,
+                Some("error") => LogLevel::Error,
+                _ => {
+                    return Err(
+                        "invalid data for log: level must be debug, info, warning or error"
+                            .to_owned(),
+                    );
+                }
+            },
+            message: string(d.field(Field::Message), "message")?,
+            node_key: opt_string(d.field(Field::NodeKey), "node_key")?,
+            // Not part of the fold; the app reads it from the event object.
+            metadata: None,
+        }),
+        _ => RunEvent::Other {
+            name: name.to_owned(),
+        },
+    };
+    Ok(typed)
+}
+
+/// Decodes a parsed frame.
+pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
+    if !f.is_plain_object() {
+        return Err("frame is not a JSON object".to_owned());
+    }
+    let ty = string(f.field(Field::Type), "type")?;
+    let run = || string(f.field(Field::Run), "run");
+    let frame = match ty.as_str() {
+        "event" => {
+            let name = string(f.field(Field::Event), "event")?;
+            Frame::Event(EventFrame {
+                run: run()?,
+                seq: uint(&f.field(Field::Seq), "seq", U64)?,
+                typed: typed_event(&name, &f.field(Field::Data)),
+                name,
+                ts: string(f.field(Field::Ts), "ts")?,
+            })
+        }
+        "welcome" => Frame::Welcome {
+            heartbeat_ms: uint(&f.field(Field::HeartbeatMs), "heartbeat_ms", U64)?,
+            expires_at: uint(&f.field(Field::ExpiresAt), "expires_at", U64)?,
+        },
+        "subscribed" | "reset" => {
+            let run = run()?;
+            let seq = uint(&f.field(Field::Seq), "seq", U64)?;
+            let state = state(&f.field(Field::State))?;
+            let epoch = string(f.field(Field::Epoch), "epoch")?;
+            if ty == "reset" {
+                Frame::Reset {
+                    run,
+                    seq,
+                    state,
+                    epoch,
+                }
+            } else {
+                Frame::Subscribed {
+                    run,
+                    seq,
+                    state,
+                    epoch,
+                }
+            }
+        }
+        "unsubscribed" => Frame::Unsubscribed {
+            run: run()?,
+            reason: Ended::parse(&string(f.field(Field::Reason), "reason")?),
+        },
+        "error" => Frame::Error {
+            code: string(f.field(Field::Code), "code")?,
+            message: f.field(Field::Message).as_string().unwrap_or_default(),
+            run: opt_string(f.field(Field::Run), "run")?,
+        },
+        "pong" => Frame::Pong,
+        _ => Frame::Other,
+    };
+    Ok(frame)
+}
+
+/// A run state from its JSON object (a `subscribed`/`reset` snapshot). The relay built it, so
+/// only its status is checked; anything else out of shape reads as absent.
+pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
+    if !s.is_plain_object() {
+        return Err("state must be a JSON object".to_owned());
+    }
+    let status = match s.field(Field::Status).as_string().as_deref() {
+        Some("pending") | None => RunStatus::Pending,
+        Some("running") => RunStatus::Running,
+        Some("completed") => RunStatus::Completed,
+        Some("failed") => RunStatus::Failed,
+        Some("cancelled") => RunStatus::Cancelled,
+        Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
+    };
+    let list = s.field(Field::Nodes);
+    let nodes = (0..list.array_len().unwrap_or(0).min(MAX_NODES))
+        .map(|i| list.item(i))
+        .map(|o| NodeState {
+            key: o.field(Field::Key).as_string().unwrap_or_default(),
+            status: match o.field(Field::Status).as_string().as_deref() {
+                Some("running") => NodeStatus::Running,
+                Some("completed") => NodeStatus::Completed,
+                Some("failed") => NodeStatus::Failed,
+                Some("skipped") => NodeStatus::Skipped,
+                _ => NodeStatus::Pending,
+            },
+            progress: o.field(Field::Progress).as_f64(),
+            started_at: o.field(Field::StartedAt).as_string(),
+            finished_at: o.field(Field::FinishedAt).as_string(),
+            duration_ms: o.field(Field::DurationMs).as_f64().map(|n| n as u64),
+            error: o.field(Field::Error).as_string(),
+            output_summary: opt_value(o.field(Field::OutputSummary)),
+        })
+        .collect();
+    let count = |v: J| v.as_f64().map_or(0, |n| n as u64);
+    Ok(RunState {
+        seq: count(s.field(Field::Seq)),
+        status,
+        workflow: s.field(Field::Workflow).as_string(),
+        node_count: s.field(Field::NodeCount).as_f64().map(|n| n as u32),
+        progress: s.field(Field::Progress).as_f64().unwrap_or(0.0),
+        current_node: s.field(Field::CurrentNode).as_string(),
+        nodes,
+        nodes_truncated: s.field(Field::NodesTruncated).is_truthy(),
+        started_at: s.field(Field::StartedAt).as_string(),
+        finished_at: s.field(Field::FinishedAt).as_string(),
+        duration_ms: s.field(Field::DurationMs).as_f64().map(|n| n as u64),
+        error: s.field(Field::Error).as_string(),
+        failed_node: s.field(Field::FailedNode).as_string(),
+        cancel_reason: s.field(Field::CancelReason).as_string(),
+        result: opt_value(s.field(Field::Result)),
+        log_count: count(s.field(Field::LogCount)),
+        warning_count: count(s.field(Field::WarningCount)),
+        error_count: count(s.field(Field::ErrorCount)),
+    })
+}
+
+/// `serde_json` values read with the JS semantics the browser path has.
+impl Json for Value {
+    fn field(&self, k: Field) -> Self {
+        self.get(k.name()).cloned().unwrap_or(Value::Null)
+    }
+
+    fn is_absent(&self) -> bool {
+        self.is_null()
+    }
+
+    fn is_plain_object(&self) -> bool {
+        self.is_object()
+    }
+
+    fn as_string(&self) -> Option<String> {
+        self.as_str().map(str::to_owned)
+    }
+
+    fn as_f64(&self) -> Option<f64> {
+        Value::as_f64(self)
+    }
+
+    fn is_truthy(&self) -> bool {
+        match self {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64().is_some_and(|n| n != 0.0),
+            Value::String(s) => !s.is_empty(),
+            Value::Array(_) | Value::Object(_) => true,
+        }
+    }
+
+    fn array_len(&self) -> Option<usize> {
+        self.as_array().map(Vec::len)
+    }
+
+    fn item(&self, i: usize) -> Self {
+        self.get(i).cloned().unwrap_or(Value::Null)
+    }
+
+    fn json_text(&self) -> Option<String> {
+        serde_json::to_string(self).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::string::ToString;
+
+    use runwire_protocol::EndReason;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The SDK keeps opaque values (`result`, `output_summary`) as their JSON text: the value it
+    /// stands for.
+    fn opaque(v: Value) -> Value {
+        let Value::String(text) = v else {
+            panic!("opaque value not kept as JSON text: {v}")
+        };
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The browser suite's table (`tests/event-data-cases.json`: known names with data of every
+    /// shape, and names this client has no shape for, which are carried through whatever their
+    /// data), read by the same rules from `serde_json` values.
+    #[test]
+    fn event_data_is_checked_as_the_protocol_checks_it() {
+        let cases: Vec<(String, Value)> =
+            serde_json::from_str(include_str!("../tests/event-data-cases.json")).unwrap();
+        for (name, data) in &cases {
+            let name = name.as_str();
+            let want = RunEvent::parse(name, data).map(|mut e| {
+                if let RunEvent::Log(l) = &mut e {
+                    l.metadata = None; // not decoded for the fold
+                }
+                e
+            });
+            let got = typed_event(name, data).map(|mut e| {
+                match &mut e {
+                    RunEvent::RunCompleted(c) => c.result = c.result.take().map(opaque),
+                    RunEvent::NodeCompleted(c) => {
+                        c.output_summary = c.output_summary.take().map(opaque)
+                    }
+                    _ => {}
+                }
+                e
+            });
+            match (&want, &got) {
+                (Ok(w), Ok(g)) => assert_eq!(w, g, "{name} {data}"),
+                (Err(_), Err(e)) => assert!(e.starts_with("invalid"), "{name} {data}: {e}"),
+                _ => panic!("{name} {data}: protocol {want:?}, sdk {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn frames_out_of_shape_are_errors() {
+        for bad in [
+            json!({"type":"event","run":"r","seq":-1,"event":"log","ts":"t"}),
+            json!({"type":"event","run":"r","seq":1.5,"event":"log","ts":"t"}),
+            json!({"type":"event","run":"r","seq":1,"ts":"t"}),
+            json!({"type":"welcome","heartbeat_ms":"1","expires_at":1}),
+            json!({"run":"r"}),
+            json!({"type":7}),
+            json!([1]),
+            json!("event"),
+            json!({"type":"subscribed","run":"r","seq":1,"epoch":"e","state":"x"}),
+            json!({"type":"subscribed","run":"r","seq":1,"epoch":"e","state":{"status":"paused"}}),
+            json!({"type":"unsubscribed","run":"r","reason":7}),
+            json!({"type":"error","message":"m"}),
+            json!({"type":"error","code":"c","run":3}),
+        ] {
+            assert!(frame(&bad).is_err(), "{bad}");
+        }
+    }
+
+    /// What a newer relay may send: a reason, an error code, an event or a frame type this client
+    /// does not know, or fields it does not know.
+    #[test]
+    fn frames_of_a_newer_relay_are_read_as_the_protocol_says() {
+        assert_eq!(
+            frame(&json!({"type":"unsubscribed","run":"r","reason":"archived"})),
+            Ok(Frame::Unsubscribed {
+                run: "r".into(),
+                reason: Ended::Other("archived".into())
+            })
+        );
+        for reason in [
+            EndReason::Completed,
+            EndReason::Failed,
+            EndReason::Cancelled,
+            EndReason::Unsubscribed,
+            EndReason::Forbidden,
+        ] {
+            assert_eq!(
+                frame(&json!({"type":"unsubscribed","run":"r","reason":reason.as_str()})),
+                Ok(Frame::Unsubscribed {
+                    run: "r".into(),
+                    reason: reason.into()
+                })
+            );
+        }
+        assert_eq!(
+            frame(&json!({"type":"error","code":"quota_exceeded","message":"m","run":"r"})),
+            Ok(Frame::Error {
+                code: "quota_exceeded".into(),
+                message: "m".into(),
+                run: Some("r".into())
+            })
+        );
+        assert_eq!(
+            frame(&json!({"type":"error","code":"broker_unavailable"})),
+            Ok(Frame::Error {
+                code: "broker_unavailable".into(),
+                message: String::new(),
+                run: None
+            })
+        );
+        assert_eq!(
+            frame(&json!({"type":"presence","run":"r","who":["a"]})),
+            Ok(Frame::Other)
+        );
+        assert_eq!(
+            frame(
+                &json!({"type":"welcome","heartbeat_ms":25000,"expires_at":9,"protocol":2,"region":"eu"})
+            ),
+            Ok(Frame::Welcome {
+                heartbeat_ms: 25_000,
+                expires_at: 9
+            })
+        );
+        let Ok(Frame::Event(e)) = frame(
+            &json!({"type":"event","run":"r","seq":4,"event":"run.paused","ts":"t","data":{"by":"u"},"trace":"x"}),
+        ) else {
+            panic!()
+        };
+        assert_eq!((e.seq, e.name.as_str()), (4, "run.paused"));
+        assert_eq!(
+            e.typed,
+            Ok(RunEvent::Other {
+                name: "run.paused".into()
+            })
+        );
+        // Data that does not fit a known name is reported with the frame, not instead of it.
+        let Ok(Frame::Event(e)) = frame(
+            &json!({"type":"event","run":"r","seq":2,"event":"node.failed","ts":"t","data":{"node_key":"n"}}),
+        ) else {
+            panic!()
+        };
+        assert_eq!(
+            e.typed,
+            Err("invalid data for node.failed: error must be a string".into())
+        );
+    }
+
+    /// A snapshot reads back as the state the protocol serialized, with unknown statuses of nodes
+    /// read as pending and the node list bounded.
+    #[test]
+    fn states_read_back_as_the_protocol_wrote_them() {
+        let mut state = RunState::default();
+        let events = [
+            ("run.started", json!({"workflow":"etl","node_count":2})),
+            ("node.started", json!({"node_key":"a"})),
+            (
+                "node.completed",
+                json!({"node_key":"a","duration_ms":7,"output_summary":{"rows":[1,2]}}),
+            ),
+            ("node.failed", json!({"node_key":"b","error":"x"})),
+            ("log", json!({"level":"warning","message":"m"})),
+            ("run.failed", json!({"error":"boom","node_key":"b"})),
+        ];
+        for (i, (name, data)) in events.iter().enumerate() {
+            let e = RunEvent::parse(name, data).unwrap();
+            state.apply(i as u64 + 1, "2026-01-01T00:00:00.000Z", &e);
+        }
+        let mut back = super::state(&serde_json::to_value(&state).unwrap()).unwrap();
+        back.result = back.result.take().map(opaque);
+        for n in &mut back.nodes {
+            n.output_summary = n.output_summary.take().map(opaque);
+        }
+        assert_eq!(back, state);
+
+        let nodes: Vec<Value> = (0..MAX_NODES + 5)
+            .map(|i| json!({"key": i.to_string(), "status": "resting"}))
+            .collect();
+        let s =
+            super::state(&json!({"status":"running","nodes":nodes,"nodes_truncated":1})).unwrap();
+        assert_eq!(s.nodes.len(), MAX_NODES);
+        assert!(s.nodes.iter().all(|n| n.status == NodeStatus::Pending));
+        assert!(s.nodes_truncated);
+        assert_eq!(s.status, RunStatus::Running);
+    }
+
+    #[test]
+    fn values_read_with_javascript_semantics() {
+        assert!(json!({"a":1}).field(Field::Run).is_absent());
+        assert!(json!(null).field(Field::Run).is_absent());
+        assert!(json!([1]).field(Field::Run).is_absent());
+        for (v, truthy) in [
+            (json!(null), false),
+            (json!(false), false),
+            (json!(0), false),
+            (json!(""), false),
+            (json!(true), true),
+            (json!(2), true),
+            (json!("x"), true),
+            (json!([]), true),
+            (json!({}), true),
+        ] {
+            assert_eq!(v.is_truthy(), truthy, "{v}");
+        }
+        assert!(!json!([1]).is_plain_object());
+    }
+}
