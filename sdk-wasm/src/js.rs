@@ -307,12 +307,14 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
             let seq = uint(&f.get(Field::Seq), "seq", U64)?;
             let state = state_from_js(&f.get(Field::State))?;
             let epoch = string(f.get(Field::Epoch), "epoch")?;
+            let expires_at = opt_uint(f.get(Field::ExpiresAt), "expires_at", U64)?;
             if ty == "reset" {
                 Frame::Reset {
                     run,
                     seq,
                     state,
                     epoch,
+                    expires_at,
                 }
             } else {
                 Frame::Subscribed {
@@ -320,6 +322,7 @@ pub fn decode_frame(v: &JsValue) -> Result<Frame, String> {
                     seq,
                     state,
                     epoch,
+                    expires_at,
                 }
             }
         }

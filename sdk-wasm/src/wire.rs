@@ -29,6 +29,7 @@ impl Ended {
             "cancelled" => EndReason::Cancelled.into(),
             "unsubscribed" => EndReason::Unsubscribed.into(),
             "forbidden" => EndReason::Forbidden.into(),
+            "token_expired" => EndReason::TokenExpired.into(),
             other => Self::Other(other.into()),
         }
     }
@@ -73,6 +74,8 @@ pub enum Frame {
         state: RunState,
         /// The run's epoch.
         epoch: String,
+        /// When the subscription's own token expires, Unix seconds.
+        expires_at: Option<u64>,
     },
     /// `reset`.
     Reset {
@@ -84,6 +87,8 @@ pub enum Frame {
         state: RunState,
         /// The run's epoch from now on.
         epoch: String,
+        /// When the subscription's own token expires, Unix seconds.
+        expires_at: Option<u64>,
     },
     /// `event`.
     Event(EventFrame),
@@ -173,22 +178,26 @@ pub fn decode_json(text: &str) -> Result<Frame, String> {
             seq,
             state,
             epoch,
+            expires_at,
         } => Frame::Subscribed {
             run,
             seq,
             state,
             epoch,
+            expires_at,
         },
         ServerFrame::Reset {
             run,
             seq,
             state,
             epoch,
+            expires_at,
         } => Frame::Reset {
             run,
             seq,
             state,
             epoch,
+            expires_at,
         },
         ServerFrame::Event(env) => Frame::Event(EventFrame {
             typed: env.typed().map_err(|e| e.to_string()),

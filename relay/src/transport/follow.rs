@@ -69,6 +69,7 @@ impl Follow {
                 seq: head,
                 state: (*state).clone(),
                 epoch: epoch.to_string(),
+                expires_at: None,
             })));
         } else {
             if ack {
@@ -77,6 +78,7 @@ impl Follow {
                     seq: head,
                     state: (*state).clone(),
                     epoch: epoch.to_string(),
+                    expires_at: None,
                 })));
             }
             if let Replay::Events(events) = replay {
