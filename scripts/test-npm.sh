@@ -61,7 +61,7 @@ log "tests/node: import and server rendering in Node $(node --version) and $("$N
 node --test tests/node/ssr.test.mjs
 "$NODE22" --test tests/node/ssr.test.mjs
 log "tests/node: following a live run from Node $("$NODE22" --version)"
-timeout 300 "$NODE22" --test tests/node/follow.test.mjs
+timeout 300 "$NODE22" --test tests/node/follow.test.mjs tests/node/run-tokens.test.mjs
 timeout 120 "$NODE22" --test tests/node/compat.test.mjs
 
 log "browser tests (headless Chromium)"

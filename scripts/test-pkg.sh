@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The packed `runwire` tarball wherever apps use it: installs it into the npm workspace under
 # tests/pkg (one lock file, one `npm ci` for every app), builds the apps — Next.js, Nuxt 3,
-# webpack 5, Vite 6 — runs the Vitest + jsdom test, then drives each app in headless Chromium
-# against relays the tests start themselves (tests/pkg/*.test.mjs): the Vite dev server and a
-# plain import-map page too. Prints what each stage cost. Screenshots land in artifacts/.
+# React 18 (server-rendered and hydrated, bundled with esbuild), webpack 5, Vite 5 and 6 — runs the
+# Vitest + jsdom test, then drives each app in headless Chromium against relays the tests start
+# themselves (tests/pkg/*.test.mjs): the Vite dev server and a plain import-map page too. Prints what each stage cost. Screenshots land in artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -44,7 +44,7 @@ install_apps() {
 stage "npm ci: tests/pkg (every app) + the packed tarball, tests/e2e" install_apps
 
 # Every app's build, one after the other (the machine's cores are better spent on one at a time).
-for app in webpack vite next nuxt; do
+for app in webpack vite vite5 react18 next nuxt; do
   stage "build: $app" bash -c "cd tests/pkg && npm run --silent build -w $app"
 done
 stage "vitest (jsdom)" bash -c "cd tests/pkg/vitest && ../node_modules/.bin/vitest run"

@@ -68,16 +68,20 @@ pub enum EndReason {
     Unsubscribed,
     /// The connection's token does not (or no longer) cover the run.
     Forbidden,
+    /// The subscription's own token expired (its `exp` plus the leeway): subscribe again with a
+    /// fresh one and `since` the last seq to carry on without a gap.
+    TokenExpired,
 }
 
 impl EndReason {
     /// Every reason.
-    pub const ALL: [EndReason; 5] = [
+    pub const ALL: [EndReason; 6] = [
         Self::Completed,
         Self::Failed,
         Self::Cancelled,
         Self::Unsubscribed,
         Self::Forbidden,
+        Self::TokenExpired,
     ];
 
     /// The reason a terminal event ends subscriptions with, if `event` is terminal.
@@ -98,6 +102,7 @@ impl EndReason {
             Self::Cancelled => "cancelled",
             Self::Unsubscribed => "unsubscribed",
             Self::Forbidden => "forbidden",
+            Self::TokenExpired => "token_expired",
         }
     }
 }
@@ -176,6 +181,11 @@ pub enum ServerFrame {
         /// Identifies this incarnation of the run's history: seqs are only comparable within one
         /// epoch. Send it back with `since` when resuming.
         epoch: String,
+        /// When the subscription's own token expires, in Unix seconds: the relay ends the
+        /// subscription with `token_expired` at this time plus the leeway. Only for a `subscribe`
+        /// that carried a `token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
     /// One run event.
     Event(Envelope),
@@ -190,6 +200,11 @@ pub enum ServerFrame {
         state: RunState,
         /// The run's epoch from now on.
         epoch: String,
+        /// When the subscription's own token expires, in Unix seconds: the relay ends the
+        /// subscription with `token_expired` at this time plus the leeway. Only for a `subscribe`
+        /// that carried a `token`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
     /// A subscription ended.
     Unsubscribed {
@@ -291,7 +306,22 @@ mod tests {
             seq: 0,
             state: RunState::default(),
             epoch: "e1".into(),
+            expires_at: None,
         };
+        assert!(!f.to_json().contains("expires_at"), "absent unless set");
+        let back: ServerFrame = serde_json::from_str(&f.to_json()).unwrap();
+        assert_eq!(back, f);
+        let f = ServerFrame::Reset {
+            run: "r".into(),
+            seq: 3,
+            state: RunState::default(),
+            epoch: "e1".into(),
+            expires_at: Some(1_700_000_000),
+        };
+        assert_eq!(
+            serde_json::to_value(&f).unwrap()["expires_at"],
+            json!(1_700_000_000u64)
+        );
         let back: ServerFrame = serde_json::from_str(&f.to_json()).unwrap();
         assert_eq!(back, f);
     }
@@ -304,6 +334,12 @@ mod tests {
         );
         assert_eq!(EndReason::for_terminal_event("log"), None);
         assert_eq!(EndReason::Forbidden.as_str(), "forbidden");
+        for reason in [EndReason::Forbidden, EndReason::TokenExpired] {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                json!(reason.as_str())
+            );
+        }
     }
 
     /// The names clients match on are the ones serde writes.

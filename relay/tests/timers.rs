@@ -1,6 +1,6 @@
-//! Heartbeat, idle timeout, auth timeout, token expiry and write timeouts of WebSocket connections
-//! and SSE streams, driven over in-memory channels with paused tokio time: minutes pass in
-//! microseconds, and every instant is exact.
+//! Heartbeat, idle timeout, auth timeout, token expiry (the connection's and subscriptions' own)
+//! and write timeouts of WebSocket connections and SSE streams, driven over in-memory channels
+//! with paused tokio time: minutes pass in microseconds, and every instant is exact.
 
 mod support;
 
@@ -79,6 +79,26 @@ impl Harness {
         }
     }
 
+    /// The next text frame, skipping pings, and when it came.
+    async fn text(&mut self) -> (Value, Duration) {
+        loop {
+            match self.next().await {
+                (Message::Text(t), at) => return (serde_json::from_str(t.as_str()).unwrap(), at),
+                (Message::Ping(_), _) => continue,
+                (other, _) => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Publishes `n` log events to `run`.
+    async fn publish(&self, run: &str, n: usize) {
+        let events = (0..n)
+            .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("line {i}")})))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        self.state.broker.publish(run.into(), events).await.unwrap();
+    }
+
     /// Skips pings until the close; returns its code and when it came.
     async fn close(&mut self) -> (u16, Duration) {
         loop {
@@ -114,10 +134,20 @@ fn secs(s: u64) -> Duration {
 
 /// A token that expires `ttl` seconds from now on the relay's (paused) clock.
 fn token(h: &Harness, ttl: u64) -> String {
+    run_token(h, "r", ttl)
+}
+
+/// A token for `run` alone that expires `ttl` seconds from now on the relay's (paused) clock.
+fn run_token(h: &Harness, run: &str, ttl: u64) -> String {
     token_with(Claims {
-        exp: h.state.verifier.clock().unix_secs() + ttl,
-        ..claims("r", Scope::Subscribe)
+        exp: unix(h) + ttl,
+        ..claims(run, Scope::Subscribe)
     })
+}
+
+/// Now on the relay's (paused) clock, in Unix seconds.
+fn unix(h: &Harness) -> u64 {
+    h.state.verifier.clock().unix_secs()
 }
 
 #[tokio::test(start_paused = true)]
@@ -381,4 +411,123 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
     assert_eq!(state.metrics.sse_connections.get(), 0);
     assert_eq!(rx.recv().await.as_deref(), Some(&b"retry: 1000\n\n"[..]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subscription_token_ends_its_subscription_at_its_expiry() {
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    assert_eq!(h.frame().await["type"], "welcome");
+    keep_answering(&h);
+    let exp = unix(&h) + 60;
+    h.send(json!({"type":"subscribe","run":"own","token":run_token(&h, "own", 60)}))
+        .await;
+    let (f, _) = h.text().await;
+    assert_eq!(
+        (f["type"].as_str(), f["run"].as_str()),
+        (Some("subscribed"), Some("own"))
+    );
+    assert_eq!(f["expires_at"], exp, "told when its token expires");
+    // A subscription that relies on the connection's token is told nothing of the kind.
+    h.send(json!({"type":"subscribe","run":"r"})).await;
+    let (f, _) = h.text().await;
+    assert_eq!(
+        (f["type"].as_str(), f["run"].as_str()),
+        (Some("subscribed"), Some("r"))
+    );
+    assert!(f.get("expires_at").is_none(), "{f}");
+    assert_eq!(h.state.metrics.subscriptions.get(), 2);
+
+    let (f, at) = h.text().await;
+    assert_eq!(
+        f,
+        json!({"type":"unsubscribed","run":"own","reason":"token_expired"})
+    );
+    assert_eq!(at, secs(65), "exp plus the 5 s leeway");
+    assert_eq!(h.state.metrics.subscriptions.get(), 1);
+
+    // The connection and its other subscription carry on.
+    h.publish("own", 1).await;
+    h.publish("r", 1).await;
+    let (f, at) = h.text().await;
+    assert_eq!(
+        (f["type"].as_str(), f["run"].as_str(), f["seq"].as_u64()),
+        (Some("event"), Some("r"), Some(1))
+    );
+    assert_eq!(at, secs(65));
+    let (code, at) = h.close().await;
+    assert_eq!(
+        (code, at),
+        (4001, secs(3605)),
+        "the connection's own token still decides"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn resubscribing_with_a_fresh_token_before_expiry_keeps_the_subscription_gapless() {
+    let mut h = Harness::start(WsQuery::default());
+    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+    assert_eq!(h.frame().await["type"], "welcome");
+    keep_answering(&h);
+    h.send(json!({"type":"subscribe","run":"own","since":0,"token":run_token(&h, "own", 60)}))
+        .await;
+    assert_eq!(h.text().await.0["type"], "subscribed");
+    let mut seqs = Vec::new();
+    fn events(f: &Value, seqs: &mut Vec<u64>) {
+        assert_eq!(f["type"], "event", "{f}");
+        seqs.push(f["seq"].as_u64().unwrap());
+    }
+    h.publish("own", 3).await;
+    for _ in 0..3 {
+        events(&h.text().await.0, &mut seqs);
+    }
+
+    // At 50 s, 15 s before the first token's end, the client resubscribes from its last seq
+    // with a token good until 50 + 120 s (+ 5 s). Events published meanwhile are not lost.
+    tokio::time::sleep(secs(50)).await;
+    h.publish("own", 2).await;
+    let exp = unix(&h) + 120;
+    h.send(json!({"type":"subscribe","run":"own","since":3,"token":run_token(&h, "own", 120)}))
+        .await;
+    loop {
+        let (f, at) = h.text().await;
+        if f["type"] == "subscribed" {
+            assert_eq!(
+                (f["seq"].as_u64(), &f["expires_at"]),
+                (Some(5), &json!(exp))
+            );
+            assert_eq!(at, secs(50));
+            break;
+        }
+        events(&f, &mut seqs);
+    }
+    // Replay after `subscribed`, and duplicates of what the first subscription already sent:
+    // the client keeps the seqs it has not seen.
+    tokio::time::sleep(secs(30)).await;
+    h.publish("own", 2).await;
+    let (f, at) = loop {
+        let (f, at) = h.text().await;
+        if f["type"] != "event" {
+            break (f, at);
+        }
+        let seq = f["seq"].as_u64().unwrap();
+        if seqs.last().is_none_or(|last| seq > *last) {
+            events(&f, &mut seqs);
+        }
+    };
+    assert_eq!(
+        seqs,
+        (1..=7).collect::<Vec<_>>(),
+        "every seq, through the old token's expiry"
+    );
+    assert_eq!(
+        f,
+        json!({"type":"unsubscribed","run":"own","reason":"token_expired"})
+    );
+    assert_eq!(
+        at,
+        secs(175),
+        "the fresh token's exp plus the leeway, not the first one's"
+    );
+    assert_eq!(h.state.metrics.subscriptions.get(), 0);
 }

@@ -341,12 +341,14 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
             let seq = uint(&f.field(Field::Seq), "seq", U64)?;
             let state = state(&f.field(Field::State))?;
             let epoch = string(f.field(Field::Epoch), "epoch")?;
+            let expires_at = opt_uint(f.field(Field::ExpiresAt), "expires_at", U64)?;
             if ty == "reset" {
                 Frame::Reset {
                     run,
                     seq,
                     state,
                     epoch,
+                    expires_at,
                 }
             } else {
                 Frame::Subscribed {
@@ -354,6 +356,7 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
                     seq,
                     state,
                     epoch,
+                    expires_at,
                 }
             }
         }

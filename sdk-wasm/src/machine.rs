@@ -95,7 +95,8 @@ impl Kind {
 pub enum TokenReason {
     /// To connect (or to start a subscription, for a run's own provider).
     Connect,
-    /// The connection's token expires soon.
+    /// The connection's token (or, for a run's own provider, the run's token) expires soon, or
+    /// the relay ended a run's subscription because its token expired.
     Refresh,
     /// The relay refused the last token (a run, or the connection): a fresh one is needed.
     Refused,
@@ -123,16 +124,19 @@ pub enum Timer {
     Liveness,
     /// Fetch a fresh token before the current one expires.
     Refresh,
+    /// Fetch a fresh token for the runs with their own whose token expires soonest.
+    RunRefresh,
     /// Close the idle connection.
     Linger,
 }
 
 impl Timer {
-    const ALL: [Timer; 5] = [
+    const ALL: [Timer; 6] = [
         Self::Backoff,
         Self::Attempt,
         Self::Liveness,
         Self::Refresh,
+        Self::RunRefresh,
         Self::Linger,
     ];
 }
@@ -422,7 +426,7 @@ impl Machine {
             }
             Input::Unsubscribe(id) => self.unsubscribe(id),
             Input::Close => self.close(),
-            Input::Token { req, token } => self.token_answer(req, token),
+            Input::Token { req, token } => self.token_answer(req, token, now_ms),
             Input::Opened => self.opened(),
             Input::Frame(frame) => {
                 self.seen = true;
@@ -436,7 +440,7 @@ impl Machine {
             }
             Input::StreamEnded { run, finished } => self.stream_ended(run, finished),
             Input::StreamForbidden { run } => self.refused(run),
-            Input::Timer(t) => self.timer(t),
+            Input::Timer(t) => self.timer(t, now_ms),
             Input::Online | Input::Visible => self.wake(),
             Input::Offline => {
                 if !matches!(self.phase, ConnPhase::Idle | ConnPhase::Waiting) {
@@ -557,6 +561,8 @@ impl Machine {
             }
         };
         r.phase = Phase::Requested;
+        // The answer tells when the token it carries expires.
+        r.refresh_at = None;
         let (since, epoch) = r.resume_point();
         self.out.push(Effect::Send(ClientFrame::Subscribe {
             run: run.to_owned(),
@@ -657,7 +663,7 @@ impl Machine {
     }
 
     /// A run's own provider answered.
-    fn run_token_answer(&mut self, req: u32, token: Result<String, String>) {
+    fn run_token_answer(&mut self, req: u32, token: Result<String, String>, now_ms: f64) {
         let can_subscribe = self.can_subscribe();
         let Some(r) = self
             .registry
@@ -672,20 +678,29 @@ impl Machine {
         match token {
             Ok(token) => {
                 r.token = Some(token);
-                if r.phase == Phase::Token && can_subscribe {
+                // Live: a refresh before the token in force expires. Subscribing again from the
+                // last seq delivered hands the subscription to the new token without a gap; the
+                // relay's replay overlaps what is already delivered, which is dropped.
+                if (r.phase == Phase::Token && can_subscribe) || r.phase == Phase::Live {
                     self.send_subscribe(&run);
                 }
             }
             Err(message) => {
-                let retried = r.retried;
-                if r.phase == Phase::Token {
+                let (retried, expired) = (r.retried, r.expired);
+                match r.phase {
+                    // The token in force holds a while yet: try again in a few seconds.
+                    Phase::Live => r.refresh_at = Some(now_ms + TOKEN_RETRY_MS),
                     // Asked for again on the next connection.
-                    r.phase = Phase::Idle;
+                    Phase::Token => r.phase = Phase::Idle,
+                    _ => {}
                 }
                 self.report("token_provider", message, Some(run.clone()), None);
-                if retried {
+                if expired {
+                    self.end_run(&run, EndReason::TokenExpired.into());
+                } else if retried {
                     self.end_run(&run, EndReason::Forbidden.into());
                 }
+                self.arm_run_refresh(now_ms);
             }
         }
     }
@@ -744,10 +759,10 @@ impl Machine {
         }
     }
 
-    fn token_answer(&mut self, req: u32, token: Result<String, String>) {
+    fn token_answer(&mut self, req: u32, token: Result<String, String>, now_ms: f64) {
         let purpose = match self.token_req {
             Some((id, purpose)) if id == req => purpose,
-            _ => return self.run_token_answer(req, token),
+            _ => return self.run_token_answer(req, token, now_ms),
         };
         self.token_req = None;
         match (purpose, token) {
@@ -783,7 +798,8 @@ impl Machine {
                 self.report("token_provider", message, None, None);
                 self.end_refused();
                 if purpose == Purpose::Refresh {
-                    self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                    self.out
+                        .push(Effect::SetTimer(Timer::Refresh, TOKEN_RETRY_MS as u32));
                 }
             }
             _ => {}
@@ -830,10 +846,82 @@ impl Machine {
         if self.cfg.static_token || expires_at == 0 {
             return;
         }
-        let remaining = expires_at as f64 * 1000.0 - now_ms;
-        let delay = (remaining * 0.8).clamp(1_000.0, f64::from(i32::MAX as u32));
+        let delay = refresh_delay(expires_at, now_ms);
         self.out
             .push(Effect::SetTimer(Timer::Refresh, delay as u32));
+    }
+
+    /// A run's subscription was answered, with when its own token expires if it has one: ask
+    /// its provider for a fresh token before then.
+    fn schedule_run_refresh(&mut self, run: &str, expires_at: Option<u64>, now_ms: f64) {
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        r.refresh_at = match expires_at {
+            Some(exp) if r.token_provider().is_some() => Some(now_ms + refresh_delay(exp, now_ms)),
+            _ => None,
+        };
+        self.arm_run_refresh(now_ms);
+    }
+
+    /// Arms [`Timer::RunRefresh`] for the live run whose token is due for refresh first.
+    fn arm_run_refresh(&mut self, now_ms: f64) {
+        let next = self
+            .registry
+            .runs()
+            .iter()
+            .filter(|r| r.phase == Phase::Live)
+            .filter_map(|r| r.refresh_at)
+            .reduce(f64::min);
+        self.out.push(match next {
+            Some(at) => Effect::SetTimer(Timer::RunRefresh, (at - now_ms).max(0.0) as u32),
+            None => Effect::ClearTimer(Timer::RunRefresh),
+        });
+    }
+
+    /// Asks the providers of the live runs whose refresh is due.
+    fn refresh_runs(&mut self, now_ms: f64) {
+        let due: Vec<String> = self
+            .registry
+            .runs_mut()
+            .iter_mut()
+            .filter(|r| r.phase == Phase::Live && r.refresh_at.is_some_and(|at| at <= now_ms))
+            .map(|r| {
+                r.refresh_at = None;
+                r.run.clone()
+            })
+            .collect();
+        for run in due {
+            if self
+                .registry
+                .run_mut(&run)
+                .is_some_and(|r| r.token_req.is_none())
+            {
+                self.ask_run_token(&run, TokenReason::Refresh);
+            }
+        }
+        self.arm_run_refresh(now_ms);
+    }
+
+    /// The relay ended `run`'s subscription because its own token expired: ask its provider for
+    /// a fresh one at once (unless a refresh is already on its way) and subscribe again from the
+    /// last seq delivered.
+    fn token_expired(&mut self, run: &str, now_ms: f64) {
+        let Some(r) = self.registry.run_mut(run) else {
+            return;
+        };
+        if r.token_provider().is_none() {
+            // Only a run's own token expires this way; treat anything else as a refusal.
+            return self.refused(run);
+        }
+        r.phase = Phase::Token;
+        r.token = None;
+        r.refresh_at = None;
+        r.expired = true;
+        if r.token_req.is_none() {
+            self.ask_run_token(run, TokenReason::Refresh);
+        }
+        self.arm_run_refresh(now_ms);
     }
 
     fn grace_ms(&self) -> u32 {
@@ -869,6 +957,7 @@ impl Machine {
                 seq,
                 state,
                 epoch,
+                expires_at,
             } => {
                 let Some(r) = self.registry.run_mut(&run) else {
                     return;
@@ -879,12 +968,14 @@ impl Machine {
                 if r.on_subscribed(seq, state, epoch) {
                     self.emit_state(&run);
                 }
+                self.schedule_run_refresh(&run, expires_at, now_ms);
             }
             Frame::Reset {
                 run,
                 seq,
                 state,
                 epoch,
+                expires_at,
             } => {
                 let Some(r) = self.registry.run_mut(&run) else {
                     return;
@@ -892,8 +983,14 @@ impl Machine {
                 if matches!(r.phase, Phase::Idle | Phase::Token) {
                     return;
                 }
+                let answer = r.phase == Phase::Requested;
                 r.on_reset(seq, state, epoch);
                 self.emit_state(&run);
+                // A `reset` that answers a `subscribe` says when its token expires; one in the
+                // middle of a subscription changes nothing about it.
+                if answer {
+                    self.schedule_run_refresh(&run, expires_at, now_ms);
+                }
             }
             Frame::Unsubscribed { run, reason } => {
                 // Either way a slot on the connection is free again.
@@ -907,6 +1004,8 @@ impl Machine {
                 }
                 if reason.is(EndReason::Forbidden) {
                     self.refused(&run);
+                } else if reason.is(EndReason::TokenExpired) {
+                    self.token_expired(&run, now_ms);
                 } else {
                     self.end_run(&run, reason);
                 }
@@ -923,7 +1022,8 @@ impl Machine {
                     ),
                     AUTH_FAILED if self.phase == ConnPhase::Open => {
                         // The refreshed token was refused; the old one holds until it expires.
-                        self.out.push(Effect::SetTimer(Timer::Refresh, 5_000));
+                        self.out
+                            .push(Effect::SetTimer(Timer::Refresh, TOKEN_RETRY_MS as u32));
                     }
                     TOO_MANY_SUBSCRIPTIONS => {
                         // Wait for a slot: the subscription stays, and is asked for again when
@@ -1037,7 +1137,7 @@ impl Machine {
         }));
     }
 
-    fn timer(&mut self, t: Timer) {
+    fn timer(&mut self, t: Timer, now_ms: f64) {
         match t {
             Timer::Backoff if self.phase == ConnPhase::Waiting => self.start_attempt(),
             Timer::Attempt
@@ -1063,6 +1163,7 @@ impl Machine {
             Timer::Refresh if self.phase == ConnPhase::Open && !self.cfg.static_token => {
                 self.ask_token(Purpose::Refresh, TokenReason::Refresh);
             }
+            Timer::RunRefresh if self.phase == ConnPhase::Open => self.refresh_runs(now_ms),
             Timer::Linger if self.registry.is_empty() && self.phase != ConnPhase::Idle => {
                 self.stop();
                 self.set_state(ConnState::Closed, "idle", None);
@@ -1119,7 +1220,12 @@ impl Machine {
             | ConnPhase::Authenticating
             | ConnPhase::Open => {
                 self.out.push(Effect::Disconnect);
-                for t in [Timer::Attempt, Timer::Liveness, Timer::Refresh] {
+                for t in [
+                    Timer::Attempt,
+                    Timer::Liveness,
+                    Timer::Refresh,
+                    Timer::RunRefresh,
+                ] {
                     self.out.push(Effect::ClearTimer(t));
                 }
                 self.probing = false;
@@ -1143,6 +1249,7 @@ impl Machine {
             Timer::Attempt,
             Timer::Liveness,
             Timer::Refresh,
+            Timer::RunRefresh,
             Timer::Backoff,
         ] {
             self.out.push(Effect::ClearTimer(t));
@@ -1213,6 +1320,16 @@ impl Machine {
         }
         self.linger_armed = want;
     }
+}
+
+/// How long before asking again when a token provider failed to refresh a token still in force.
+const TOKEN_RETRY_MS: f64 = 5_000.0;
+
+/// When to refresh a token that expires at `expires_at` (Unix seconds), from `now_ms`: after 80 %
+/// of its remaining life, and not sooner than in a second.
+fn refresh_delay(expires_at: u64, now_ms: f64) -> f64 {
+    let remaining = expires_at as f64 * 1000.0 - now_ms;
+    (remaining * 0.8).clamp(1_000.0, f64::from(i32::MAX as u32))
 }
 
 fn close_reason(code: u16, reason: &str) -> String {

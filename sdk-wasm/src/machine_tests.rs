@@ -1269,3 +1269,152 @@ fn every_close_code_of_the_table_follows_its_policy() {
         }
     }
 }
+
+impl Harness {
+    /// `subscribed` for a run with its own token, which expires `expires_in_s` from now.
+    fn subscribed_until(&mut self, run: &str, seq: u64, epoch: &str, expires_in_s: u64) {
+        let expires_at = (self.now / 1000.0) as u64 + expires_in_s;
+        let state = RunState {
+            seq,
+            ..RunState::default()
+        };
+        self.frame(json!({"type":"subscribed","run":run,"seq":seq,"state":state,"epoch":epoch,"expires_at":expires_at}));
+    }
+
+    fn last_subscribe_token(&self) -> Option<String> {
+        self.subscribes()
+            .last()
+            .expect("a subscribe was sent")
+            .1
+            .clone()
+    }
+
+    /// A client with one run, `own`, subscribed with its own token `own-1` that expires in 100 s.
+    fn with_own_run() -> Self {
+        let mut h = Harness::new(ws_cfg());
+        h.subscribe_with_token(1, "own");
+        h.connect_ws();
+        h.give_run_token(1, "own-1");
+        h.subscribed_until("own", 0, "e1", 100);
+        h
+    }
+}
+
+#[test]
+fn a_run_token_is_refreshed_before_it_expires_and_the_run_resumes_from_its_last_seq() {
+    let mut h = Harness::with_own_run();
+    h.log("own", 1);
+    h.log("own", 2);
+    // After 80 % of the token's life its provider is asked for a fresh one.
+    assert_eq!(h.timers.get(&Timer::RunRefresh), Some(&(h.now + 80_000.0)));
+    let waited = h.fire(Timer::RunRefresh);
+    assert_eq!(waited, 80_000.0);
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refresh, strings(&["own"]), Some(1))
+    );
+    // Events go on meanwhile.
+    h.log("own", 3);
+    h.give_run_token(1, "own-2");
+    assert_eq!(
+        h.last_subscribe(),
+        ("own".into(), Some(3), Some("e1".into()))
+    );
+    assert_eq!(h.last_subscribe_token().as_deref(), Some("own-2"));
+    assert!(
+        !h.timers.contains_key(&Timer::RunRefresh),
+        "until the answer"
+    );
+    // Still live from the old subscription until the relay answers; then its replay overlaps.
+    h.log("own", 4);
+    h.subscribed_until("own", 4, "e1", 100);
+    h.log("own", 3);
+    h.log("own", 4);
+    h.log("own", 5);
+    assert_eq!(h.seqs(1), [1, 2, 3, 4, 5], "every seq once");
+    assert!(h.ends.is_empty());
+    assert!(h.errors.is_empty(), "{:?}", h.errors);
+    assert_eq!(h.timers.get(&Timer::RunRefresh), Some(&(h.now + 80_000.0)));
+    assert_eq!(h.machine.state(), ConnState::Open);
+    assert_eq!(h.connects.len(), 1, "on the same connection");
+}
+
+#[test]
+fn a_failed_refresh_is_tried_again_while_the_token_holds() {
+    let mut h = Harness::with_own_run();
+    h.fire(Timer::RunRefresh);
+    let req = h.token_asks.last().unwrap().0;
+    h.input(Input::Token {
+        req,
+        token: Err("backend down".into()),
+    });
+    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    assert!(h.ends.is_empty());
+    assert_eq!(h.timers.get(&Timer::RunRefresh), Some(&(h.now + 5_000.0)));
+    h.fire(Timer::RunRefresh);
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refresh, strings(&["own"]), Some(1))
+    );
+}
+
+#[test]
+fn an_expired_run_token_is_replaced_at_once_and_the_run_resumes() {
+    let mut h = Harness::with_own_run();
+    h.log("own", 1);
+    h.frame(json!({"type":"unsubscribed","run":"own","reason":"token_expired"}));
+    assert!(h.ends.is_empty(), "not the end of the subscription");
+    assert!(!h.timers.contains_key(&Timer::RunRefresh));
+    assert_eq!(
+        h.last_ask(),
+        (TokenReason::Refresh, strings(&["own"]), Some(1))
+    );
+    h.give_run_token(1, "own-2");
+    assert_eq!(
+        h.last_subscribe(),
+        ("own".into(), Some(1), Some("e1".into()))
+    );
+    assert_eq!(h.last_subscribe_token().as_deref(), Some("own-2"));
+    h.subscribed_until("own", 2, "e1", 100);
+    h.log("own", 2);
+    assert_eq!(h.seqs(1), [1, 2]);
+
+    // Expired again while a refresh was already asked for: that answer serves.
+    h.fire(Timer::RunRefresh);
+    let asks = h.token_asks.len();
+    h.frame(json!({"type":"unsubscribed","run":"own","reason":"token_expired"}));
+    assert_eq!(h.token_asks.len(), asks, "no second request");
+    h.give_run_token(1, "own-3");
+    assert_eq!(
+        h.last_subscribe(),
+        ("own".into(), Some(2), Some("e1".into()))
+    );
+    h.subscribed_until("own", 2, "e1", 100);
+
+    // Expired, and the provider cannot help: the subscription ends with the relay's reason.
+    h.frame(json!({"type":"unsubscribed","run":"own","reason":"token_expired"}));
+    let req = h.token_asks.last().unwrap().0;
+    h.input(Input::Token {
+        req,
+        token: Err("backend down".into()),
+    });
+    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    assert_eq!(h.ends, [(1, EndReason::TokenExpired)]);
+    assert_eq!(h.machine.state(), ConnState::Open);
+}
+
+#[test]
+fn a_relay_that_does_not_say_when_a_run_token_expires_gets_no_refresh() {
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe_with_token(1, "own");
+    h.connect_ws();
+    h.give_run_token(1, "own-1");
+    h.subscribed("own", 0, "e1");
+    assert!(!h.timers.contains_key(&Timer::RunRefresh));
+    // Nor does a run on the connection's token, whatever the frame says.
+    let mut h = Harness::new(ws_cfg());
+    h.subscribe(1, "r1");
+    h.connect_ws();
+    h.subscribed_until("r1", 0, "e1", 100);
+    assert!(!h.timers.contains_key(&Timer::RunRefresh));
+}

@@ -82,6 +82,12 @@ pub struct RunSub {
     /// Refused since the last `subscribed`, and a fresh token was asked for: another refusal ends
     /// the subscription.
     pub retried: bool,
+    /// Client time (ms) at which to ask the run's own provider for a fresh token, before the one
+    /// the relay accepted expires (`expires_at` of `subscribed`/`reset`). Only while live.
+    pub refresh_at: Option<f64>,
+    /// The relay ended the subscription because its token expired, and a fresh one was asked
+    /// for: without one, the subscription ends with `token_expired`.
+    pub expired: bool,
 }
 
 impl RunSub {
@@ -114,6 +120,7 @@ impl RunSub {
     pub fn on_subscribed(&mut self, head: u64, snapshot: RunState, epoch: String) -> bool {
         self.phase = Phase::Live;
         self.retried = false;
+        self.expired = false;
         self.epoch = Some(epoch);
         if self.last_seq.is_some() {
             // A resume: the replay that follows carries on from our own state.
@@ -142,6 +149,7 @@ impl RunSub {
     pub fn on_reset(&mut self, seq: u64, state: RunState, epoch: String) {
         self.phase = Phase::Live;
         self.retried = false;
+        self.expired = false;
         self.epoch = Some(epoch);
         self.state = Rc::new(state);
         self.last_seq = Some(seq);
@@ -212,6 +220,8 @@ impl Registry {
             token: None,
             token_req: None,
             retried: false,
+            refresh_at: None,
+            expired: false,
         });
         true
     }
@@ -252,6 +262,7 @@ impl Registry {
     pub fn disconnected(&mut self) {
         for r in &mut self.runs {
             r.phase = Phase::Idle;
+            r.refresh_at = None;
         }
     }
 }

@@ -20,8 +20,9 @@ export interface TokenContext {
    */
   runs: string[];
   /**
-   * `"connect"`: to connect (or to start a subscription); `"refresh"`: the connection's token
-   * expires soon; `"refused"`: the relay refused the last token (a subscription came back
+   * `"connect"`: to connect (or to start a subscription); `"refresh"`: the token (the
+   * connection's, or the subscription's own) expires soon, or the relay ended the subscription
+   * because its own token expired; `"refused"`: the relay refused the last token (a subscription came back
    * `forbidden`, or the connection's token was rejected), so a fresh one is needed.
    */
   reason: "connect" | "refresh" | "refused";
@@ -147,7 +148,7 @@ export interface RunState {
  * Why a subscription ended. A newer relay may send a reason this client does not know: it ends
  * the subscription all the same and is passed on as it came.
  */
-export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed" | (string & {});
+export type EndReason = "completed" | "failed" | "cancelled" | "forbidden" | "unsubscribed" | "token_expired" | (string & {});
 
 export interface SubscribeOptions {
   /** Every event with a typed name, once, in seq order, across reconnects. */

@@ -27,6 +27,7 @@ impl Ended {
             "cancelled" => EndReason::Cancelled.into(),
             "unsubscribed" => EndReason::Unsubscribed.into(),
             "forbidden" => EndReason::Forbidden.into(),
+            "token_expired" => EndReason::TokenExpired.into(),
             other => Self::Other(other.into()),
         }
     }
@@ -71,6 +72,8 @@ pub enum Frame {
         state: RunState,
         /// The run's epoch.
         epoch: String,
+        /// When the subscription's own token expires, Unix seconds.
+        expires_at: Option<u64>,
     },
     /// `reset`.
     Reset {
@@ -82,6 +85,8 @@ pub enum Frame {
         state: RunState,
         /// The run's epoch from now on.
         epoch: String,
+        /// When the subscription's own token expires, Unix seconds.
+        expires_at: Option<u64>,
     },
     /// `event`.
     Event(EventFrame),

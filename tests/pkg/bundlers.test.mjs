@@ -1,5 +1,5 @@
 // The packed `runwire` tarball without a framework, built by scripts/test-pkg.sh: webpack 5,
-// a Vite 6 production build (default targets), the Vite dev server, and a plain page with an
+// Vite 5 and 6 production builds (default targets), the Vite dev server, and a plain page with an
 // import map and no bundler. Each page follows a live run from a relay of our own in headless
 // Chromium and must show every event once.
 
@@ -39,6 +39,7 @@ function staticApp(name, webDir, prepare = () => webDir) {
 
 staticApp("webpack 5", join(PKG, "webpack"));
 staticApp("Vite 6 build", join(PKG, "vite/dist"));
+staticApp("Vite 5 build", join(PKG, "vite5/dist"));
 // No bundler: the page, its script and the installed package copied into one static directory.
 staticApp("import map, no bundler", null, () => {
   const dir = mkdtempSync(join(tmpdir(), "runwire-importmap-"));

@@ -1,13 +1,17 @@
 // The packed `runwire` tarball in server-rendering frameworks, built by scripts/test-pkg.sh:
 // Next.js (App Router, a "use client" component using useRun; `next start`) and Nuxt 3 (a page
 // using useRun, with a client created in setup or one from a client-only plugin; the built Nitro
-// server). The server's HTML must render with useRun's initial
+// server), and React 18 without a framework (react-dom/server's renderToString in this process,
+// hydrateRoot in the browser; bundled with esbuild). The server's HTML must render with useRun's initial
 // values, then hydrate in headless Chromium without warnings and follow a live run from a relay
 // of our own, every event once.
 
 import { test, after, before, describe } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { PKG, startRelay, launchBrowser, screenshot, startRun, startServer, hydrationWarnings, expectLiveRun } from "./harness.mjs";
 
 const FRAMEWORKS = [
@@ -34,7 +38,46 @@ const FRAMEWORKS = [
       "the client of a client-only plugin": "&client=plugin",
     },
   },
+  {
+    name: "React 18",
+    start: startReact18,
+    pages: { "a client created in the component": "" },
+  },
 ];
+
+/**
+ * Serves tests/pkg/react18 on 127.0.0.1:0: `/` server-rendered by its React 18 (dist/server.mjs),
+ * its client bundle, and the package's .wasm next to the bundle, where the bundle looks for it.
+ */
+async function startReact18(relay) {
+  const app = join(PKG, "react18");
+  const { renderPage } = await import(pathToFileURL(join(app, "dist/server.mjs")));
+  const files = {
+    "/client.js": [join(app, "dist/client.js"), "text/javascript"],
+    "/runwire_sdk_bg.wasm": [join(PKG, "node_modules/runwire/dist/wasm/runwire_sdk_bg.wasm"), "application/wasm"],
+  };
+  const http = createServer(async (req, res) => {
+    const url = new URL(req.url, "http://127.0.0.1");
+    try {
+      if (url.pathname === "/") {
+        const html = renderPage({ relay: relay.url, runId: url.searchParams.get("run") ?? "" });
+        res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(html);
+      } else if (files[url.pathname]) {
+        const [path, type] = files[url.pathname];
+        res.writeHead(200, { "content-type": type }).end(await readFile(path));
+      } else {
+        res.writeHead(404).end();
+      }
+    } catch (e) {
+      res.writeHead(500).end(String(e?.stack ?? e));
+    }
+  });
+  await new Promise((ok) => http.listen(0, "127.0.0.1", ok));
+  return {
+    url: `http://127.0.0.1:${http.address().port}`,
+    stop: () => new Promise((ok) => http.close(ok)),
+  };
+}
 
 /** The text of the element with `id` in server-rendered `html` (tags inside it removed). */
 function textOf(html, id) {

@@ -71,6 +71,7 @@ impl Subscription {
                 seq: head,
                 state: (*state).clone(),
                 epoch: epoch.to_string(),
+                expires_at: None,
             })));
         } else {
             if ack {
@@ -79,6 +80,7 @@ impl Subscription {
                     seq: head,
                     state: (*state).clone(),
                     epoch: epoch.to_string(),
+                    expires_at: None,
                 })));
             }
             if let Replay::Events(events) = replay {

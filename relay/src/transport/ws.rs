@@ -3,10 +3,10 @@
 //!
 //! One task per connection runs a `select!` loop over: the client's frames, the connection's
 //! bounded outbound queue (fed by the hub), one timer for all of the connection's deadlines (auth
-//! timeout, token expiry, ping, unanswered ping and idle check) and the relay's shutdown. Handlers
-//! answer without awaiting writes; the loop writes their frames out after each step, so what an
-//! idle connection keeps in memory is little more than its state. The loop is generic over the socket's halves so
-//! that tests drive it over channels with paused time.
+//! timeout, token expiry, subscription tokens' expiry, ping, unanswered ping and idle check) and
+//! the relay's shutdown. Handlers answer without awaiting writes; the loop writes their frames out
+//! after each step, so what an idle connection keeps in memory is little more than its state. The
+//! loop is generic over the socket's halves so that tests drive it over channels with paused time.
 //!
 //! Exactly-once delivery: each subscription remembers its run's epoch and the last seq it sent.
 //! It registers with the hub before taking the broker's snapshot, so live events that race with
@@ -14,7 +14,7 @@
 //! skips a seq, or comes from another epoch, makes the subscription take a fresh snapshot from its
 //! last seq instead (replay, or `reset` when the history is gone).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -141,9 +141,14 @@ pub struct Conn<W> {
     /// Until a token is accepted: when the connection closes with 4004.
     auth_deadline: Option<Instant>,
     subs: HashMap<RunId, Subscription>,
-    /// The subscriptions started with a token of their own: a refreshed connection token that
-    /// does not cover their run leaves them alone. A subset of `subs`' keys.
-    own_token: HashSet<RunId>,
+    /// The subscriptions started with a token of their own, and when that token expires (plus
+    /// the leeway): they end with `token_expired` then, unless resubscribed with a fresh token,
+    /// and a refreshed connection token that does not cover their run leaves them alone. A
+    /// subset of `subs`' keys, so bounded by `max_subscriptions`.
+    own_token: HashMap<RunId, Instant>,
+    /// The earliest of `own_token`'s expiries, kept so that the loop's deadline costs nothing
+    /// per step.
+    own_token_expiry: Option<Instant>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
     /// Frames written since the last flush. Bounded by what one step produces (one client frame's
@@ -206,7 +211,8 @@ where
             expires_at: None,
             auth_deadline: None,
             subs: HashMap::new(),
-            own_token: HashSet::new(),
+            own_token: HashMap::new(),
+            own_token_expiry: None,
             scratch: Vec::new(),
             outbox: VecDeque::new(),
             batch: false,
@@ -286,7 +292,7 @@ where
 
     /// The nearest of the connection's deadlines.
     fn next_deadline(&self, next_ping: Instant) -> Instant {
-        [self.expires_at, self.auth_deadline]
+        [self.expires_at, self.auth_deadline, self.own_token_expiry]
             .into_iter()
             .flatten()
             .fold(next_ping, Instant::min)
@@ -331,6 +337,10 @@ where
                     }
                     if self.auth_deadline.is_some_and(|at| at <= now) {
                         return Exit::Close(CloseCode::AuthTimeout);
+                    }
+                    if self.own_token_expiry.is_some_and(|at| at <= now) {
+                        self.end_expired(now);
+                        self.flush().await;
                     }
                     if next_ping <= now {
                         // A dead peer (a laptop closed, a NAT entry dropped) answers nothing:
@@ -600,7 +610,7 @@ where
                 let lost: Vec<RunId> = self
                     .subs
                     .keys()
-                    .filter(|run| !claims.allows_run(run) && !self.own_token.contains(*run))
+                    .filter(|run| !claims.allows_run(run) && !self.own_token.contains_key(*run))
                     .cloned()
                     .collect();
                 self.accept_claims(claims);
@@ -623,13 +633,23 @@ where
             self.error(ErrorCode::BadRequest, message, Some(&run));
             return;
         }
+        // The subscription token's `exp`, when it has one.
+        let mut own_exp = None;
         let allowed = match &token {
             // Counted as a refusal by `verify` when it fails.
-            Some(token) => self
-                .state
-                .verifier
-                .verify(Some(token), Scope::Subscribe, Some(&run))
-                .is_ok(),
+            Some(token) => {
+                match self
+                    .state
+                    .verifier
+                    .verify(Some(token), Scope::Subscribe, Some(&run))
+                {
+                    Ok(claims) => {
+                        own_exp = Some(claims.exp);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
             None => {
                 let claims = self.claims.as_ref().expect("subscribe needs auth");
                 let allowed = claims.allows_run(&run);
@@ -682,16 +702,24 @@ where
             }
         };
         self.subs.insert(run.clone(), Subscription::default());
-        if token.is_some() {
-            self.own_token.insert(run.clone());
-        } else {
-            self.own_token.remove(&run);
+        match own_exp {
+            Some(exp) => {
+                let at = self.state.verifier.clock().expiry_instant(exp);
+                self.own_token.insert(run.clone(), at);
+            }
+            None => {
+                self.own_token.remove(&run);
+            }
         }
+        self.own_token_changed();
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
                 if let Some(follow) = self.subs.get_mut(&run) {
                     follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
+                }
+                if let Some(exp) = own_exp {
+                    tell_expiry(&mut out, exp);
                 }
                 self.emit(&run, &mut out);
             }
@@ -785,11 +813,48 @@ where
         });
     }
 
+    /// Ends the subscriptions whose own token has expired by `now`.
+    fn end_expired(&mut self, now: Instant) {
+        let expired: Vec<RunId> = self
+            .own_token
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(run, _)| run.clone())
+            .collect();
+        for run in expired {
+            tracing::debug!(conn = self.handle.id, %run, "subscription token expired");
+            self.end(&run, EndReason::TokenExpired);
+        }
+        // `end` released them; this covers a run ended some other way meanwhile.
+        self.own_token.retain(|_, at| *at > now);
+        self.own_token_changed();
+    }
+
+    fn own_token_changed(&mut self) {
+        self.own_token_expiry = self.own_token.values().min().copied();
+    }
+
     fn release(&mut self, run: &RunId) {
-        self.own_token.remove(run);
+        if self.own_token.remove(run).is_some() {
+            self.own_token_changed();
+        }
         self.state.hub.unregister(run, self.handle.id);
         self.state.broker.unwatch(run.clone());
         self.state.metrics.subscriptions.dec();
+    }
+}
+
+/// Tells the client when the subscription's own token expires, in the `subscribed` or `reset`
+/// that answers its `subscribe`, so that it can resubscribe with a fresh one before then.
+fn tell_expiry(out: &mut [Emit], exp: u64) {
+    for item in out {
+        if let Emit::Control(frame) = item {
+            if let ServerFrame::Subscribed { expires_at, .. }
+            | ServerFrame::Reset { expires_at, .. } = frame.as_mut()
+            {
+                *expires_at = Some(exp);
+            }
+        }
     }
 }
 

@@ -1,0 +1,1 @@
+import "../shared/run-page.js";
