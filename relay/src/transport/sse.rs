@@ -80,7 +80,7 @@ pub async fn stream(
     };
     state.broker.watch(run.clone()).await?;
     let snapshot = state.broker.snapshot(run.clone(), since).await?;
-    let same_epoch = q.epoch.as_deref().is_none_or(|e| *e == *snapshot.epoch);
+    let same_epoch = super::follow::same_epoch(q.epoch.as_deref(), &snapshot.epoch);
     if snapshot.state.status.is_terminal()
         && same_epoch
         && since.is_some_and(|s| s >= snapshot.head)
