@@ -1085,6 +1085,10 @@ async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
     // The run's last events are stored but never announced, and nothing is published after them.
     let head = append_unannounced(&url, "quiet", 3).await;
     assert_eq!(head, 5);
+    // A subscriber that joins now gets them from its snapshot; that says nothing of the first.
+    let (late_conn, mut late_rx) = ConnHandle::new(2, 1024);
+    let late = Follower::start(&*a, &hub_a, &late_conn, "quiet", None).await;
+    assert_eq!(late.last, 5);
     sub.until(&*a, &mut rx, head).await;
     assert_eq!(
         sub.seen.keys().copied().collect::<Vec<_>>(),
@@ -1106,6 +1110,8 @@ async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
     }
     assert_eq!(sub.resyncs, resyncs);
     assert_eq!(sub.seen.len(), 6);
+    let mut late = late;
+    late.until(&*a, &mut late_rx, 6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

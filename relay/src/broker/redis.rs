@@ -663,7 +663,13 @@ impl Shared {
         // fails and makes it reconnect, so try once more before answering 503.
         let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
             Ok(reply) => reply,
-            Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
+            Err(_) => match self.call(invocation.invoke_async(&mut conn)).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.snapshot_failed(&run);
+                    return Err(e);
+                }
+            },
         };
         // [head, epoch, state, stored_seq, t, tail frame × t, replay, frame…]
         let tail = reply
@@ -696,7 +702,6 @@ impl Shared {
                 Replay::Events(events)
             }
         };
-        self.saw(&run, &view.epoch, view.head);
         Ok(Snapshot {
             epoch: view.epoch,
             head: view.head,

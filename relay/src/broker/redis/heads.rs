@@ -6,12 +6,18 @@
 //! a run, or a run that goes quiet.
 //!
 //! So, for every run with a local subscription, the relay remembers the newest seq (and its
-//! epoch) it has handed the hub, live or in a snapshot, and every `head_check_interval` reads
-//! the run's head from Redis. A run whose head was already ahead at the previous check and is
-//! still not reached now (an event stored for a whole interval that never arrived live) gets
+//! epoch) that arrived live, and every `head_check_interval` reads the run's head from Redis. A
+//! run whose head was already ahead at the previous check and is still not reached now (an event
+//! stored for a whole interval that never arrived live) gets
 //! [`Hub::resync`](crate::hub::Hub::resync): its subscriptions catch up from their last seq
 //! through a snapshot, and drop by seq whatever the Pub/Sub message brings should it come late.
 //! Waiting one interval keeps events that are merely on their way from causing a resync.
+//! Snapshots taken by subscriptions do not count as arrived: one subscription catching up says
+//! nothing of the others on the run.
+//!
+//! A subscription whose catch-up failed (its snapshot timed out while a cluster node restarted,
+//! say) has nothing to retry it: so a snapshot of a watched run that fails marks the run, and the
+//! next check that can read the run's head resyncs it again.
 //!
 //! Cost: one `HMGET` per watched run per interval, on the command connection, a bounded number in
 //! flight; nothing when no run is watched.
@@ -41,10 +47,12 @@ pub(super) struct Position {
 pub(super) struct Watched {
     /// How many local subscriptions watch it.
     pub subscriptions: usize,
-    /// The newest position this relay handed its hub: live events, and snapshots' heads.
+    /// The newest position that arrived live, or that a resync of the head check caught up to.
     seen: Option<Position>,
     /// The run's head in Redis at the last check.
     checked: Option<Position>,
+    /// A snapshot of the run failed since the last check: a subscription may be left behind.
+    snapshot_failed: bool,
 }
 
 impl Watched {
@@ -71,12 +79,17 @@ impl Watched {
     }
 
     /// Records the head a check read (`None`: the run does not exist in Redis) and answers
-    /// whether the run must resync: it was behind at the previous check and still is.
+    /// whether the run must resync: it was behind at the previous check and still is, or a
+    /// snapshot of it failed since. A resync counts as having caught up to `head`.
     fn checked(&mut self, head: Option<Position>) -> bool {
         let lagging = self.checked.as_ref().is_some_and(|c| self.behind(c))
             && head.as_ref().is_some_and(|h| self.behind(h));
+        let resync = lagging || std::mem::take(&mut self.snapshot_failed);
+        if resync && let Some(head) = &head {
+            self.saw(&head.epoch, head.seq);
+        }
         self.checked = head;
-        lagging
+        resync
     }
 }
 
@@ -145,10 +158,17 @@ impl Shared {
         }
     }
 
-    /// Notes that this relay handed its hub `run` up to `seq` of `epoch`.
+    /// Notes that `run` arrived live up to `seq` of `epoch`.
     pub(super) fn saw(&self, run: &str, epoch: &Arc<str>, seq: u64) {
         if let Some(w) = lock(&self.channels).get_mut(run) {
             w.saw(epoch, seq);
+        }
+    }
+
+    /// Notes that a snapshot of `run` failed: the next check resyncs it.
+    pub(super) fn snapshot_failed(&self, run: &str) {
+        if let Some(w) = lock(&self.channels).get_mut(run) {
+            w.snapshot_failed = true;
         }
     }
 }
@@ -176,15 +196,23 @@ mod tests {
         // …it arrived meanwhile: nothing to do.
         w.saw(&"e".into(), 1);
         assert!(!w.checked(at("e", 2)));
-        // seq 2 was there a whole interval ago and never came: resync.
+        // seq 2 was there a whole interval ago and never came: resync, which catches up to 2.
         assert!(w.checked(at("e", 2)));
-        // The catch-up's snapshot moves the position; quiet again.
-        w.saw(&"e".into(), 2);
         assert!(!w.checked(at("e", 2)));
         assert!(!w.checked(at("e", 2)));
         // A stale read never lowers what was seen.
         w.saw(&"e".into(), 1);
         assert!(!w.checked(at("e", 2)));
+    }
+
+    #[test]
+    fn a_failed_snapshot_resyncs_at_the_next_check_that_reads_the_head() {
+        let mut w = Watched::default();
+        w.saw(&"e".into(), 4);
+        assert!(!w.checked(at("e", 4)));
+        w.snapshot_failed = true;
+        assert!(w.checked(at("e", 4)));
+        assert!(!w.checked(at("e", 4)), "once");
     }
 
     #[test]
@@ -194,7 +222,6 @@ mod tests {
         w.saw(&"pending".into(), 0);
         assert!(!w.checked(at("x", 3)));
         assert!(w.checked(at("x", 3)));
-        w.saw(&"x".into(), 3);
         assert!(!w.checked(at("x", 3)));
         // The run was lost and started again under a new epoch.
         assert!(!w.checked(at("y", 1)));
