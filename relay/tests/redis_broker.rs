@@ -1157,3 +1157,33 @@ async fn a_snapshot_of_a_run_that_does_not_exist_writes_nothing() {
     assert_eq!(snap.epoch, sub.epoch);
     assert!(!snap.epoch.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_run_whose_snapshot_failed_is_resynced_once_redis_answers() {
+    let redis = RedisServer::start();
+    let (a, hub_a) = relay(&redis.url(), |c| {
+        c.command_timeout = Duration::from_millis(300);
+        c.head_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let run: RunId = "paused".into();
+    hub_a.register(&run, &conn);
+    a.watch(run.clone()).await.unwrap();
+    a.publish(run.clone(), vec![log(1)]).await.unwrap();
+    assert!(matches!(next(&mut rx).await, Outbound::Event(e) if e.seq == 1));
+    // Scripts wait while writes are paused (reads and the Pub/Sub connection do not): a
+    // subscription's catch-up fails, and nothing else would retry it.
+    assert!(
+        redis
+            .command("CLIENT PAUSE 1500 WRITE")
+            .unwrap()
+            .starts_with("+OK")
+    );
+    assert!(a.snapshot(run.clone(), Some(1)).await.is_err());
+    match next(&mut rx).await {
+        Outbound::Resync(r) => assert_eq!(r, run),
+        Outbound::Event(e) => panic!("unexpected event {}", e.seq),
+    }
+    assert!(a.stats().head_resyncs.load(Ordering::Relaxed) >= 1);
+}

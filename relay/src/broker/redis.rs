@@ -176,8 +176,8 @@ pub struct RedisStats {
     pub capped: AtomicU64,
     /// Ingested messages this relay did not append because another relay already had.
     pub ingest_duplicates: AtomicU64,
-    /// Runs whose subscriptions were made to catch up because the head check found events that
-    /// never arrived through Pub/Sub.
+    /// Runs whose subscriptions the head check made catch up: events that never arrived through
+    /// Pub/Sub, or a catch-up snapshot that failed.
     pub head_resyncs: AtomicU64,
 }
 
@@ -880,7 +880,7 @@ impl Broker for RedisBroker {
             ),
             counter(
                 "runwire_redis_head_resyncs_total",
-                "Runs whose subscriptions caught up because events never arrived through Pub/Sub.",
+                "Runs whose subscriptions the head check made catch up: events that never arrived through Pub/Sub, or a catch-up that failed.",
                 &stats.head_resyncs,
             ),
             super::capped_sample(stats.capped.load(Ordering::Relaxed)),

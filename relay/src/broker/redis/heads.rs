@@ -151,7 +151,8 @@ impl Shared {
         for run in lagging {
             tracing::info!(
                 run = &*run,
-                "redis: a run's events did not arrive through Pub/Sub; its subscriptions catch up"
+                "redis: a run's events did not arrive through Pub/Sub, or its catch-up failed; its \
+                 subscriptions catch up"
             );
             self.stats.head_resyncs.fetch_add(1, Ordering::Relaxed);
             self.hub.resync(&run);
