@@ -889,7 +889,12 @@ async fn subscriber(
                 "welcome" | "pong" => {}
                 "subscribed" => {
                     let head = frame["seq"].as_u64().unwrap_or(0);
-                    let e = frame["epoch"].as_str().map(str::to_owned);
+                    // Empty: the run has no events yet (the Redis broker creates nothing for a
+                    // read), and its first event brings the epoch.
+                    let e = frame["epoch"]
+                        .as_str()
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_owned);
                     if epoch.is_some() && e != epoch {
                         t.problem(&t.protocol_errors, || {
                             format!("{run}: epoch changed from {epoch:?} to {e:?} without reset")

@@ -5,6 +5,7 @@
 //! received every event exactly once, the relay must still answer, and the relay's log (captured
 //! at `trace` for the relay's own code) must hold no panic and no token.
 
+mod redis_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis_support::RedisServer;
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::*;
@@ -411,6 +413,11 @@ impl Follower {
             (f["type"].as_str(), f["seq"].as_u64()),
             (Some("event"), Some(self.seen)),
             "the follower after {after}: {f}"
+        );
+        assert_eq!(
+            f["data"]["message"],
+            format!("line {}", self.seen),
+            "the follower's own event after {after}: {f}"
         );
     }
 }
@@ -952,7 +959,105 @@ async fn hostile_traffic_leaves_the_relay_whole() {
     assert_eq!(code, 1007, "invalid UTF-8");
     follower.check(&relay, "invalid UTF-8").await;
 
-    // The state-size caps and Redis ingest cases belong here too, with the same checks after each.
+    // The state-size caps: values far over their caps, more nodes than are kept, a state at its
+    // total cap. Each event reaches a subscriber whole and once; the state keeps capped values
+    // cut or as the marker; the metric moves. (The Redis ingest cases: the next test.)
+    let capped_before = metric(&relay, "runwire_state_values_capped_total").await;
+    let caps = publish_token("caps");
+    let mut watcher = Client::connect(&relay.ws_url("/v1/ws")).await;
+    watcher
+        .send(json!({"type":"auth","token":subscribe_token("caps")}))
+        .await;
+    assert_eq!(watcher.frame().await["type"], "welcome");
+    assert_eq!(watcher.subscribe("caps", None).await["type"], "subscribed");
+    let huge = "h".repeat(300_000);
+    let key = |i: usize| format!("node-{i:05}-{}", "k".repeat(240));
+    let mut batches: Vec<Vec<Value>> = vec![
+        vec![json!({"event":"run.started","data":{"workflow":huge}})],
+        vec![
+            json!({"event":"node.completed","data":{"node_key":key(0),"output_summary":{"blob":huge}}}),
+        ],
+        vec![json!({"event":"node.failed","data":{"node_key":key(1),"error":huge}})],
+    ];
+    // 2,100 nodes (2,048 are kept) with 252-byte keys, each with a 4 KB output summary (over the
+    // cap of every node after the 8th): the state grows large, but no larger than its total cap.
+    // Batches of 50, read as they come (the queue holds 64).
+    let summary = "s".repeat(4000);
+    for chunk in (2..2100).collect::<Vec<_>>().chunks(50) {
+        batches.push(
+            chunk
+                .iter()
+                .map(|&i| json!({"event":"node.completed","data":{"node_key":key(i),"output_summary":summary}}))
+                .collect(),
+        );
+    }
+    batches.push(vec![
+        json!({"event":"run.completed","data":{"result":{"blob":huge}}}),
+    ]);
+    let mut expected_seq = 0;
+    for batch in &batches {
+        let status = relay
+            .publish_with(
+                &caps,
+                "caps",
+                serde_json::to_vec(batch).unwrap(),
+                "application/json",
+            )
+            .await;
+        assert_eq!(status, 200, "a batch of {} events", batch.len());
+        for sent in batch {
+            let got = watcher.frame().await;
+            expected_seq += 1;
+            assert_eq!(got["seq"], expected_seq, "{}", got["event"]);
+            assert_eq!(got["event"], sent["event"]);
+            assert_eq!(got["data"], sent["data"], "the event is delivered whole");
+        }
+    }
+    let end = watcher.frame().await;
+    assert_eq!(
+        (end["type"].as_str(), end["reason"].as_str()),
+        (Some("unsubscribed"), Some("completed")),
+        "{end}"
+    );
+    drop(watcher);
+    let body = http
+        .get(relay.url("/v1/runs/caps"))
+        .bearer_auth(subscribe_token("caps"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let state: Value = serde_json::from_str::<Value>(&body).unwrap()["state"].take();
+    let state_bytes = serde_json::to_string(&state).unwrap().len();
+    assert!(
+        state_bytes <= runwire_protocol::state::MAX_STATE_BYTES,
+        "{state_bytes} bytes"
+    );
+    assert!(state_bytes > 500_000, "a large state: {state_bytes} bytes");
+    let marker = runwire_protocol::state::truncated_marker();
+    assert_eq!(state["result"], marker);
+    let workflow = state["workflow"].as_str().unwrap();
+    assert!(workflow.len() <= runwire_protocol::state::MAX_TEXT && workflow.ends_with('…'));
+    let nodes = state["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), runwire_protocol::state::MAX_NODES);
+    assert_eq!(state["nodes_truncated"], true);
+    assert_eq!(nodes[0]["output_summary"], marker);
+    let node_error = nodes[1]["error"].as_str().unwrap();
+    assert!(
+        node_error.len() <= runwire_protocol::state::MAX_NODE_VALUE && node_error.ends_with('…')
+    );
+    assert_eq!(state["status"], "completed");
+    assert_eq!(state["seq"], expected_seq);
+    let capped = metric(&relay, "runwire_state_values_capped_total").await;
+    // The workflow, the first summary, the node error, the result, and the summaries of the
+    // nodes after the 8th.
+    assert!(
+        capped >= capped_before + 2000,
+        "{capped_before} -> {capped}"
+    );
+    follower.check(&relay, "the state-size caps").await;
 
     // Nothing leaked: once the hostile clients are gone, only the follower is counted.
     let url = &relay.url("/metrics");
@@ -985,6 +1090,211 @@ async fn hostile_traffic_leaves_the_relay_whole() {
         "the suite stays fast: {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn hostile_redis_messages_leave_ingest_and_delivery_running() {
+    let redis = RedisServer::start();
+    let relay = Spawned::start(&[
+        "--redis",
+        &redis.url(),
+        "--ingest",
+        "w?*",
+        "--ingest",
+        "hostile:*",
+    ])
+    .await;
+    let mut follower = Follower::start(&relay, "ok").await;
+    // A watcher of another run, so that the relay listens on that run's live channel too.
+    let mut other = Client::connect(&relay.ws_url("/v1/ws")).await;
+    other
+        .send(json!({"type":"auth","token":subscribe_token("other")}))
+        .await;
+    assert_eq!(other.frame().await["type"], "welcome");
+    assert_eq!(other.subscribe("other", None).await["type"], "subscribed");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut publish = async |channel: &[u8], payload: &[u8]| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    };
+    let ready = async || {
+        reqwest::get(relay.url("/ready"))
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    };
+    assert_eq!(ready().await, 200);
+
+    // Channel names: split characters, bytes that are not UTF-8, control characters, the empty
+    // run id, ids no run may have, a pattern as a name, very long names.
+    let long = format!("w{}", "x".repeat(100_000));
+    let channels: Vec<Vec<u8>> = vec![
+        "wé7".into(),
+        "wéé".into(),
+        b"w\xff\xfe7".to_vec(),
+        b"\xc3w7".to_vec(),
+        b"w\x007".to_vec(),
+        b"w\r\n7".to_vec(),
+        "w".into(),
+        "w?*".into(),
+        "hostile:".into(),
+        "hostile:../../etc".into(),
+        "hostile:{ok}:live".into(),
+        "hostile:a b".into(),
+        "hostile:*".into(),
+        format!("hostile:{}", "é".repeat(200)).into(),
+        long.clone().into(),
+    ];
+    for channel in &channels {
+        publish(channel, br#"{"status":"Success"}"#).await;
+        publish(
+            channel,
+            br#"{"event":"log","data":{"level":"info","message":"m"}}"#,
+        )
+        .await;
+    }
+    assert_eq!(ready().await, 200, "after hostile channel names");
+    follower.check(&relay, "hostile channel names").await;
+
+    // Payloads: malformed, strange, huge, on a valid channel of a run nobody watches.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let deep_object = format!(
+        r#"{{"event":"log","data":{}1{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let big_number = format!(r#"{{"status":"Success","n":1{}}}"#, "0".repeat(400));
+    let near_limit = format!(
+        r#"{{"event":"log","data":{{"level":"info","message":"{}"}}}}"#,
+        "m".repeat(900_000)
+    );
+    let over_limit = vec![b'{'; 2 * 1024 * 1024];
+    let payloads: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"{".to_vec(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"42".to_vec(),
+        br#""a string""#.to_vec(),
+        br#"{"event":5}"#.to_vec(),
+        br#"{"event":"Bad Name!","data":{}}"#.to_vec(),
+        br#"{"event":"node.started","data":{"node_key":""}}"#.to_vec(),
+        br#"{"status":["Success"]}"#.to_vec(),
+        br#"{"status":"Failure","error":{"nested":[1,2,3]}}"#.to_vec(),
+        deep.into_bytes(),
+        deep_object.into_bytes(),
+        big_number.into_bytes(),
+        near_limit.into_bytes(),
+        over_limit,
+    ];
+    for (i, payload) in payloads.iter().enumerate() {
+        publish(format!("hostile:junk-{i}").as_bytes(), payload).await;
+        publish(b"wjunk", payload).await;
+    }
+    assert_eq!(ready().await, 200, "after hostile payloads");
+    follower.check(&relay, "hostile payloads").await;
+
+    // Malformed messages on the relay's own live channels, and a frame of one run published on
+    // another run's channel: ignored, and never delivered to the other run's subscribers.
+    let epoch = reqwest::Client::new()
+        .get(relay.url("/v1/runs/ok"))
+        .bearer_auth(subscribe_token("ok"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forged = json!({"type":"event","run":"ok","seq":follower.seen + 1,"event":"log",
+        "ts":"2026-01-01T00:00:00.000Z","data":{"level":"info","message":"forged"}})
+    .to_string();
+    for payload in [
+        format!("{epoch}\n{forged}").into_bytes(),
+        b"".to_vec(),
+        b"no newline".to_vec(),
+        b"epoch\nnot json".to_vec(),
+        b"epoch\n\xff\xfe".to_vec(),
+        b"\n\n\n".to_vec(),
+        format!("epoch\n{forged}").into_bytes(),
+        format!("epoch\n{}", "[".repeat(100_000)).into_bytes(),
+    ] {
+        publish(b"runwire:{other}:live", &payload).await;
+        publish(b"runwire:{ok}:live", &payload[..payload.len().min(20)]).await;
+    }
+    assert_eq!(ready().await, 200, "after malformed live messages");
+    follower.check(&relay, "malformed live messages").await;
+
+    // Ingest still works: a valid message becomes an event of its run.
+    publish(b"hostile:good", br#"{"status":"Success"}"#).await;
+    let state = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let v: Value = reqwest::Client::new()
+                .get(relay.url("/v1/runs/good"))
+                .bearer_auth(subscribe_token("good"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["seq"] == 1 {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a valid message is ingested after the hostile ones");
+    assert_eq!(state["state"]["status"], "completed");
+    assert_eq!(metric(&relay, "runwire_ingest_up").await, 1);
+    assert_eq!(metric(&relay, "runwire_redis_task_restarts_total").await, 0);
+    assert!(
+        metric(&relay, "runwire_ingest_dropped_total").await >= 1,
+        "the 2 MiB payload"
+    );
+    assert_eq!(ready().await, 200);
+    // The watcher of the other run got nothing from the forged or malformed messages.
+    let publish_other = publish_token("other");
+    let status = relay
+        .publish_with(
+            &publish_other,
+            "other",
+            serde_json::to_vec(&log(1)).unwrap(),
+            "application/json",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let f = other.frame().await;
+    assert_eq!(
+        (f["type"].as_str(), f["seq"].as_u64()),
+        (Some("event"), Some(1)),
+        "{f}"
+    );
+    drop(other);
+    let log = relay.stop().await;
+    assert_clean_log(&log, &[subscribe_token("ok"), publish_other]);
+}
+
+/// The value of an unlabelled metric on `/metrics`.
+async fn metric(relay: &Spawned, name: &str) -> u64 {
+    let text = reqwest::get(relay.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 /// Writes `request` on a fresh connection and returns what comes back before it closes.

@@ -110,7 +110,11 @@ impl Follower {
     async fn pump(&mut self, broker: &dyn Broker, rx: &mut Inbox) {
         match next(rx).await {
             Outbound::Event(e) => {
-                if e.epoch != self.epoch {
+                if e.epoch != self.epoch && self.last == 0 && e.seq == 1 {
+                    // Subscribed before the run existed: the first event brings its epoch.
+                    self.epoch = e.epoch.clone();
+                    self.take(e.seq, e.frame.as_str());
+                } else if e.epoch != self.epoch {
                     self.resyncs += 1;
                     self.catch_up(broker, Some(self.last)).await;
                 } else if e.seq == self.last + 1 {
@@ -436,14 +440,15 @@ async fn redis_that_lost_its_data_gives_the_run_a_new_epoch_and_subscribers_rese
     }
     let snap = a.snapshot("lost".into(), Some(5)).await.unwrap();
     assert!(matches!(snap.replay, Replay::Gap), "seq 5 is gone");
-    assert_eq!(snap.head, 0);
-    assert_ne!(snap.epoch, old_epoch);
-    // Publishing goes on under the new epoch, from 1.
+    // The run is gone: no epoch until it is published again (reading creates nothing).
+    assert_eq!((snap.head, &*snap.epoch), (0, ""));
+    // Publishing goes on under a new epoch, from 1.
     let out = b.publish("lost".into(), vec![log(1)]).await.unwrap();
     assert_eq!(out[0].seq, 1);
-    assert_eq!(out[0].epoch, snap.epoch);
+    assert!(!out[0].epoch.is_empty());
+    assert_ne!(out[0].epoch, old_epoch);
     match next(&mut rx).await {
-        Outbound::Event(e) => assert_eq!((e.seq, &*e.epoch), (1, &*snap.epoch)),
+        Outbound::Event(e) => assert_eq!((e.seq, &*e.epoch), (1, &*out[0].epoch)),
         other => panic!("{other:?}"),
     }
     drop(redis);
@@ -989,4 +994,183 @@ async fn a_terminal_event_inside_a_batch_ends_the_run() {
     );
     let snap = a.snapshot("mid".into(), None).await.unwrap();
     assert_eq!(snap.state.status, runwire_protocol::RunStatus::Failed);
+}
+
+/// Appends `n` events to `run` exactly as `publish.lua` does, but announces them on a channel
+/// nobody listens to: events stored and acknowledged whose Pub/Sub message was lost (as when a
+/// restarted cluster node cannot yet forward messages to the others). Returns the new head.
+async fn append_unannounced(url: &str, run: &str, n: u64) -> u64 {
+    if let Some(hosts) = url.strip_prefix("redis+cluster://") {
+        let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        append_unannounced_on(&mut conn, run, n).await
+    } else {
+        let client = redis::Client::open(url).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        append_unannounced_on(&mut conn, run, n).await
+    }
+}
+
+async fn append_unannounced_on(
+    conn: &mut impl redis::aio::ConnectionLike,
+    run: &str,
+    n: u64,
+) -> u64 {
+    let meta = format!("runwire:{{{run}}}:meta");
+    let (head, epoch): (String, String) = redis::cmd("HMGET")
+        .arg(&meta)
+        .arg("head")
+        .arg("epoch")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let head: u64 = head.parse().unwrap();
+    let script = redis::Script::new(include_str!("../src/broker/redis/publish.lua"));
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(&meta)
+        .key(format!("runwire:{{{run}}}:events"))
+        .key(format!("runwire:{{{run}}}:ingested"))
+        .arg("nobody-listens")
+        .arg(head)
+        .arg(&epoch)
+        .arg("")
+        .arg("0")
+        .arg(10_000)
+        .arg(3_600_000)
+        .arg(300_000)
+        .arg(0)
+        .arg(60_000);
+    for seq in head + 1..=head + n {
+        let frame = runwire_protocol::Envelope {
+            run: run.into(),
+            seq,
+            event: "log".into(),
+            ts: "2026-01-01T00:00:00.000Z".into(),
+            data: json!({"level":"info","message":"unannounced","i":seq}),
+        }
+        .to_frame_json();
+        invocation.arg(frame);
+    }
+    let reply: Vec<String> = invocation.invoke_async(conn).await.unwrap();
+    assert_eq!(reply, ["ok"]);
+    head + n
+}
+
+async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
+    let (a, hub_a) = relay(&url, |c| c.head_check_interval = Duration::from_millis(100)).await;
+    let (b, _) = relay(&url, |_| {}).await;
+    let (conn, mut rx) = ConnHandle::new(1, 1024);
+    let mut sub = Follower::start(&*a, &hub_a, &conn, "quiet", None).await;
+    b.publish("quiet".into(), vec![log(1), log(2)])
+        .await
+        .unwrap();
+    sub.until(&*a, &mut rx, 2).await;
+    assert_eq!(sub.resyncs, 0);
+
+    // The run's last events are stored but never announced, and nothing is published after them.
+    let head = append_unannounced(&url, "quiet", 3).await;
+    assert_eq!(head, 5);
+    // A subscriber that joins now gets them from its snapshot; that says nothing of the first.
+    let (late_conn, mut late_rx) = ConnHandle::new(2, 1024);
+    let late = Follower::start(&*a, &hub_a, &late_conn, "quiet", None).await;
+    assert_eq!(late.last, 5);
+    sub.until(&*a, &mut rx, head).await;
+    assert_eq!(
+        sub.seen.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert!(sub.seen[&4].contains("unannounced"));
+    assert!(a.stats().head_resyncs.load(Ordering::Relaxed) >= 1);
+
+    // Announced events keep arriving live, once each, without further catch-ups.
+    let resyncs = sub.resyncs;
+    b.publish("quiet".into(), vec![log(6)]).await.unwrap();
+    sub.until(&*a, &mut rx, 6).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    while let Some(item) = rx.try_recv() {
+        match item {
+            Outbound::Event(e) => assert!(e.seq <= 6, "nothing beyond the head: {}", e.seq),
+            Outbound::Resync(_) => panic!("a resync with nothing missing"),
+        }
+    }
+    assert_eq!(sub.resyncs, resyncs);
+    assert_eq!(sub.seen.len(), 6);
+    let mut late = late;
+    late.until(&*a, &mut late_rx, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_whose_pubsub_message_was_lost_reach_subscribers_once() {
+    let redis = RedisServer::start();
+    events_whose_message_was_lost_still_reach_subscribers(redis.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_events_whose_pubsub_message_was_lost_reach_subscribers_once() {
+    let cluster = RedisCluster::start();
+    events_whose_message_was_lost_still_reach_subscribers(cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_a_run_that_does_not_exist_writes_nothing() {
+    let redis = RedisServer::start();
+    let (a, hub_a) = relay(&redis.url(), |_| {}).await;
+    for i in 0..50 {
+        let snap = a
+            .snapshot(format!("ghost-{i}").into(), Some(0))
+            .await
+            .unwrap();
+        assert_eq!((snap.head, &*snap.epoch), (0, ""));
+        assert!(matches!(snap.replay, Replay::Events(ref e) if e.is_empty()));
+        let snap = a
+            .snapshot(format!("ghost-{i}").into(), Some(7))
+            .await
+            .unwrap();
+        assert!(matches!(snap.replay, Replay::Gap));
+    }
+    assert_eq!(redis.command("DBSIZE").unwrap(), ":0\r\n", "no key created");
+
+    // A subscriber that came first adopts the epoch of the run's first event: no reset.
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let mut sub = Follower::start(&*a, &hub_a, &conn, "ghost-1", None).await;
+    a.publish("ghost-1".into(), vec![log(1), log(2)])
+        .await
+        .unwrap();
+    sub.until(&*a, &mut rx, 2).await;
+    assert_eq!((sub.resyncs, sub.resets), (0, 0));
+    let snap = a.snapshot("ghost-1".into(), Some(1)).await.unwrap();
+    assert_eq!(snap.epoch, sub.epoch);
+    assert!(!snap.epoch.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_run_whose_snapshot_failed_is_resynced_once_redis_answers() {
+    let redis = RedisServer::start();
+    let (a, hub_a) = relay(&redis.url(), |c| {
+        c.command_timeout = Duration::from_millis(300);
+        c.head_check_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let run: RunId = "paused".into();
+    hub_a.register(&run, &conn);
+    a.watch(run.clone()).await.unwrap();
+    a.publish(run.clone(), vec![log(1)]).await.unwrap();
+    assert!(matches!(next(&mut rx).await, Outbound::Event(e) if e.seq == 1));
+    // Scripts wait while writes are paused (reads and the Pub/Sub connection do not): a
+    // subscription's catch-up fails, and nothing else would retry it.
+    assert!(
+        redis
+            .command("CLIENT PAUSE 1500 WRITE")
+            .unwrap()
+            .starts_with("+OK")
+    );
+    assert!(a.snapshot(run.clone(), Some(1)).await.is_err());
+    match next(&mut rx).await {
+        Outbound::Resync(r) => assert_eq!(r, run),
+        Outbound::Event(e) => panic!("unexpected event {}", e.seq),
+    }
+    assert!(a.stats().head_resyncs.load(Ordering::Relaxed) >= 1);
 }

@@ -550,11 +550,23 @@ async fn a_redis_that_lost_its_data_resets_subscribers_instead_of_reusing_seqs()
     let b = RelayProc::start(&redis.url(), &[]).await;
     let mut c = a.client(&subscribe_token("l")).await;
     let sub = c.subscribe("l", None).await;
-    let old_epoch = sub["epoch"].clone();
+    // Before its first event a run has no epoch, and nothing is written in Redis for it.
+    assert_eq!((&sub["seq"], &sub["epoch"]), (&json!(0), &json!("")));
     for i in 1..=3 {
         b.publish_ok("l", &log(i)).await;
     }
     assert_eq!(support::seqs(&c.events(3).await), [1, 2, 3]);
+    let old_epoch = reqwest::Client::new()
+        .get(a.url("/v1/runs/l"))
+        .bearer_auth(subscribe_token("l"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["epoch"]
+        .clone();
+    assert_ne!(old_epoch, json!(""));
 
     // Restarted without persistence: run `l` is gone from Redis.
     let redis = tokio::task::spawn_blocking(move || {

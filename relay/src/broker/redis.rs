@@ -30,7 +30,8 @@
 //! **Epochs.** A run that has no meta hash (new, expired, or lost with the server's data) gets a
 //! fresh epoch when it is first written. Its seqs start again at 1 under the new epoch, which
 //! subscriptions notice (the event's epoch, or the snapshot's, differs from theirs) and answer
-//! with `reset`.
+//! with `reset`. Reading never writes: a snapshot of a run that does not exist answers head 0 and
+//! an empty epoch, and a subscription that starts there takes the epoch of the first event.
 //!
 //! **Fan-out.** One Pub/Sub connection per relay, subscribed to the `live` channels of the runs
 //! local subscriptions watch (reference counted), decodes nothing but the frame header
@@ -38,6 +39,11 @@
 //! subscribers only through that channel, also on the relay that published them, so they arrive
 //! in the order Redis appended them. On a cluster the connection goes to one node: a `PUBLISH`
 //! on any node reaches subscribers on every node.
+//!
+//! **Lost messages.** Pub/Sub keeps nothing, and a message can be lost after its events were
+//! stored (on a cluster, a restarted node forwards no message until its bus links are back). The
+//! head check ([`heads`]) reads the head of every watched run every `head_check_interval` and
+//! makes the subscriptions of a run whose events did not arrive catch up from the stream.
 //!
 //! **Outages.** Commands time out after `command_timeout` and fail with
 //! [`BrokerError::Unavailable`]; nothing half-written is reported as accepted. The Pub/Sub
@@ -61,6 +67,7 @@
 pub mod ingest;
 
 mod conn;
+mod heads;
 mod pubsub;
 mod slots;
 
@@ -113,6 +120,9 @@ pub struct RedisConfig {
     pub ingest: Vec<String>,
     /// How often an ingesting relay publishes a sync mark (see [`ingest`]).
     pub ingest_mark_interval: Duration,
+    /// How often the heads of watched runs are read to catch up with events whose Pub/Sub
+    /// message was lost (see `heads.rs`); such events reach subscribers within two intervals.
+    pub head_check_interval: Duration,
     /// Compatibility layers whose message shapes ingest understands.
     pub compat: crate::compat::Layers,
 }
@@ -145,6 +155,7 @@ impl RedisConfig {
             stream_lease: Duration::from_secs(30),
             ingest: Vec::new(),
             ingest_mark_interval: Duration::from_secs(10),
+            head_check_interval: Duration::from_secs(2),
             compat: crate::compat::Layers::default(),
         }
     }
@@ -166,6 +177,9 @@ pub struct RedisStats {
     pub capped: AtomicU64,
     /// Ingested messages this relay did not append because another relay already had.
     pub ingest_duplicates: AtomicU64,
+    /// Runs whose subscriptions the head check made catch up: events that never arrived through
+    /// Pub/Sub, or a catch-up snapshot that failed.
+    pub head_resyncs: AtomicU64,
 }
 
 /// How long an ingested message's id is remembered in Redis: another relay that receives the
@@ -241,8 +255,8 @@ struct Shared {
     relay_id: String,
     counter: AtomicU64,
     views: Mutex<HashMap<RunId, Arc<tokio::sync::Mutex<Option<RunView>>>>>,
-    /// Runs watched by local subscriptions, with how many.
-    channels: Mutex<HashMap<RunId, usize>>,
+    /// Runs watched by local subscriptions: how many, and how far this relay has them.
+    channels: Mutex<HashMap<RunId, heads::Watched>>,
     /// The Pub/Sub connection's command side; `None` while disconnected.
     sink: Mutex<Option<PubSubSink>>,
     pubsub_up: AtomicBool,
@@ -347,6 +361,14 @@ impl RedisBroker {
             stop_rx.clone(),
             backoff,
             move || health_loop(s.clone(), st.clone()),
+        );
+        let (s, st) = (shared.clone(), stop_rx.clone());
+        supervise(
+            "redis head check",
+            tasks.clone(),
+            stop_rx.clone(),
+            backoff,
+            move || heads::head_check_loop(s.clone(), st.clone()),
         );
         let (s, st) = (Arc::downgrade(&shared), stop_rx.clone());
         supervise("stream slot renewal", tasks, stop_rx, backoff, move || {
@@ -642,15 +664,19 @@ impl Shared {
         invocation
             .key(self.meta_key(&run))
             .key(self.stream_key(&run))
-            .arg(since.map_or_else(|| "-".to_owned(), |s| s.to_string()))
-            .arg(&*self.fresh_epoch())
-            .arg(ttl_ms(self.config.run_idle_ttl));
+            .arg(since.map_or_else(|| "-".to_owned(), |s| s.to_string()));
         let mut conn = self.conn.clone();
         // A read is safe to repeat: the first command on a connection that broke while idle
         // fails and makes it reconnect, so try once more before answering 503.
         let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
             Ok(reply) => reply,
-            Err(_) => self.call(invocation.invoke_async(&mut conn)).await?,
+            Err(_) => match self.call(invocation.invoke_async(&mut conn)).await {
+                Ok(reply) => reply,
+                Err(e) => {
+                    self.snapshot_failed(&run);
+                    return Err(e);
+                }
+            },
         };
         // [head, epoch, state, stored_seq, t, tail frame × t, replay, frame…]
         let tail = reply
@@ -660,7 +686,15 @@ impl Shared {
             .ok_or_else(|| unavailable(format!("unexpected reply {reply:?}")))?;
         let mut fields = reply[..4].to_vec();
         fields.extend_from_slice(&reply[5..5 + tail]);
-        let view = parse_view(&fields)?.ok_or_else(|| unavailable("snapshot without epoch"))?;
+        // A run that does not exist (yet): head 0 and no epoch. A subscription adopts the epoch
+        // of the run's first event when it comes (`Follow::on_event`).
+        let view = parse_view(&fields)?.unwrap_or_else(|| RunView {
+            head: 0,
+            epoch: "".into(),
+            state: Arc::default(),
+            stored_seq: 0,
+            unstored_bytes: 0,
+        });
         let replay = match reply[5 + tail].as_str() {
             "none" => Replay::NotAsked,
             "gap" => Replay::Gap,
@@ -850,6 +884,11 @@ impl Broker for RedisBroker {
                 "runwire_ingest_dropped_total",
                 "Messages from --ingest channels not appended.",
                 &stats.ingest_dropped,
+            ),
+            counter(
+                "runwire_redis_head_resyncs_total",
+                "Runs whose subscriptions the head check made catch up: events that never arrived through Pub/Sub, or a catch-up that failed.",
+                &stats.head_resyncs,
             ),
             super::capped_sample(stats.capped.load(Ordering::Relaxed)),
             super::Sample {

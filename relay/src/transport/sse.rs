@@ -193,7 +193,7 @@ impl SseTask {
         };
         let (inbox, release) = Release::watch(&state, &run, slot).await?;
         let snapshot = state.broker.snapshot(run.clone(), since).await?;
-        let same_epoch = epoch.is_none_or(|e| *e == *snapshot.epoch);
+        let same_epoch = super::subscription::same_epoch(epoch, &snapshot.epoch);
         if snapshot.state.status.is_terminal()
             && same_epoch
             && since.is_some_and(|s| s >= snapshot.head)

@@ -28,6 +28,14 @@ pub enum Emit {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NeedsResync;
 
+/// Whether a client's `since` (given with `client_epoch`) counts in `epoch`. An absent or empty
+/// epoch matches any: a client that subscribed before its run's first event was given an empty
+/// one when its broker creates the epoch with that event (the Redis broker writes nothing for a
+/// read), and the epoch of the events it then received was never sent to it.
+pub fn same_epoch(client_epoch: Option<&str>, epoch: &str) -> bool {
+    client_epoch.is_none_or(|e| e.is_empty() || e == epoch)
+}
+
 /// A subscription's position.
 #[derive(Debug, Clone, Default)]
 pub struct Subscription {
@@ -63,7 +71,7 @@ impl Subscription {
         let since_seq = since.unwrap_or(0);
         // Seqs are comparable only within one epoch; a client that has seen nothing (since 0)
         // cannot be confused by a new one.
-        let epoch_changed = since_seq > 0 && client_epoch.is_some_and(|e| *e != *epoch);
+        let epoch_changed = since_seq > 0 && !same_epoch(client_epoch, &epoch);
         let reset = epoch_changed || matches!(replay, Replay::Gap);
         if reset {
             out.push(Emit::Control(Box::new(ServerFrame::Reset {
@@ -309,6 +317,29 @@ mod tests {
             Some(ServerFrame::Subscribed { .. })
         ));
         assert_eq!(seqs(&out), [1]);
+    }
+
+    #[test]
+    fn an_empty_epoch_from_before_the_first_event_resumes_in_any_epoch() {
+        // Subscribed before the run existed: no epoch; the events came under "x".
+        let run: RunId = "r".into();
+        let mut out = Vec::new();
+        let replay = Replay::Events(vec![ev("x", 3, "log"), ev("x", 4, "log")]);
+        Subscription::default().on_snapshot(
+            &run,
+            snap("x", 4, replay),
+            Some(2),
+            Some(""),
+            true,
+            &mut out,
+        );
+        assert!(matches!(
+            control(&out[0]),
+            Some(ServerFrame::Subscribed { .. })
+        ));
+        assert_eq!(seqs(&out), [3, 4]);
+        assert!(same_epoch(None, "x") && same_epoch(Some(""), "x"));
+        assert!(same_epoch(Some("x"), "x") && !same_epoch(Some("y"), "x"));
     }
 
     #[test]

@@ -715,8 +715,8 @@ where
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
-                if let Some(follow) = self.subs.get_mut(&run) {
-                    follow.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
+                if let Some(sub) = self.subs.get_mut(&run) {
+                    sub.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
                 }
                 if let Some(exp) = own_exp {
                     tell_expiry(&mut out, exp);
@@ -751,9 +751,9 @@ where
         match item {
             Outbound::Event(ev) => {
                 // None: unsubscribed since it was queued.
-                let follow = self.subs.get_mut(&ev.run)?;
+                let sub = self.subs.get_mut(&ev.run)?;
                 let mut out = std::mem::take(&mut self.scratch);
-                let sent = follow.on_event(&ev, &mut out).is_ok();
+                let sent = sub.on_event(&ev, &mut out).is_ok();
                 if sent {
                     // Nothing in `out`: the replay sent this event already.
                     if !out.is_empty() {
@@ -773,16 +773,16 @@ where
 
     /// Catches a subscription up from its last seq after a gap or an epoch change.
     async fn resync(&mut self, run: &RunId) {
-        let Some(follow) = self.subs.get(run) else {
+        let Some(sub) = self.subs.get(run) else {
             return;
         };
-        let (since, epoch) = follow.resync_point();
+        let (since, epoch) = sub.resync_point();
         let epoch = epoch.map(str::to_owned);
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
-                if let Some(follow) = self.subs.get_mut(run) {
-                    follow.on_snapshot(run, snapshot, since, epoch.as_deref(), false, &mut out);
+                if let Some(sub) = self.subs.get_mut(run) {
+                    sub.on_snapshot(run, snapshot, since, epoch.as_deref(), false, &mut out);
                 }
                 self.emit(run, &mut out);
             }

@@ -19,7 +19,10 @@ const SUBSCRIBE_CHUNK: usize = 512;
 
 impl Shared {
     pub(super) async fn watch(&self, run: RunId) -> Result<(), BrokerError> {
-        *lock(&self.channels).entry(run.clone()).or_insert(0) += 1;
+        lock(&self.channels)
+            .entry(run.clone())
+            .or_default()
+            .subscriptions += 1;
         let sink = lock(&self.sink).clone();
         let result = match sink {
             None => Err(unavailable("pub/sub connection is down")),
@@ -34,8 +37,8 @@ impl Shared {
         let last = {
             let mut channels = lock(&self.channels);
             match channels.get_mut(&run) {
-                Some(n) if *n > 1 => {
-                    *n -= 1;
+                Some(w) if w.subscriptions > 1 => {
+                    w.subscriptions -= 1;
                     false
                 }
                 Some(_) => {
@@ -74,11 +77,27 @@ impl Shared {
             return;
         };
         let epoch: Arc<str> = epoch.into();
+        let mut last = None;
         for frame in frames.split('\n') {
             match Event::from_frame(epoch.clone(), frame.to_owned()) {
-                Ok(ev) => self.hub.deliver(&Arc::new(ev)),
+                // The hub delivers by the frame's run: a frame of another run on this channel
+                // would reach that run's subscribers out of its order.
+                Ok(ev) if *ev.run != *run => {
+                    tracing::warn!(
+                        run,
+                        other = &*ev.run,
+                        "ignoring a live frame of another run"
+                    );
+                }
+                Ok(ev) => {
+                    last = Some(ev.seq);
+                    self.hub.deliver(&Arc::new(ev));
+                }
                 Err(e) => tracing::warn!(run, error = %e, "ignoring a malformed live frame"),
             }
+        }
+        if let Some(seq) = last {
+            self.saw(run, &epoch, seq);
         }
     }
 

@@ -1,14 +1,14 @@
 -- A run's head, epoch and state, and with a `since` the retained frames after it, read atomically.
+-- Read-only: a run that does not exist is answered as empty and nothing is created for it, so
+-- that readers (of runs that may never exist) cannot fill Redis with keys.
 --
 -- KEYS[1] the run's meta hash   KEYS[2] the run's event stream
 -- ARGV[1] since, or "-" for no replay
--- ARGV[2] a fresh epoch, stored when the run has none yet, so that a subscriber that arrives
---         before the first event and the publishers agree on the epoch
--- ARGV[3] TTL in ms of a meta hash created here
 --
 -- Replies {head, epoch, state, state_seq, t, tail frame × t, replay, frames…}: the stored state
 -- is at state_seq (the state is stored every few events only) and the tail frames are the events
--- after it up to head, for the reader to fold onto it; replay is "none", "gap" or "events".
+-- after it up to head, for the reader to fold onto it; replay is "none", "gap" or "events". A run
+-- that does not exist has head 0 and an empty epoch (its first publish gives it one).
 local meta, stream = KEYS[1], KEYS[2]
 local cur = redis.call('HMGET', meta, 'head', 'epoch', 'state', 'state_seq')
 local head = tonumber(cur[1] or '0') or 0
@@ -16,13 +16,11 @@ local epoch = cur[2]
 local state = cur[3] or ''
 local state_seq = tonumber(cur[4] or '') or head
 if not epoch then
-  epoch = ARGV[2]
+  -- A stream left without its meta is stale (publish.lua drops it when it creates the run).
+  epoch = ''
   head = 0
   state = ''
   state_seq = 0
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'head', '0', 'epoch', epoch, 'state_seq', '0')
-  redis.call('PEXPIRE', meta, ARGV[3])
 end
 local reply = {string.format('%d', head), epoch, state, string.format('%d', state_seq), '0'}
 if state_seq < head then
