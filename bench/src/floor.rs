@@ -4,10 +4,11 @@
 //! One thread (a current-thread tokio runtime), the same WebSocket connections and the same
 //! publish request as the other systems, and nothing else: no token is checked, nothing is kept
 //! for resume, there are no pings or timers, no metrics, no logging. A published event is encoded
-//! once into a WebSocket frame, and that frame is written to each subscriber of its run with one
-//! non-blocking `write()` straight from the publish handler; only what the socket does not take
-//! is queued for the connection's task. So per delivery it costs one system call plus a look-up
-//! of the run's subscribers: what the kernel needs, and what any relay must spend at least.
+//! once into a WebSocket frame, and the frames of one publish request are written to each
+//! subscriber of the run with one non-blocking `write()` straight from the publish handler; only
+//! what the socket does not take is queued for the connection's task. So per delivery it costs at
+//! most one system call plus a look-up of the run's subscribers: what the kernel needs, and what
+//! any relay must spend at least.
 //!
 //! It speaks the `node-ws` peer's protocol (`/ws?token=T`, `{"sub":RUN}`, `{"ok":RUN,"seq":N}`,
 //! events as `{"run":RUN,"seq":S,"event":NAME,"ts":MS,"data":{..}}`), so it shares that driver.
@@ -265,6 +266,9 @@ impl Floor {
         let mut runs = self.runs.borrow_mut();
         let state = runs.entry(run.to_owned()).or_default();
         let first = state.seq + 1;
+        // The request's frames, back to back: every subscriber of the run gets all of them in one
+        // write, as a relay that gathers a burst does.
+        let mut frames = Vec::new();
         for event in &events {
             state.seq += 1;
             let data = match &event["data"] {
@@ -275,11 +279,11 @@ impl Floor {
                 r#"{{"run":{run_json},"seq":{},"event":{},"ts":{ts},"data":{data}}}"#,
                 state.seq, event["event"]
             );
-            let frame = text_frame(text.as_bytes());
-            state.subscribers.retain(|s| !s.dropped.get());
-            for subscriber in &state.subscribers {
-                subscriber.send(&frame);
-            }
+            push_text_frame(&mut frames, text.as_bytes());
+        }
+        state.subscribers.retain(|s| !s.dropped.get());
+        for subscriber in &state.subscribers {
+            subscriber.send(&frames);
         }
         (
             "200 OK",
@@ -419,6 +423,12 @@ fn client_frame(buf: &[u8]) -> io::Result<Option<(u8, Vec<u8>, usize)>> {
 /// `payload` as an unmasked, final text frame.
 fn text_frame(payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 10);
+    push_text_frame(&mut frame, payload);
+    frame
+}
+
+/// Appends `payload` to `frame` as an unmasked, final text frame.
+fn push_text_frame(frame: &mut Vec<u8>, payload: &[u8]) {
     frame.push(0x81);
     match payload.len() {
         n if n < 126 => frame.push(n as u8),
@@ -432,7 +442,6 @@ fn text_frame(payload: &[u8]) -> Vec<u8> {
         }
     }
     frame.extend_from_slice(payload);
-    frame
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
