@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI smoke of the benchmark harness: every scenario with a few hundred clients for a few seconds,
-# against runwire and the Node `ws` peer, and scenario 6 (the npm package in headless Chromium)
+# against runwire and the Node `ws` peer (and the floor where it applies: scenarios 1-3), and
+# scenario 6 (the npm package in headless Chromium)
 # with a thousand events. Fails when the tool errors or any delivery is incomplete
 # (a subscriber failed, an event was missing, duplicated or out of order). The numbers of a debug
 # build on a CI machine mean nothing; the full scenarios are run by hand (scripts/bench.sh).
@@ -13,7 +14,8 @@ cargo build --locked -p runwire-relay -p runwire-bench
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-common=(--systems runwire,node-ws --rounds 1 --relay-bin target/debug/runwire --timeout 60)
+common=(--rounds 1 --relay-bin target/debug/runwire --timeout 60)
+with_floor=(--systems runwire,node-ws,floor)
 status=0
 summary=()
 run() {
@@ -28,10 +30,11 @@ run() {
   fi
   cat "$out/$name.txt"
 }
-run idle --clients 400 --runs 40
-run fanout --clients 300 --warmup 1 --duration 2
-run many-runs --clients 300 --runs 30 --rate 500 --warmup 1 --duration 2
-run storm --clients 300 --runs 10
+run idle "${with_floor[@]}" --clients 400 --runs 40
+run fanout "${with_floor[@]}" --clients 300 --warmup 1 --duration 2
+run many-runs "${with_floor[@]}" --clients 300 --runs 30 --rate 500 --warmup 1 --duration 2
+# The floor does not resume, so it has no storm.
+run storm --systems runwire,node-ws --clients 300 --runs 10
 
 # Scenario 6: the npm package in headless Chromium, 2 runs of 500 events.
 printf '\n==> bench/sdk/throughput.mjs (scenario 6)\n' >&2
@@ -44,7 +47,7 @@ else
   status=1
 fi
 
-printf '\nbenchmark smoke (runwire and node-ws, debug builds):\n'
+printf '\nbenchmark smoke (runwire, node-ws and the floor, debug builds):\n'
 printf '  %s\n' "${summary[@]}"
 passed=$(printf '%s\n' "${summary[@]}" | grep -c '^PASS' || true)
 printf '%d passed, %d failed\n' "$passed" $((${#summary[@]} - passed))

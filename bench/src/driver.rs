@@ -18,6 +18,9 @@ pub enum System {
     NodeWs,
     /// `bench/peers/socketio-relay.js`: a socket.io server with rooms.
     Socketio,
+    /// `runwire-bench floor`: the least work a relay must do (see `floor`); it speaks the
+    /// `node-ws` protocol.
+    Floor,
 }
 
 impl System {
@@ -27,6 +30,7 @@ impl System {
             Self::Runwire => "runwire",
             Self::NodeWs => "node-ws",
             Self::Socketio => "socketio",
+            Self::Floor => "floor",
         }
     }
 }
@@ -69,7 +73,7 @@ pub enum Incoming {
 pub fn url(system: System, addr: SocketAddr, sub: &Subscription) -> String {
     match system {
         System::Runwire => format!("ws://{addr}/v1/ws"),
-        System::NodeWs => format!("ws://{addr}/ws?token={}", sub.token),
+        System::NodeWs | System::Floor => format!("ws://{addr}/ws?token={}", sub.token),
         System::Socketio => format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
     }
 }
@@ -86,7 +90,7 @@ pub fn hello(system: System, sub: &Subscription) -> Vec<String> {
             }
             vec![auth.to_string(), subscribe.to_string()]
         }
-        System::NodeWs => vec![node_ws_subscribe(sub)],
+        System::NodeWs | System::Floor => vec![node_ws_subscribe(sub)],
         // socket.io drops packets for a namespace it has not finished connecting, so the
         // subscription waits for the connect acknowledgement (see `classify`).
         System::Socketio => vec![format!("40{}", serde_json::json!({"token": sub.token}))],
@@ -127,7 +131,7 @@ pub fn classify(system: System, sub: &Subscription, text: &str) -> Incoming {
                 Incoming::Refused(text.chars().take(200).collect())
             }
         }
-        System::NodeWs => {
+        System::NodeWs | System::Floor => {
             if text.starts_with(r#"{"run":"#) {
                 event(text)
             } else if text.starts_with(r#"{"ok":"#) {

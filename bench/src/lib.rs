@@ -4,6 +4,7 @@
 //! - [`client`]: one task per subscriber, checking seqs and recording latency.
 //! - [`publish`]: the HTTP publisher every system shares, and tokens.
 //! - [`server`]: starting runwire and the Node peers (`bench/peers/`), pinned to their own core.
+//! - [`floor`]: the floor, a one-thread server doing only what any relay must.
 //! - [`procfs`]: the relay's memory and CPU from `/proc`.
 //! - [`scenario`]: idle connections, fan-out, many runs, connect storm.
 //! - [`report`]: medians over rounds and the comparison table.
@@ -13,6 +14,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod floor;
 pub mod procfs;
 pub mod publish;
 pub mod report;

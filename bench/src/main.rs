@@ -106,7 +106,18 @@ fn main() -> ExitCode {
         }
         return soak::main(args);
     }
+    // `runwire-bench floor …`: the floor system itself, started by the tool like any relay.
+    if std::env::args().nth(1).as_deref() == Some("floor") {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        return runwire_bench::floor::main(&rest);
+    }
     let args = Args::parse();
+    if args.systems.contains(&System::Floor) && args.scenario == Scenario::Storm {
+        eprintln!(
+            "runwire-bench: the floor does not resume, so it has no storm; drop it from --systems"
+        );
+        return ExitCode::from(2);
+    }
     let (default_clients, default_runs) = args.scenario.defaults();
     let clients = args.clients.unwrap_or(default_clients).max(1);
     let runs = args.runs.unwrap_or(default_runs).clamp(1, clients);

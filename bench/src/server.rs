@@ -72,6 +72,16 @@ impl Server {
                 }
                 ("node".into(), args)
             }
+            System::Floor => {
+                if launch.redis.is_some() {
+                    return Err("the floor has no broker: it runs without --redis".into());
+                }
+                let me = std::env::current_exe().map_err(|e| format!("the tool's path: {e}"))?;
+                (
+                    me,
+                    vec!["floor".into(), "--addr".into(), "127.0.0.1:0".into()],
+                )
+            }
         };
         let mut cmd = match launch.pin {
             Some(core) => {

@@ -7,7 +7,7 @@
 
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::{Layer as _, fmt};
@@ -60,6 +60,10 @@ pub fn subscriber_as<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // The level `filter` lets through at most, so that the whole subscriber reports it: events
+    // above it (the WebSocket library's per-frame `log` records among them) are then dropped at
+    // their call site instead of being built, bridged and filtered one by one.
+    let max_level = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let lines = match format {
         LogFormat::Text => fmt::layer().with_writer(writer).with_ansi(ansi).boxed(),
         LogFormat::Json => fmt::layer()
@@ -70,7 +74,7 @@ where
     };
     let lines = lines
         .with_filter(filter)
-        .with_filter(filter_fn(|meta| !reveals_frames(meta)));
+        .with_filter(filter_fn(|meta| !reveals_frames(meta)).with_max_level_hint(max_level));
     tracing_subscriber::registry().with(lines)
 }
 
@@ -90,6 +94,18 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// The subscriber's level is the filter's, not "everything": the `log` bridge sets `log`'s
+    /// own maximum from it, and the WebSocket library logs every frame it writes at `trace`.
+    #[test]
+    fn the_subscriber_reports_the_filters_level() {
+        let level = |directives: &str| {
+            let s = subscriber(EnvFilter::new(directives), std::io::sink, false);
+            Subscriber::max_level_hint(&s)
+        };
+        assert_eq!(level("warn"), Some(LevelFilter::WARN));
+        assert_eq!(level("info,runwire_relay=debug"), Some(LevelFilter::DEBUG));
     }
 
     /// What the subscriber in `format` writes for a few events, at `trace` for everything.

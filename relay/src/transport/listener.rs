@@ -148,11 +148,54 @@ impl Drop for Slot {
     }
 }
 
+/// Bytes of writes gathered before they go to the socket; a flush writes them out sooner.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// A socket that holds its connection's slot, through an upgrade to a WebSocket too.
+///
+/// It also gathers writes until a flush (or [`WRITE_BUFFER`] bytes), so that a burst of small
+/// WebSocket frames costs one `send()` rather than one per frame. The buffer is freed whenever it
+/// has been written out: a connection that received a burst and went quiet holds none (a write
+/// buffer in the WebSocket library, by contrast, keeps its largest size for the connection's
+/// lifetime).
 #[derive(Debug)]
 struct Held {
     stream: TcpStream,
     _slot: Slot,
+    /// Written, not yet sent. Empty, and unallocated, between bursts.
+    pending: Vec<u8>,
+}
+
+impl Held {
+    fn new(stream: TcpStream, slot: Slot) -> Self {
+        Self {
+            stream,
+            _slot: slot,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Sends what is pending; ready once all of it went out.
+    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.stream).poll_write(cx, &self.pending[sent..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if sent == self.pending.len() {
+            self.pending = Vec::new();
+        } else {
+            self.pending.drain(..sent);
+        }
+        result
+    }
 }
 
 impl AsyncRead for Held {
@@ -171,26 +214,28 @@ impl AsyncWrite for Held {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        let this = &mut *self;
+        if this.pending.len() + buf.len() > WRITE_BUFFER {
+            std::task::ready!(this.poll_send_pending(cx))?;
+            if buf.len() >= WRITE_BUFFER {
+                return Pin::new(&mut this.stream).poll_write(cx, buf);
+            }
+        }
+        if this.pending.capacity() == 0 {
+            // Room for a few small frames at once; a burst grows it by doubling.
+            this.pending.reserve(buf.len().max(512));
+        }
+        this.pending.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send_pending(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.poll_send_pending(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
@@ -246,10 +291,7 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
             continue;
         };
         let id = slot.id;
-        let io = TokioIo::new(Held {
-            stream,
-            _slot: slot,
-        });
+        let io = TokioIo::new(Held::new(stream, slot));
         let first = Arc::new(AtomicBool::new(true));
         let service = router.clone().map_request({
             let slots = slots.clone();
@@ -335,6 +377,46 @@ mod tests {
             next_id: AtomicU64::new(0),
             unserved: Mutex::default(),
         })
+    }
+
+    /// Writes are gathered until a flush, then go out together, and the buffer is freed: a
+    /// connection that received a burst keeps no write buffer.
+    #[tokio::test]
+    async fn writes_wait_for_a_flush_and_the_buffer_is_freed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (slot, _) = slots(4).admit().unwrap();
+        let mut held = Held::new(stream, slot);
+        for frame in [&b"one,"[..], b"two,", b"three"] {
+            held.write_all(frame).await.unwrap();
+        }
+        assert_eq!(held.pending, b"one,two,three");
+        let mut scratch = [0u8; 64];
+        assert_eq!(
+            peer.try_read(&mut scratch).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock,
+            "nothing is sent before the flush"
+        );
+        held.flush().await.unwrap();
+        assert_eq!(held.pending.capacity(), 0);
+        let mut got = vec![0u8; 13];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"one,two,three");
+
+        // Past the buffer's size, what is pending goes out first, and a large write directly.
+        let big = vec![7u8; WRITE_BUFFER + 1];
+        held.write_all(b"head").await.unwrap();
+        held.write_all(&big).await.unwrap();
+        held.flush().await.unwrap();
+        assert_eq!(held.pending.capacity(), 0);
+        let mut got = vec![0u8; 4 + big.len()];
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert!(got[4..].iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //! skips a seq, or comes from another epoch, makes the subscription take a fresh snapshot from its
 //! last seq instead (replay, or `reset` when the history is gone).
 
-use std::collections::{HashMap, VecDeque};
+mod outbox;
+
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -38,13 +40,12 @@ use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
 use crate::transport::subscription::{Emit, Subscription};
 
+use outbox::Outbox;
+
 /// Largest frame a client may send; larger ones close the socket with 1009.
 pub const MAX_INBOUND_FRAME: usize = 64 * 1024;
 /// Queued items a connection writes before it flushes the socket, so a burst becomes one write.
 const WRITE_BATCH: usize = 64;
-/// Largest message of batched frames (`auth` with `batch: true`): the frames ready at a flush are
-/// joined, one per line, up to this many bytes; a larger frame goes on its own.
-const BATCH_BYTES: usize = 64 * 1024;
 /// A ping tick this much past its time counts as missed: the next one is a full interval later.
 const LATE_TICK: Duration = Duration::from_millis(5);
 
@@ -85,10 +86,11 @@ fn upgrade(state: AppState, q: WsQuery, ws: WebSocketUpgrade, mode: Mode) -> Res
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
         // is what limits how many a relay holds. Client frames are small (an `auth` is ~350 B) and
         // the read buffer grows for a larger one; 512 B instead of 4 KiB took an idle subscribed
-        // connection from ~11.0 KB to ~7.4 KB (docs/benchmarks.md). Writes up to 8 KiB are
-        // gathered into one syscall, so a burst of small events costs one write, not one per frame.
+        // connection from ~11.0 KB to ~7.4 KB (docs/benchmarks.md). Frames go straight to the
+        // socket's own write buffer (`transport::listener`), which gathers a burst into one
+        // `send()` and, unlike the library's, is freed once written out.
         .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
+        .write_buffer_size(0)
         // The connection's future directly, not an `async` block around it: such a block would
         // keep the moved-out socket and query in the task for the connection's lifetime.
         .on_upgrade(move |socket: WebSocket| {
@@ -151,12 +153,9 @@ pub struct Conn<W> {
     own_token_expiry: Option<Instant>,
     /// Reused for every live event, so delivering one allocates nothing.
     scratch: Vec<Emit>,
-    /// Frames written since the last flush. Bounded by what one step produces (one client frame's
-    /// answers, a snapshot's replay, or one batch of at most `WRITE_BATCH` queued events); emptied
-    /// and freed by every flush.
-    outbox: VecDeque<Message>,
-    /// The client asked for batched frames (several per message, one per line).
-    batch: bool,
+    /// Frames written since the last flush (at most `WRITE_BATCH` queued events' at a time);
+    /// emptied and freed by every flush.
+    outbox: Outbox,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
 }
@@ -214,8 +213,7 @@ where
             own_token: HashMap::new(),
             own_token_expiry: None,
             scratch: Vec::new(),
-            outbox: VecDeque::new(),
-            batch: false,
+            outbox: Outbox::default(),
             exit: None,
         }
     }
@@ -402,7 +400,7 @@ where
     /// Queues a frame for the next flush; nothing once the connection is closing.
     fn push(&mut self, msg: Message) {
         if self.exit.is_none() {
-            self.outbox.push_back(msg);
+            self.outbox.push(msg);
         }
     }
 
@@ -410,7 +408,7 @@ where
     async fn flush(&mut self) {
         let write_timeout = self.state.config.write_timeout;
         let mut written = !self.outbox.is_empty();
-        while let Some(msg) = self.next_message() {
+        while let Some(msg) = self.outbox.next_message() {
             match timeout(write_timeout, self.tx.feed(msg)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
@@ -430,7 +428,7 @@ where
             }
         }
         // Freed, not kept: an idle connection holds no outbox.
-        self.outbox = VecDeque::new();
+        self.outbox.release();
         if !written {
             return;
         }
@@ -444,42 +442,6 @@ where
                 self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
             }
         }
-    }
-
-    /// The next message to write: the outbox's first frame or, when the client takes batches, the
-    /// text frames at its head joined by newlines (up to `BATCH_BYTES`). JSON frames never
-    /// contain a raw newline, so each line is one frame.
-    fn next_message(&mut self) -> Option<Message> {
-        let first = self.outbox.pop_front()?;
-        let Message::Text(first) = first else {
-            return Some(first);
-        };
-        if !self.batch {
-            return Some(Message::Text(first));
-        }
-        let mut len = first.len();
-        let mut more = 0;
-        for msg in &self.outbox {
-            match msg {
-                Message::Text(t) if len + 1 + t.len() <= BATCH_BYTES => {
-                    len += 1 + t.len();
-                    more += 1;
-                }
-                _ => break,
-            }
-        }
-        if more == 0 {
-            return Some(Message::Text(first));
-        }
-        let mut joined = String::with_capacity(len);
-        joined.push_str(first.as_str());
-        for msg in self.outbox.drain(..more) {
-            if let Message::Text(t) = msg {
-                joined.push('\n');
-                joined.push_str(t.as_str());
-            }
-        }
-        Some(Message::Text(joined.into()))
     }
 
     fn send(&mut self, frame: &ServerFrame) {
@@ -547,7 +509,7 @@ where
         match frame {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
             ClientFrame::Auth { token, batch } if self.claims.is_none() => {
-                self.batch = batch;
+                self.outbox.set_batch(batch);
                 if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
                 }
