@@ -192,22 +192,18 @@ async fn subscribing_to_a_run_the_token_does_not_cover_is_forbidden() {
     assert_eq!(relay.state.metrics.auth_failures("wrong_run"), 1);
     // the connection is still good for its own run
     assert_eq!(c.subscribe("mine", None).await["type"], "subscribed");
-    let resp = reqwest::Client::new()
-        .get(relay.url("/v1/runs/theirs/events"))
-        .bearer_auth(subscribe_token("mine"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_with(
+        &relay.url("/v1/runs/theirs/events"),
+        &subscribe_token("mine"),
+    )
+    .await;
     assert_eq!(resp.status(), 403);
 }
 
 #[tokio::test]
 async fn refresh_in_place_keeps_subscriptions_and_ends_the_ones_it_drops() {
     let relay = Relay::start().await;
-    let both = token_with(Claims {
-        runs: Some(vec!["a".into(), "b".into()]),
-        ..claims("a", Scope::Subscribe)
-    });
+    let both = runs_token("a", &["a", "b"]);
     let mut c = Client::authed(&relay, &both).await;
     c.subscribe("a", None).await;
     c.subscribe("b", None).await;

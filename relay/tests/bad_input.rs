@@ -4,6 +4,7 @@ mod support;
 
 use std::sync::Arc;
 
+use reqwest::header::HeaderValue;
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::*;
@@ -59,10 +60,7 @@ async fn a_binary_frame_is_a_protocol_error() {
 #[tokio::test]
 async fn more_than_the_subscription_limit_is_refused() {
     let relay = Relay::start().await;
-    let token = token_with(Claims {
-        runs: Some(vec!["*".into()]),
-        ..claims("x", Scope::Subscribe)
-    });
+    let token = runs_token("x", &["*"]);
     let mut c = Client::authed(&relay, &token).await;
     for i in 0..100 {
         assert_eq!(
@@ -138,13 +136,7 @@ async fn origins_outside_the_allowlist_are_refused() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     // Preflight: allowed origin gets CORS headers, another gets 403
-    let ok = http
-        .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
-        .header("origin", "https://app.example")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
+    let ok = preflight(&relay, HeaderValue::from_static("https://app.example")).await;
     assert_eq!(ok.status(), 204);
     assert_eq!(
         ok.headers()["access-control-allow-origin"],
@@ -168,6 +160,17 @@ async fn origins_outside_the_allowlist_are_refused() {
 }
 
 /// A WebSocket upgrade request for `path` with the raw `Origin` header `origin`.
+/// A CORS preflight, from `origin`, of a POST to the SSE route.
+async fn preflight(relay: &Relay, origin: HeaderValue) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap()
+}
+
 fn upgrade_from(path: &str, origin: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
@@ -204,26 +207,21 @@ async fn a_non_ascii_origin_is_refused_and_never_echoed() {
             &b"https://\xc3\xa9vil.example"[..],
             b"https://app.example\xff",
         ] {
-            let origin = reqwest::header::HeaderValue::from_bytes(raw).unwrap();
+            let origin = HeaderValue::from_bytes(raw).unwrap();
             // A WebSocket upgrade, written by hand: client libraries refuse such a header.
             let answer = raw_exchange(&relay, &upgrade_from("/v1/ws", raw)).await;
             assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
-            let sse = http
-                .get(relay.url("/v1/runs/r/events"))
-                .header("origin", origin.clone())
-                .bearer_auth(subscribe_token("r"))
-                .send()
-                .await
-                .unwrap();
+            // A subscriber's GET of `path`, from that origin.
+            let get = |path: &str| {
+                http.get(relay.url(path))
+                    .header("origin", origin.clone())
+                    .bearer_auth(subscribe_token("r"))
+                    .send()
+            };
+            let sse = get("/v1/runs/r/events").await.unwrap();
             assert_eq!(sse.status(), 403);
             assert!(sse.headers().get("access-control-allow-origin").is_none());
-            let preflight = http
-                .request(reqwest::Method::OPTIONS, relay.url("/v1/runs/r/events"))
-                .header("origin", origin.clone())
-                .header("access-control-request-method", "POST")
-                .send()
-                .await
-                .unwrap();
+            let preflight = preflight(&relay, origin.clone()).await;
             assert_eq!(preflight.status(), 403);
             assert!(
                 preflight
@@ -231,13 +229,7 @@ async fn a_non_ascii_origin_is_refused_and_never_echoed() {
                     .get("access-control-allow-origin")
                     .is_none()
             );
-            let state = http
-                .get(relay.url("/v1/runs/r"))
-                .header("origin", origin.clone())
-                .bearer_auth(subscribe_token("r"))
-                .send()
-                .await
-                .unwrap();
+            let state = get("/v1/runs/r").await.unwrap();
             assert!(state.headers().get("access-control-allow-origin").is_none());
         }
     }

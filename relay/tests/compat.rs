@@ -18,8 +18,8 @@ use runwire_relay::{AppState, Config};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::{
-    Client, PATIENCE, Relay, Sse, announced_addr, answers_200, claims, config, eventually, now,
-    publish_token, subscribe_token, token_with,
+    Client, PATIENCE, Relay, Sse, announced_addr, answers_200, claims, config, eventually,
+    get_json, get_with, now, publish_token, subscribe_token, token_with,
 };
 
 /// The Node relay's token route: `base64url(JSON payload) + "." +
@@ -35,12 +35,7 @@ fn legacy_token(run: &str, user: &str, secret: &str) -> String {
 }
 
 async fn run_state(relay: &Relay, run: &str, token: &str) -> Value {
-    let resp = reqwest::Client::new()
-        .get(relay.url(&format!("/v1/runs/{run}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_with(&relay.url(&format!("/v1/runs/{run}")), token).await;
     assert_eq!(resp.status(), 200);
     resp.json::<Value>().await.unwrap()["state"].clone()
 }
@@ -161,20 +156,10 @@ async fn ws_relay_workers_and_tokens_over_redis() {
         ]
     );
     // a v:1 token is a subscribe token for its run only
-    let other = reqwest::Client::new()
-        .get(relay.url("/v1/runs/43"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let other = get_with(&relay.url("/v1/runs/43"), &token).await;
     assert_eq!(other.status(), 403);
     let forged = legacy_token("42", "user-7", "another-secret");
-    let refused = reqwest::Client::new()
-        .get(relay.url("/v1/runs/42"))
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .unwrap();
+    let refused = get_with(&relay.url("/v1/runs/42"), &forged).await;
     assert_eq!(refused.status(), 401);
     relay.shutdown().await;
 }
@@ -222,12 +207,7 @@ async fn event_broadcaster_and_gateway_bodies_are_published() {
     assert_eq!(browser.frame().await["type"], "error");
     browser.send(json!({"type":"ping"})).await;
     assert_eq!(browser.frame().await["type"], "pong");
-    let health: Value = reqwest::get(relay.url("/api/ws/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&relay.url("/api/ws/health")).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["connections"], 2);
     let ts = "2026-11-29T10:00:01.000Z";
@@ -452,21 +432,11 @@ async fn the_node_relays_environment_starts_the_binary() {
         .expect("start the runwire binary");
     let addr = announced_addr(&mut child).await;
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let health: Value = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&format!("http://{addr}/health")).await;
     assert_eq!(health["broker"]["kind"], "redis");
     // the legacy secret verifies the token route's tokens
     let token = legacy_token("7", "u", secret);
-    let resp = reqwest::Client::new()
-        .get(format!("http://{addr}/v1/runs/7"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = get_with(&format!("http://{addr}/v1/runs/7"), &token).await;
     assert_eq!(resp.status(), 200);
     child.start_kill().unwrap();
     let out = child.wait_with_output().await.unwrap();

@@ -89,6 +89,19 @@ impl Harness {
             .unwrap();
     }
 
+    /// The next text frame and when it came, answering every ping before it.
+    async fn frame_answering_pings(&mut self) -> (Value, Duration) {
+        loop {
+            match self.next().await {
+                (Some(Message::Ping(_)), _) => self.pong().await,
+                (Some(Message::Text(t)), at) => {
+                    return (serde_json::from_str(t.as_str()).unwrap(), at);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
     async fn expect_close(&mut self) -> (u16, String, Duration) {
         match self.next().await {
             (Some(Message::Close(Some(f))), at) => (f.code, f.reason.to_string(), at),
@@ -160,18 +173,9 @@ async fn token_expiry_sends_a_socket_frame_then_4001() {
     let mut h = Harness::start(Some(legacy_token("r1", 60)), Duration::from_secs(600));
     assert_eq!(h.frame().await["type"], "connected");
     let expiry = Duration::from_secs(60 + LEEWAY_SECS);
-    loop {
-        match h.next().await {
-            (Some(Message::Ping(_)), _) => h.pong().await,
-            (Some(Message::Text(t)), at) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                assert_eq!(v, json!({"type":"socket","status":"token_expired"}));
-                assert!(at.abs_diff(expiry) <= Duration::from_secs(1), "{at:?}");
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (v, at) = h.frame_answering_pings().await;
+    assert_eq!(v, json!({"type":"socket","status":"token_expired"}));
+    assert!(at.abs_diff(expiry) <= Duration::from_secs(1), "{at:?}");
     assert_eq!(h.expect_close().await.0, 4001);
 }
 
@@ -179,19 +183,10 @@ async fn token_expiry_sends_a_socket_frame_then_4001() {
 async fn idle_timeout_sends_a_socket_frame_then_4009() {
     let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(60));
     assert_eq!(h.frame().await["type"], "connected");
-    loop {
-        match h.next().await {
-            (Some(Message::Ping(_)), _) => h.pong().await,
-            (Some(Message::Text(t)), at) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                assert_eq!(v, json!({"type":"socket","status":"idle_timeout"}));
-                // pongs do not count as activity
-                assert_eq!(at, Duration::from_secs(60));
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (v, at) = h.frame_answering_pings().await;
+    assert_eq!(v, json!({"type":"socket","status":"idle_timeout"}));
+    // pongs do not count as activity
+    assert_eq!(at, Duration::from_secs(60));
     assert_eq!(h.expect_close().await.0, 4009);
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::tls::make_certificates;
-use support::{Client, SECRET, announced_addr, answers_200, eventually, subscribe_token};
+use support::{Client, SECRET, announced_addr, answers_200, eventually, get_json, subscribe_token};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,12 +123,7 @@ async fn broker_and_ingest_over_tls() {
     let redis = TlsRedis::start();
     let mut child = relay_command(&redis, true).spawn().unwrap();
     let addr = announced_addr(&mut child).await;
-    let health: Value = reqwest::get(format!("http://{addr}/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&format!("http://{addr}/health")).await;
     assert_eq!(health["broker"], json!({"kind":"redis","status":"up"}));
     // ingest runs over TLS: /ready answers 503 until it does
     let ready = &format!("http://{addr}/ready");

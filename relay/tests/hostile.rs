@@ -734,10 +734,7 @@ async fn hostile_traffic_leaves_the_relay_whole() {
     assert_eq!(c.closed().await.0, Some(1009), "100k-deep nesting");
     // Floods: subscribes beyond the limit and pings, read back in full.
     let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;
-    let star = token_with(Claims {
-        runs: Some(vec!["*".into()]),
-        ..claims("x", Scope::Subscribe)
-    });
+    let star = runs_token("x", &["*"]);
     c.send(json!({"type":"auth","token":star})).await;
     c.frame().await;
     for i in 0..300 {
@@ -1062,7 +1059,7 @@ async fn hostile_traffic_leaves_the_relay_whole() {
     // Nothing leaked: once the hostile clients are gone, only the follower is counted.
     let url = &relay.url("/metrics");
     let gauges = || async move {
-        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        let text = get_text(url).await;
         let value = |name: &str| -> i64 {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
@@ -1201,18 +1198,11 @@ async fn hostile_redis_messages_leave_ingest_and_delivery_running() {
 
     // Malformed messages on the relay's own live channels, and a frame of one run published on
     // another run's channel: ignored, and never delivered to the other run's subscribers.
-    let epoch = reqwest::Client::new()
-        .get(relay.url("/v1/runs/ok"))
-        .bearer_auth(subscribe_token("ok"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["epoch"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let epoch =
+        get_json_with::<Value>(&relay.url("/v1/runs/ok"), &subscribe_token("ok")).await["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
     let forged = json!({"type":"event","run":"ok","seq":follower.seen + 1,"event":"log",
         "ts":"2026-01-01T00:00:00.000Z","data":{"level":"info","message":"forged"}})
     .to_string();
@@ -1236,15 +1226,8 @@ async fn hostile_redis_messages_leave_ingest_and_delivery_running() {
     publish(b"hostile:good", br#"{"status":"Success"}"#).await;
     let state = tokio::time::timeout(PATIENCE, async {
         loop {
-            let v: Value = reqwest::Client::new()
-                .get(relay.url("/v1/runs/good"))
-                .bearer_auth(subscribe_token("good"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value =
+                get_json_with(&relay.url("/v1/runs/good"), &subscribe_token("good")).await;
             if v["seq"] == 1 {
                 return v;
             }
@@ -1285,12 +1268,7 @@ async fn hostile_redis_messages_leave_ingest_and_delivery_running() {
 
 /// The value of an unlabelled metric on `/metrics`.
 async fn metric(relay: &Spawned, name: &str) -> u64 {
-    let text = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&relay.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())

@@ -13,12 +13,7 @@ use tokio::net::TcpStream;
 #[tokio::test]
 async fn health_ready_and_metrics() {
     let relay = Relay::start().await;
-    let health: Value = reqwest::get(relay.url("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&relay.url("/health")).await;
     assert_eq!(
         health,
         json!({"status":"ok","broker":{"kind":"memory","status":"up"}})
@@ -31,12 +26,7 @@ async fn health_ready_and_metrics() {
     c.subscribe("r", None).await;
     relay.publish_ok("r", json!([log(1), log(2)])).await;
     c.events(2).await;
-    let text = reqwest::get(relay.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&relay.url("/metrics")).await;
     for line in [
         "runwire_connections{transport=\"ws\"} 1",
         "runwire_subscriptions 1",
@@ -130,12 +120,7 @@ async fn run_state_reports_the_fold_and_head() {
             ]),
         )
         .await;
-    let resp = reqwest::Client::new()
-        .get(relay.url("/v1/runs/r"))
-        .bearer_auth(subscribe_token("r"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get_with(&relay.url("/v1/runs/r"), &subscribe_token("r")).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["seq"], 3);
@@ -262,15 +247,6 @@ impl TcpProbe {
     }
 }
 
-fn runwire() -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwire"));
-    cmd.env_remove("RUNWIRE_SECRET")
-        .env_remove("RUNWIRE_TOKEN")
-        .env_remove("RUNWIRE_URL");
-    cmd.kill_on_drop(true);
-    cmd
-}
-
 #[tokio::test]
 async fn a_missing_or_short_secret_is_a_one_line_error_with_exit_code_2() {
     for args in [vec!["serve"], vec!["serve", "--secret", "too-short"]] {
@@ -312,21 +288,7 @@ async fn serve_token_and_publish_work_together() {
         .unwrap();
     assert!(token.status.success());
     let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
-    let out = runwire()
-        .args([
-            "publish",
-            "--run",
-            "cli",
-            "--event",
-            "node.started",
-            "--data",
-            r#"{"node_key":"n1"}"#,
-        ])
-        .env("RUNWIRE_URL", &url)
-        .env("RUNWIRE_SECRET", SECRET)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_publish(&url, "cli", "node.started", r#"{"node_key":"n1"}"#).await;
     assert!(
         out.status.success(),
         "{}",
@@ -334,32 +296,10 @@ async fn serve_token_and_publish_work_together() {
     );
     let body: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(body, json!({"run":"cli","seqs":[1]}));
-    let state: Value = reqwest::Client::new()
-        .get(format!("{url}/v1/runs/cli"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: Value = get_json_with(&format!("{url}/v1/runs/cli"), &token).await;
     assert_eq!(state["state"]["nodes"][0]["status"], "running");
     // bad data is refused by the relay and reported with a non-zero exit
-    let out = runwire()
-        .args([
-            "publish",
-            "--run",
-            "cli",
-            "--event",
-            "node.started",
-            "--data",
-            "{}",
-        ])
-        .env("RUNWIRE_URL", &url)
-        .env("RUNWIRE_SECRET", SECRET)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_publish(&url, "cli", "node.started", "{}").await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("invalid_event"));
     relay.kill().await.unwrap();
@@ -372,7 +312,7 @@ async fn demo_publishes_simulated_runs() {
     let relay = Relay::with(config).await;
     let url = &relay.url("/demo/runs");
     let listed = || async move {
-        let runs: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let runs: Vec<Value> = get_json(url).await;
         (!runs.is_empty()).then_some(runs)
     };
     let runs = eventually(listed, Duration::from_secs(2))

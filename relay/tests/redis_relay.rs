@@ -13,8 +13,8 @@ use redis_support::{RedisCluster, RedisServer};
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::{
-    Client, Read, SECRET, Sse, claims, eventually, get_text, log, publish_token, sample,
-    subscribe_token, token_with,
+    Client, Read, SECRET, Sse, claims, cli_publish, eventually, get_json, get_json_with, get_text,
+    log, publish_token, runs_token, sample, subscribe_token, token_with,
 };
 use tokio::process::{Child, Command};
 
@@ -109,12 +109,7 @@ async fn a_websocket_on_one_relay_gets_every_event_published_on_another() {
     let redis = RedisServer::start();
     let a = RelayProc::start(&redis.url(), &[]).await;
     let b = RelayProc::start(&redis.url(), &[]).await;
-    let health: Value = reqwest::get(a.url("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&a.url("/health")).await;
     assert_eq!(
         health,
         json!({"status":"ok","broker":{"kind":"redis","status":"up"}})
@@ -273,12 +268,7 @@ async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
         eventually(down, Duration::from_secs(5)).await,
         "/ready answers 503 while Redis is down"
     );
-    let health: Value = reqwest::get(a.url("/health"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&a.url("/health")).await;
     assert_eq!(
         health,
         json!({"status":"degraded","broker":{"kind":"redis","status":"down"}})
@@ -376,12 +366,7 @@ async fn ingested_worker_messages_reach_a_browser_on_another_relay() {
     .await;
     let other = RelayProc::start(&redis.url(), &[]).await;
     // `start` waited for `/ready`, which an ingesting relay only answers 200 once it ingests.
-    let metrics = reqwest::get(ingesting.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&ingesting.url("/metrics")).await;
     assert!(metrics.contains("\nrunwire_ingest_up 1\n"), "{metrics}");
     let mut c = other.client(&subscribe_token("42")).await;
     assert_eq!(c.subscribe("42", None).await["type"], "subscribed");
@@ -478,14 +463,7 @@ async fn the_publish_command_works_through_redis() {
     let b = RelayProc::start(&redis.url(), &[]).await;
     let mut c = a.client(&subscribe_token("cli")).await;
     assert_eq!(c.subscribe("cli", None).await["type"], "subscribed");
-    let out = Command::new(env!("CARGO_BIN_EXE_runwire"))
-        .args(["publish", "--run", "cli", "--event", "node.started"])
-        .args(["--data", r#"{"node_key":"n1"}"#])
-        .env("RUNWIRE_URL", b.url(""))
-        .env("RUNWIRE_SECRET", SECRET)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_publish(&b.url(""), "cli", "node.started", r#"{"node_key":"n1"}"#).await;
     assert!(
         out.status.success(),
         "{}",
@@ -556,16 +534,8 @@ async fn a_redis_that_lost_its_data_resets_subscribers_instead_of_reusing_seqs()
         b.publish_ok("l", &log(i)).await;
     }
     assert_eq!(support::seqs(&c.events(3).await), [1, 2, 3]);
-    let old_epoch = reqwest::Client::new()
-        .get(a.url("/v1/runs/l"))
-        .bearer_auth(subscribe_token("l"))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["epoch"]
-        .clone();
+    let old_epoch =
+        get_json_with::<Value>(&a.url("/v1/runs/l"), &subscribe_token("l")).await["epoch"].clone();
     assert_ne!(old_epoch, json!(""));
 
     // Restarted without persistence: run `l` is gone from Redis.
@@ -610,10 +580,7 @@ async fn browsers_do_not_get_redis_connections_of_their_own() {
             .unwrap()
     };
     let before = clients();
-    let token = token_with(Claims {
-        runs: Some(vec!["*".into()]),
-        ..claims("x", Scope::Subscribe)
-    });
+    let token = runs_token("x", &["*"]);
     let mut sockets = Vec::new();
     for i in 0..20 {
         let mut c = a.client(&token).await;

@@ -70,10 +70,7 @@ async fn delivers_typed_events_in_order_then_ends_the_subscription() {
 #[tokio::test]
 async fn many_runs_on_one_socket() {
     let relay = Relay::start().await;
-    let token = token_with(Claims {
-        runs: Some(vec!["a".into(), "b".into()]),
-        ..claims("a", Scope::Subscribe)
-    });
+    let token = runs_token("a", &["a", "b"]);
     let mut c = Client::authed(&relay, &token).await;
     assert_eq!(c.subscribe("a", None).await["type"], "subscribed");
     assert_eq!(c.subscribe("b", None).await["type"], "subscribed");

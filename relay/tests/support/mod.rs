@@ -223,13 +223,62 @@ pub fn subscribe_token(run: &str) -> String {
     token_with(claims(run, Scope::Subscribe))
 }
 
+/// A subscribe token for `run` whose `runs` claim covers `runs` (`"*"`: every run).
+pub fn runs_token(run: &str, runs: &[&str]) -> String {
+    token_with(Claims {
+        runs: Some(runs.iter().map(|r| r.to_string()).collect()),
+        ..claims(run, Scope::Subscribe)
+    })
+}
+
 pub fn publish_token(run: &str) -> String {
     token_with(claims(run, Scope::Publish))
+}
+
+/// The `runwire` binary, with none of its settings taken from the environment of the tests.
+pub fn runwire() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwire"));
+    cmd.env_remove("RUNWIRE_SECRET")
+        .env_remove("RUNWIRE_TOKEN")
+        .env_remove("RUNWIRE_URL");
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// `runwire publish` of one event to the relay at `url`, signed with [`SECRET`].
+pub async fn cli_publish(url: &str, run: &str, event: &str, data: &str) -> std::process::Output {
+    runwire()
+        .args(["publish", "--run", run, "--event", event, "--data", data])
+        .env("RUNWIRE_URL", url)
+        .env("RUNWIRE_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap()
 }
 
 /// The body of `GET url`.
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The body of `GET url`, parsed as JSON.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The body of `GET url` with the bearer `token`, parsed as JSON.
+pub async fn get_json_with<T: serde::de::DeserializeOwned>(url: &str, token: &str) -> T {
+    get_with(url, token).await.json().await.unwrap()
+}
+
+/// `GET url` with the bearer `token`.
+pub async fn get_with(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
 }
 
 /// The value of the sample `name` in a `/metrics` text.
