@@ -121,10 +121,24 @@ impl Harness {
 
     fn give_token(&mut self, token: &str) {
         let req = self.token_req.take().expect("a token was asked for");
-        self.input(Input::Token {
-            req,
-            token: Ok(token.to_owned()),
-        });
+        self.answer(req, Ok(token));
+    }
+
+    /// Answers token request `req`: a token, or the provider's failure.
+    fn answer(&mut self, req: u32, token: Result<&str, &str>) {
+        let token = token.map(str::to_owned).map_err(str::to_owned);
+        self.input(Input::Token { req, token });
+    }
+
+    /// The provider fails request `req`, and the app is told.
+    fn provider_fails(&mut self, req: u32) {
+        self.answer(req, Err("backend down"));
+        assert_eq!(self.errors.last().unwrap().code, "token_provider");
+    }
+
+    /// The transport closes with `code` and no reason.
+    fn closed(&mut self, code: u16) {
+        self.input(Input::Closed { code, reason: "" });
     }
 
     fn frame(&mut self, v: Value) {
@@ -271,10 +285,7 @@ fn resumes_after_a_drop_with_since_and_epoch_and_delivers_each_event_once() {
     for seq in 1..=5 {
         h.log("r1", seq);
     }
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     assert_eq!(h.machine.state(), ConnState::Reconnecting);
     assert!(h.connected.is_none());
     let waited = h.fire(Timer::Backoff);
@@ -336,10 +347,7 @@ fn reset_replaces_the_state_and_is_reported() {
     h.subscribe(1, "r1");
     h.connect_ws();
     h.subscribed("r1", 10, "e1");
-    h.input(Input::Closed {
-        code: 1012,
-        reason: "",
-    });
+    h.closed(1012);
     let waited = h.fire(Timer::Backoff);
     assert!(waited <= 500.0, "1012 reconnects at once: {waited}");
     h.connect_ws();
@@ -357,10 +365,7 @@ fn reset_replaces_the_state_and_is_reported() {
     );
     h.log("r1", 3);
     assert_eq!(h.seqs(1), [3]);
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     h.fire(Timer::Backoff);
     h.connect_ws();
     assert_eq!(
@@ -414,10 +419,7 @@ fn every_event_once_in_order_under_duplicates_drops_and_cuts() {
             }
             if r < 0.05 {
                 // Cut the connection; the event is published but not delivered.
-                h.input(Input::Closed {
-                    code: 1006,
-                    reason: "",
-                });
+                h.closed(1006);
             } else if r < 0.10 {
                 // Lost on the way: a gap the client must notice.
             } else if r < 0.20 {
@@ -527,10 +529,7 @@ fn forbidden_close_is_final() {
     h.subscribe(1, "r1");
     h.give_token("tok");
     h.input(Input::Opened);
-    h.input(Input::Closed {
-        code: 4003,
-        reason: "",
-    });
+    h.closed(4003);
     assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.states.last().unwrap().2, "forbidden");
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
@@ -544,18 +543,12 @@ fn bad_token_is_final_only_after_a_fresh_one_fails() {
     h.subscribe(1, "r1");
     h.give_token("old");
     h.input(Input::Opened);
-    h.input(Input::Closed {
-        code: 4002,
-        reason: "",
-    });
+    h.closed(4002);
     assert_eq!(h.machine.state(), ConnState::Reconnecting);
     h.fire(Timer::Backoff);
     h.give_token("fresh");
     h.input(Input::Opened);
-    h.input(Input::Closed {
-        code: 4002,
-        reason: "",
-    });
+    h.closed(4002);
     assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
     assert!(h.timers.is_empty());
@@ -564,16 +557,10 @@ fn bad_token_is_final_only_after_a_fresh_one_fails() {
     let mut h = Harness::new(ws_cfg());
     h.subscribe(1, "r1");
     h.connect_ws();
-    h.input(Input::Closed {
-        code: 4001,
-        reason: "",
-    });
+    h.closed(4001);
     h.fire(Timer::Backoff);
     h.connect_ws();
-    h.input(Input::Closed {
-        code: 4001,
-        reason: "",
-    });
+    h.closed(4001);
     assert_eq!(h.machine.state(), ConnState::Reconnecting);
 }
 
@@ -586,10 +573,7 @@ fn a_static_token_cannot_be_refreshed_so_a_token_close_is_final() {
     h.subscribe(1, "r1");
     h.connect_ws();
     assert!(!h.timers.contains_key(&Timer::Refresh));
-    h.input(Input::Closed {
-        code: 4001,
-        reason: "",
-    });
+    h.closed(4001);
     assert_eq!(h.machine.state(), ConnState::Closed);
 }
 
@@ -602,18 +586,12 @@ fn gives_up_after_max_attempts_and_backoff_grows() {
     });
     h.subscribe(1, "r1");
     h.connect_ws();
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     let mut waits = Vec::new();
     for _ in 0..3 {
         waits.push(h.fire(Timer::Backoff));
         h.give_token("tok");
-        h.input(Input::Closed {
-            code: 1006,
-            reason: "",
-        });
+        h.closed(1006);
     }
     assert_eq!(h.machine.state(), ConnState::Closed);
     assert_eq!(h.states.last().unwrap().2, "max reconnect attempts");
@@ -638,10 +616,7 @@ fn attempts_time_out() {
     assert_eq!(waited, f64::from(ATTEMPT_TIMEOUT_MS));
     assert_eq!(h.machine.state(), ConnState::Reconnecting);
     let req = h.token_req.take().unwrap();
-    h.input(Input::Token {
-        req,
-        token: Ok("late".into()),
-    });
+    h.answer(req, Ok("late"));
     assert!(h.connected.is_none(), "a late token is ignored");
 }
 
@@ -707,10 +682,7 @@ fn online_and_visible_skip_the_backoff_wait() {
     });
     h.subscribe(1, "r1");
     h.connect_ws();
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     assert!(h.timers.contains_key(&Timer::Backoff));
     h.input(Input::Online);
     assert!(!h.timers.contains_key(&Timer::Backoff));
@@ -728,10 +700,7 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
     for _ in 0..WS_FAILURES_BEFORE_SSE {
         h.give_token("tok");
         assert_eq!(h.connected, Some(Kind::WebSocket));
-        h.input(Input::Closed {
-            code: 1006,
-            reason: "",
-        });
+        h.closed(1006);
         h.fire(Timer::Backoff);
     }
     h.give_token("tok");
@@ -759,10 +728,7 @@ fn auto_falls_back_to_sse_when_websocket_keeps_failing() {
     h.subscribed("r1", 0, "e1");
     h.log("r1", 1);
     // A dropped SSE connection comes back as SSE and resumes.
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     h.fire(Timer::Backoff);
     h.give_token("tok");
     assert_eq!(h.connected, Some(Kind::Sse));
@@ -793,10 +759,7 @@ fn token_failures_do_not_count_against_websocket() {
     h.subscribe(1, "r1");
     for _ in 0..3 {
         let req = h.token_req.take().unwrap();
-        h.input(Input::Token {
-            req,
-            token: Err("backend down".into()),
-        });
+        h.provider_fails(req);
         h.fire(Timer::Backoff);
     }
     assert_eq!(h.errors.len(), 3);
@@ -909,10 +872,7 @@ fn reconnect_drops_the_connection_and_resumes_at_once() {
     );
 
     // While waiting for a backoff delay: connect now.
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     assert!(h.timers.contains_key(&Timer::Backoff));
     h.input(Input::Reconnect);
     assert!(!h.timers.contains_key(&Timer::Backoff));
@@ -929,10 +889,7 @@ fn reconnect_starts_again_after_giving_up() {
     });
     h.subscribe(1, "r1");
     h.connect_ws();
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     assert_eq!(h.machine.state(), ConnState::Closed);
     h.input(Input::Reconnect);
     assert_eq!(h.machine.state(), ConnState::Connecting);
@@ -994,10 +951,7 @@ impl Harness {
             .find(|a| a.3 == Some(sub))
             .expect("its provider was asked")
             .0;
-        self.input(Input::Token {
-            req,
-            token: Ok(token.to_owned()),
-        });
+        self.answer(req, Ok(token));
     }
 
     fn last_ask(&self) -> (TokenReason, Vec<String>, Option<SubId>) {
@@ -1038,10 +992,7 @@ fn the_token_provider_is_told_the_runs_and_why() {
     );
     h.give_token("t2");
     // The token is refused at the next connection: the fresh one is asked for as such.
-    h.input(Input::Closed {
-        code: 4002,
-        reason: "",
-    });
+    h.closed(4002);
     h.fire(Timer::Backoff);
     assert_eq!(
         h.last_ask(),
@@ -1091,10 +1042,7 @@ fn a_subscription_with_its_own_token_sends_it_and_asks_again_once_when_refused()
     // A reconnect resubscribes with the cached token, without asking the provider again.
     h.subscribe_with_token(3, "own2");
     h.give_run_token(3, "x");
-    h.input(Input::Closed {
-        code: 1006,
-        reason: "",
-    });
+    h.closed(1006);
     let asks = h.token_asks.len();
     h.fire(Timer::Backoff);
     h.connect_ws();
@@ -1159,11 +1107,7 @@ fn a_failing_provider_of_a_refused_run_ends_it() {
     h.connect_ws();
     h.forbidden("r1");
     let req = h.token_req.take().unwrap();
-    h.input(Input::Token {
-        req,
-        token: Err("backend down".into()),
-    });
-    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    h.provider_fails(req);
     assert_eq!(h.ends, [(1, EndReason::Forbidden)]);
     assert_eq!(h.machine.state(), ConnState::Open);
 }
@@ -1225,13 +1169,7 @@ fn every_close_code_of_the_table_follows_its_policy() {
         });
         h.subscribe(1, "r1");
         h.connect_ws();
-        let close = |h: &mut Harness| {
-            h.input(Input::Closed {
-                code: code.code(),
-                reason: "",
-            })
-        };
-        close(&mut h);
+        h.closed(code.code());
         let what = format!("{} ({:?})", code.code(), code.reconnect());
         match code.reconnect() {
             Reconnect::Never => {
@@ -1245,7 +1183,7 @@ fn every_close_code_of_the_table_follows_its_policy() {
                 assert_eq!(h.fire(Timer::Backoff), 0.0, "{what}");
                 h.give_token("fresh");
                 h.input(Input::Opened);
-                close(&mut h);
+                h.closed(code.code());
                 assert_eq!(h.machine.state(), ConnState::Closed, "{what}");
                 assert_eq!(h.ends, [(1, EndReason::Forbidden)], "{what}");
             }
@@ -1256,7 +1194,7 @@ fn every_close_code_of_the_table_follows_its_policy() {
                     longest = longest.max(h.fire(Timer::Backoff));
                     h.give_token("tok");
                     h.input(Input::Opened);
-                    close(&mut h);
+                    h.closed(code.code());
                 }
                 let immediately = code.reconnect() == Reconnect::Immediately;
                 assert_eq!(
@@ -1344,11 +1282,7 @@ fn a_failed_refresh_is_tried_again_while_the_token_holds() {
     let mut h = Harness::with_own_run();
     h.fire(Timer::RunRefresh);
     let req = h.token_asks.last().unwrap().0;
-    h.input(Input::Token {
-        req,
-        token: Err("backend down".into()),
-    });
-    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    h.provider_fails(req);
     assert!(h.ends.is_empty());
     assert_eq!(h.timers.get(&Timer::RunRefresh), Some(&(h.now + 5_000.0)));
     h.fire(Timer::RunRefresh);
@@ -1394,11 +1328,7 @@ fn an_expired_run_token_is_replaced_at_once_and_the_run_resumes() {
     // Expired, and the provider cannot help: the subscription ends with the relay's reason.
     h.frame(json!({"type":"unsubscribed","run":"own","reason":"token_expired"}));
     let req = h.token_asks.last().unwrap().0;
-    h.input(Input::Token {
-        req,
-        token: Err("backend down".into()),
-    });
-    assert_eq!(h.errors.last().unwrap().code, "token_provider");
+    h.provider_fails(req);
     assert_eq!(h.ends, [(1, EndReason::TokenExpired)]);
     assert_eq!(h.machine.state(), ConnState::Open);
 }
