@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::ValueEnum;
 use futures_util::StreamExt;
+use hdrhistogram::Histogram;
 use runwire_protocol::token::Scope;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -237,6 +238,76 @@ impl Fleet {
     }
 }
 
+/// One measured window: the relay's samples and the events delivered from its start to its end.
+struct Window {
+    s0: Option<Sample>,
+    s1: Option<Sample>,
+    delivered: f64,
+    secs: f64,
+}
+
+impl Window {
+    /// Records latency for `duration`, sampling the relay and the delivered count at both ends.
+    /// Recording is left on: the caller stops it when its events are all in.
+    async fn record(
+        target: &Target,
+        counters: &Counters,
+        duration: Duration,
+    ) -> Result<Self, String> {
+        let (s0, d0, t0) = (
+            target.sample()?,
+            counters.delivered.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        counters.reset_latency();
+        counters.recording.store(true, Ordering::Relaxed);
+        tokio::time::sleep(duration).await;
+        let (s1, d1, elapsed) = (
+            target.sample()?,
+            counters.delivered.load(Ordering::Relaxed),
+            t0.elapsed(),
+        );
+        Ok(Self {
+            s0,
+            s1,
+            delivered: (d1 - d0) as f64,
+            secs: elapsed.as_secs_f64(),
+        })
+    }
+
+    /// Delivered events per second and, where the relay was sampled, per CPU-second and its cores.
+    fn push_rates(&self, m: &mut Measurement) {
+        m.push(
+            "delivered events/s",
+            self.delivered / self.secs,
+            Better::Higher,
+        );
+        if let (Some(s0), Some(s1)) = (&self.s0, &self.s1) {
+            let cpu = s1.cpu_secs - s0.cpu_secs;
+            m.push(
+                "delivered events per relay CPU-second",
+                self.delivered / cpu.max(0.01),
+                Better::Higher,
+            );
+            m.push("relay CPU used (cores)", cpu / self.secs, Better::Neither);
+        }
+    }
+}
+
+/// The latency metrics: name and quantile.
+const LATENCY_QUANTILES: [(&str, f64); 3] = [
+    ("latency p50 (ms)", 0.5),
+    ("latency p99 (ms)", 0.99),
+    ("latency p99.9 (ms)", 0.999),
+];
+
+/// The latency at each of `quantiles` (a metric name, and the quantile), in ms.
+fn push_latency(m: &mut Measurement, lat: &Histogram<u64>, quantiles: &[(&'static str, f64)]) {
+    for &(name, q) in quantiles {
+        m.push(name, ms(lat.value_at_quantile(q)), Better::Lower);
+    }
+}
+
 fn run_name(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i}")
 }
@@ -349,19 +420,7 @@ async fn fanout(p: &Params, target: &Target, index: usize) -> Result<Measurement
             })
         };
         tokio::time::sleep(p.warmup).await;
-        let (s0, d0, t0) = (
-            target.sample()?,
-            counters.delivered.load(Ordering::Relaxed),
-            Instant::now(),
-        );
-        counters.reset_latency();
-        counters.recording.store(true, Ordering::Relaxed);
-        tokio::time::sleep(p.duration).await;
-        let (s1, d1, elapsed) = (
-            target.sample()?,
-            counters.delivered.load(Ordering::Relaxed),
-            t0.elapsed(),
-        );
+        let window = Window::record(target, &counters, p.duration).await?;
         counters.recording.store(false, Ordering::Relaxed);
         pub_task.await.map_err(|e| e.to_string())??;
         fleet
@@ -370,31 +429,13 @@ async fn fanout(p: &Params, target: &Target, index: usize) -> Result<Measurement
                 Duration::from_secs(15),
             )
             .await?;
-        let delivered = (d1 - d0) as f64;
-        let secs = elapsed.as_secs_f64();
         let lat = counters.latency();
         let mut m = Measurement::default();
-        m.push("delivered events/s", delivered / secs, Better::Higher);
-        if let (Some(s0), Some(s1)) = (s0, s1) {
-            let cpu = s1.cpu_secs - s0.cpu_secs;
-            m.push(
-                "delivered events per relay CPU-second",
-                delivered / cpu.max(0.01),
-                Better::Higher,
-            );
-            m.push("relay CPU used (cores)", cpu / secs, Better::Neither);
+        window.push_rates(&mut m);
+        if let Some(s1) = &window.s1 {
             m.push("relay RSS (MiB)", mib(s1.rss_bytes), Better::Lower);
         }
-        m.push(
-            "latency p50 (ms)",
-            ms(lat.value_at_quantile(0.5)),
-            Better::Lower,
-        );
-        m.push(
-            "latency p99 (ms)",
-            ms(lat.value_at_quantile(0.99)),
-            Better::Lower,
-        );
+        push_latency(&mut m, &lat, &LATENCY_QUANTILES[..2]);
         Ok(m)
     }
     .await;
@@ -450,55 +491,18 @@ async fn many_runs(p: &Params, target: &Target, index: usize) -> Result<Measurem
             })
         };
         tokio::time::sleep_until((start + p.warmup).into()).await;
-        let (s0, d0, t0) = (
-            target.sample()?,
-            counters.delivered.load(Ordering::Relaxed),
-            Instant::now(),
-        );
-        counters.reset_latency();
-        counters.recording.store(true, Ordering::Relaxed);
-        tokio::time::sleep(p.duration).await;
-        let (s1, d1, elapsed) = (
-            target.sample()?,
-            counters.delivered.load(Ordering::Relaxed),
-            t0.elapsed(),
-        );
+        let window = Window::record(target, &counters, p.duration).await?;
         let expected = pub_task.await.map_err(|e| e.to_string())?;
         if let Some(e) = errors.lock().expect("not poisoned").first() {
             return Err(e.clone());
         }
         fleet.delivered(expected, Duration::from_secs(15)).await?;
         counters.recording.store(false, Ordering::Relaxed);
-        let delivered = (d1 - d0) as f64;
-        let secs = elapsed.as_secs_f64();
         let lat = counters.latency();
         let mut m = Measurement::default();
-        m.push(
-            "latency p50 (ms)",
-            ms(lat.value_at_quantile(0.5)),
-            Better::Lower,
-        );
-        m.push(
-            "latency p99 (ms)",
-            ms(lat.value_at_quantile(0.99)),
-            Better::Lower,
-        );
-        m.push(
-            "latency p99.9 (ms)",
-            ms(lat.value_at_quantile(0.999)),
-            Better::Lower,
-        );
+        push_latency(&mut m, &lat, &LATENCY_QUANTILES);
         m.push("latency max (ms)", ms(lat.max()), Better::Lower);
-        m.push("delivered events/s", delivered / secs, Better::Higher);
-        if let (Some(s0), Some(s1)) = (s0, s1) {
-            let cpu = s1.cpu_secs - s0.cpu_secs;
-            m.push(
-                "delivered events per relay CPU-second",
-                delivered / cpu.max(0.01),
-                Better::Higher,
-            );
-            m.push("relay CPU used (cores)", cpu / secs, Better::Neither);
-        }
+        window.push_rates(&mut m);
         Ok(m)
     }
     .await;
