@@ -48,6 +48,14 @@ impl Harness {
         }
     }
 
+    /// A `/v1/ws` socket authenticated with an hour's token, past its `welcome`.
+    async fn welcomed() -> Self {
+        let mut h = Self::start(WsQuery::default());
+        h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
+        assert_eq!(h.frame().await["type"], "welcome");
+        h
+    }
+
     async fn send(&self, v: Value) {
         self.to_relay
             .send(Ok(Message::Text(v.to_string().into())))
@@ -153,9 +161,7 @@ fn unix(h: &Harness) -> u64 {
 #[tokio::test(start_paused = true)]
 async fn pings_every_interval_and_closes_an_idle_client_with_4009() {
     let _ = SECRET;
-    let mut h = Harness::start(WsQuery::default());
-    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
-    assert_eq!(h.frame().await["type"], "welcome");
+    let mut h = Harness::welcomed().await;
     // The client answers the first four pings, then goes quiet.
     for n in 1..=4u64 {
         let (m, at) = h.next().await;
@@ -173,9 +179,7 @@ async fn pings_every_interval_and_closes_an_idle_client_with_4009() {
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_never_answers_is_closed_one_interval_after_the_first_ping() {
-    let mut h = Harness::start(WsQuery::default());
-    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
-    assert_eq!(h.frame().await["type"], "welcome");
+    let mut h = Harness::welcomed().await;
     let (m, at) = h.next().await;
     assert!(matches!(m, Message::Ping(_)), "{m:?}");
     assert_eq!(at, secs(25));
@@ -415,9 +419,7 @@ async fn an_sse_client_that_stops_reading_is_dropped_after_the_write_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn a_subscription_token_ends_its_subscription_at_its_expiry() {
-    let mut h = Harness::start(WsQuery::default());
-    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
-    assert_eq!(h.frame().await["type"], "welcome");
+    let mut h = Harness::welcomed().await;
     keep_answering(&h);
     let exp = unix(&h) + 60;
     h.send(json!({"type":"subscribe","run":"own","token":run_token(&h, "own", 60)}))
@@ -465,9 +467,7 @@ async fn a_subscription_token_ends_its_subscription_at_its_expiry() {
 
 #[tokio::test(start_paused = true)]
 async fn resubscribing_with_a_fresh_token_before_expiry_keeps_the_subscription_gapless() {
-    let mut h = Harness::start(WsQuery::default());
-    h.send(json!({"type":"auth","token":token(&h, 3600)})).await;
-    assert_eq!(h.frame().await["type"], "welcome");
+    let mut h = Harness::welcomed().await;
     keep_answering(&h);
     h.send(json!({"type":"subscribe","run":"own","since":0,"token":run_token(&h, "own", 60)}))
         .await;
