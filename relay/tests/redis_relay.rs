@@ -193,10 +193,25 @@ async fn resume_after_a_relay_dies(redis_url: String) {
             }
         })
     };
+    // Subscribed once the run exists: a run with no events yet has no epoch (`""`, which matches
+    // any on resume), and this resume is to prove the epoch carries over from relay to relay.
+    let started = published.clone();
+    assert!(
+        eventually(
+            || {
+                let started = started.clone();
+                async move { started.load(Ordering::Relaxed) > 0 }
+            },
+            Duration::from_secs(10)
+        )
+        .await,
+        "the first event is published"
+    );
     let mut c = a.client(&subscribe_token("job")).await;
     let sub = c.subscribe("job", Some(0)).await;
     assert_eq!(sub["type"], "subscribed", "{sub}");
     let epoch = sub["epoch"].as_str().unwrap().to_owned();
+    assert!(!epoch.is_empty(), "{sub}");
     let head = sub["seq"].as_u64().unwrap();
     let (mut last, mut seen) = (0, Vec::new());
     follow_until(&mut c, &mut last, &mut seen, head + 40).await;
