@@ -4,10 +4,11 @@
 //   node minify-names.mjs <wasm-opt> <wasm> <glue.js> <glue.d.ts>
 //
 // wasm-bindgen names each import `__wbg_<name>_<hash>` from module `./<out-name>_bg.js`, and
-// exports its shims under their Rust paths: ~80 names of 20 to 60 bytes, each in the .wasm and
+// exports its shims under their Rust paths: ~115 names of 10 to 65 bytes, each in the .wasm and
 // again in the glue. binaryen's `--minify-imports-and-exports-and-modules` renames them in the
 // .wasm and prints the mapping; this script applies the mapping to the glue (the keys of the
-// import object, `wasm.<export>` uses) and to the declarations' `InitOutput`. It fails when a name
+// import object, `wasm.<export>` uses) and to the declarations' `InitOutput`. The .wasm's
+// target_features section goes too (tools read it, browsers do not). It fails when a name
 // of the mapping is not found where wasm-bindgen writes it, or is found elsewhere, so that a
 // change in wasm-bindgen's output breaks the build instead of the package.
 import { execFileSync } from "node:child_process";
@@ -21,7 +22,9 @@ const fail = (msg) => {
 
 const out = execFileSync(
   process.execPath,
-  [wasmOpt, "--minify-imports-and-exports-and-modules", wasmPath, "-o", wasmPath],
+  // With the target_features section dropped: it tells tools, not browsers, what the module uses,
+  // and this is the last tool to read it.
+  [wasmOpt, "--minify-imports-and-exports-and-modules", "--strip-target-features", wasmPath, "-o", wasmPath],
   { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] },
 );
 const start = out.indexOf("{");
