@@ -77,7 +77,10 @@ js = rename(js, "module", "^\\s+", JSON.stringify(oldModule), ": import0", JSON.
 // Nothing of the old names may be left (a use the patterns above did not foresee).
 for (const [, name] of map.imports) if (js.includes(name)) fail(`import ${name} still used in ${jsPath}`);
 for (const [name] of map.exports) {
-  if (new RegExp(`\\bwasm\\.${escape(name)}(?![\\w$])`).test(js)) fail(`export ${name} still used in ${jsPath}`);
+  // `wasm.<name>`, or `wasm["<name>"]` and the like.
+  if (new RegExp(`\\bwasm\\.${escape(name)}(?![\\w$])|["'\`]${escape(name)}["'\`]`).test(js)) {
+    fail(`export ${name} still used in ${jsPath}`);
+  }
   if (new RegExp(`^\\s+readonly ${escape(name)}:`, "m").test(dts)) fail(`export ${name} still declared in ${dtsPath}`);
 }
 writeFileSync(jsPath, js);
