@@ -32,6 +32,10 @@ wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
 log "wasm-opt -Oz"
 node node_modules/binaryen/bin/wasm-opt -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
   -o wasm/runwire_sdk_bg.wasm
+# Imports, exports and the import module renamed to one or two letters, in the .wasm, the glue and
+# its declarations (wasm-bindgen's names are ~80 identifiers of 20 to 60 bytes, each written twice).
+log "wasm-opt --minify-imports-and-exports-and-modules"
+node minify-names.mjs node_modules/binaryen/bin/wasm-opt wasm/runwire_sdk_bg.wasm wasm/runwire_sdk.js wasm/runwire_sdk.d.ts
 # The glue minified, with its snippet (src/js.rs) bundled in (its doc comments are the same as
 # the .d.ts's, which keeps them).
 log "esbuild --minify (JS glue)"
