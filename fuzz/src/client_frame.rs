@@ -1,7 +1,7 @@
 //! The relay's parse of a WebSocket client frame (`/v1/ws` text messages): never panics, and a
-//! frame it accepts survives a round trip through its own JSON (floats within one part in 10^15:
-//! serde_json's default float parsing is not exact, so a `ping` id such as 2.1844674407370954
-//! comes back in the `pong` as 2.184467440737095).
+//! frame it accepts survives a round trip through its own JSON (floats within one part in 10^15;
+//! the relay parses floats exactly, with serde_json's `float_roundtrip`, so a subnormal `ping` id
+//! comes back in the `pong` as it was sent).
 use runwire_protocol::ClientFrame;
 use runwire_relay::transport::ws::parse_frame;
 
