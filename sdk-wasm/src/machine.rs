@@ -1219,22 +1219,28 @@ impl Machine {
             | ConnPhase::Connecting
             | ConnPhase::Authenticating
             | ConnPhase::Open => {
-                self.out.push(Effect::Disconnect);
-                for t in [
-                    Timer::Attempt,
-                    Timer::Liveness,
-                    Timer::Refresh,
-                    Timer::RunRefresh,
-                ] {
-                    self.out.push(Effect::ClearTimer(t));
-                }
-                self.probing = false;
-                self.registry.disconnected();
-                self.pending_unsub.clear();
+                self.drop_connection();
                 self.set_state(ConnState::Reconnecting, "reconnect", None);
             }
         }
         self.start_attempt();
+    }
+
+    /// Drops the connection and the timers that belong to it; its subscriptions wait for the
+    /// next one.
+    fn drop_connection(&mut self) {
+        self.out.push(Effect::Disconnect);
+        for t in [
+            Timer::Attempt,
+            Timer::Liveness,
+            Timer::Refresh,
+            Timer::RunRefresh,
+        ] {
+            self.out.push(Effect::ClearTimer(t));
+        }
+        self.probing = false;
+        self.registry.disconnected();
+        self.pending_unsub.clear();
     }
 
     /// The connection (or the attempt) failed with close `code`: reconnect or give up.
@@ -1244,20 +1250,9 @@ impl Machine {
             self.phase,
             ConnPhase::Connecting | ConnPhase::Authenticating
         );
-        self.out.push(Effect::Disconnect);
-        for t in [
-            Timer::Attempt,
-            Timer::Liveness,
-            Timer::Refresh,
-            Timer::RunRefresh,
-            Timer::Backoff,
-        ] {
-            self.out.push(Effect::ClearTimer(t));
-        }
+        self.drop_connection();
+        self.out.push(Effect::ClearTimer(Timer::Backoff));
         self.token_req = None;
-        self.probing = false;
-        self.registry.disconnected();
-        self.pending_unsub.clear();
         if tried {
             match self.kind {
                 Kind::WebSocket if code == 1006 => self.ws_failures += 1,
