@@ -96,8 +96,13 @@ impl Histogram {
     /// Counts the time from `start` (wall clock, possibly another machine's) to now; a start in
     /// the future (clocks a little apart) counts as zero, and no start counts nothing.
     pub fn observe_since(&self, start: Option<SystemTime>) {
+        self.observe_between(start, SystemTime::now());
+    }
+
+    /// [`Histogram::observe_since`] with `now` read by the caller, once for many observations.
+    pub fn observe_between(&self, start: Option<SystemTime>, now: SystemTime) {
         if let Some(start) = start {
-            self.observe(SystemTime::now().duration_since(start).unwrap_or_default());
+            self.observe(now.duration_since(start).unwrap_or_default());
         }
     }
 

@@ -17,7 +17,7 @@
 mod outbox;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -380,11 +380,13 @@ where
                     // None: the hub found the queue full.
                     let Some(item) = item else { return Exit::Close(CloseCode::SlowConsumer) };
                     let mut next = Some(item);
+                    // One clock read for the batch's delivery latencies, not one per event.
+                    let now = SystemTime::now();
                     for _ in 0..WRITE_BATCH {
                         let Some(item) = next.take().or_else(|| self.inbox.try_recv()) else {
                             break;
                         };
-                        if let Some(run) = self.on_outbound(item) {
+                        if let Some(run) = self.on_outbound(item, now) {
                             self.resync(&run).await;
                         }
                         if self.exit.is_some() {
@@ -707,9 +709,9 @@ where
         }
     }
 
-    /// Handles a queued item; a run that needs a fresh snapshot is returned for the loop to
-    /// resync.
-    fn on_outbound(&mut self, item: Outbound) -> Option<RunId> {
+    /// Handles a queued item taken at `now` (where its delivery latency ends); a run that needs a
+    /// fresh snapshot is returned for the loop to resync.
+    fn on_outbound(&mut self, item: Outbound, now: SystemTime) -> Option<RunId> {
         match item {
             Outbound::Event(ev) => {
                 // None: unsubscribed since it was queued.
@@ -722,7 +724,7 @@ where
                         self.state
                             .metrics
                             .delivery_latency
-                            .observe_since(ev.published);
+                            .observe_between(ev.published, now);
                     }
                     self.emit(&ev.run, &mut out);
                 }
