@@ -7,3 +7,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo clippy --locked --target wasm32-unknown-unknown -p runwire-protocol -- -D warnings
 cargo clippy --locked --target wasm32-unknown-unknown -p runwire-protocol --no-default-features -- -D warnings
 cargo test --workspace --locked
+# The browser SDK's build of the protocol: the fold holds `result`/`output_summary` as JSON text.
+cargo test --locked -p runwire-protocol --no-default-features

@@ -549,6 +549,7 @@ mod tests {
         assert!(s.nodes_truncated);
     }
 
+    #[cfg(feature = "json-values")]
     #[test]
     fn measures_json_as_serde_json_writes_it() {
         let values = [
@@ -577,6 +578,36 @@ mod tests {
         }
     }
 
+    /// Without `json-values` (the browser SDK's build) a value arrives as its JSON text and is
+    /// measured as text; the marker is text too.
+    #[cfg(not(feature = "json-values"))]
+    #[test]
+    fn caps_values_held_as_json_text() {
+        let mut s = RunState::default();
+        let within = Value::String(format!(
+            r#"{{"note":"{}"}}"#,
+            "x".repeat(MAX_NODE_VALUE - 20)
+        ));
+        let f = s.fold(
+            1,
+            "t",
+            &ev(
+                "node.completed",
+                json!({"node_key": "a", "output_summary": within}),
+            ),
+        );
+        assert_eq!(f.capped, 0);
+        assert_eq!(s.node("a").unwrap().output_summary, Some(within));
+        let big = Value::String(format!(r#"{{"all":"{}"}}"#, "x".repeat(MAX_RESULT)));
+        let f = s.fold(2, "t", &ev("run.completed", json!({ "result": big })));
+        assert_eq!(f.capped, 1);
+        assert_eq!(
+            s.result,
+            Some(Value::String(r#"{"$truncated":true}"#.into()))
+        );
+    }
+
+    #[cfg(feature = "json-values")]
     #[test]
     fn caps_kept_values_and_counts_them() {
         let big = "x".repeat(1 << 20);
