@@ -6,19 +6,12 @@ import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { relayState } from "../e2e/lib.mjs";
+import { expectWholeRun } from "../e2e/lib.mjs";
 
-export { startRelay, launchBrowser, screenshot, relayState, ROOT } from "../e2e/lib.mjs";
+export { startRelay, launchBrowser, screenshot, relayState, startRun, expectWholeRun, ROOT } from "../e2e/lib.mjs";
 
 /** tests/pkg, the npm workspace holding the apps. */
 export const PKG = dirname(fileURLToPath(import.meta.url));
-
-/** Starts a simulated run on the demo relay; resolves to its id. */
-export async function startRun(relay) {
-  const res = await fetch(`${relay.url}/demo/runs`, { method: "POST" });
-  assert.equal(res.status, 200);
-  return (await res.json()).run;
-}
 
 /**
  * Runs `command args` in `cwd` and resolves once a line of its output matches `pattern`, whose
@@ -67,26 +60,6 @@ export function hydrationWarnings(page) {
     if (["warning", "error"].includes(m.type()) && /hydrat/i.test(m.text())) seen.push(`${m.type()}: ${m.text()}`);
   });
   return seen;
-}
-
-/**
- * Waits for the page to show `run` finished and checks that it shows each of the run's events
- * once, in order, and the run's final status, as the relay itself reports them.
- */
-export async function expectWholeRun(page, relay, run) {
-  await page.waitForSelector(`#run[data-run="${run}"]`);
-  await page.waitForFunction(() => ["completed", "failed"].includes(document.querySelector("#status")?.textContent ?? ""), null, {
-    timeout: 60_000,
-  });
-  const truth = await relayState(relay.url, run);
-  assert.equal(await page.textContent("#status"), truth.state.status);
-  await page.waitForFunction((n) => document.querySelectorAll("#events li").length >= n, truth.seq, { timeout: 5_000 });
-  const shown = await page.$$eval("#events li", (lis) => lis.map((li) => [Number(li.dataset.seq), li.dataset.run]));
-  assert.deepEqual(
-    shown,
-    Array.from({ length: truth.seq }, (_, i) => [i + 1, run]),
-  );
-  assert.equal(await page.textContent("#ended"), truth.state.status);
 }
 
 /** Opens `url` for a run that has just started and checks the page follows it live to its end. */
