@@ -18,37 +18,50 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 export const RUNWIRE = process.env.RUNWIRE_BIN ?? join(ROOT, "target/release/runwire");
 
 /**
- * Starts `runwire …args` (its `--addr 127.0.0.1:0` among them) with `env`, and resolves once it
- * prints its address: `{ url, stderr(), stop() }`. `stop()` sends SIGTERM, then SIGKILL after 5 s.
+ * Runs `command args` (in `cwd`, with `env`) and resolves once a line of its output matches
+ * `pattern`, whose first group is the server's URL: `{ url, output(), stop() }`. `stop()` ends it
+ * and what it forked (SIGTERM, then SIGKILL after 5 s).
  */
-export async function spawnRunwire(args, env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" }) {
-  if (!existsSync(RUNWIRE)) throw new Error(`${RUNWIRE} is missing: build it with cargo build --release -p runwire-relay`);
-  const child = spawn(RUNWIRE, args, { stdio: ["ignore", "pipe", "pipe"], env });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
+export async function startServer(command, args, { cwd, env = process.env, pattern, patience = 60_000 }) {
+  const child = spawn(command, args, {
+    cwd,
+    stdio: ["ignore", "pipe", "pipe"],
+    env,
+    detached: true, // its own process group: stop() ends the workers it forks too
+  });
+  let output = "";
   const url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`relay did not start within 20 s\n${stderr}`)), 20_000);
-    child.once("exit", (code) => fail(new Error(`relay exited with ${code}\n${stderr}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = /^listening on (http:\/\/\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
+    const timer = setTimeout(() => fail(new Error(`${command} did not start within ${patience / 1000} s\n${output}`)), patience);
+    child.once("exit", (code) => fail(new Error(`${command} exited with ${code}\n${output}`)));
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on("line", (line) => {
+        output = (output + line + "\n").slice(-8000);
+        const m = pattern.exec(line);
+        if (m) {
+          clearTimeout(timer);
+          ok(m[1]);
+        }
+      });
+    }
   });
   return {
     url,
-    stderr: () => stderr,
+    output: () => output,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((ok) => child.once("exit", ok));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+      process.kill(-child.pid, "SIGTERM");
+      const timer = setTimeout(() => process.kill(-child.pid, "SIGKILL"), 5000);
       await exited;
       clearTimeout(timer);
     },
   };
+}
+
+/** Starts the relay, `runwire …args` (its `--addr 127.0.0.1:0` among them), with `env`. */
+export function spawnRunwire(args, env = { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" }) {
+  if (!existsSync(RUNWIRE)) throw new Error(`${RUNWIRE} is missing: build it with cargo build --release -p runwire-relay`);
+  return startServer(RUNWIRE, args, { env, pattern: /^listening on (http:\/\/\S+)/, patience: 20_000 });
 }
 
 /** Starts `runwire demo --addr 127.0.0.1:0 …args`; resolves once it prints its address. */

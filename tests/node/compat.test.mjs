@@ -124,7 +124,7 @@ async function startServe(args, env = {}) {
   });
   // Redis ingest runs once /ready answers 200.
   await until(async () => (await fetch(`${relay.url}/ready`)).status === 200, "the relay's ingest").catch((e) => {
-    e.message += `\n${relay.stderr()}`;
+    e.message += `\n${relay.output()}`;
     throw e;
   });
   return { ...relay, ws: relay.url.replace(/^http/, "ws") };

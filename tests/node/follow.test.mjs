@@ -40,6 +40,8 @@ async function startProxy(target) {
 let relay;
 let proxy;
 before(async () => {
+  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
+  await ready();
   relay = await startRelay();
   proxy = await startProxy(relay.url.replace(/^http:\/\//, ""));
 });
@@ -49,8 +51,6 @@ after(async () => {
 });
 
 test("Node follows a live run and sees every seq once across a forced reconnect", { timeout: 120_000 }, async () => {
-  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
-  await ready();
   const run = await startRun(relay);
 
   const client = new RunwireClient({

@@ -21,6 +21,8 @@ function mint(claims, ttl) {
 
 let relay;
 before(async () => {
+  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
+  await ready();
   relay = await startRelay(["--secret", SECRET]);
 });
 after(async () => {
@@ -28,8 +30,6 @@ after(async () => {
 });
 
 test("a run followed with one-second tokens of its own: refreshed before each expires, every seq once", { timeout: 120_000 }, async () => {
-  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
-  await ready();
   const run = await startRun(relay);
 
   const client = new RunwireClient({
