@@ -163,9 +163,7 @@ async fn resume_with_since_while_publishing_is_gapless_and_duplicate_free() {
 
 #[tokio::test]
 async fn resume_after_trimmed_history_sends_reset() {
-    let mut config = config();
-    config.history_limit = 5;
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.history_limit = 5).await;
     for i in 0..12 {
         relay.publish_ok("r", log(i)).await;
     }
@@ -275,9 +273,7 @@ async fn executions_socket_closes_with_4003_when_a_refresh_drops_its_run() {
 
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_with_4029() {
-    let mut config = config();
-    config.max_connections = 2;
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.max_connections = 2).await;
     let _a = Client::authed(&relay, &subscribe_token("r")).await;
     let _b = Client::authed(&relay, &subscribe_token("r")).await;
     let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;

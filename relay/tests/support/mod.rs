@@ -125,6 +125,13 @@ impl Relay {
         Self::with(config()).await
     }
 
+    /// A relay with the test config changed by `tweak`.
+    pub async fn tweaked(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = config();
+        tweak(&mut config);
+        Self::with(config).await
+    }
+
     pub async fn with(config: Config) -> Self {
         let state = AppState::new(config, Clock::System).expect("valid config");
         Self::with_state(state).await
