@@ -19,10 +19,7 @@ use runwire_relay::compat::event_broadcaster::serve_socket;
 use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{channel_sink, config};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use support::{ChannelSocket, config, log_events};
 
 const LEGACY_SECRET: &str = "legacy-secret";
 
@@ -40,10 +37,21 @@ fn legacy_token(run: &str, ttl: u64) -> String {
 }
 
 struct Harness {
-    to_relay: mpsc::Sender<Result<Message, axum::Error>>,
-    from_relay: mpsc::Receiver<Message>,
+    socket: ChannelSocket,
     state: AppState,
-    started: Instant,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = ChannelSocket;
+    fn deref(&self) -> &ChannelSocket {
+        &self.socket
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut ChannelSocket {
+        &mut self.socket
+    }
 }
 
 impl Harness {
@@ -53,40 +61,9 @@ impl Harness {
         c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
         c.idle_timeout = idle;
         let state = AppState::new(c, Clock::tokio()).unwrap();
-        let (to_relay, rx) = mpsc::channel(64);
-        let (sink, from_relay) = channel_sink(64);
-        tokio::spawn(serve_legacy(
-            state.clone(),
-            sink,
-            ReceiverStream::new(rx),
-            token,
-        ));
-        Self {
-            to_relay,
-            from_relay,
-            state,
-            started: Instant::now(),
-        }
-    }
-
-    /// The next message (`None`: the socket was dropped) and when it came.
-    async fn next(&mut self) -> (Option<Message>, Duration) {
-        let m = self.from_relay.recv().await;
-        (m, self.started.elapsed())
-    }
-
-    async fn frame(&mut self) -> Value {
-        match self.next().await.0 {
-            Some(Message::Text(t)) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    async fn pong(&self) {
-        self.to_relay
-            .send(Ok(Message::Pong(Default::default())))
-            .await
-            .unwrap();
+        let (socket, sink, stream) = ChannelSocket::open(64, 64);
+        tokio::spawn(serve_legacy(state.clone(), sink, stream, token));
+        Self { socket, state }
     }
 
     /// The next text frame and when it came, answering every ping before it.
@@ -224,10 +201,19 @@ async fn publish_when_watched(state: &AppState, run: &str, count: usize) {
     while state.hub.watcher_count(run) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let events = (0..count)
-        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
-        .collect();
-    state.broker.publish(run.into(), events).await.unwrap();
+    state
+        .broker
+        .publish(run.into(), log_events(count))
+        .await
+        .unwrap();
+}
+
+/// Publishes two events to `r1` once the socket watches it: the socket, which reads nothing,
+/// must end, its close counted as a slow consumer's.
+async fn ends_as_a_slow_consumer(state: &AppState, socket: tokio::task::JoinHandle<()>) {
+    publish_when_watched(state, "r1", 2).await;
+    socket.await.unwrap();
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
 }
 
 /// A legacy socket that stops reading: its write times out, it closes with 4008, and the close
@@ -236,40 +222,23 @@ async fn publish_when_watched(state: &AppState, run: &str, count: usize) {
 async fn a_legacy_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
     let state = compat_state();
     // Room for the `connected` message only; nothing reads.
-    let (sink, _from_relay) = channel_sink(1);
-    let (_to_relay, rx) = mpsc::channel(4);
-    let socket = tokio::spawn(serve_legacy(
-        state.clone(),
-        sink,
-        ReceiverStream::new(rx),
-        Some(legacy_token("r1", 300)),
-    ));
-    publish_when_watched(&state, "r1", 2).await;
-    socket.await.unwrap();
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    let (_client, sink, stream) = ChannelSocket::open(4, 1);
+    let token = Some(legacy_token("r1", 300));
+    let socket = tokio::spawn(serve_legacy(state.clone(), sink, stream, token));
+    ends_as_a_slow_consumer(&state, socket).await;
 }
 
 /// The same for an `/api/ws` socket.
 #[tokio::test(start_paused = true)]
 async fn an_event_broadcaster_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
     let state = compat_state();
-    let (sink, _from_relay) = channel_sink(1);
-    let (to_relay, rx) = mpsc::channel(4);
-    let token = support::subscribe_token("r1");
-    let socket = tokio::spawn(serve_socket(
-        state.clone(),
-        sink,
-        ReceiverStream::new(rx),
-        Some(token),
-    ));
-    let subscribe = json!({"type":"subscribe","executionId":"r1"}).to_string();
-    to_relay
-        .send(Ok(Message::Text(subscribe.into())))
-        .await
-        .unwrap();
-    publish_when_watched(&state, "r1", 2).await;
-    socket.await.unwrap();
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    let (client, sink, stream) = ChannelSocket::open(4, 1);
+    let token = Some(support::subscribe_token("r1"));
+    let socket = tokio::spawn(serve_socket(state.clone(), sink, stream, token));
+    client
+        .send(json!({"type":"subscribe","executionId":"r1"}))
+        .await;
+    ends_as_a_slow_consumer(&state, socket).await;
 }
 
 /// The SSE plan's stream, through the router in-process: a client that stops reading is dropped
@@ -279,10 +248,11 @@ async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
     use tower::ServiceExt as _;
     let state = compat_state();
     // More events than the response body buffers: the replay's writes wait on the client.
-    let events = (0..40)
-        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
-        .collect();
-    state.broker.publish("e1".into(), events).await.unwrap();
+    state
+        .broker
+        .publish("e1".into(), log_events(40))
+        .await
+        .unwrap();
     let token = support::token_with(runwire_protocol::token::Claims {
         ws: Some("w".into()),
         ..support::claims("e1", runwire_protocol::token::Scope::Subscribe)

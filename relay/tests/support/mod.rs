@@ -76,6 +76,78 @@ pub fn channel_sink(capacity: usize) -> (ChannelSink, tokio::sync::mpsc::Receive
     (Box::pin(sink), rx)
 }
 
+/// What the relay reads from a [`ChannelSocket`].
+pub type ChannelStream = tokio_stream::wrappers::ReceiverStream<Result<WsMessage, axum::Error>>;
+
+/// The client's end of a WebSocket made of two channels, for driving a connection with paused
+/// time: what it sends goes to the relay's stream, what the relay writes to its sink comes out of
+/// `next`, stamped with how long after the socket's opening it came.
+pub struct ChannelSocket {
+    pub to_relay: tokio::sync::mpsc::Sender<Result<WsMessage, axum::Error>>,
+    from_relay: tokio::sync::mpsc::Receiver<WsMessage>,
+    pub started: tokio::time::Instant,
+}
+
+impl ChannelSocket {
+    /// A socket with room for `to_relay` messages on their way to the relay and `from_relay` on
+    /// their way back, and the relay's end of it.
+    pub fn open(to_relay: usize, from_relay: usize) -> (Self, ChannelSink, ChannelStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel(to_relay);
+        let (sink, from_relay) = channel_sink(from_relay);
+        let socket = Self {
+            to_relay: tx,
+            from_relay,
+            started: tokio::time::Instant::now(),
+        };
+        (
+            socket,
+            sink,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )
+    }
+
+    /// The next message (`None`: the relay dropped the socket) and when it came.
+    pub async fn next(&mut self) -> (Option<WsMessage>, Duration) {
+        let m = self.from_relay.recv().await;
+        (m, self.started.elapsed())
+    }
+
+    /// The next message, which must be a text frame, parsed.
+    pub async fn frame(&mut self) -> Value {
+        match self.next().await.0 {
+            Some(WsMessage::Text(t)) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&self, v: Value) {
+        self.to_relay
+            .send(Ok(WsMessage::Text(v.to_string().into())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn pong(&self) {
+        self.to_relay
+            .send(Ok(WsMessage::Pong(Default::default())))
+            .await
+            .unwrap();
+    }
+}
+
+/// `n` log events, `m0` to `m{n-1}`, ready to publish.
+pub fn log_events(n: usize) -> Vec<runwire_relay::event::NewEvent> {
+    (0..n)
+        .map(|i| {
+            runwire_relay::event::NewEvent::parse(
+                "log",
+                json!({"level":"info","message":format!("m{i}")}),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
 /// Whether `GET url` answers 200 (a relay's `/ready`, say).
 pub async fn answers_200(url: &str) -> bool {
     reqwest::get(url).await.is_ok_and(|r| r.status() == 200)
