@@ -19,7 +19,7 @@ use runwire_relay::compat::event_broadcaster::serve_socket;
 use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{ChannelSocket, config, log_events};
+use support::{ChannelSocket, Harness, config, log_events};
 
 const LEGACY_SECRET: &str = "legacy-secret";
 
@@ -36,24 +36,6 @@ fn legacy_token(run: &str, ttl: u64) -> String {
     )
 }
 
-struct Harness {
-    socket: ChannelSocket,
-    state: AppState,
-}
-
-impl std::ops::Deref for Harness {
-    type Target = ChannelSocket;
-    fn deref(&self) -> &ChannelSocket {
-        &self.socket
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut ChannelSocket {
-        &mut self.socket
-    }
-}
-
 impl Harness {
     fn start(token: Option<String>, idle: Duration) -> Self {
         let mut c = config();
@@ -64,6 +46,13 @@ impl Harness {
         let (socket, sink, stream) = ChannelSocket::open(64, 64);
         tokio::spawn(serve_legacy(state.clone(), sink, stream, token));
         Self { socket, state }
+    }
+
+    /// A socket on run `r1` with a token valid for `ttl` seconds, past its `connected` frame.
+    async fn connected(ttl: u64, idle: Duration) -> Self {
+        let mut h = Self::start(Some(legacy_token("r1", ttl)), idle);
+        assert_eq!(h.frame().await, json!({"type":"connected","runId":"r1"}));
+        h
     }
 
     /// The next text frame and when it came, answering every ping before it.
@@ -147,8 +136,7 @@ async fn runwire_events_in_the_relays_shape() {
 
 #[tokio::test(start_paused = true)]
 async fn token_expiry_sends_a_socket_frame_then_4001() {
-    let mut h = Harness::start(Some(legacy_token("r1", 60)), Duration::from_secs(600));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(60, Duration::from_secs(600)).await;
     let expiry = Duration::from_secs(60 + LEEWAY_SECS);
     let (v, at) = h.frame_answering_pings().await;
     assert_eq!(v, json!({"type":"socket","status":"token_expired"}));
@@ -158,8 +146,7 @@ async fn token_expiry_sends_a_socket_frame_then_4001() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_sends_a_socket_frame_then_4009() {
-    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(60));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(3600, Duration::from_secs(60)).await;
     let (v, at) = h.frame_answering_pings().await;
     assert_eq!(v, json!({"type":"socket","status":"idle_timeout"}));
     // pongs do not count as activity
@@ -169,8 +156,7 @@ async fn idle_timeout_sends_a_socket_frame_then_4009() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_ping_terminates_the_socket() {
-    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(600));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(3600, Duration::from_secs(600)).await;
     let (ping, at) = h.next().await;
     assert!(matches!(ping, Some(Message::Ping(_))));
     assert_eq!(at, Duration::from_secs(25));

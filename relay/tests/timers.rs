@@ -14,28 +14,9 @@ use runwire_relay::auth::Clock;
 use runwire_relay::transport::sse::SseTask;
 use runwire_relay::transport::ws::{Conn, Mode, WsQuery};
 use serde_json::{Value, json};
-use support::{ChannelSocket, SECRET, claims, config, log_events, token_with};
+use support::{ChannelSocket, Harness, SECRET, claims, config, log_events, token_with};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// A connection whose socket is a pair of channels.
-struct Harness {
-    socket: ChannelSocket,
-    state: AppState,
-}
-
-impl std::ops::Deref for Harness {
-    type Target = ChannelSocket;
-    fn deref(&self) -> &ChannelSocket {
-        &self.socket
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut ChannelSocket {
-        &mut self.socket
-    }
-}
 
 impl Harness {
     fn start(query: WsQuery) -> Self {

@@ -135,6 +135,26 @@ impl ChannelSocket {
     }
 }
 
+/// A connection under test, whose socket is a [`ChannelSocket`], and the relay state it runs in.
+/// Each test file gives it the constructor and the checks it needs.
+pub struct Harness {
+    pub socket: ChannelSocket,
+    pub state: AppState,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = ChannelSocket;
+    fn deref(&self) -> &ChannelSocket {
+        &self.socket
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut ChannelSocket {
+        &mut self.socket
+    }
+}
+
 /// `n` log events, `m0` to `m{n-1}`, ready to publish.
 pub fn log_events(n: usize) -> Vec<runwire_relay::event::NewEvent> {
     (0..n)
