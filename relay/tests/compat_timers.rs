@@ -231,7 +231,6 @@ async fn an_event_broadcaster_socket_whose_write_times_out_is_counted_as_a_slow_
 /// after the write timeout, counted as a slow consumer.
 #[tokio::test(start_paused = true)]
 async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
-    use tower::ServiceExt as _;
     let state = compat_state();
     // More events than the response body buffers: the replay's writes wait on the client.
     state
@@ -239,12 +238,23 @@ async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
         .publish("e1".into(), log_events(40))
         .await
         .unwrap();
+    let response = plan_stream(&state, "e1").await;
+    // The body is held and never read.
+    tokio::time::sleep(state.config.write_timeout + Duration::from_secs(1)).await;
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    assert_eq!(state.metrics.sse_connections.get(), 0);
+    drop(response);
+}
+
+/// The SSE plan's stream of `run` in workspace `w`, through the router in-process: its response.
+async fn plan_stream(state: &AppState, run: &str) -> axum::response::Response {
+    use tower::ServiceExt as _;
     let token = support::token_with(runwire_protocol::token::Claims {
         ws: Some("w".into()),
-        ..support::claims("e1", runwire_protocol::token::Scope::Subscribe)
+        ..support::claims(run, runwire_protocol::token::Scope::Subscribe)
     });
     let request = axum::http::Request::get(format!(
-        "/api/v1/workspaces/w/executions/e1/stream?token={token}"
+        "/api/v1/workspaces/w/executions/{run}/stream?token={token}"
     ))
     .body(axum::body::Body::empty())
     .unwrap();
@@ -253,9 +263,63 @@ async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // The body is held and never read.
-    tokio::time::sleep(state.config.write_timeout + Duration::from_secs(1)).await;
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
-    assert_eq!(state.metrics.sse_connections.get(), 0);
-    drop(response);
+    response
+}
+
+/// Reads what `socket` receives until `state` has counted `n` delivery latencies; fails after
+/// 20 messages, or when the socket ends, without them.
+async fn until_latencies_counted(socket: &mut ChannelSocket, state: &AppState, n: u64) {
+    for _ in 0..20 {
+        if state.metrics.delivery_latency.count() >= n {
+            break;
+        }
+        let (m, _) = socket.next().await;
+        assert!(m.is_some(), "the socket ended first");
+    }
+    assert_eq!(state.metrics.delivery_latency.count(), n);
+}
+
+/// Live events written to a legacy socket count in `runwire_delivery_latency_seconds`, as on
+/// runwire's own transports.
+#[tokio::test(start_paused = true)]
+async fn a_legacy_socket_counts_the_delivery_latency_of_live_events() {
+    let mut h = Harness::connected(300, Duration::from_secs(120)).await;
+    assert_eq!(h.state.metrics.delivery_latency.count(), 0);
+    h.state
+        .broker
+        .publish("r1".into(), log_events(2))
+        .await
+        .unwrap();
+    let state = h.state.clone();
+    until_latencies_counted(&mut h.socket, &state, 2).await;
+}
+
+/// The same for an `/api/ws` socket.
+#[tokio::test(start_paused = true)]
+async fn an_event_broadcaster_socket_counts_the_delivery_latency_of_live_events() {
+    let state = compat_state();
+    let (mut client, sink, stream) = ChannelSocket::open(64, 64);
+    let token = Some(support::subscribe_token("r1"));
+    tokio::spawn(serve_socket(state.clone(), sink, stream, token));
+    client
+        .send(json!({"type":"subscribe","executionId":"r1"}))
+        .await;
+    publish_when_watched(&state, "r1", 2).await;
+    until_latencies_counted(&mut client, &state, 2).await;
+}
+
+/// The same for the SSE plan's stream.
+#[tokio::test(start_paused = true)]
+async fn a_plan_stream_counts_the_delivery_latency_of_live_events() {
+    use http_body_util::BodyExt as _;
+    let state = compat_state();
+    let mut body = plan_stream(&state, "e1").await.into_body();
+    publish_when_watched(&state, "e1", 2).await;
+    for _ in 0..20 {
+        if state.metrics.delivery_latency.count() >= 2 {
+            break;
+        }
+        assert!(body.frame().await.is_some(), "the stream ended first");
+    }
+    assert_eq!(state.metrics.delivery_latency.count(), 2);
 }

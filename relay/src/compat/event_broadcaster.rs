@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{custom, error_text, fit, id_text};
+use super::{custom, error_text, fit, id_text, on_live_event};
 use crate::auth::request_token;
 use crate::broker::{BrokerHealth, NewEvent, RunId, now_ts};
 use crate::error::AuthError;
@@ -357,7 +357,7 @@ where
                         let run = ev.run.clone();
                         let mut emitted = Vec::new();
                         let resync = match subs.get_mut(&run) {
-                            Some(sub) => sub.on_event(&ev, &mut emitted).is_err(),
+                            Some(sub) => on_live_event(state, sub, &ev, &mut emitted).is_err(),
                             None => false,
                         };
                         out.extend(emitted.into_iter().map(|e| (run.clone(), e)));

@@ -39,15 +39,16 @@ use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
 use serde_json::{Map, Value};
 
-use crate::broker::NewEvent;
 use crate::broker::redis::RedisConfig;
-use crate::broker::redis::ingest::CUSTOM_EVENT;
+use crate::broker::redis::ingest::{CUSTOM_EVENT, ForeignMessages};
+use crate::broker::{Event, NewEvent};
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
 use crate::transport::http::MAX_EVENTS_PER_PUBLISH;
+use crate::transport::subscription::{Emit, NeedsResync, Subscription};
 use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
 /// One replaced system, named as `--compat` spells it.
@@ -387,12 +388,35 @@ async fn legacy_executions(
 /// publish (unless `--ingest` already names the pattern).
 pub fn configure_redis(layers: &[Layer], redis: &mut RedisConfig) {
     let layers = Layers::of(layers);
-    redis.compat = layers;
+    redis.foreign_messages = foreign_messages(layers);
     for pattern in layers.ingest_patterns() {
         if !redis.ingest.iter().any(|p| p == pattern) {
             redis.ingest.push(pattern.to_owned());
         }
     }
+}
+
+/// Folds a live event into a compatibility stream's subscription as runwire's own transports
+/// do: when the event is to be written (it joined `out`; a replay may have sent it already), the
+/// time since its publish counts in `runwire_delivery_latency_seconds`. `Err`: the subscription
+/// needs a fresh snapshot.
+pub(crate) fn on_live_event(
+    state: &AppState,
+    sub: &mut Subscription,
+    ev: &Arc<Event>,
+    out: &mut Vec<Emit>,
+) -> Result<(), NeedsResync> {
+    let before = out.len();
+    sub.on_event(ev, out)?;
+    if out.len() > before {
+        state.metrics.delivery_latency.observe_since(ev.published);
+    }
+    Ok(())
+}
+
+/// Ingest's mapping of the messages of `layers`: [`map_message`].
+pub fn foreign_messages(layers: Layers) -> ForeignMessages {
+    ForeignMessages::new(move |value| map_message(layers, value))
 }
 
 /// Maps one message (an ingested payload, or one item of a publish body) with the first layer
@@ -519,6 +543,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Ingest's mapping of random channels and payloads with every layer's mapping tried first:
+    /// nothing panics, and a payload always becomes an event.
+    #[test]
+    fn random_ingested_payloads_never_panic_with_every_layer_on() {
+        let every_layer = Layers::of(&[
+            Layer::WsRelay,
+            Layer::EventBroadcaster,
+            Layer::SocketioGateway,
+            Layer::SseStream,
+        ]);
+        crate::broker::redis::ingest::tests::random_channels_and_payloads(&foreign_messages(
+            every_layer,
+        ));
+    }
+
     #[test]
     fn layers_parse_as_deployments_spell_them() {
         use clap::ValueEnum;
@@ -584,7 +623,9 @@ mod tests {
         .unwrap();
         let redis = c.redis().unwrap();
         assert_eq!(redis.ingest, ["workflow-run:*", "jobs:*"]);
-        assert!(redis.compat.contains(Layer::WsRelay));
+        // ingest maps the Node relay's messages
+        let node = json!({"type":"node","nodeId":"a","status":"Running"});
+        assert!(redis.foreign_messages.map(&node).is_some());
         let c = parse(&[
             "--compat",
             "sse-stream",
