@@ -699,14 +699,7 @@ mod tests {
             assert_eq!(claims.sub.as_deref(), Some("u1"));
         }
         let t = legacy_token("r1", now + 300, b"short");
-        assert_eq!(
-            v.verify(Some(&t), Scope::Subscribe, Some("r2")),
-            Err(AuthError::WrongRun)
-        );
-        assert_eq!(
-            v.verify(Some(&t), Scope::Publish, Some("r1")),
-            Err(AuthError::WrongScope)
-        );
+        crate::auth::tests::assert_subscribes_to_r1_only(&v, &t);
         assert_eq!(
             v.verify(
                 Some(&legacy_token("r1", now - 60, b"short")),
@@ -769,87 +762,80 @@ mod tests {
 
     #[test]
     fn replaced_environment_names_are_fallbacks() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        type Vars = &'static [(&'static str, &'static str)];
         let base = || {
             let mut c = Config::with_secret("s".repeat(32));
             c.compat = vec![Layer::WsRelay];
             c
         };
+        // `c` with the environment `vars` applied, and the names read.
+        let apply = |mut c: Config, vars: Vars| {
+            let env = |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            };
+            apply_env(&mut c, env).map(|used| (c, used))
+        };
         // no layer: nothing is read
         let mut c = base();
         c.compat.clear();
-        apply_env(&mut c, env(&[("REDIS_URL", "redis://r:1"), ("PORT", "80")])).unwrap();
+        let (c, _) = apply(c, &[("REDIS_URL", "redis://r:1"), ("PORT", "80")]).unwrap();
         assert_eq!(
             (c.redis.as_deref(), c.addr.to_string().as_str()),
             (None, DEFAULT_ADDR)
         );
-        let mut c = base();
-        let used = apply_env(
-            &mut c,
-            env(&[
-                ("REDIS_URL", "redis://a:1"),
-                ("UPSTASH_REDIS_URL", "rediss://b:2"),
-                ("PORT", "4000"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://a:1"));
-        // REALTIME_HOST's default: all interfaces
-        assert_eq!(c.addr.to_string(), "0.0.0.0:4000");
+        // (environment, Redis URL, address)
+        let cases: [(Vars, Option<&str>, &str); 3] = [
+            // REALTIME_HOST's default: all interfaces
+            (
+                &[
+                    ("REDIS_URL", "redis://a:1"),
+                    ("UPSTASH_REDIS_URL", "rediss://b:2"),
+                    ("PORT", "4000"),
+                ],
+                Some("redis://a:1"),
+                "0.0.0.0:4000",
+            ),
+            (
+                &[
+                    ("UPSTASH_REDIS_URL", "redis://b:2"),
+                    ("REALTIME_HOST", "127.0.0.1"),
+                    ("REALTIME_PORT", "3200"),
+                    ("PORT", "9"),
+                ],
+                Some("redis://b:2"),
+                "127.0.0.1:3200",
+            ),
+            (
+                &[("REDIS_HOST", "10.0.0.5"), ("REALTIME_HOST", "127.0.0.1")],
+                Some("redis://10.0.0.5:6379"),
+                "127.0.0.1:3101",
+            ),
+        ];
+        for (vars, redis, addr) in cases {
+            let (c, _) = apply(base(), vars).unwrap();
+            let got = (c.redis.as_deref(), c.addr.to_string());
+            assert_eq!((got.0, got.1.as_str()), (redis, addr), "{vars:?}");
+        }
+        let (_, used) = apply(base(), cases[0].0).unwrap();
         assert_eq!(used, ["REDIS_URL", "PORT"]);
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[
-                ("UPSTASH_REDIS_URL", "redis://b:2"),
-                ("REALTIME_HOST", "127.0.0.1"),
-                ("REALTIME_PORT", "3200"),
-                ("PORT", "9"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://b:2"));
-        assert_eq!(c.addr.to_string(), "127.0.0.1:3200");
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[("REDIS_HOST", "10.0.0.5"), ("REALTIME_HOST", "127.0.0.1")]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://10.0.0.5:6379"));
-        assert_eq!(c.addr.to_string(), "127.0.0.1:3101");
         // runwire's own names win
         let mut c = base();
         c.redis = Some("redis://mine:1".into());
         c.addr = "127.0.0.1:5000".parse().unwrap();
-        apply_env(
-            &mut c,
-            env(&[("REDIS_URL", "redis://a:1"), ("PORT", "4000")]),
-        )
-        .unwrap();
+        let (c, _) = apply(c, &[("REDIS_URL", "redis://a:1"), ("PORT", "4000")]).unwrap();
         assert_eq!(
             (c.redis.as_deref(), c.addr.to_string().as_str()),
             (Some("redis://mine:1"), "127.0.0.1:5000")
         );
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[("RUNWIRE_ADDR", "127.0.0.1:3101"), ("PORT", "4000")]),
-        )
-        .unwrap();
+        let vars: Vars = &[("RUNWIRE_ADDR", "127.0.0.1:3101"), ("PORT", "4000")];
+        let (c, _) = apply(base(), vars).unwrap();
         assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
         // bad values are refused clearly
-        let mut c = base();
-        let e = apply_env(&mut c, env(&[("PORT", "http")])).unwrap_err();
+        let e = apply(base(), &[("PORT", "http")]).unwrap_err();
         assert!(e.to_string().contains("PORT is not a port"), "{e}");
-        let mut c = base();
-        let e = apply_env(&mut c, env(&[("REALTIME_HOST", "not a host!")])).unwrap_err();
+        let e = apply(base(), &[("REALTIME_HOST", "not a host!")]).unwrap_err();
         assert!(e.to_string().contains("REALTIME_HOST"), "{e}");
     }
 
