@@ -182,8 +182,7 @@ async fn publish_auth_failures_answer_their_status() {
 
 #[tokio::test]
 async fn subscribing_to_a_run_the_token_does_not_cover_is_forbidden() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("mine")).await;
+    let (relay, mut c) = Relay::with_client("mine").await;
     let f = c.subscribe("theirs", None).await;
     assert_eq!(
         f,

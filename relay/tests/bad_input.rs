@@ -12,8 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn an_oversized_frame_closes_that_socket_with_1009_only() {
-    let relay = Relay::start().await;
-    let mut bystander = Client::authed(&relay, &subscribe_token("r")).await;
+    let (relay, mut bystander) = Relay::with_client("r").await;
     bystander.subscribe("r", None).await;
     let mut c = Client::authed(&relay, &subscribe_token("r")).await;
     let huge = json!({"type":"ping","id":"x".repeat(70 * 1024)});
@@ -25,8 +24,7 @@ async fn an_oversized_frame_closes_that_socket_with_1009_only() {
 
 #[tokio::test]
 async fn a_frame_just_under_the_limit_is_fine() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send(json!({"type":"ping","id":"x".repeat(60 * 1024)}))
         .await;
     assert_eq!(c.frame().await["type"], "pong");
@@ -34,8 +32,7 @@ async fn a_frame_just_under_the_limit_is_fine() {
 
 #[tokio::test]
 async fn invalid_json_and_unknown_frames_get_errors_and_the_socket_stays() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send_raw(Message::text("{not json")).await;
     assert_eq!(c.frame().await["code"], "bad_frame");
     c.send_raw(Message::text("[1,2]")).await;
@@ -51,8 +48,7 @@ async fn invalid_json_and_unknown_frames_get_errors_and_the_socket_stays() {
 
 #[tokio::test]
 async fn a_binary_frame_is_a_protocol_error() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
     assert_eq!(c.closed().await.0, Some(4000));
 }

@@ -217,6 +217,14 @@ impl Relay {
         Self::with(config()).await
     }
 
+    /// A relay with the test config, and a `/v1/ws` client authenticated with a subscribe token
+    /// for `run`.
+    pub async fn with_client(run: &str) -> (Self, Client) {
+        let relay = Self::start().await;
+        let client = Client::authed(&relay, &subscribe_token(run)).await;
+        (relay, client)
+    }
+
     /// A relay with the test config changed by `tweak`.
     pub async fn tweaked(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = config();
@@ -454,6 +462,16 @@ impl Client {
         match self.read().await {
             Read::Frame(v) => v,
             Read::Closed(code) => panic!("closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// The next frame, which must be an event: its run and seq.
+    pub async fn event_at(&mut self) -> (String, u64) {
+        let e = self.frame().await;
+        let at = (e["run"].as_str(), e["seq"].as_u64());
+        match at {
+            (Some(run), Some(seq)) if e["type"] == "event" => (run.to_owned(), seq),
+            _ => panic!("expected an event, got {e}"),
         }
     }
 
