@@ -348,9 +348,7 @@ async fn nothing_but_pong(c: &mut Client) {
 #[tokio::test]
 async fn a_subscribe_token_covers_its_run_next_to_the_connection_token() {
     let (relay, mut c) = Relay::with_client("a").await;
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    c.subscribe_with_own_token("b").await;
     // Without a token of its own, a subscription is covered by the connection's, as before.
     assert_eq!(c.subscribe("a", None).await["type"], "subscribed");
     relay.publish_ok("b", log(1)).await;
@@ -391,17 +389,13 @@ async fn a_subscribe_token_for_another_run_expired_or_for_publishing_is_refused(
     relay.publish_ok("b", log(1)).await;
     nothing_but_pong(&mut c).await;
     // The socket is fine: a good token still works on it.
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    c.subscribe_with_own_token("b").await;
 }
 
 #[tokio::test]
 async fn a_refused_resubscribe_ends_the_subscription_it_would_replace() {
     let (relay, mut c) = Relay::with_client("a").await;
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    c.subscribe_with_own_token("b").await;
     c.send(json!({"type":"subscribe","run":"b","since":0,"token":subscribe_token("x")}))
         .await;
     assert_eq!(

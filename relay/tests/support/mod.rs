@@ -465,6 +465,14 @@ impl Client {
         }
     }
 
+    /// Subscribes to `run` with a subscribe token of the run's own, next to the connection's.
+    pub async fn subscribe_with_own_token(&mut self, run: &str) {
+        self.send(json!({"type":"subscribe","run":run,"token":subscribe_token(run)}))
+            .await;
+        let sub = self.frame().await;
+        assert_eq!(sub["type"], "subscribed", "{sub}");
+    }
+
     /// The next frame, which must be an event: its run and seq.
     pub async fn event_at(&mut self) -> (String, u64) {
         let e = self.frame().await;
