@@ -375,36 +375,39 @@ mod tests {
             (name.as_str(), &data["error"]),
             ("node.failed", &json!("refused"))
         );
-        let (name, _) = mapped(msg(
-            "execution.completed",
-            json!(null),
-            json!({"total_duration_ms": 900}),
-        ));
-        assert_eq!(name, "run.completed");
-        let (name, _) = mapped(msg("execution_started", json!(null), json!({})));
-        assert_eq!(name, "run.started");
-        let (name, _) = mapped(msg("node.skipped", json!("b"), json!({})));
-        assert_eq!(name, "node.skipped");
+        // (the plan's name, node key, data) → runwire's name
+        let names = [
+            (
+                (
+                    "execution.completed",
+                    json!(null),
+                    json!({"total_duration_ms": 900}),
+                ),
+                "run.completed",
+            ),
+            (("execution_started", json!(null), json!({})), "run.started"),
+            (("node.skipped", json!("b"), json!({})), "node.skipped"),
+        ];
+        for ((event, node_key, data), name) in names {
+            assert_eq!(mapped(msg(event, node_key, data)).0, name, "{event}");
+        }
         let (name, data) = mapped(msg("cache.hit", json!(null), json!({"k": 1})));
         assert_eq!((name.as_str(), &data["k"]), ("cache.hit", &json!(1)));
     }
 
     #[test]
     fn terminal_events_that_do_not_fit_still_end_the_run() {
-        let (name, data) = mapped(msg("execution.failed", json!(null), json!({})));
-        assert_eq!(
-            (name.as_str(), &data["error"]),
-            ("run.failed", &json!("execution failed"))
-        );
-        let (name, data) = mapped(msg(
-            "execution.failed",
-            json!(null),
-            json!({"message": "oom"}),
-        ));
-        assert_eq!(
-            (name.as_str(), &data["error"]),
-            ("run.failed", &json!("oom"))
-        );
+        // without an `error`: `message`, else "execution failed"
+        for (data, error) in [
+            (json!({}), "execution failed"),
+            (json!({"message": "oom"}), "oom"),
+        ] {
+            let (name, data) = mapped(msg("execution.failed", json!(null), data));
+            assert_eq!(
+                (name.as_str(), &data["error"]),
+                ("run.failed", &json!(error))
+            );
+        }
         let m = msg(
             "execution.failed",
             json!(null),
