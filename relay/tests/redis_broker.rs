@@ -89,6 +89,19 @@ impl Follower {
         f
     }
 
+    /// A follower of `run` on a connection of its own: id 1, with a queue of `capacity`.
+    async fn on_own_conn(
+        broker: &dyn Broker,
+        hub: &Hub,
+        run: &str,
+        since: Option<u64>,
+        capacity: usize,
+    ) -> (Self, ConnHandle, Inbox) {
+        let (conn, rx) = ConnHandle::new(1, capacity);
+        let f = Self::start(broker, hub, &conn, run, since).await;
+        (f, conn, rx)
+    }
+
     async fn catch_up(&mut self, broker: &dyn Broker, since: Option<u64>) {
         let snap = broker.snapshot(self.run.clone(), since).await.unwrap();
         let same_epoch = self.epoch.is_empty() || snap.epoch == self.epoch;
@@ -151,8 +164,7 @@ impl Follower {
 async fn two_relays_deliver_every_event_in_order_while_both_publish() {
     let redis = RedisServer::start();
     let ((a, hub_a), (b, _hub_b)) = two_relays(&redis.url()).await;
-    let (conn, mut rx) = ConnHandle::new(1, 8192);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "r1", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "r1", None, 8192).await;
     assert_eq!(sub.last, 0);
 
     // Publishers race on both relays; batches of 1 to 3 events.
@@ -347,8 +359,7 @@ async fn cluster_resume_on_another_relay_and_fan_out_across_slots() {
 async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_nothing_accepted() {
     let mut redis = RedisServer::start_persistent();
     let ((a, hub_a), (b, _)) = two_relays(&redis.url()).await;
-    let (conn, mut rx) = ConnHandle::new(1, 8192);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "out", Some(0)).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "out", Some(0), 8192).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = {
@@ -416,8 +427,7 @@ async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_noth
 async fn redis_that_lost_its_data_gives_the_run_a_new_epoch_and_subscribers_reset() {
     let mut redis = RedisServer::start();
     let ((a, hub_a), (b, _)) = two_relays(&redis.url()).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "lost", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "lost", None, 1024).await;
     for i in 1..=5 {
         b.publish("lost".into(), vec![log(i)]).await.unwrap();
     }
@@ -574,8 +584,7 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
     assert!(!watcher.is_ingesting());
 
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let mut sub42 = Follower::start(&*watcher, &hub, &conn, "42", None).await;
+    let (mut sub42, conn, mut rx) = Follower::on_own_conn(&*watcher, &hub, "42", None, 64).await;
     let mut subx = Follower::start(&*watcher, &hub, &conn, "ex-1", None).await;
     let publish = |channel: &str, payload: Value| {
         let reply = redis
@@ -732,8 +741,7 @@ async fn an_ingesting_relay_going_away_mid_stream_loses_and_duplicates_nothing()
     let (a, _) = relay(&redis.url(), ingest).await;
     let (b, _) = relay(&redis.url(), ingest).await;
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*watcher, &hub, &conn, "77", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*watcher, &hub, "77", None, 1024).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let publisher = tokio::spawn(async move {
@@ -786,8 +794,7 @@ async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
     let redis = RedisServer::start();
     let (relay, hub) = relay(&redis.url(), |c| c.ingest = vec!["w?*".into()]).await;
     assert!(relay.is_ingesting());
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
+    let (_sub, _conn, mut rx) = Follower::on_own_conn(&*relay, &hub, "7", None, 64).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     // `?` matches the first byte of `é`: the run id would start inside the character; and a
@@ -1062,8 +1069,7 @@ async fn append_unannounced_on(
 async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
     let (a, hub_a) = relay(&url, |c| c.head_check_interval = Duration::from_millis(100)).await;
     let (b, _) = relay(&url, |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "quiet", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "quiet", None, 1024).await;
     b.publish("quiet".into(), vec![log(1), log(2)])
         .await
         .unwrap();
@@ -1126,8 +1132,7 @@ async fn a_snapshot_of_a_run_that_does_not_exist_writes_nothing() {
     assert_eq!(redis.command("DBSIZE").unwrap(), ":0\r\n", "no key created");
 
     // A subscriber that came first adopts the epoch of the run's first event: no reset.
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "ghost-1", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "ghost-1", None, 64).await;
     a.publish("ghost-1".into(), vec![log(1), log(2)])
         .await
         .unwrap();
