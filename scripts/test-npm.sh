@@ -7,14 +7,8 @@
 # artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-log() { printf '==> %s\n' "$*" >&2; }
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-command -v node >/dev/null || fail "node is missing (scripts/install-deps.sh test)"
-command -v npm >/dev/null || fail "npm is missing (scripts/install-deps.sh test)"
-[ -x "$CHROMIUM" ] || fail "$CHROMIUM is missing (scripts/install-deps.sh test)"
-command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is missing (scripts/install-deps.sh test)"
-export CHROMIUM
+. scripts/npm-common.sh
+need_npm_tools
 # Node >= 22 (global WebSocket) for tests/node: the machine's own node when it is recent enough,
 # else the one scripts/install-deps.sh installs from the npm registry.
 NODE22=${NODE22:-}

@@ -6,17 +6,12 @@
 # themselves (tests/pkg/*.test.mjs): the Vite dev server and a plain import-map page too. Prints what each stage cost. Screenshots land in artifacts/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
-log() { printf '==> %s\n' "$*" >&2; }
-CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
-command -v node >/dev/null || fail "node is missing (scripts/install-deps.sh test)"
-command -v npm >/dev/null || fail "npm is missing (scripts/install-deps.sh test)"
-[ -x "$CHROMIUM" ] || fail "$CHROMIUM is missing (scripts/install-deps.sh test)"
-command -v wasm-bindgen >/dev/null || fail "wasm-bindgen is missing (scripts/install-deps.sh test)"
+. scripts/npm-common.sh
+need_npm_tools
 # Nuxt 3 and Vite need Node 20.19 or newer.
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' \
   || fail "Node $(node --version) is too old: Nuxt and Vite need Node >= 20.19"
-export CHROMIUM NEXT_TELEMETRY_DISABLED=1 NUXT_TELEMETRY_DISABLED=1
+export NEXT_TELEMETRY_DISABLED=1 NUXT_TELEMETRY_DISABLED=1
 
 timings=()
 stage() { # stage NAME COMMAND...: runs it and records how long it took

@@ -20,19 +20,16 @@
 //   `JSON.parse`s each frame.
 // Rates are events ÷ time from the first event to the last.
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createHmac, randomBytes } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { chromium } from "playwright-core";
+import { ROOT, RUNWIRE, spawnRunwire } from "../../tests/e2e/lib.mjs";
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const RUNWIRE = process.env.RUNWIRE_BIN ?? join(ROOT, "target/release/runwire");
 const DIST = join(ROOT, "npm/dist");
 
 function option(name, fallback) {
@@ -79,25 +76,9 @@ function eventAt(i, EVENTS) {
   }
 }
 
-async function startRelay(secret, webDir) {
-  const child = spawn(RUNWIRE, ["serve", "--addr", "127.0.0.1:0", "--secret", secret, "--web-dir", webDir], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
-  const url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`relay did not start within 20 s\n${stderr}`)), 20_000);
-    child.once("exit", (code) => fail(new Error(`relay exited with ${code}\n${stderr}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = /^listening on (http:\/\/\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
-  });
-  return { url, stop: () => child.kill("SIGTERM") };
+function startRelay(secret, webDir) {
+  const args = ["serve", "--addr", "127.0.0.1:0", "--secret", secret, "--web-dir", webDir];
+  return spawnRunwire(args, { ...process.env, RUST_LOG: "warn" });
 }
 
 async function publish(url, secret, run) {
@@ -295,7 +276,7 @@ try {
   }
 } finally {
   await context.close();
-  relay.stop();
+  await relay.stop();
   rmSync(profile, { recursive: true, force: true });
   rmSync(webDir, { recursive: true, force: true });
 }

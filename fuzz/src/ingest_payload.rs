@@ -3,7 +3,7 @@
 //! on and with the layers the input's first byte chooses (the replaced systems' shapes).
 use runwire_relay::broker::NewEvent;
 use runwire_relay::broker::redis::ingest::map_payload;
-use runwire_relay::compat::{Layer, Layers};
+use runwire_relay::compat::{Layer, Layers, foreign_messages};
 
 const LAYERS: [Layer; 4] = [
     Layer::WsRelay,
@@ -25,7 +25,7 @@ pub fn run(data: &[u8]) {
 }
 
 fn check(payload: &[u8], layers: Layers) {
-    let event = map_payload(payload, layers);
+    let event = map_payload(payload, &foreign_messages(layers));
     let again = NewEvent::parse(event.name(), event.data.clone())
         .unwrap_or_else(|e| panic!("mapped to an event a publisher could not send: {e}"));
     assert_eq!(again.typed, event.typed);

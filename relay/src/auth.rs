@@ -150,7 +150,7 @@ pub fn request_token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use runwire_protocol::token::{TokenError, sign};
 
@@ -173,19 +173,24 @@ mod tests {
         )
     }
 
-    #[test]
-    fn checks_scope_and_run() {
-        let v = verifier();
-        let t = token(Scope::Subscribe, "r1", 60);
-        assert!(v.verify(Some(&t), Scope::Subscribe, Some("r1")).is_ok());
+    /// `token` opens run `r1` for subscribing and nothing else: run `r2` is `WrongRun`,
+    /// publishing `WrongScope`.
+    pub(crate) fn assert_subscribes_to_r1_only(v: &Verifier, token: &str) {
+        assert!(v.verify(Some(token), Scope::Subscribe, Some("r1")).is_ok());
         assert_eq!(
-            v.verify(Some(&t), Scope::Subscribe, Some("r2")),
+            v.verify(Some(token), Scope::Subscribe, Some("r2")),
             Err(AuthError::WrongRun)
         );
         assert_eq!(
-            v.verify(Some(&t), Scope::Publish, Some("r1")),
+            v.verify(Some(token), Scope::Publish, Some("r1")),
             Err(AuthError::WrongScope)
         );
+    }
+
+    #[test]
+    fn checks_scope_and_run() {
+        let v = verifier();
+        assert_subscribes_to_r1_only(&v, &token(Scope::Subscribe, "r1", 60));
         assert_eq!(
             v.verify(None, Scope::Subscribe, None),
             Err(AuthError::Missing)

@@ -259,27 +259,17 @@ async fn simulate(state: &AppState, run: &str, mut rng: Rng) -> Result<(), Broke
         let duration_ms = node_started.elapsed().as_millis() as u64;
         if fail_at == Some(i) {
             let error = format!("{label} failed: upstream returned 503 after 3 retries");
-            publish(
-                state,
-                run,
-                "log",
-                json!({"level": "error", "message": error, "node_key": key}),
-            )
-            .await?;
-            publish(
-                state,
-                run,
-                "node.failed",
-                json!({"node_key": key, "error": error}),
-            )
-            .await?;
-            publish(
-                state,
-                run,
-                "run.failed",
-                json!({"error": error, "node_key": key}),
-            )
-            .await?;
+            let failure = [
+                (
+                    "log",
+                    json!({"level": "error", "message": error, "node_key": key}),
+                ),
+                ("node.failed", json!({"node_key": key, "error": error})),
+                ("run.failed", json!({"error": error, "node_key": key})),
+            ];
+            for (event, data) in failure {
+                publish(state, run, event, data).await?;
+            }
             return Ok(());
         }
         publish(

@@ -182,8 +182,7 @@ async fn publish_auth_failures_answer_their_status() {
 
 #[tokio::test]
 async fn subscribing_to_a_run_the_token_does_not_cover_is_forbidden() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("mine")).await;
+    let (relay, mut c) = Relay::with_client("mine").await;
     let f = c.subscribe("theirs", None).await;
     assert_eq!(
         f,
@@ -290,9 +289,7 @@ async fn a_huge_exp_is_valid_and_its_connections_close_cleanly() {
 
 #[tokio::test]
 async fn metrics_can_require_a_token_or_move_to_another_address() {
-    let mut with_token = config();
-    with_token.metrics_token = Some("metrics-secret".into());
-    let relay = Relay::with(with_token).await;
+    let relay = Relay::tweaked(|c| c.metrics_token = Some("metrics-secret".into())).await;
     let http = reqwest::Client::new();
     let get = |auth: Option<&'static str>| {
         let mut req = http.get(relay.url("/metrics"));
@@ -320,9 +317,7 @@ async fn metrics_can_require_a_token_or_move_to_another_address() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics_addr = free.local_addr().unwrap();
     drop(free);
-    let mut elsewhere = config();
-    elsewhere.metrics_addr = Some(metrics_addr);
-    let relay = Relay::with(elsewhere).await;
+    let relay = Relay::tweaked(|c| c.metrics_addr = Some(metrics_addr)).await;
     assert_eq!(
         http.get(relay.url("/metrics"))
             .send()

@@ -12,8 +12,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn an_oversized_frame_closes_that_socket_with_1009_only() {
-    let relay = Relay::start().await;
-    let mut bystander = Client::authed(&relay, &subscribe_token("r")).await;
+    let (relay, mut bystander) = Relay::with_client("r").await;
     bystander.subscribe("r", None).await;
     let mut c = Client::authed(&relay, &subscribe_token("r")).await;
     let huge = json!({"type":"ping","id":"x".repeat(70 * 1024)});
@@ -25,8 +24,7 @@ async fn an_oversized_frame_closes_that_socket_with_1009_only() {
 
 #[tokio::test]
 async fn a_frame_just_under_the_limit_is_fine() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send(json!({"type":"ping","id":"x".repeat(60 * 1024)}))
         .await;
     assert_eq!(c.frame().await["type"], "pong");
@@ -34,8 +32,7 @@ async fn a_frame_just_under_the_limit_is_fine() {
 
 #[tokio::test]
 async fn invalid_json_and_unknown_frames_get_errors_and_the_socket_stays() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send_raw(Message::text("{not json")).await;
     assert_eq!(c.frame().await["code"], "bad_frame");
     c.send_raw(Message::text("[1,2]")).await;
@@ -51,8 +48,7 @@ async fn invalid_json_and_unknown_frames_get_errors_and_the_socket_stays() {
 
 #[tokio::test]
 async fn a_binary_frame_is_a_protocol_error() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r")).await;
+    let (_relay, mut c) = Relay::with_client("r").await;
     c.send_raw(Message::binary(vec![1, 2, 3])).await;
     assert_eq!(c.closed().await.0, Some(4000));
 }
@@ -79,9 +75,7 @@ async fn more_than_the_subscription_limit_is_refused() {
 
 #[tokio::test]
 async fn a_slow_consumer_is_closed_with_4008_and_others_keep_up() {
-    let mut config = config();
-    config.queue_capacity = 32;
-    let relay = Arc::new(Relay::with(config).await);
+    let relay = Arc::new(Relay::tweaked(|c| c.queue_capacity = 32).await);
     let mut fast = Client::authed(&relay, &subscribe_token("r")).await;
     fast.subscribe("r", None).await;
     // The slow client subscribes and then never reads. Its socket buffers fill, then its queue.
@@ -113,9 +107,7 @@ async fn a_slow_consumer_is_closed_with_4008_and_others_keep_up() {
 
 #[tokio::test]
 async fn origins_outside_the_allowlist_are_refused() {
-    let mut config = config();
-    config.allowed_origins = vec!["https://app.example".into()];
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
     let http = reqwest::Client::new();
     // WebSocket upgrade from another origin
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
@@ -199,9 +191,7 @@ async fn raw_exchange(relay: &Relay, request: &[u8]) -> String {
 #[tokio::test]
 async fn a_non_ascii_origin_is_refused_and_never_echoed() {
     for allowed in [vec!["https://app.example".to_owned()], vec![]] {
-        let mut config = config();
-        config.allowed_origins = allowed;
-        let relay = Relay::with(config).await;
+        let relay = Relay::tweaked(|c| c.allowed_origins = allowed).await;
         let http = reqwest::Client::new();
         for raw in [
             &b"https://\xc3\xa9vil.example"[..],
@@ -240,10 +230,11 @@ async fn a_non_ascii_origin_is_refused_and_never_echoed() {
 #[tokio::test]
 async fn the_compatibility_endpoints_refuse_a_non_ascii_origin_too() {
     use runwire_relay::compat::Layer;
-    let mut config = config();
-    config.allowed_origins = vec!["https://app.example".to_owned()];
-    config.compat = vec![Layer::WsRelay, Layer::EventBroadcaster, Layer::SseStream];
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| {
+        c.allowed_origins = vec!["https://app.example".to_owned()];
+        c.compat = vec![Layer::WsRelay, Layer::EventBroadcaster, Layer::SseStream];
+    })
+    .await;
     let token = token_with(Claims {
         ws: Some("w".into()),
         ..claims("e1", Scope::Subscribe)

@@ -184,9 +184,8 @@ async fn event_broadcaster_and_gateway_bodies_are_published() {
     assert_eq!(post(&plain, "e1", &started).await.0, 400);
     plain.shutdown().await;
 
-    let mut c = config();
-    c.compat = vec![Layer::EventBroadcaster, Layer::SocketioGateway];
-    let relay = Relay::with(c).await;
+    let relay =
+        Relay::tweaked(|c| c.compat = vec![Layer::EventBroadcaster, Layer::SocketioGateway]).await;
     let mut watcher =
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("e1"))))
             .await;
@@ -292,9 +291,7 @@ async fn event_broadcaster_and_gateway_bodies_are_published() {
     );
     assert_eq!(state["nodes"][0]["output_summary"], "draft");
     // a malformed message in a layer's shape is kept as custom, not refused, and ends nothing
-    let mut c = config();
-    c.compat = vec![Layer::EventBroadcaster];
-    let relay2 = Relay::with(c).await;
+    let relay2 = Relay::tweaked(|c| c.compat = vec![Layer::EventBroadcaster]).await;
     let (status, _) = post(
         &relay2,
         "e2",
@@ -474,10 +471,11 @@ async fn node_minted_tokens_and_http_workers() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap();
-    let mut c = config();
-    c.compat = vec![Layer::WsRelay];
-    c.execution_stream_signing_secret = Some(SECRET.into());
-    let relay = Relay::with(c).await;
+    let relay = Relay::tweaked(|c| {
+        c.compat = vec![Layer::WsRelay];
+        c.execution_stream_signing_secret = Some(SECRET.into());
+    })
+    .await;
     let mut browser =
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={token}"))).await;
     assert_eq!(
@@ -497,10 +495,11 @@ async fn node_minted_tokens_and_http_workers() {
 /// The legacy sockets count against `--max-connections` like runwire's own.
 #[tokio::test]
 async fn legacy_sockets_are_bounded() {
-    let mut c = config();
-    c.compat = vec![Layer::WsRelay, Layer::EventBroadcaster];
-    c.max_connections = 1;
-    let relay = Relay::with(c).await;
+    let relay = Relay::tweaked(|c| {
+        c.compat = vec![Layer::WsRelay, Layer::EventBroadcaster];
+        c.max_connections = 1;
+    })
+    .await;
     let mut first =
         Client::connect(&relay.ws_url(&format!("/ws/executions?token={}", subscribe_token("r"))))
             .await;

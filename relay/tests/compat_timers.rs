@@ -19,10 +19,7 @@ use runwire_relay::compat::event_broadcaster::serve_socket;
 use runwire_relay::compat::ws_relay::{FINISH_GRACE, serve_legacy};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{channel_sink, config};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use support::{ChannelSocket, Harness, config, log_events};
 
 const LEGACY_SECRET: &str = "legacy-secret";
 
@@ -39,13 +36,6 @@ fn legacy_token(run: &str, ttl: u64) -> String {
     )
 }
 
-struct Harness {
-    to_relay: mpsc::Sender<Result<Message, axum::Error>>,
-    from_relay: mpsc::Receiver<Message>,
-    state: AppState,
-    started: Instant,
-}
-
 impl Harness {
     fn start(token: Option<String>, idle: Duration) -> Self {
         let mut c = config();
@@ -53,40 +43,16 @@ impl Harness {
         c.execution_stream_signing_secret = Some(LEGACY_SECRET.into());
         c.idle_timeout = idle;
         let state = AppState::new(c, Clock::tokio()).unwrap();
-        let (to_relay, rx) = mpsc::channel(64);
-        let (sink, from_relay) = channel_sink(64);
-        tokio::spawn(serve_legacy(
-            state.clone(),
-            sink,
-            ReceiverStream::new(rx),
-            token,
-        ));
-        Self {
-            to_relay,
-            from_relay,
-            state,
-            started: Instant::now(),
-        }
+        let (socket, sink, stream) = ChannelSocket::open(64, 64);
+        tokio::spawn(serve_legacy(state.clone(), sink, stream, token));
+        Self { socket, state }
     }
 
-    /// The next message (`None`: the socket was dropped) and when it came.
-    async fn next(&mut self) -> (Option<Message>, Duration) {
-        let m = self.from_relay.recv().await;
-        (m, self.started.elapsed())
-    }
-
-    async fn frame(&mut self) -> Value {
-        match self.next().await.0 {
-            Some(Message::Text(t)) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-
-    async fn pong(&self) {
-        self.to_relay
-            .send(Ok(Message::Pong(Default::default())))
-            .await
-            .unwrap();
+    /// A socket on run `r1` with a token valid for `ttl` seconds, past its `connected` frame.
+    async fn connected(ttl: u64, idle: Duration) -> Self {
+        let mut h = Self::start(Some(legacy_token("r1", ttl)), idle);
+        assert_eq!(h.frame().await, json!({"type":"connected","runId":"r1"}));
+        h
     }
 
     /// The next text frame and when it came, answering every ping before it.
@@ -170,8 +136,7 @@ async fn runwire_events_in_the_relays_shape() {
 
 #[tokio::test(start_paused = true)]
 async fn token_expiry_sends_a_socket_frame_then_4001() {
-    let mut h = Harness::start(Some(legacy_token("r1", 60)), Duration::from_secs(600));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(60, Duration::from_secs(600)).await;
     let expiry = Duration::from_secs(60 + LEEWAY_SECS);
     let (v, at) = h.frame_answering_pings().await;
     assert_eq!(v, json!({"type":"socket","status":"token_expired"}));
@@ -181,8 +146,7 @@ async fn token_expiry_sends_a_socket_frame_then_4001() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_sends_a_socket_frame_then_4009() {
-    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(60));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(3600, Duration::from_secs(60)).await;
     let (v, at) = h.frame_answering_pings().await;
     assert_eq!(v, json!({"type":"socket","status":"idle_timeout"}));
     // pongs do not count as activity
@@ -192,8 +156,7 @@ async fn idle_timeout_sends_a_socket_frame_then_4009() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unanswered_ping_terminates_the_socket() {
-    let mut h = Harness::start(Some(legacy_token("r1", 3600)), Duration::from_secs(600));
-    assert_eq!(h.frame().await["type"], "connected");
+    let mut h = Harness::connected(3600, Duration::from_secs(600)).await;
     let (ping, at) = h.next().await;
     assert!(matches!(ping, Some(Message::Ping(_))));
     assert_eq!(at, Duration::from_secs(25));
@@ -224,10 +187,19 @@ async fn publish_when_watched(state: &AppState, run: &str, count: usize) {
     while state.hub.watcher_count(run) == 0 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let events = (0..count)
-        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
-        .collect();
-    state.broker.publish(run.into(), events).await.unwrap();
+    state
+        .broker
+        .publish(run.into(), log_events(count))
+        .await
+        .unwrap();
+}
+
+/// Publishes two events to `r1` once the socket watches it: the socket, which reads nothing,
+/// must end, its close counted as a slow consumer's.
+async fn ends_as_a_slow_consumer(state: &AppState, socket: tokio::task::JoinHandle<()>) {
+    publish_when_watched(state, "r1", 2).await;
+    socket.await.unwrap();
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
 }
 
 /// A legacy socket that stops reading: its write times out, it closes with 4008, and the close
@@ -236,59 +208,53 @@ async fn publish_when_watched(state: &AppState, run: &str, count: usize) {
 async fn a_legacy_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
     let state = compat_state();
     // Room for the `connected` message only; nothing reads.
-    let (sink, _from_relay) = channel_sink(1);
-    let (_to_relay, rx) = mpsc::channel(4);
-    let socket = tokio::spawn(serve_legacy(
-        state.clone(),
-        sink,
-        ReceiverStream::new(rx),
-        Some(legacy_token("r1", 300)),
-    ));
-    publish_when_watched(&state, "r1", 2).await;
-    socket.await.unwrap();
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    let (_client, sink, stream) = ChannelSocket::open(4, 1);
+    let token = Some(legacy_token("r1", 300));
+    let socket = tokio::spawn(serve_legacy(state.clone(), sink, stream, token));
+    ends_as_a_slow_consumer(&state, socket).await;
 }
 
 /// The same for an `/api/ws` socket.
 #[tokio::test(start_paused = true)]
 async fn an_event_broadcaster_socket_whose_write_times_out_is_counted_as_a_slow_consumer() {
     let state = compat_state();
-    let (sink, _from_relay) = channel_sink(1);
-    let (to_relay, rx) = mpsc::channel(4);
-    let token = support::subscribe_token("r1");
-    let socket = tokio::spawn(serve_socket(
-        state.clone(),
-        sink,
-        ReceiverStream::new(rx),
-        Some(token),
-    ));
-    let subscribe = json!({"type":"subscribe","executionId":"r1"}).to_string();
-    to_relay
-        .send(Ok(Message::Text(subscribe.into())))
-        .await
-        .unwrap();
-    publish_when_watched(&state, "r1", 2).await;
-    socket.await.unwrap();
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    let (client, sink, stream) = ChannelSocket::open(4, 1);
+    let token = Some(support::subscribe_token("r1"));
+    let socket = tokio::spawn(serve_socket(state.clone(), sink, stream, token));
+    client
+        .send(json!({"type":"subscribe","executionId":"r1"}))
+        .await;
+    ends_as_a_slow_consumer(&state, socket).await;
 }
 
 /// The SSE plan's stream, through the router in-process: a client that stops reading is dropped
 /// after the write timeout, counted as a slow consumer.
 #[tokio::test(start_paused = true)]
 async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
-    use tower::ServiceExt as _;
     let state = compat_state();
     // More events than the response body buffers: the replay's writes wait on the client.
-    let events = (0..40)
-        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
-        .collect();
-    state.broker.publish("e1".into(), events).await.unwrap();
+    state
+        .broker
+        .publish("e1".into(), log_events(40))
+        .await
+        .unwrap();
+    let response = plan_stream(&state, "e1").await;
+    // The body is held and never read.
+    tokio::time::sleep(state.config.write_timeout + Duration::from_secs(1)).await;
+    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
+    assert_eq!(state.metrics.sse_connections.get(), 0);
+    drop(response);
+}
+
+/// The SSE plan's stream of `run` in workspace `w`, through the router in-process: its response.
+async fn plan_stream(state: &AppState, run: &str) -> axum::response::Response {
+    use tower::ServiceExt as _;
     let token = support::token_with(runwire_protocol::token::Claims {
         ws: Some("w".into()),
-        ..support::claims("e1", runwire_protocol::token::Scope::Subscribe)
+        ..support::claims(run, runwire_protocol::token::Scope::Subscribe)
     });
     let request = axum::http::Request::get(format!(
-        "/api/v1/workspaces/w/executions/e1/stream?token={token}"
+        "/api/v1/workspaces/w/executions/{run}/stream?token={token}"
     ))
     .body(axum::body::Body::empty())
     .unwrap();
@@ -297,9 +263,63 @@ async fn a_plan_stream_whose_write_times_out_is_counted_as_a_slow_consumer() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // The body is held and never read.
-    tokio::time::sleep(state.config.write_timeout + Duration::from_secs(1)).await;
-    assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
-    assert_eq!(state.metrics.sse_connections.get(), 0);
-    drop(response);
+    response
+}
+
+/// Reads what `socket` receives until `state` has counted `n` delivery latencies; fails after
+/// 20 messages, or when the socket ends, without them.
+async fn until_latencies_counted(socket: &mut ChannelSocket, state: &AppState, n: u64) {
+    for _ in 0..20 {
+        if state.metrics.delivery_latency.count() >= n {
+            break;
+        }
+        let (m, _) = socket.next().await;
+        assert!(m.is_some(), "the socket ended first");
+    }
+    assert_eq!(state.metrics.delivery_latency.count(), n);
+}
+
+/// Live events written to a legacy socket count in `runwire_delivery_latency_seconds`, as on
+/// runwire's own transports.
+#[tokio::test(start_paused = true)]
+async fn a_legacy_socket_counts_the_delivery_latency_of_live_events() {
+    let mut h = Harness::connected(300, Duration::from_secs(120)).await;
+    assert_eq!(h.state.metrics.delivery_latency.count(), 0);
+    h.state
+        .broker
+        .publish("r1".into(), log_events(2))
+        .await
+        .unwrap();
+    let state = h.state.clone();
+    until_latencies_counted(&mut h.socket, &state, 2).await;
+}
+
+/// The same for an `/api/ws` socket.
+#[tokio::test(start_paused = true)]
+async fn an_event_broadcaster_socket_counts_the_delivery_latency_of_live_events() {
+    let state = compat_state();
+    let (mut client, sink, stream) = ChannelSocket::open(64, 64);
+    let token = Some(support::subscribe_token("r1"));
+    tokio::spawn(serve_socket(state.clone(), sink, stream, token));
+    client
+        .send(json!({"type":"subscribe","executionId":"r1"}))
+        .await;
+    publish_when_watched(&state, "r1", 2).await;
+    until_latencies_counted(&mut client, &state, 2).await;
+}
+
+/// The same for the SSE plan's stream.
+#[tokio::test(start_paused = true)]
+async fn a_plan_stream_counts_the_delivery_latency_of_live_events() {
+    use http_body_util::BodyExt as _;
+    let state = compat_state();
+    let mut body = plan_stream(&state, "e1").await.into_body();
+    publish_when_watched(&state, "e1", 2).await;
+    for _ in 0..20 {
+        if state.metrics.delivery_latency.count() >= 2 {
+            break;
+        }
+        assert!(body.frame().await.is_some(), "the stream ended first");
+    }
+    assert_eq!(state.metrics.delivery_latency.count(), 2);
 }

@@ -51,9 +51,7 @@ async fn health(relay: &Relay) -> u16 {
 
 #[tokio::test]
 async fn partial_headers_and_idle_keep_alive_are_closed_after_the_header_timeout() {
-    let mut config = config();
-    config.header_timeout = Duration::from_millis(300);
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.header_timeout = Duration::from_millis(300)).await;
     let mut partial = Vec::new();
     for _ in 0..20 {
         let mut s = TcpStream::connect(relay.addr).await.unwrap();
@@ -90,11 +88,12 @@ async fn partial_headers_and_idle_keep_alive_are_closed_after_the_header_timeout
 
 #[tokio::test]
 async fn silent_sockets_beyond_the_cap_do_not_keep_health_out() {
-    let mut config = config();
-    config.max_http_connections = 8;
-    // Long enough that only the cap's eviction can let /health in within the test.
-    config.header_timeout = Duration::from_secs(60);
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| {
+        c.max_http_connections = 8;
+        // Long enough that only the cap's eviction can let /health in within the test.
+        c.header_timeout = Duration::from_secs(60);
+    })
+    .await;
     let mut silent = Vec::new();
     for _ in 0..50 {
         silent.push(TcpStream::connect(relay.addr).await.unwrap());
@@ -1300,9 +1299,7 @@ async fn raw(relay: &Spawned, request: &[u8]) -> String {
 
 #[tokio::test]
 async fn unserved_sockets_do_not_hold_up_shutdown() {
-    let mut config = config();
-    config.header_timeout = Duration::from_secs(60);
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.header_timeout = Duration::from_secs(60)).await;
     let mut held = Vec::new();
     for i in 0..10 {
         let mut s = TcpStream::connect(relay.addr).await.unwrap();

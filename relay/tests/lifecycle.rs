@@ -307,9 +307,7 @@ async fn serve_token_and_publish_work_together() {
 
 #[tokio::test]
 async fn demo_publishes_simulated_runs() {
-    let mut config = config();
-    config.demo = true;
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.demo = true).await;
     let url = &relay.url("/demo/runs");
     let listed = || async move {
         let runs: Vec<Value> = get_json(url).await;

@@ -37,8 +37,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn publish_over_http_and_keep_the_token_out_of_the_log() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("cli")).await;
+    let (relay, mut c) = Relay::with_client("cli").await;
     c.subscribe("cli", None).await;
     let token = publish_token("cli");
     let url = relay.url("/");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis_support::{RedisCluster, RedisServer};
+use redis_support::{RedisCluster, RedisServer, on_redis_and_cluster};
 use runwire_relay::broker::redis::{RedisBroker, RedisConfig};
 use runwire_relay::broker::{Broker, BrokerError, BrokerHealth, NewEvent, Replay, RunId};
 use runwire_relay::hub::{ConnHandle, Hub, Inbox, Outbound};
@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use support::eventually;
 use tokio::time::timeout;
 
-async fn relay(url: &str, tweak: impl FnOnce(&mut RedisConfig)) -> (Arc<RedisBroker>, Arc<Hub>) {
+async fn relay(url: &str, tweak: impl FnOnce(&mut RedisConfig)) -> Relay {
     let hub = Arc::new(Hub::new(Arc::default()));
     let mut config = RedisConfig::new(url);
     config.command_timeout = Duration::from_millis(800);
@@ -29,6 +29,13 @@ async fn relay(url: &str, tweak: impl FnOnce(&mut RedisConfig)) -> (Arc<RedisBro
         .expect("connect to redis");
     assert_eq!(broker.health(), BrokerHealth::Up);
     (broker, hub)
+}
+
+type Relay = (Arc<RedisBroker>, Arc<Hub>);
+
+/// Two relays on the Redis at `url`, with the test settings of `relay` and nothing changed.
+async fn two_relays(url: &str) -> (Relay, Relay) {
+    tokio::join!(relay(url, |_| {}), relay(url, |_| {}))
 }
 
 fn log(i: u64) -> NewEvent {
@@ -80,6 +87,19 @@ impl Follower {
         };
         f.catch_up(broker, since).await;
         f
+    }
+
+    /// A follower of `run` on a connection of its own: id 1, with a queue of `capacity`.
+    async fn on_own_conn(
+        broker: &dyn Broker,
+        hub: &Hub,
+        run: &str,
+        since: Option<u64>,
+        capacity: usize,
+    ) -> (Self, ConnHandle, Inbox) {
+        let (conn, rx) = ConnHandle::new(1, capacity);
+        let f = Self::start(broker, hub, &conn, run, since).await;
+        (f, conn, rx)
     }
 
     async fn catch_up(&mut self, broker: &dyn Broker, since: Option<u64>) {
@@ -143,10 +163,8 @@ impl Follower {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_deliver_every_event_in_order_while_both_publish() {
     let redis = RedisServer::start();
-    let (a, hub_a) = relay(&redis.url(), |_| {}).await;
-    let (b, _hub_b) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 8192);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "r1", None).await;
+    let ((a, hub_a), (b, _hub_b)) = two_relays(&redis.url()).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "r1", None, 8192).await;
     assert_eq!(sub.last, 0);
 
     // Publishers race on both relays; batches of 1 to 3 events.
@@ -203,8 +221,7 @@ async fn two_relays_deliver_every_event_in_order_while_both_publish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_relays_fold_the_same_state() {
     let redis = RedisServer::start();
-    let (a, _) = relay(&redis.url(), |_| {}).await;
-    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let ((a, _), (b, _)) = two_relays(&redis.url()).await;
     let mut tasks = Vec::new();
     for (t, broker) in [a.clone(), b.clone()].into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
@@ -341,10 +358,8 @@ async fn cluster_resume_on_another_relay_and_fan_out_across_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_nothing_accepted() {
     let mut redis = RedisServer::start_persistent();
-    let (a, hub_a) = relay(&redis.url(), |_| {}).await;
-    let (b, _) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 8192);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "out", Some(0)).await;
+    let ((a, hub_a), (b, _)) = two_relays(&redis.url()).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "out", Some(0), 8192).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let publishing = {
@@ -411,10 +426,8 @@ async fn redis_restart_keeps_subscribers_refuses_outage_publishes_and_loses_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_that_lost_its_data_gives_the_run_a_new_epoch_and_subscribers_reset() {
     let mut redis = RedisServer::start();
-    let (a, hub_a) = relay(&redis.url(), |_| {}).await;
-    let (b, _) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "lost", None).await;
+    let ((a, hub_a), (b, _)) = two_relays(&redis.url()).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "lost", None, 1024).await;
     for i in 1..=5 {
         b.publish("lost".into(), vec![log(i)]).await.unwrap();
     }
@@ -571,8 +584,7 @@ async fn ingest_turns_worker_messages_into_events_once_on_every_relay() {
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
     assert!(!watcher.is_ingesting());
 
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let mut sub42 = Follower::start(&*watcher, &hub, &conn, "42", None).await;
+    let (mut sub42, conn, mut rx) = Follower::on_own_conn(&*watcher, &hub, "42", None, 64).await;
     let mut subx = Follower::start(&*watcher, &hub, &conn, "ex-1", None).await;
     let publish = |channel: &str, payload: Value| {
         let reply = redis
@@ -729,8 +741,7 @@ async fn an_ingesting_relay_going_away_mid_stream_loses_and_duplicates_nothing()
     let (a, _) = relay(&redis.url(), ingest).await;
     let (b, _) = relay(&redis.url(), ingest).await;
     let (watcher, hub) = relay(&redis.url(), |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*watcher, &hub, &conn, "77", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*watcher, &hub, "77", None, 1024).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let publisher = tokio::spawn(async move {
@@ -783,8 +794,7 @@ async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
     let redis = RedisServer::start();
     let (relay, hub) = relay(&redis.url(), |c| c.ingest = vec!["w?*".into()]).await;
     assert!(relay.is_ingesting());
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let _sub = Follower::start(&*relay, &hub, &conn, "7", None).await;
+    let (_sub, _conn, mut rx) = Follower::on_own_conn(&*relay, &hub, "7", None, 64).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     // `?` matches the first byte of `é`: the run id would start inside the character; and a
@@ -818,8 +828,7 @@ async fn a_channel_name_that_splits_a_character_does_not_stop_ingest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_are_capped_in_the_stored_state_but_stored_whole_as_events() {
     let redis = RedisServer::start();
-    let (a, _) = relay(&redis.url(), |_| {}).await;
-    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let ((a, _), (b, _)) = two_relays(&redis.url()).await;
     let big = "x".repeat(1_000_000);
     for i in 0..48u64 {
         let event = if i % 2 == 0 {
@@ -876,8 +885,7 @@ async fn large_values_are_capped_in_the_stored_state_but_stored_whole_as_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_is_stored_every_few_events_and_read_at_head() {
     let redis = RedisServer::start();
-    let (a, _) = relay(&redis.url(), |_| {}).await;
-    let (b, _) = relay(&redis.url(), |_| {}).await;
+    let ((a, _), (b, _)) = two_relays(&redis.url()).await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let mut stored = async || -> (u64, u64) {
@@ -1061,8 +1069,7 @@ async fn append_unannounced_on(
 async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
     let (a, hub_a) = relay(&url, |c| c.head_check_interval = Duration::from_millis(100)).await;
     let (b, _) = relay(&url, |_| {}).await;
-    let (conn, mut rx) = ConnHandle::new(1, 1024);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "quiet", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "quiet", None, 1024).await;
     b.publish("quiet".into(), vec![log(1), log(2)])
         .await
         .unwrap();
@@ -1101,17 +1108,9 @@ async fn events_whose_message_was_lost_still_reach_subscribers(url: String) {
     late.until(&*a, &mut late_rx, 6).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_whose_pubsub_message_was_lost_reach_subscribers_once() {
-    let redis = RedisServer::start();
-    events_whose_message_was_lost_still_reach_subscribers(redis.url()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_events_whose_pubsub_message_was_lost_reach_subscribers_once() {
-    let cluster = RedisCluster::start();
-    events_whose_message_was_lost_still_reach_subscribers(cluster.url()).await;
-}
+on_redis_and_cluster!(events_whose_message_was_lost_still_reach_subscribers:
+    events_whose_pubsub_message_was_lost_reach_subscribers_once,
+    cluster_events_whose_pubsub_message_was_lost_reach_subscribers_once);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_a_run_that_does_not_exist_writes_nothing() {
@@ -1133,8 +1132,7 @@ async fn a_snapshot_of_a_run_that_does_not_exist_writes_nothing() {
     assert_eq!(redis.command("DBSIZE").unwrap(), ":0\r\n", "no key created");
 
     // A subscriber that came first adopts the epoch of the run's first event: no reset.
-    let (conn, mut rx) = ConnHandle::new(1, 64);
-    let mut sub = Follower::start(&*a, &hub_a, &conn, "ghost-1", None).await;
+    let (mut sub, _conn, mut rx) = Follower::on_own_conn(&*a, &hub_a, "ghost-1", None, 64).await;
     a.publish("ghost-1".into(), vec![log(1), log(2)])
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis_support::{RedisCluster, RedisServer};
+use redis_support::{RedisServer, on_redis_and_cluster};
 use runwire_protocol::token::{Claims, Scope};
 use serde_json::{Value, json};
 use support::{
@@ -43,6 +43,11 @@ impl RelayProc {
         relay
     }
 
+    /// Two relays on the same Redis with the same arguments, started together.
+    async fn pair(redis_url: &str, extra: &[&str]) -> (Self, Self) {
+        tokio::join!(Self::start(redis_url, extra), Self::start(redis_url, extra))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -66,6 +71,14 @@ impl RelayProc {
         c.send(json!({"type":"auth","token":run_token})).await;
         let welcome = c.frame().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
+        c
+    }
+
+    /// A WebSocket client subscribed to `run` from now on.
+    async fn subscribed_client(&self, run: &str) -> Client {
+        let mut c = self.client(&subscribe_token(run)).await;
+        let sub = c.subscribe(run, None).await;
+        assert_eq!(sub["type"], "subscribed", "{sub}");
         c
     }
 
@@ -107,8 +120,7 @@ async fn follow_until(c: &mut Client, last: &mut u64, seen: &mut Vec<Value>, seq
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_on_one_relay_gets_every_event_published_on_another() {
     let redis = RedisServer::start();
-    let a = RelayProc::start(&redis.url(), &[]).await;
-    let b = RelayProc::start(&redis.url(), &[]).await;
+    let (a, b) = RelayProc::pair(&redis.url(), &[]).await;
     let health: Value = get_json(&a.url("/health")).await;
     assert_eq!(
         health,
@@ -145,10 +157,8 @@ async fn sample_of(relay: &RelayProc, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_histograms_count_across_relays() {
     let redis = RedisServer::start();
-    let a = RelayProc::start(&redis.url(), &[]).await;
-    let b = RelayProc::start(&redis.url(), &[]).await;
-    let mut c = a.client(&subscribe_token("r")).await;
-    assert_eq!(c.subscribe("r", None).await["type"], "subscribed");
+    let (a, b) = RelayProc::pair(&redis.url(), &[]).await;
+    let mut c = a.subscribed_client("r").await;
     let trips_before = sample_of(&b, "runwire_redis_round_trip_seconds_count").await;
     let events = Value::Array((1..=3).map(log).collect());
     assert_eq!(b.publish_ok("r", &events).await, [1, 2, 3]);
@@ -174,8 +184,7 @@ async fn latency_histograms_count_across_relays() {
 /// A client follows a run on relay A while a third relay publishes; A is killed mid-stream and
 /// the client resumes on B with `since` and `epoch`.
 async fn resume_after_a_relay_dies(redis_url: String) {
-    let a = RelayProc::start(&redis_url, &[]).await;
-    let b = RelayProc::start(&redis_url, &[]).await;
+    let (a, b) = RelayProc::pair(&redis_url, &[]).await;
     let p = Arc::new(RelayProc::start(&redis_url, &[]).await);
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::new(AtomicU64::new(0));
@@ -253,25 +262,15 @@ async fn resume_after_a_relay_dies(redis_url: String) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_a_relay_mid_stream_and_resuming_on_another_loses_nothing() {
-    let redis = RedisServer::start();
-    resume_after_a_relay_dies(redis.url()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_redis_cluster_too() {
-    let cluster = RedisCluster::start();
-    resume_after_a_relay_dies(cluster.url()).await;
-}
+on_redis_and_cluster!(resume_after_a_relay_dies:
+    killing_a_relay_mid_stream_and_resuming_on_another_loses_nothing,
+    on_a_redis_cluster_too);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
     let mut redis = RedisServer::start_persistent();
-    let a = RelayProc::start(&redis.url(), &[]).await;
-    let b = RelayProc::start(&redis.url(), &[]).await;
-    let mut c = a.client(&subscribe_token("o")).await;
-    assert_eq!(c.subscribe("o", None).await["type"], "subscribed");
+    let (a, b) = RelayProc::pair(&redis.url(), &[]).await;
+    let mut c = a.subscribed_client("o").await;
     b.publish_ok("o", &log(1)).await;
     let (mut last, mut seen) = (0, Vec::new());
     follow_until(&mut c, &mut last, &mut seen, 1).await;
@@ -337,8 +336,7 @@ async fn redis_outage_keeps_sockets_open_refuses_publishes_and_catches_up() {
 async fn the_sse_limit_per_workspace_holds_across_relays() {
     let redis = RedisServer::start();
     let args = ["--sse-max-per-workspace", "2", "--sse-heartbeat", "100ms"];
-    let a = RelayProc::start(&redis.url(), &args).await;
-    let b = RelayProc::start(&redis.url(), &args).await;
+    let (a, b) = RelayProc::pair(&redis.url(), &args).await;
     let token = token_with(Claims {
         ws: Some("acme".into()),
         ..claims("r", Scope::Subscribe)
@@ -383,8 +381,7 @@ async fn ingested_worker_messages_reach_a_browser_on_another_relay() {
     // `start` waited for `/ready`, which an ingesting relay only answers 200 once it ingests.
     let metrics = get_text(&ingesting.url("/metrics")).await;
     assert!(metrics.contains("\nrunwire_ingest_up 1\n"), "{metrics}");
-    let mut c = other.client(&subscribe_token("42")).await;
-    assert_eq!(c.subscribe("42", None).await["type"], "subscribed");
+    let mut c = other.subscribed_client("42").await;
     let publish = |channel: &str, payload: Value| {
         let quoted = serde_json::to_string(&payload.to_string()).unwrap();
         let reply = redis
@@ -426,11 +423,9 @@ async fn ingested_worker_messages_reach_a_browser_on_another_relay() {
 async fn killing_an_ingesting_relay_mid_stream_loses_and_duplicates_no_message() {
     const MESSAGES: u64 = 300;
     let redis = RedisServer::start();
-    let a = RelayProc::start(&redis.url(), &["--ingest", "workflow-run:*"]).await;
-    let b = RelayProc::start(&redis.url(), &["--ingest", "workflow-run:*"]).await;
+    let (a, b) = RelayProc::pair(&redis.url(), &["--ingest", "workflow-run:*"]).await;
     let watcher = RelayProc::start(&redis.url(), &[]).await;
-    let mut c = watcher.client(&subscribe_token("k9")).await;
-    assert_eq!(c.subscribe("k9", None).await["type"], "subscribed");
+    let mut c = watcher.subscribed_client("k9").await;
     let client = redis::Client::open(redis.url()).unwrap();
     let mut raw = client.get_multiplexed_async_connection().await.unwrap();
     let mut a = Some(a);
@@ -474,10 +469,8 @@ async fn killing_an_ingesting_relay_mid_stream_loses_and_duplicates_no_message()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_command_works_through_redis() {
     let redis = RedisServer::start();
-    let a = RelayProc::start(&redis.url(), &[]).await;
-    let b = RelayProc::start(&redis.url(), &[]).await;
-    let mut c = a.client(&subscribe_token("cli")).await;
-    assert_eq!(c.subscribe("cli", None).await["type"], "subscribed");
+    let (a, b) = RelayProc::pair(&redis.url(), &[]).await;
+    let mut c = a.subscribed_client("cli").await;
     let out = cli_publish(&b.url(""), "cli", "node.started", r#"{"node_key":"n1"}"#).await;
     assert!(
         out.status.success(),
@@ -539,8 +532,7 @@ async fn misconfiguration_and_an_unreachable_redis_are_one_line_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_data_resets_subscribers_instead_of_reusing_seqs() {
     let mut redis = RedisServer::start();
-    let a = RelayProc::start(&redis.url(), &[]).await;
-    let b = RelayProc::start(&redis.url(), &[]).await;
+    let (a, b) = RelayProc::pair(&redis.url(), &[]).await;
     let mut c = a.client(&subscribe_token("l")).await;
     let sub = c.subscribe("l", None).await;
     // Before its first event a run has no epoch, and nothing is written in Redis for it.

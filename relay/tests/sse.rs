@@ -163,9 +163,7 @@ async fn a_finished_run_with_nothing_newer_answers_204() {
 
 #[tokio::test]
 async fn sends_heartbeat_comments() {
-    let mut config = config();
-    config.sse_heartbeat = Duration::from_millis(100);
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.sse_heartbeat = Duration::from_millis(100)).await;
     let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
     assert_eq!(
         sse.message().await.unwrap().event.as_deref(),
@@ -181,9 +179,7 @@ async fn sends_heartbeat_comments() {
 
 #[tokio::test]
 async fn ends_after_the_maximum_duration() {
-    let mut config = config();
-    config.sse_max_duration = Duration::from_millis(300);
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.sse_max_duration = Duration::from_millis(300)).await;
     let mut sse = Sse::open(&sse_url(&relay, "r", ""), &[]).await;
     sse.message().await.unwrap();
     assert!(sse.message().await.is_none());

@@ -11,24 +11,12 @@ use bytes::Bytes;
 use runwire_protocol::token::{Claims, Scope};
 use runwire_relay::AppState;
 use runwire_relay::auth::Clock;
-use runwire_relay::event::NewEvent;
 use runwire_relay::transport::sse::SseTask;
 use runwire_relay::transport::ws::{Conn, Mode, WsQuery};
 use serde_json::{Value, json};
-use support::{SECRET, channel_sink, claims, config, token_with};
+use support::{ChannelSocket, Harness, SECRET, claims, config, log_events, token_with};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
-
-type ToRelay = mpsc::Sender<Result<Message, axum::Error>>;
-
-/// A connection whose socket is a pair of channels.
-struct Harness {
-    to_relay: ToRelay,
-    from_relay: mpsc::Receiver<Message>,
-    state: AppState,
-    started: Instant,
-}
 
 impl Harness {
     fn start(query: WsQuery) -> Self {
@@ -36,16 +24,10 @@ impl Harness {
     }
 
     fn with_state(state: AppState, query: WsQuery) -> Self {
-        let (to_relay, rx) = mpsc::channel(64);
-        let (sink, from_relay) = channel_sink(64);
+        let (socket, sink, stream) = ChannelSocket::open(64, 64);
         let conn = Conn::new(state.clone(), Mode::Multi, sink);
-        tokio::spawn(conn.run(ReceiverStream::new(rx), query));
-        Self {
-            to_relay,
-            from_relay,
-            state,
-            started: Instant::now(),
-        }
+        tokio::spawn(conn.run(stream, query));
+        Self { socket, state }
     }
 
     /// A `/v1/ws` socket authenticated with an hour's token, past its `welcome`.
@@ -56,35 +38,10 @@ impl Harness {
         h
     }
 
-    async fn send(&self, v: Value) {
-        self.to_relay
-            .send(Ok(Message::Text(v.to_string().into())))
-            .await
-            .unwrap();
-    }
-
-    async fn pong(&self) {
-        self.to_relay
-            .send(Ok(Message::Pong(Default::default())))
-            .await
-            .unwrap();
-    }
-
     /// The next message and how long after the start it came.
     async fn next(&mut self) -> (Message, Duration) {
-        let m = self
-            .from_relay
-            .recv()
-            .await
-            .expect("the relay sent something");
-        (m, self.started.elapsed())
-    }
-
-    async fn frame(&mut self) -> Value {
-        match self.next().await.0 {
-            Message::Text(t) => serde_json::from_str(t.as_str()).unwrap(),
-            other => panic!("expected a text frame, got {other:?}"),
-        }
+        let (m, at) = self.socket.next().await;
+        (m.expect("the relay sent something"), at)
     }
 
     /// The next text frame, skipping pings, and when it came.
@@ -100,10 +57,7 @@ impl Harness {
 
     /// Publishes `n` log events to `run`.
     async fn publish(&self, run: &str, n: usize) {
-        let events = (0..n)
-            .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("line {i}")})))
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        let events = log_events(n);
         self.state.broker.publish(run.into(), events).await.unwrap();
     }
 
@@ -278,33 +232,30 @@ async fn an_expired_token_closes_with_4001_unless_refreshed() {
 #[tokio::test(start_paused = true)]
 async fn a_write_that_times_out_closes_with_4008_and_is_counted() {
     let state = AppState::new(config(), Clock::tokio()).unwrap();
-    let events = (1..=3)
-        .map(|i| NewEvent::parse("log", json!({"level":"info","message":format!("m{i}")})).unwrap())
-        .collect();
-    state.broker.publish("r".into(), events).await.unwrap();
-    let (to_relay, rx) = mpsc::channel(4);
+    state
+        .broker
+        .publish("r".into(), log_events(3))
+        .await
+        .unwrap();
     // Room for one message: the welcome. Nothing reads it.
-    let (sink, mut from_relay) = channel_sink(1);
+    let (mut socket, sink, stream) = ChannelSocket::open(4, 1);
     let conn = Conn::new(state.clone(), Mode::Multi, sink);
-    let started = Instant::now();
-    let task = tokio::spawn(conn.run(ReceiverStream::new(rx), WsQuery::default()));
-    let auth = json!({"type":"auth","token":token_with(claims("r", Scope::Subscribe))});
-    let subscribe = json!({"type":"subscribe","run":"r","since":0});
-    for frame in [auth, subscribe] {
-        to_relay
-            .send(Ok(Message::Text(frame.to_string().into())))
-            .await
-            .unwrap();
-    }
+    let task = tokio::spawn(conn.run(stream, WsQuery::default()));
+    socket
+        .send(json!({"type":"auth","token":token_with(claims("r", Scope::Subscribe))}))
+        .await;
+    socket
+        .send(json!({"type":"subscribe","run":"r","since":0}))
+        .await;
     task.await.unwrap();
     assert_eq!(
-        started.elapsed(),
+        socket.started.elapsed(),
         state.config.write_timeout * 2,
         "the stuck write, then the close frame, each given the write timeout"
     );
     assert_eq!(state.metrics.slow_consumer_closes.get(), 1);
     assert_eq!(state.metrics.ws_connections.get(), 0);
-    assert!(matches!(from_relay.recv().await, Some(Message::Text(t)) if t.contains("welcome")));
+    assert_eq!(socket.frame().await["type"], "welcome");
 }
 
 /// An SSE stream of run `r` whose response body is a channel of `capacity` chunks, for a token

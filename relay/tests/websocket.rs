@@ -23,8 +23,7 @@ fn typed_run() -> serde_json::Value {
 
 #[tokio::test]
 async fn delivers_typed_events_in_order_then_ends_the_subscription() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("r1")).await;
+    let (relay, mut c) = Relay::with_client("r1").await;
     let sub = c.subscribe("r1", None).await;
     assert_eq!(sub["type"], "subscribed");
     assert_eq!(sub["seq"], 0);
@@ -96,8 +95,7 @@ async fn many_runs_on_one_socket() {
     );
     relay.publish_ok("a", log(3)).await;
     relay.publish_ok("b", log(2)).await;
-    let e = c.frame().await;
-    assert_eq!((e["run"].as_str(), e["seq"].as_u64()), (Some("b"), Some(2)));
+    assert_eq!(c.event_at().await, ("b".into(), 2));
 }
 
 #[tokio::test]
@@ -163,9 +161,7 @@ async fn resume_with_since_while_publishing_is_gapless_and_duplicate_free() {
 
 #[tokio::test]
 async fn resume_after_trimmed_history_sends_reset() {
-    let mut config = config();
-    config.history_limit = 5;
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.history_limit = 5).await;
     for i in 0..12 {
         relay.publish_ok("r", log(i)).await;
     }
@@ -275,9 +271,7 @@ async fn executions_socket_closes_with_4003_when_a_refresh_drops_its_run() {
 
 #[tokio::test]
 async fn connections_over_the_limit_are_closed_with_4029() {
-    let mut config = config();
-    config.max_connections = 2;
-    let relay = Relay::with(config).await;
+    let relay = Relay::tweaked(|c| c.max_connections = 2).await;
     let _a = Client::authed(&relay, &subscribe_token("r")).await;
     let _b = Client::authed(&relay, &subscribe_token("r")).await;
     let mut c = Client::connect(&relay.ws_url("/v1/ws")).await;
@@ -353,16 +347,12 @@ async fn nothing_but_pong(c: &mut Client) {
 
 #[tokio::test]
 async fn a_subscribe_token_covers_its_run_next_to_the_connection_token() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("a")).await;
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    let (relay, mut c) = Relay::with_client("a").await;
+    c.subscribe_with_own_token("b").await;
     // Without a token of its own, a subscription is covered by the connection's, as before.
     assert_eq!(c.subscribe("a", None).await["type"], "subscribed");
     relay.publish_ok("b", log(1)).await;
-    let e = c.frame().await;
-    assert_eq!((e["run"].as_str(), e["seq"].as_u64()), (Some("b"), Some(1)));
+    assert_eq!(c.event_at().await, ("b".into(), 1));
     // A refreshed connection token that covers neither run ends only the one it covered.
     c.send(json!({"type":"auth","token":subscribe_token("c")}))
         .await;
@@ -374,15 +364,13 @@ async fn a_subscribe_token_covers_its_run_next_to_the_connection_token() {
     );
     assert_eq!(frames[1]["type"], "welcome");
     relay.publish_ok("b", log(2)).await;
-    let e = c.frame().await;
-    assert_eq!((e["run"].as_str(), e["seq"].as_u64()), (Some("b"), Some(2)));
+    assert_eq!(c.event_at().await, ("b".into(), 2));
 }
 
 #[tokio::test]
 async fn a_subscribe_token_for_another_run_expired_or_for_publishing_is_refused() {
-    let relay = Relay::start().await;
     // The connection's token covers "b": a subscription's own token, when given, decides.
-    let mut c = Client::authed(&relay, &subscribe_token("b")).await;
+    let (relay, mut c) = Relay::with_client("b").await;
     let expired = token_with(Claims {
         exp: now() - 60,
         ..claims("b", Scope::Subscribe)
@@ -401,18 +389,13 @@ async fn a_subscribe_token_for_another_run_expired_or_for_publishing_is_refused(
     relay.publish_ok("b", log(1)).await;
     nothing_but_pong(&mut c).await;
     // The socket is fine: a good token still works on it.
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    c.subscribe_with_own_token("b").await;
 }
 
 #[tokio::test]
 async fn a_refused_resubscribe_ends_the_subscription_it_would_replace() {
-    let relay = Relay::start().await;
-    let mut c = Client::authed(&relay, &subscribe_token("a")).await;
-    c.send(json!({"type":"subscribe","run":"b","token":subscribe_token("b")}))
-        .await;
-    assert_eq!(c.frame().await["type"], "subscribed");
+    let (relay, mut c) = Relay::with_client("a").await;
+    c.subscribe_with_own_token("b").await;
     c.send(json!({"type":"subscribe","run":"b","since":0,"token":subscribe_token("x")}))
         .await;
     assert_eq!(

@@ -1,22 +1,14 @@
 // The demo page end to end: `runwire demo` serving demo-web/dist, driven in headless Chromium.
 
-import { test, after, before } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startRelay, launchBrowser, screenshot, relayState, ROOT } from "./lib.mjs";
+import { relayAndBrowser, screenshot, relayState, ROOT } from "./lib.mjs";
 
-let relay;
-let browser;
-before(async () => {
-  relay = await startRelay(["--web-dir", join(ROOT, "demo-web/dist")]);
-  browser = await launchBrowser();
-});
-after(async () => {
-  await browser?.close();
-  await relay?.stop();
-});
+const held = relayAndBrowser(["--web-dir", join(ROOT, "demo-web/dist")]);
 
 test("a run drawn live survives a cut connection with every event shown exactly once", { timeout: 90_000 }, async () => {
+  const { relay, browser } = held;
   const { page, problems } = browser;
   await page.goto(relay.url + "/");
   await page.waitForSelector('[data-testid="connection"][data-state="open"]', { timeout: 15_000 });

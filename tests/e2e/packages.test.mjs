@@ -1,10 +1,10 @@
 // The packed `runwire` tarball inside real Vite apps (tests/npm-react, tests/npm-vue), built by
 // scripts/test-npm.sh and served by a relay of our own, in headless Chromium.
 
-import { test, after, before, describe } from "node:test";
+import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { startRelay, launchBrowser, screenshot, relayState, ROOT } from "./lib.mjs";
+import { relayAndBrowser, screenshot, relayState, startRun, waitFor, expectWholeRun, ROOT } from "./lib.mjs";
 
 async function subscriptions(relay) {
   const text = await (await fetch(`${relay.url}/metrics`)).text();
@@ -13,51 +13,12 @@ async function subscriptions(relay) {
   return Number(m[1]);
 }
 
-async function waitFor(check, what, ms = 5_000) {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function startRun(relay) {
-  const res = await fetch(`${relay.url}/demo/runs`, { method: "POST" });
-  assert.equal(res.status, 200);
-  return (await res.json()).run;
-}
-
-/** Waits for the app to show `run` finished and checks it shows each of its events once. */
-async function expectWholeRun(page, relay, run) {
-  await page.waitForSelector(`#run[data-run="${run}"]`);
-  await page.waitForFunction(() => ["completed", "failed"].includes(document.querySelector("#status")?.textContent ?? ""), null, {
-    timeout: 60_000,
-  });
-  const truth = await relayState(relay.url, run);
-  assert.equal(await page.textContent("#status"), truth.state.status);
-  await page.waitForFunction((n) => document.querySelectorAll("#events li").length >= n, truth.seq, { timeout: 5_000 });
-  const shown = await page.$$eval("#events li", (lis) => lis.map((li) => [Number(li.dataset.seq), li.dataset.run]));
-  assert.deepEqual(
-    shown,
-    Array.from({ length: truth.seq }, (_, i) => [i + 1, run]),
-  );
-  assert.equal(await page.textContent("#ended"), truth.state.status);
-}
-
 for (const framework of ["react", "vue"]) {
   describe(`runwire/${framework} in a Vite app`, () => {
-    let relay;
-    let browser;
-    before(async () => {
-      relay = await startRelay(["--web-dir", join(ROOT, `tests/npm-${framework}/dist`)]);
-      browser = await launchBrowser();
-    });
-    after(async () => {
-      await browser?.close();
-      await relay?.stop();
-    });
+    const held = relayAndBrowser(["--web-dir", join(ROOT, `tests/npm-${framework}/dist`)]);
 
     test("useRun renders a live run, switches runs, and cleans up", { timeout: 120_000 }, async () => {
+      const { relay, browser } = held;
       const { page, problems } = browser;
       const first = await startRun(relay);
       await page.goto(`${relay.url}/?run=${first}`);

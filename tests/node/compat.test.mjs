@@ -9,14 +9,10 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync } from "node:fs";
 import { connect, createServer } from "node:net";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { ROOT } from "../e2e/lib.mjs";
+import { spawnRunwire, waitFor } from "../e2e/lib.mjs";
 import { RunwireClient, ready } from "runwire";
 
-const RUNWIRE = process.env.RUNWIRE_BIN ?? join(ROOT, "target/release/runwire");
 const REDIS_SERVER = process.env.REDIS_SERVER ?? "redis-server";
 const SECRET = "compat-test-secret-of-at-least-32-bytes!";
 /** The Node relay's secret, shorter than 32 bytes as it was: it verifies only its `v:1` tokens. */
@@ -121,60 +117,35 @@ async function startRedis() {
 
 /** `runwire serve` on 127.0.0.1:0 with the given layers and env; resolves once it is ready. */
 async function startServe(args, env = {}) {
-  if (!existsSync(RUNWIRE)) throw new Error(`${RUNWIRE} is missing: build it with cargo build --release -p runwire-relay`);
-  const child = spawn(RUNWIRE, ["serve", "--addr", "127.0.0.1:0", "--secret", SECRET, ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { PATH: process.env.PATH, RUST_LOG: process.env.RUST_LOG ?? "warn", ...env },
-  });
-  let stderr = "";
-  child.stderr.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
-  const url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`relay did not start within 20 s\n${stderr}`)), 20_000);
-    child.once("exit", (code) => fail(new Error(`relay exited with ${code}\n${stderr}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      const m = /^listening on (http:\/\/\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        ok(m[1]);
-      }
-    });
+  const relay = await spawnRunwire(["serve", "--addr", "127.0.0.1:0", "--secret", SECRET, ...args], {
+    PATH: process.env.PATH,
+    RUST_LOG: process.env.RUST_LOG ?? "warn",
+    ...env,
   });
   // Redis ingest runs once /ready answers 200.
-  const deadline = Date.now() + PATIENCE;
-  while ((await fetch(`${url}/ready`)).status !== 200) {
-    assert.ok(Date.now() < deadline, `the relay's ingest never started\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return {
-    url,
-    ws: url.replace(/^http/, "ws"),
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((ok) => child.once("exit", ok));
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  await until(async () => (await fetch(`${relay.url}/ready`)).status === 200, "the relay's ingest").catch((e) => {
+    e.message += `\n${relay.output()}`;
+    throw e;
+  });
+  return { ...relay, ws: relay.url.replace(/^http/, "ws") };
 }
 
-/** Resolves when `predicate()` holds, checking after every event; fails with `what` after PATIENCE. */
-function until(predicate, what) {
-  const deadline = Date.now() + PATIENCE;
-  return new Promise((ok, fail) => {
-    const check = () => {
-      let v;
-      try {
-        v = predicate();
-      } catch (e) {
-        return fail(e);
-      }
-      if (v) return ok(v);
-      if (Date.now() > deadline) return fail(new Error(`timed out waiting for ${what}`));
-      setTimeout(check, 10);
-    };
-    check();
+/** Resolves when `predicate()` holds (checked every 10 ms); fails with `what` after PATIENCE. */
+const until = (predicate, what) => waitFor(predicate, what, { ms: PATIENCE, every: 10 });
+
+/**
+ * A test against a relay of its own with the compatibility `layers` and `env`, on the emptied
+ * Redis; the relay is stopped after it, passed or failed.
+ */
+function relayTest(name, layers, env, body) {
+  test(name, { timeout: 30_000 }, async () => {
+    await flushRedis();
+    const relay = await startServe([...layers.flatMap((l) => ["--compat", l]), "--redis", redis.url], env);
+    try {
+      await body(relay);
+    } finally {
+      await relay.stop();
+    }
   });
 }
 
@@ -248,6 +219,11 @@ function sdkWatch(relay, run) {
   });
   w.subscribed = until(() => logs.some((l) => l.includes('"type":"subscribed"')), `the SDK's subscription to ${run}`);
   w.names = () => w.typed.map((e) => e.event);
+  /** Closes the client; it must have reported no error. */
+  w.close = () => {
+    client.close();
+    assert.deepEqual(errors, []);
+  };
   w.nodes = () => Object.fromEntries((w.state?.nodes ?? []).map((n) => [n.key, n.status]));
   return w;
 }
@@ -284,265 +260,245 @@ after(async () => {
   await redis?.stop();
 });
 
-test("ws-relay: PUBLISH workflow-run:<id>, v:1 tokens, the raw /ws/executions socket and the SDK", { timeout: 30_000 }, async () => {
-  await flushRedis();
-  const relay = await startServe(["--compat", "ws-relay", "--redis", redis.url], { EXECUTION_STREAM_SIGNING_SECRET: LEGACY_SECRET });
-  try {
-    const run = "42";
-    const browser = rawSocket(`${relay.ws}/ws/executions?token=${legacyToken(run, "user-7")}`);
-    await until(() => browser.seen.frames.length >= 1, "the connected frame");
-    assert.deepEqual(browser.seen.frames[0], { type: "connected", runId: run });
-    const sdk = sdkWatch(relay, run);
-    await sdk.subscribed;
+const wsRelayTest = "ws-relay: PUBLISH workflow-run:<id>, v:1 tokens, the raw /ws/executions socket and the SDK";
+relayTest(wsRelayTest, ["ws-relay"], { EXECUTION_STREAM_SIGNING_SECRET: LEGACY_SECRET }, async (relay) => {
+  const run = "42";
+  const browser = rawSocket(`${relay.ws}/ws/executions?token=${legacyToken(run, "user-7")}`);
+  await until(() => browser.seen.frames.length >= 1, "the connected frame");
+  assert.deepEqual(browser.seen.frames[0], { type: "connected", runId: run });
+  const sdk = sdkWatch(relay, run);
+  await sdk.subscribed;
 
-    const publish = async (message) => {
-      const reply = await publisher.command("PUBLISH", `workflow-run:${run}`, JSON.stringify(message));
-      assert.notEqual(reply, ":0", "the relay listens on workflow-run:<id>");
-    };
-    const ms = Date.now();
-    const nodeMessages = [
-      { type: "workflow", status: "Running", timestamp: ms },
-      { type: "node", nodeId: "fetch", status: "Running", timestamp: ms + 1 },
-      { type: "node", nodeId: "fetch", status: "Success", timestamp: ms + 2 },
-      { type: "node", nodeId: "branch", status: "Skipped", timestamp: ms + 3 },
-      { type: "node", nodeId: "store", status: "Running", timestamp: ms + 4 },
-      { type: "node", nodeId: "store", status: "Failed", error: { message: "disk full" }, timestamp: ms + 5 },
-      // no nodeId: kept as custom, and a node's Success never ends the run
-      { type: "node", status: "Success", timestamp: ms + 6 },
-      { type: "node", nodeId: "notify", status: "Running", timestamp: ms + 7 },
-    ];
-    for (const m of nodeMessages) await publish(m);
-    await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === nodeMessages.length, "the node messages through the SDK");
-    await until(() => browser.seen.frames.length === 1 + nodeMessages.length, "the node messages on the raw socket");
-    // Mid-run: nodes running, completed, skipped, failed; nothing has ended the run.
-    assert.equal(sdk.ended, null, "a node message ended the SDK's subscription");
-    assert.equal(browser.seen.close, null, "a node message closed the raw socket");
-    assert.equal(sdk.state.status, "running");
-    assert.deepEqual(sdk.nodes(), { fetch: "completed", branch: "skipped", store: "failed", notify: "running" });
-    assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.completed", "node.skipped", "node.started", "node.failed", "node.started"]);
-    assert.deepEqual(sdk.other.map((e) => [e.seq, e.event, e.data]), [[7, "custom", nodeMessages[6]]]);
+  const publish = async (message) => {
+    const reply = await publisher.command("PUBLISH", `workflow-run:${run}`, JSON.stringify(message));
+    assert.notEqual(reply, ":0", "the relay listens on workflow-run:<id>");
+  };
+  const ms = Date.now();
+  const nodeMessages = [
+    { type: "workflow", status: "Running", timestamp: ms },
+    { type: "node", nodeId: "fetch", status: "Running", timestamp: ms + 1 },
+    { type: "node", nodeId: "fetch", status: "Success", timestamp: ms + 2 },
+    { type: "node", nodeId: "branch", status: "Skipped", timestamp: ms + 3 },
+    { type: "node", nodeId: "store", status: "Running", timestamp: ms + 4 },
+    { type: "node", nodeId: "store", status: "Failed", error: { message: "disk full" }, timestamp: ms + 5 },
+    // no nodeId: kept as custom, and a node's Success never ends the run
+    { type: "node", status: "Success", timestamp: ms + 6 },
+    { type: "node", nodeId: "notify", status: "Running", timestamp: ms + 7 },
+  ];
+  for (const m of nodeMessages) await publish(m);
+  await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === nodeMessages.length, "the node messages through the SDK");
+  await until(() => browser.seen.frames.length === 1 + nodeMessages.length, "the node messages on the raw socket");
+  // Mid-run: nodes running, completed, skipped, failed; nothing has ended the run.
+  assert.equal(sdk.ended, null, "a node message ended the SDK's subscription");
+  assert.equal(browser.seen.close, null, "a node message closed the raw socket");
+  assert.equal(sdk.state.status, "running");
+  assert.deepEqual(sdk.nodes(), { fetch: "completed", branch: "skipped", store: "failed", notify: "running" });
+  assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.completed", "node.skipped", "node.started", "node.failed", "node.started"]);
+  assert.deepEqual(sdk.other.map((e) => [e.seq, e.event, e.data]), [[7, "custom", nodeMessages[6]]]);
 
-    const end = { type: "workflow", status: "Failure", error: "store failed", timestamp: ms + 9 };
-    await publish(end);
-    await until(() => sdk.ended !== null, "the SDK's end");
-    await until(() => browser.seen.close !== null, "the raw socket's close");
-    // The browser saw each message exactly as published, then 1000 "Run finished".
-    assert.deepEqual(browser.seen.frames.slice(1), [...nodeMessages, end]);
-    assert.deepEqual(browser.seen.close, { code: 1000, reason: "Run finished" });
-    // The SDK: typed events in seq order with the worker's fields, the run ended by the workflow message.
-    assert.equal(sdk.ended, "failed");
-    assert.deepEqual(sdk.names().slice(-2), ["node.started", "run.failed"]);
-    assert.deepEqual([...sdk.typed, ...sdk.other].map((e) => e.seq).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    const failedNode = sdk.typed.find((e) => e.event === "node.failed");
-    assert.equal(failedNode.data.node_key, "store");
-    assert.equal(failedNode.data.error, "disk full");
-    assert.equal(sdk.typed.find((e) => e.event === "node.completed").data.timestamp, ms + 2);
-    assert.equal(sdk.typed.at(-1).data.error, "store failed");
-    assert.equal(sdk.state.status, "failed");
-    assert.equal(sdk.state.error, "store failed");
-    assert.deepEqual(sdk.nodes(), { fetch: "completed", branch: "skipped", store: "failed", notify: "running" });
-    // The SDK's fold agrees with the relay's; the v:1 token reads the same state.
-    assert.deepEqual(sdk.state, await relayState(relay, run));
-    const viaLegacy = await fetch(`${relay.url}/v1/runs/${run}`, { headers: { authorization: `Bearer ${legacyToken(run, "user-7")}` } });
-    assert.equal(viaLegacy.status, 200);
-    // A token the route did not sign is refused before anything is sent.
-    const forged = rawSocket(`${relay.ws}/ws/executions?token=${legacyToken(run, "user-7", "another-secret")}`);
-    await until(() => forged.seen.close !== null, "the forged token's close");
-    assert.equal(forged.seen.close.code, 4002);
-    assert.deepEqual(forged.seen.frames, []);
-    sdk.client.close();
-    assert.deepEqual(sdk.errors, []);
-  } finally {
-    await relay.stop();
-  }
+  const end = { type: "workflow", status: "Failure", error: "store failed", timestamp: ms + 9 };
+  await publish(end);
+  await until(() => sdk.ended !== null, "the SDK's end");
+  await until(() => browser.seen.close !== null, "the raw socket's close");
+  // The browser saw each message exactly as published, then 1000 "Run finished".
+  assert.deepEqual(browser.seen.frames.slice(1), [...nodeMessages, end]);
+  assert.deepEqual(browser.seen.close, { code: 1000, reason: "Run finished" });
+  // The SDK: typed events in seq order with the worker's fields, the run ended by the workflow message.
+  assert.equal(sdk.ended, "failed");
+  assert.deepEqual(sdk.names().slice(-2), ["node.started", "run.failed"]);
+  assert.deepEqual([...sdk.typed, ...sdk.other].map((e) => e.seq).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const failedNode = sdk.typed.find((e) => e.event === "node.failed");
+  assert.equal(failedNode.data.node_key, "store");
+  assert.equal(failedNode.data.error, "disk full");
+  assert.equal(sdk.typed.find((e) => e.event === "node.completed").data.timestamp, ms + 2);
+  assert.equal(sdk.typed.at(-1).data.error, "store failed");
+  assert.equal(sdk.state.status, "failed");
+  assert.equal(sdk.state.error, "store failed");
+  assert.deepEqual(sdk.nodes(), { fetch: "completed", branch: "skipped", store: "failed", notify: "running" });
+  // The SDK's fold agrees with the relay's; the v:1 token reads the same state.
+  assert.deepEqual(sdk.state, await relayState(relay, run));
+  const viaLegacy = await fetch(`${relay.url}/v1/runs/${run}`, { headers: { authorization: `Bearer ${legacyToken(run, "user-7")}` } });
+  assert.equal(viaLegacy.status, 200);
+  // A token the route did not sign is refused before anything is sent.
+  const forged = rawSocket(`${relay.ws}/ws/executions?token=${legacyToken(run, "user-7", "another-secret")}`);
+  await until(() => forged.seen.close !== null, "the forged token's close");
+  assert.equal(forged.seen.close.code, 4002);
+  assert.deepEqual(forged.seen.frames, []);
+  sdk.close();
 });
 
-test("sse-stream: PUBLISH execution:<id>:events, the plan's EventSource route and the SDK", { timeout: 30_000 }, async () => {
-  await flushRedis();
-  const relay = await startServe(["--compat", "sse-stream", "--redis", redis.url]);
-  try {
-    const run = "x1";
-    const token = jwt({ sub: "user-7", run, scope: "subscribe", ws: "w1" });
-    const es = await eventSource(`${relay.url}/api/v1/workspaces/w1/executions/${run}/stream?token=${token}`);
-    assert.equal(es.status, 200);
-    assert.match(es.type, /^text\/event-stream/);
-    const sdk = sdkWatch(relay, run);
-    await sdk.subscribed;
+relayTest("sse-stream: PUBLISH execution:<id>:events, the plan's EventSource route and the SDK", ["sse-stream"], {}, async (relay) => {
+  const run = "x1";
+  const token = jwt({ sub: "user-7", run, scope: "subscribe", ws: "w1" });
+  const es = await eventSource(`${relay.url}/api/v1/workspaces/w1/executions/${run}/stream?token=${token}`);
+  assert.equal(es.status, 200);
+  assert.match(es.type, /^text\/event-stream/);
+  const sdk = sdkWatch(relay, run);
+  await sdk.subscribed;
 
-    const ts = "2026-11-29T10:00:00Z";
-    const publish = async (event, node_key, data) => {
-      const message = { event, execution_id: run, node_key, data, timestamp: ts };
-      const reply = await publisher.command("PUBLISH", `execution:${run}:events`, JSON.stringify(message));
-      assert.notEqual(reply, ":0", "the relay listens on execution:<id>:events");
-    };
-    await publish("execution.started", null, {});
-    await publish("node.started", "http_1", {});
-    await publish("node.completed", "http_1", { node_key: "http_1", duration_ms: 234, output_summary: { status: 200 } });
-    await publish("node_started", "db", {});
-    await publish("node_failed", "db", { error: "refused" });
-    await publish("node.skipped", "mail", {});
-    await publish("node.started", "report", {});
-    await until(() => notEnded(sdk) && sdk.typed.length === 7, "the node events through the SDK");
-    await until(() => es.messages.length === 7, "the node events on the stream");
-    assert.equal(sdk.ended, null, "a node event ended the SDK's subscription");
-    assert.equal(es.ended, false, "a node event ended the stream");
-    assert.equal(sdk.state.status, "running");
-    assert.deepEqual(sdk.nodes(), { http_1: "completed", db: "failed", mail: "skipped", report: "running" });
+  const ts = "2026-11-29T10:00:00Z";
+  const publish = async (event, node_key, data) => {
+    const message = { event, execution_id: run, node_key, data, timestamp: ts };
+    const reply = await publisher.command("PUBLISH", `execution:${run}:events`, JSON.stringify(message));
+    assert.notEqual(reply, ":0", "the relay listens on execution:<id>:events");
+  };
+  await publish("execution.started", null, {});
+  await publish("node.started", "http_1", {});
+  await publish("node.completed", "http_1", { node_key: "http_1", duration_ms: 234, output_summary: { status: 200 } });
+  await publish("node_started", "db", {});
+  await publish("node_failed", "db", { error: "refused" });
+  await publish("node.skipped", "mail", {});
+  await publish("node.started", "report", {});
+  await until(() => notEnded(sdk) && sdk.typed.length === 7, "the node events through the SDK");
+  await until(() => es.messages.length === 7, "the node events on the stream");
+  assert.equal(sdk.ended, null, "a node event ended the SDK's subscription");
+  assert.equal(es.ended, false, "a node event ended the stream");
+  assert.equal(sdk.state.status, "running");
+  assert.deepEqual(sdk.nodes(), { http_1: "completed", db: "failed", mail: "skipped", report: "running" });
 
-    // a terminal event without the `error` its shape requires still ends the run
-    await publish("execution.failed", null, {});
-    await until(() => sdk.ended !== null, "the SDK's end");
-    await es.done;
-    assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.completed", "node.started", "node.failed", "node.skipped", "node.started", "run.failed"]);
-    assert.deepEqual(sdk.other, []);
-    assert.equal(sdk.typed[2].data.duration_ms, 234);
-    assert.equal(sdk.typed[4].data.error, "refused");
-    assert.equal(sdk.typed[7].data.error, "execution failed");
-    assert.equal(sdk.ended, "failed");
-    assert.equal(sdk.state.status, "failed");
-    assert.deepEqual(sdk.nodes(), { http_1: "completed", db: "failed", mail: "skipped", report: "running" });
-    assert.deepEqual(sdk.state, await relayState(relay, run));
-    // What the plan's browser saw: seq ids, the plan's names, the fields as published.
-    assert.deepEqual(
-      es.messages.map((m) => [m.id, m.event]),
-      [
-        ["1", "execution.started"],
-        ["2", "node.started"],
-        ["3", "node.completed"],
-        ["4", "node.started"],
-        ["5", "node.failed"],
-        ["6", "node.skipped"],
-        ["7", "node.started"],
-        ["8", "execution.failed"],
-      ],
-    );
-    assert.deepEqual(es.messages[2].data, { node_key: "http_1", duration_ms: 234, output_summary: { status: 200 }, timestamp: ts });
-    assert.deepEqual(es.messages[7].data, { error: "execution failed", timestamp: ts });
-    // EventSource's reconnect after the end gets 204 and stops; another workspace gets 403.
-    const again = await fetch(`${relay.url}/api/v1/workspaces/w1/executions/${run}/stream`, {
-      headers: { accept: "text/event-stream", authorization: `Bearer ${token}`, "last-event-id": "8" },
+  // a terminal event without the `error` its shape requires still ends the run
+  await publish("execution.failed", null, {});
+  await until(() => sdk.ended !== null, "the SDK's end");
+  await es.done;
+  assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.completed", "node.started", "node.failed", "node.skipped", "node.started", "run.failed"]);
+  assert.deepEqual(sdk.other, []);
+  assert.equal(sdk.typed[2].data.duration_ms, 234);
+  assert.equal(sdk.typed[4].data.error, "refused");
+  assert.equal(sdk.typed[7].data.error, "execution failed");
+  assert.equal(sdk.ended, "failed");
+  assert.equal(sdk.state.status, "failed");
+  assert.deepEqual(sdk.nodes(), { http_1: "completed", db: "failed", mail: "skipped", report: "running" });
+  assert.deepEqual(sdk.state, await relayState(relay, run));
+  // What the plan's browser saw: seq ids, the plan's names, the fields as published.
+  assert.deepEqual(
+    es.messages.map((m) => [m.id, m.event]),
+    [
+      ["1", "execution.started"],
+      ["2", "node.started"],
+      ["3", "node.completed"],
+      ["4", "node.started"],
+      ["5", "node.failed"],
+      ["6", "node.skipped"],
+      ["7", "node.started"],
+      ["8", "execution.failed"],
+    ],
+  );
+  assert.deepEqual(es.messages[2].data, { node_key: "http_1", duration_ms: 234, output_summary: { status: 200 }, timestamp: ts });
+  assert.deepEqual(es.messages[7].data, { error: "execution failed", timestamp: ts });
+  // EventSource's reconnect after the end gets 204 and stops; another workspace gets 403.
+  const again = await fetch(`${relay.url}/api/v1/workspaces/w1/executions/${run}/stream`, {
+    headers: { accept: "text/event-stream", authorization: `Bearer ${token}`, "last-event-id": "8" },
+  });
+  assert.equal(again.status, 204);
+  assert.equal((await eventSource(`${relay.url}/api/v1/workspaces/w2/executions/${run}/stream?token=${token}`)).status, 403);
+  sdk.close();
+});
+
+const httpTest = "event-broadcaster and socketio-gateway: HTTP publish bodies, the raw /api/ws socket and the SDK";
+relayTest(httpTest, ["event-broadcaster", "socketio-gateway"], {}, async (relay) => {
+  const post = async (run, body) => {
+    const res = await fetch(`${relay.url}/v1/runs/${run}/events`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${jwt({ sub: "backend", run, scope: "publish" })}` },
+      body: JSON.stringify(body),
     });
-    assert.equal(again.status, 204);
-    assert.equal((await eventSource(`${relay.url}/api/v1/workspaces/w2/executions/${run}/stream?token=${token}`)).status, 403);
-    sdk.client.close();
-    assert.deepEqual(sdk.errors, []);
-  } finally {
-    await relay.stop();
+    assert.equal(res.status, 200, `${JSON.stringify(body)} → ${await res.text()}`);
+  };
+
+  // The EventBroadcaster: its browser subscribes by executionId on /api/ws.
+  const run = "e1";
+  const browser = rawSocket(`${relay.ws}/api/ws?token=${jwt({ sub: "user-7", run, scope: "subscribe" })}`);
+  await until(() => browser.seen.open, "the /api/ws socket");
+  browser.send({ type: "subscribe", executionId: run });
+  await until(() => browser.seen.frames.length >= 1, "subscribed");
+  assert.deepEqual(browser.seen.frames[0], { type: "subscribed", executionId: run });
+  const sdk = sdkWatch(relay, run);
+  await sdk.subscribed;
+  const ts = "2026-11-29T10:00:01.000Z";
+  const envelope = (type, data) => ({ type, executionId: run, workflowId: "wf-9", timestamp: ts, data });
+  const bodies = [
+    envelope("execution:started", {}),
+    envelope("agent:started", { agentId: "writer", agentName: "Writer" }),
+    envelope("agent:started", { agentId: "critic" }),
+    envelope("execution:progress", { progress: 50 }),
+    envelope("agent:completed", { agentId: "writer", result: "draft" }),
+    // an error object does not fit node.failed's text: kept whole, and sent back as it came
+    envelope("agent:failed", { agentId: "critic", error: { message: "timeout" } }),
+    // no agentId: custom, and it ends nothing
+    envelope("agent:completed", { result: "orphan" }),
+    envelope("agent:started", { agentId: "editor" }),
+  ];
+  for (const b of bodies) await post(run, b);
+  await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === bodies.length, "the agent events through the SDK");
+  await until(() => browser.seen.frames.length === 1 + bodies.length, "the agent events on /api/ws");
+  assert.equal(sdk.ended, null, "an agent event ended the SDK's subscription");
+  assert.equal(sdk.state.status, "running");
+  assert.deepEqual(sdk.nodes(), { writer: "completed", critic: "failed", editor: "running" });
+  assert.equal(sdk.state.progress, 50);
+  await post(run, envelope("execution:completed", { result: { words: 120 } }));
+  await until(() => sdk.ended !== null, "the SDK's end");
+  await until(() => browser.seen.frames.length === 2 + bodies.length, "the last event on /api/ws");
+  assert.equal(sdk.ended, "completed");
+  assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.started", "run.progress", "node.completed", "node.failed", "node.started", "run.completed"]);
+  assert.deepEqual(sdk.other.map((e) => [e.seq, e.event]), [[7, "custom"]]);
+  assert.equal(sdk.typed[5].data.error, "timeout");
+  assert.equal(sdk.state.status, "completed");
+  assert.deepEqual(sdk.state.result, { words: 120 });
+  assert.equal(sdk.state.workflow, "wf-9");
+  assert.deepEqual(sdk.state, await relayState(relay, run));
+  const frames = browser.seen.frames.slice(1);
+  for (const f of frames) assert.equal(f.executionId, run, JSON.stringify(f));
+  assert.deepEqual(
+    frames.map((f) => f.type),
+    ["execution:started", "agent:started", "agent:started", "execution:progress", "agent:completed", "agent:failed", "custom", "agent:started", "execution:completed"],
+  );
+  // the EventBroadcaster's own fields come back as they were sent
+  for (const f of frames.filter((f) => f.type !== "custom")) {
+    assert.deepEqual([f.workflowId, f.timestamp], ["wf-9", ts], JSON.stringify(f));
   }
-});
+  assert.deepEqual(frames[1].data, { agentId: "writer", agentName: "Writer", node_key: "writer" });
+  assert.deepEqual(frames[5], bodies[5]);
+  // the message the layer could not map, as it came
+  assert.deepEqual(frames[6].data.data, { result: "orphan" });
+  assert.deepEqual(frames[3].data, { progress: 50 });
+  assert.equal(browser.seen.close, null, "/api/ws stays open after an execution ends");
+  browser.ws.close();
+  sdk.close();
 
-test("event-broadcaster and socketio-gateway: HTTP publish bodies, the raw /api/ws socket and the SDK", { timeout: 30_000 }, async () => {
-  await flushRedis();
-  const relay = await startServe(["--compat", "event-broadcaster", "--compat", "socketio-gateway", "--redis", redis.url]);
-  try {
-    const post = async (run, body) => {
-      const res = await fetch(`${relay.url}/v1/runs/${run}/events`, {
-        method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${jwt({ sub: "backend", run, scope: "publish" })}` },
-        body: JSON.stringify(body),
-      });
-      assert.equal(res.status, 200, `${JSON.stringify(body)} → ${await res.text()}`);
-    };
-
-    // The EventBroadcaster: its browser subscribes by executionId on /api/ws.
-    const run = "e1";
-    const browser = rawSocket(`${relay.ws}/api/ws?token=${jwt({ sub: "user-7", run, scope: "subscribe" })}`);
-    await until(() => browser.seen.open, "the /api/ws socket");
-    browser.send({ type: "subscribe", executionId: run });
-    await until(() => browser.seen.frames.length >= 1, "subscribed");
-    assert.deepEqual(browser.seen.frames[0], { type: "subscribed", executionId: run });
-    const sdk = sdkWatch(relay, run);
-    await sdk.subscribed;
-    const ts = "2026-11-29T10:00:01.000Z";
-    const envelope = (type, data) => ({ type, executionId: run, workflowId: "wf-9", timestamp: ts, data });
-    const bodies = [
-      envelope("execution:started", {}),
-      envelope("agent:started", { agentId: "writer", agentName: "Writer" }),
-      envelope("agent:started", { agentId: "critic" }),
-      envelope("execution:progress", { progress: 50 }),
-      envelope("agent:completed", { agentId: "writer", result: "draft" }),
-      // an error object does not fit node.failed's text: kept whole, and sent back as it came
-      envelope("agent:failed", { agentId: "critic", error: { message: "timeout" } }),
-      // no agentId: custom, and it ends nothing
-      envelope("agent:completed", { result: "orphan" }),
-      envelope("agent:started", { agentId: "editor" }),
-    ];
-    for (const b of bodies) await post(run, b);
-    await until(() => notEnded(sdk) && sdk.typed.length + sdk.other.length === bodies.length, "the agent events through the SDK");
-    await until(() => browser.seen.frames.length === 1 + bodies.length, "the agent events on /api/ws");
-    assert.equal(sdk.ended, null, "an agent event ended the SDK's subscription");
-    assert.equal(sdk.state.status, "running");
-    assert.deepEqual(sdk.nodes(), { writer: "completed", critic: "failed", editor: "running" });
-    assert.equal(sdk.state.progress, 50);
-    await post(run, envelope("execution:completed", { result: { words: 120 } }));
-    await until(() => sdk.ended !== null, "the SDK's end");
-    await until(() => browser.seen.frames.length === 2 + bodies.length, "the last event on /api/ws");
-    assert.equal(sdk.ended, "completed");
-    assert.deepEqual(sdk.names(), ["run.started", "node.started", "node.started", "run.progress", "node.completed", "node.failed", "node.started", "run.completed"]);
-    assert.deepEqual(sdk.other.map((e) => [e.seq, e.event]), [[7, "custom"]]);
-    assert.equal(sdk.typed[5].data.error, "timeout");
-    assert.equal(sdk.state.status, "completed");
-    assert.deepEqual(sdk.state.result, { words: 120 });
-    assert.equal(sdk.state.workflow, "wf-9");
-    assert.deepEqual(sdk.state, await relayState(relay, run));
-    const frames = browser.seen.frames.slice(1);
-    for (const f of frames) assert.equal(f.executionId, run, JSON.stringify(f));
-    assert.deepEqual(
-      frames.map((f) => f.type),
-      ["execution:started", "agent:started", "agent:started", "execution:progress", "agent:completed", "agent:failed", "custom", "agent:started", "execution:completed"],
-    );
-    // the EventBroadcaster's own fields come back as they were sent
-    for (const f of frames.filter((f) => f.type !== "custom")) {
-      assert.deepEqual([f.workflowId, f.timestamp], ["wf-9", ts], JSON.stringify(f));
-    }
-    assert.deepEqual(frames[1].data, { agentId: "writer", agentName: "Writer", node_key: "writer" });
-    assert.deepEqual(frames[5], bodies[5]);
-    // the message the layer could not map, as it came
-    assert.deepEqual(frames[6].data.data, { result: "orphan" });
-    assert.deepEqual(frames[3].data, { progress: 50 });
-    assert.equal(browser.seen.close, null, "/api/ws stays open after an execution ends");
-    browser.ws.close();
-    sdk.client.close();
-    assert.deepEqual(sdk.errors, []);
-
-    // The Socket.IO gateway's emits, as Socket.IO arrays and as objects, watched through the SDK.
-    const g = "g1";
-    const gsdk = sdkWatch(relay, g);
-    await gsdk.subscribed;
-    const emits = [
-      ["status", { executionId: g, status: "running" }],
-      ["nodeStatus", { executionId: g, nodeId: "a", status: "running" }],
-      { event: "nodeStatus", data: { executionId: g, nodeId: "a", status: "completed", output: { rows: 3 } } },
-      ["nodeStatus", { executionId: g, nodeId: "b", status: "skipped" }],
-      ["nodeStatus", { executionId: g, nodeId: "c", status: "running" }],
-      ["nodeStatus", { executionId: g, nodeId: "c", status: "failed", error: "bad input" }],
-      { event: "log", data: { executionId: g, log: { id: "l1", nodeId: "a", level: "warning", message: "slow", createdAt: ts } } },
-      // `result` and `error` do not end the run: the final `status` does
-      ["result", { executionId: g, result: { ok: false } }],
-      ["error", { executionId: g, error: "c failed" }],
-      ["nodeStatus", { executionId: g, nodeId: "d", status: "running" }],
-    ];
-    for (const e of emits) await post(g, e);
-    await until(() => notEnded(gsdk) && gsdk.typed.length + gsdk.other.length === emits.length, "the gateway's emits through the SDK");
-    assert.equal(gsdk.ended, null, "a node status, result or error ended the run");
-    assert.equal(gsdk.state.status, "running");
-    assert.deepEqual(gsdk.nodes(), { a: "completed", b: "skipped", c: "failed", d: "running" });
-    await post(g, ["status", { executionId: g, status: "failed", error: "c failed" }]);
-    await until(() => gsdk.ended !== null, "the SDK's end");
-    assert.equal(gsdk.ended, "failed");
-    assert.deepEqual(gsdk.names(), ["run.started", "node.started", "node.completed", "node.skipped", "node.started", "node.failed", "log", "log", "node.started", "run.failed"]);
-    assert.deepEqual(gsdk.other.map((e) => [e.seq, e.event]), [[8, "result"]]);
-    assert.equal(gsdk.state.status, "failed");
-    assert.equal(gsdk.state.error, "c failed");
-    assert.equal(gsdk.state.warning_count, 1);
-    assert.equal(gsdk.state.error_count, 1);
-    assert.deepEqual(gsdk.nodes(), { a: "completed", b: "skipped", c: "failed", d: "running" });
-    assert.deepEqual(gsdk.state, await relayState(relay, g));
-    gsdk.client.close();
-    assert.deepEqual(gsdk.errors, []);
-  } finally {
-    await relay.stop();
-  }
+  // The Socket.IO gateway's emits, as Socket.IO arrays and as objects, watched through the SDK.
+  const g = "g1";
+  const gsdk = sdkWatch(relay, g);
+  await gsdk.subscribed;
+  const emits = [
+    ["status", { executionId: g, status: "running" }],
+    ["nodeStatus", { executionId: g, nodeId: "a", status: "running" }],
+    { event: "nodeStatus", data: { executionId: g, nodeId: "a", status: "completed", output: { rows: 3 } } },
+    ["nodeStatus", { executionId: g, nodeId: "b", status: "skipped" }],
+    ["nodeStatus", { executionId: g, nodeId: "c", status: "running" }],
+    ["nodeStatus", { executionId: g, nodeId: "c", status: "failed", error: "bad input" }],
+    { event: "log", data: { executionId: g, log: { id: "l1", nodeId: "a", level: "warning", message: "slow", createdAt: ts } } },
+    // `result` and `error` do not end the run: the final `status` does
+    ["result", { executionId: g, result: { ok: false } }],
+    ["error", { executionId: g, error: "c failed" }],
+    ["nodeStatus", { executionId: g, nodeId: "d", status: "running" }],
+  ];
+  for (const e of emits) await post(g, e);
+  await until(() => notEnded(gsdk) && gsdk.typed.length + gsdk.other.length === emits.length, "the gateway's emits through the SDK");
+  assert.equal(gsdk.ended, null, "a node status, result or error ended the run");
+  assert.equal(gsdk.state.status, "running");
+  assert.deepEqual(gsdk.nodes(), { a: "completed", b: "skipped", c: "failed", d: "running" });
+  await post(g, ["status", { executionId: g, status: "failed", error: "c failed" }]);
+  await until(() => gsdk.ended !== null, "the SDK's end");
+  assert.equal(gsdk.ended, "failed");
+  assert.deepEqual(gsdk.names(), ["run.started", "node.started", "node.completed", "node.skipped", "node.started", "node.failed", "log", "log", "node.started", "run.failed"]);
+  assert.deepEqual(gsdk.other.map((e) => [e.seq, e.event]), [[8, "result"]]);
+  assert.equal(gsdk.state.status, "failed");
+  assert.equal(gsdk.state.error, "c failed");
+  assert.equal(gsdk.state.warning_count, 1);
+  assert.equal(gsdk.state.error_count, 1);
+  assert.deepEqual(gsdk.nodes(), { a: "completed", b: "skipped", c: "failed", d: "running" });
+  assert.deepEqual(gsdk.state, await relayState(relay, g));
+  gsdk.close();
 });
 
 /** Each test's relay starts on an empty Redis. */

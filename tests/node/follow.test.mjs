@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer, connect } from "node:net";
-import { startRelay, relayState } from "../e2e/lib.mjs";
+import { startRelay, relayState, startRun, waitFor } from "../e2e/lib.mjs";
 import { RunwireClient, ready } from "runwire";
 
 /** A TCP proxy to `target` (host:port) whose connections `cut()` drops, as a failing network would. */
@@ -40,6 +40,8 @@ async function startProxy(target) {
 let relay;
 let proxy;
 before(async () => {
+  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
+  await ready();
   relay = await startRelay();
   proxy = await startProxy(relay.url.replace(/^http:\/\//, ""));
 });
@@ -49,11 +51,7 @@ after(async () => {
 });
 
 test("Node follows a live run and sees every seq once across a forced reconnect", { timeout: 120_000 }, async () => {
-  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
-  await ready();
-  const res = await fetch(`${relay.url}/demo/runs`, { method: "POST" });
-  assert.equal(res.status, 200);
-  const { run } = await res.json();
+  const run = await startRun(relay);
 
   const client = new RunwireClient({
     url: `${proxy.url.replace(/^http/, "ws")}/v1/ws`,
@@ -77,11 +75,7 @@ test("Node follows a live run and sees every seq once across a forced reconnect"
     });
   });
   // Cut the connection once a few events have arrived, while the run goes on.
-  const deadline = Date.now() + 30_000;
-  while (seqs.length < 3) {
-    assert.ok(Date.now() < deadline, "no events within 30 s");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(() => seqs.length >= 3, "three events", { ms: 30_000 });
   cuts += proxy.cut();
   const reason = await ended;
   const truth = await relayState(relay.url, run);
@@ -96,8 +90,7 @@ test("Node follows a live run and sees every seq once across a forced reconnect"
 });
 
 test("one connection carries runs with tokens of their own; a refused one is asked for again once", { timeout: 120_000 }, async () => {
-  const start = async () => (await (await fetch(`${relay.url}/demo/runs`, { method: "POST" })).json()).run;
-  const [a, b] = [await start(), await start()];
+  const [a, b] = [await startRun(relay), await startRun(relay)];
   const tokenFor = async (run) => (await fetch(`${relay.url}/demo/token?run=${run}`)).text();
   const issued = new Set();
   const mint = async (run) => {

@@ -6,7 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createHmac, randomBytes } from "node:crypto";
-import { startRelay, relayState } from "../e2e/lib.mjs";
+import { startRelay, relayState, startRun } from "../e2e/lib.mjs";
 import { RunwireClient, ready } from "runwire";
 
 const SECRET = randomBytes(32).toString("hex");
@@ -21,6 +21,8 @@ function mint(claims, ttl) {
 
 let relay;
 before(async () => {
+  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
+  await ready();
   relay = await startRelay(["--secret", SECRET]);
 });
 after(async () => {
@@ -28,11 +30,7 @@ after(async () => {
 });
 
 test("a run followed with one-second tokens of its own: refreshed before each expires, every seq once", { timeout: 120_000 }, async () => {
-  assert.equal(typeof WebSocket, "function", "this test needs Node >= 22 (global WebSocket)");
-  await ready();
-  const res = await fetch(`${relay.url}/demo/runs`, { method: "POST" });
-  assert.equal(res.status, 200);
-  const { run } = await res.json();
+  const run = await startRun(relay);
 
   const client = new RunwireClient({
     url: `${relay.url.replace(/^http/, "ws")}/v1/ws`,

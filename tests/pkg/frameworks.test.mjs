@@ -20,7 +20,7 @@ const FRAMEWORKS = [
     start: (relay) =>
       startServer(join(PKG, "node_modules/.bin/next"), ["start", "--hostname", "127.0.0.1", "--port", "0"], {
         cwd: join(PKG, "next"),
-        env: { RELAY_URL: relay.url, NEXT_TELEMETRY_DISABLED: "1" },
+        env: { ...process.env, RELAY_URL: relay.url, NEXT_TELEMETRY_DISABLED: "1" },
         pattern: /Local:\s+(http:\/\/127\.0\.0\.1:\d+)/,
       }),
     pages: { "a client created in the component": "" },
@@ -30,7 +30,7 @@ const FRAMEWORKS = [
     start: (relay) =>
       startServer(process.execPath, [join(PKG, "nuxt/.output/server/index.mjs")], {
         cwd: join(PKG, "nuxt"),
-        env: { HOST: "127.0.0.1", PORT: "0", NUXT_PUBLIC_RELAY_URL: relay.url },
+        env: { ...process.env, HOST: "127.0.0.1", PORT: "0", NUXT_PUBLIC_RELAY_URL: relay.url },
         pattern: /Listening on (http:\/\/127\.0\.0\.1:\d+)/,
       }),
     pages: {

@@ -1,64 +1,15 @@
-// Shared by the packaging tests: the relay and Chromium of tests/e2e, a server process started
-// on 127.0.0.1:0 (Next.js, Nuxt), and the checks every app must pass.
+// Shared by the packaging tests: the relay, Chromium and server processes (Next.js, Nuxt) of
+// tests/e2e, and the checks every app must pass.
 
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import assert from "node:assert/strict";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { relayState } from "../e2e/lib.mjs";
+import { expectWholeRun } from "../e2e/lib.mjs";
 
-export { startRelay, launchBrowser, screenshot, relayState, ROOT } from "../e2e/lib.mjs";
+export { startRelay, startServer, launchBrowser, screenshot, relayState, startRun, expectWholeRun, ROOT } from "../e2e/lib.mjs";
 
 /** tests/pkg, the npm workspace holding the apps. */
 export const PKG = dirname(fileURLToPath(import.meta.url));
-
-/** Starts a simulated run on the demo relay; resolves to its id. */
-export async function startRun(relay) {
-  const res = await fetch(`${relay.url}/demo/runs`, { method: "POST" });
-  assert.equal(res.status, 200);
-  return (await res.json()).run;
-}
-
-/**
- * Runs `command args` in `cwd` and resolves once a line of its output matches `pattern`, whose
- * first group is the server's URL. `stop()` ends it (SIGTERM, then SIGKILL after 5 s).
- */
-export async function startServer(command, args, { cwd, env = {}, pattern }) {
-  const child = spawn(command, args, {
-    cwd,
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, ...env },
-    detached: true, // its own process group: stop() ends the workers it forks too
-  });
-  let output = "";
-  const url = await new Promise((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`${command} did not start within 60 s\n${output}`)), 60_000);
-    child.once("exit", (code) => fail(new Error(`${command} exited with ${code}\n${output}`)));
-    for (const stream of [child.stdout, child.stderr]) {
-      createInterface({ input: stream }).on("line", (line) => {
-        output = (output + line + "\n").slice(-8000);
-        const m = pattern.exec(line);
-        if (m) {
-          clearTimeout(timer);
-          ok(m[1]);
-        }
-      });
-    }
-  });
-  return {
-    url,
-    output: () => output,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((ok) => child.once("exit", ok));
-      process.kill(-child.pid, "SIGTERM");
-      const timer = setTimeout(() => process.kill(-child.pid, "SIGKILL"), 5000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
-}
 
 /** Console warnings (and errors) that mention hydration, as the page logs them. */
 export function hydrationWarnings(page) {
@@ -67,26 +18,6 @@ export function hydrationWarnings(page) {
     if (["warning", "error"].includes(m.type()) && /hydrat/i.test(m.text())) seen.push(`${m.type()}: ${m.text()}`);
   });
   return seen;
-}
-
-/**
- * Waits for the page to show `run` finished and checks that it shows each of the run's events
- * once, in order, and the run's final status, as the relay itself reports them.
- */
-export async function expectWholeRun(page, relay, run) {
-  await page.waitForSelector(`#run[data-run="${run}"]`);
-  await page.waitForFunction(() => ["completed", "failed"].includes(document.querySelector("#status")?.textContent ?? ""), null, {
-    timeout: 60_000,
-  });
-  const truth = await relayState(relay.url, run);
-  assert.equal(await page.textContent("#status"), truth.state.status);
-  await page.waitForFunction((n) => document.querySelectorAll("#events li").length >= n, truth.seq, { timeout: 5_000 });
-  const shown = await page.$$eval("#events li", (lis) => lis.map((li) => [Number(li.dataset.seq), li.dataset.run]));
-  assert.deepEqual(
-    shown,
-    Array.from({ length: truth.seq }, (_, i) => [i + 1, run]),
-  );
-  assert.equal(await page.textContent("#ended"), truth.state.status);
 }
 
 /** Opens `url` for a run that has just started and checks the page follows it live to its end. */

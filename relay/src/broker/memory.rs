@@ -478,16 +478,24 @@ mod tests {
         assert_eq!(b.run_count(), 0);
     }
 
-    #[tokio::test]
-    async fn trims_history_to_the_limit_and_reports_gaps() {
-        let (b, _) = broker(MemoryConfig {
-            history_limit: 3,
-            ..MemoryConfig::default()
-        });
+    /// A broker with the default config changed by `tweak`, and run `r` holding `n` log events.
+    async fn with_logs(
+        tweak: impl FnOnce(&mut MemoryConfig),
+        n: u64,
+    ) -> (Arc<MemoryBroker>, RunId) {
+        let mut config = MemoryConfig::default();
+        tweak(&mut config);
+        let (b, _) = broker(config);
         let run: RunId = "r".into();
-        for i in 0..5 {
+        for i in 0..n {
             b.publish(run.clone(), vec![log(i)]).await.unwrap();
         }
+        (b, run)
+    }
+
+    #[tokio::test]
+    async fn trims_history_to_the_limit_and_reports_gaps() {
+        let (b, run) = with_logs(|c| c.history_limit = 3, 5).await;
         let snap = b.snapshot(run.clone(), Some(2)).await.unwrap();
         assert_eq!(seqs(&snap.replay), [3, 4, 5]);
         assert_eq!(
@@ -502,14 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn trims_history_by_bytes() {
-        let (b, _) = broker(MemoryConfig {
-            history_bytes: 300,
-            ..MemoryConfig::default()
-        });
-        let run: RunId = "r".into();
-        for i in 0..10 {
-            b.publish(run.clone(), vec![log(i)]).await.unwrap();
-        }
+        let (b, run) = with_logs(|c| c.history_bytes = 300, 10).await;
         let Replay::Events(evs) = b.snapshot(run, Some(9)).await.unwrap().replay else {
             panic!()
         };

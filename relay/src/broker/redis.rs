@@ -123,8 +123,9 @@ pub struct RedisConfig {
     /// How often the heads of watched runs are read to catch up with events whose Pub/Sub
     /// message was lost (see `heads.rs`); such events reach subscribers within two intervals.
     pub head_check_interval: Duration,
-    /// Compatibility layers whose message shapes ingest understands.
-    pub compat: crate::compat::Layers,
+    /// Messages in other systems' shapes that ingest maps before its own mapping (the app sets
+    /// it from the compatibility layers that are on).
+    pub foreign_messages: ingest::ForeignMessages,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -156,7 +157,7 @@ impl RedisConfig {
             ingest: Vec::new(),
             ingest_mark_interval: Duration::from_secs(10),
             head_check_interval: Duration::from_secs(2),
-            compat: crate::compat::Layers::default(),
+            foreign_messages: ingest::ForeignMessages::default(),
         }
     }
 }

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{custom, error_text, fit, id_text};
+use super::{custom, error_text, fit, id_text, on_live_event};
 use crate::auth::request_token;
 use crate::broker::{BrokerHealth, NewEvent, RunId, now_ts};
 use crate::error::AuthError;
@@ -357,7 +357,7 @@ where
                         let run = ev.run.clone();
                         let mut emitted = Vec::new();
                         let resync = match subs.get_mut(&run) {
-                            Some(sub) => sub.on_event(&ev, &mut emitted).is_err(),
+                            Some(sub) => on_live_event(state, sub, &ev, &mut emitted).is_err(),
                             None => false,
                         };
                         out.extend(emitted.into_iter().map(|e| (run.clone(), e)));
@@ -423,6 +423,17 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// What the broadcaster sends for event `seq` of run `e1`.
+    fn outgoing(seq: u64, event: &str, ts: &str, data: Value) -> Value {
+        broadcaster_message(&Envelope {
+            run: "e1".into(),
+            seq,
+            event: event.into(),
+            ts: ts.into(),
+            data,
+        })
+    }
+
     fn mapped(v: Value) -> (String, Value) {
         let ev = map_message(&v).expect("claimed");
         (ev.name().to_owned(), ev.data)
@@ -439,13 +450,7 @@ mod tests {
             json!({"agentId": "a1", "result": "text"}),
         );
         let ev = map_message(&original).unwrap();
-        let out = broadcaster_message(&Envelope {
-            run: "e1".into(),
-            seq: 3,
-            event: ev.name().into(),
-            ts: "2026-11-29T10:00:05.000Z".into(),
-            data: ev.data,
-        });
+        let out = outgoing(3, ev.name(), "2026-11-29T10:00:05.000Z", ev.data.clone());
         assert_eq!(out["type"], "agent:completed");
         assert_eq!(out["executionId"], "e1");
         assert_eq!(out["workflowId"], "wf");
@@ -453,13 +458,12 @@ mod tests {
         assert_eq!(out["data"]["agentId"], "a1");
         assert_eq!(out["data"]["result"], "text");
         // an event published the runwire way
-        let out = broadcaster_message(&Envelope {
-            run: "e1".into(),
-            seq: 4,
-            event: "node.skipped".into(),
-            ts: "2026-11-29T10:00:06.000Z".into(),
-            data: json!({"node_key": "b"}),
-        });
+        let out = outgoing(
+            4,
+            "node.skipped",
+            "2026-11-29T10:00:06.000Z",
+            json!({"node_key": "b"}),
+        );
         assert_eq!(
             out,
             json!({"type":"agent:skipped","executionId":"e1","workflowId":null,"timestamp":"2026-11-29T10:00:06.000Z","data":{"node_key":"b","agentId":"b"}})
@@ -474,13 +478,7 @@ mod tests {
         );
         let ev = map_message(&original).unwrap();
         assert_eq!(ev.data["payload"], original);
-        let out = broadcaster_message(&Envelope {
-            run: "e1".into(),
-            seq: 2,
-            event: ev.name().into(),
-            ts: "2026-11-29T10:00:05.000Z".into(),
-            data: ev.data,
-        });
+        let out = outgoing(2, ev.name(), "2026-11-29T10:00:05.000Z", ev.data.clone());
         assert_eq!(out, original);
     }
 

@@ -39,15 +39,16 @@ use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
 use serde_json::{Map, Value};
 
-use crate::broker::NewEvent;
 use crate::broker::redis::RedisConfig;
-use crate::broker::redis::ingest::CUSTOM_EVENT;
+use crate::broker::redis::ingest::{CUSTOM_EVENT, ForeignMessages};
+use crate::broker::{Event, NewEvent};
 use crate::config::{Config, ConfigError};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
 use crate::transport::http::MAX_EVENTS_PER_PUBLISH;
+use crate::transport::subscription::{Emit, NeedsResync, Subscription};
 use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
 /// One replaced system, named as `--compat` spells it.
@@ -387,12 +388,35 @@ async fn legacy_executions(
 /// publish (unless `--ingest` already names the pattern).
 pub fn configure_redis(layers: &[Layer], redis: &mut RedisConfig) {
     let layers = Layers::of(layers);
-    redis.compat = layers;
+    redis.foreign_messages = foreign_messages(layers);
     for pattern in layers.ingest_patterns() {
         if !redis.ingest.iter().any(|p| p == pattern) {
             redis.ingest.push(pattern.to_owned());
         }
     }
+}
+
+/// Folds a live event into a compatibility stream's subscription as runwire's own transports
+/// do: when the event is to be written (it joined `out`; a replay may have sent it already), the
+/// time since its publish counts in `runwire_delivery_latency_seconds`. `Err`: the subscription
+/// needs a fresh snapshot.
+pub(crate) fn on_live_event(
+    state: &AppState,
+    sub: &mut Subscription,
+    ev: &Arc<Event>,
+    out: &mut Vec<Emit>,
+) -> Result<(), NeedsResync> {
+    let before = out.len();
+    sub.on_event(ev, out)?;
+    if out.len() > before {
+        state.metrics.delivery_latency.observe_since(ev.published);
+    }
+    Ok(())
+}
+
+/// Ingest's mapping of the messages of `layers`: [`map_message`].
+pub fn foreign_messages(layers: Layers) -> ForeignMessages {
+    ForeignMessages::new(move |value| map_message(layers, value))
 }
 
 /// Maps one message (an ingested payload, or one item of a publish body) with the first layer
@@ -519,6 +543,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Ingest's mapping of random channels and payloads with every layer's mapping tried first:
+    /// nothing panics, and a payload always becomes an event.
+    #[test]
+    fn random_ingested_payloads_never_panic_with_every_layer_on() {
+        let every_layer = Layers::of(&[
+            Layer::WsRelay,
+            Layer::EventBroadcaster,
+            Layer::SocketioGateway,
+            Layer::SseStream,
+        ]);
+        crate::broker::redis::ingest::tests::random_channels_and_payloads(&foreign_messages(
+            every_layer,
+        ));
+    }
+
     #[test]
     fn layers_parse_as_deployments_spell_them() {
         use clap::ValueEnum;
@@ -584,7 +623,9 @@ mod tests {
         .unwrap();
         let redis = c.redis().unwrap();
         assert_eq!(redis.ingest, ["workflow-run:*", "jobs:*"]);
-        assert!(redis.compat.contains(Layer::WsRelay));
+        // ingest maps the Node relay's messages
+        let node = json!({"type":"node","nodeId":"a","status":"Running"});
+        assert!(redis.foreign_messages.map(&node).is_some());
         let c = parse(&[
             "--compat",
             "sse-stream",
@@ -658,14 +699,7 @@ mod tests {
             assert_eq!(claims.sub.as_deref(), Some("u1"));
         }
         let t = legacy_token("r1", now + 300, b"short");
-        assert_eq!(
-            v.verify(Some(&t), Scope::Subscribe, Some("r2")),
-            Err(AuthError::WrongRun)
-        );
-        assert_eq!(
-            v.verify(Some(&t), Scope::Publish, Some("r1")),
-            Err(AuthError::WrongScope)
-        );
+        crate::auth::tests::assert_subscribes_to_r1_only(&v, &t);
         assert_eq!(
             v.verify(
                 Some(&legacy_token("r1", now - 60, b"short")),
@@ -728,87 +762,80 @@ mod tests {
 
     #[test]
     fn replaced_environment_names_are_fallbacks() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
+        type Vars = &'static [(&'static str, &'static str)];
         let base = || {
             let mut c = Config::with_secret("s".repeat(32));
             c.compat = vec![Layer::WsRelay];
             c
         };
+        // `c` with the environment `vars` applied, and the names read.
+        let apply = |mut c: Config, vars: Vars| {
+            let env = |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            };
+            apply_env(&mut c, env).map(|used| (c, used))
+        };
         // no layer: nothing is read
         let mut c = base();
         c.compat.clear();
-        apply_env(&mut c, env(&[("REDIS_URL", "redis://r:1"), ("PORT", "80")])).unwrap();
+        let (c, _) = apply(c, &[("REDIS_URL", "redis://r:1"), ("PORT", "80")]).unwrap();
         assert_eq!(
             (c.redis.as_deref(), c.addr.to_string().as_str()),
             (None, DEFAULT_ADDR)
         );
-        let mut c = base();
-        let used = apply_env(
-            &mut c,
-            env(&[
-                ("REDIS_URL", "redis://a:1"),
-                ("UPSTASH_REDIS_URL", "rediss://b:2"),
-                ("PORT", "4000"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://a:1"));
-        // REALTIME_HOST's default: all interfaces
-        assert_eq!(c.addr.to_string(), "0.0.0.0:4000");
+        // (environment, Redis URL, address)
+        let cases: [(Vars, Option<&str>, &str); 3] = [
+            // REALTIME_HOST's default: all interfaces
+            (
+                &[
+                    ("REDIS_URL", "redis://a:1"),
+                    ("UPSTASH_REDIS_URL", "rediss://b:2"),
+                    ("PORT", "4000"),
+                ],
+                Some("redis://a:1"),
+                "0.0.0.0:4000",
+            ),
+            (
+                &[
+                    ("UPSTASH_REDIS_URL", "redis://b:2"),
+                    ("REALTIME_HOST", "127.0.0.1"),
+                    ("REALTIME_PORT", "3200"),
+                    ("PORT", "9"),
+                ],
+                Some("redis://b:2"),
+                "127.0.0.1:3200",
+            ),
+            (
+                &[("REDIS_HOST", "10.0.0.5"), ("REALTIME_HOST", "127.0.0.1")],
+                Some("redis://10.0.0.5:6379"),
+                "127.0.0.1:3101",
+            ),
+        ];
+        for (vars, redis, addr) in cases {
+            let (c, _) = apply(base(), vars).unwrap();
+            let got = (c.redis.as_deref(), c.addr.to_string());
+            assert_eq!((got.0, got.1.as_str()), (redis, addr), "{vars:?}");
+        }
+        let (_, used) = apply(base(), cases[0].0).unwrap();
         assert_eq!(used, ["REDIS_URL", "PORT"]);
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[
-                ("UPSTASH_REDIS_URL", "redis://b:2"),
-                ("REALTIME_HOST", "127.0.0.1"),
-                ("REALTIME_PORT", "3200"),
-                ("PORT", "9"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://b:2"));
-        assert_eq!(c.addr.to_string(), "127.0.0.1:3200");
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[("REDIS_HOST", "10.0.0.5"), ("REALTIME_HOST", "127.0.0.1")]),
-        )
-        .unwrap();
-        assert_eq!(c.redis.as_deref(), Some("redis://10.0.0.5:6379"));
-        assert_eq!(c.addr.to_string(), "127.0.0.1:3101");
         // runwire's own names win
         let mut c = base();
         c.redis = Some("redis://mine:1".into());
         c.addr = "127.0.0.1:5000".parse().unwrap();
-        apply_env(
-            &mut c,
-            env(&[("REDIS_URL", "redis://a:1"), ("PORT", "4000")]),
-        )
-        .unwrap();
+        let (c, _) = apply(c, &[("REDIS_URL", "redis://a:1"), ("PORT", "4000")]).unwrap();
         assert_eq!(
             (c.redis.as_deref(), c.addr.to_string().as_str()),
             (Some("redis://mine:1"), "127.0.0.1:5000")
         );
-        let mut c = base();
-        apply_env(
-            &mut c,
-            env(&[("RUNWIRE_ADDR", "127.0.0.1:3101"), ("PORT", "4000")]),
-        )
-        .unwrap();
+        let vars: Vars = &[("RUNWIRE_ADDR", "127.0.0.1:3101"), ("PORT", "4000")];
+        let (c, _) = apply(base(), vars).unwrap();
         assert_eq!(c.addr.to_string(), DEFAULT_ADDR);
         // bad values are refused clearly
-        let mut c = base();
-        let e = apply_env(&mut c, env(&[("PORT", "http")])).unwrap_err();
+        let e = apply(base(), &[("PORT", "http")]).unwrap_err();
         assert!(e.to_string().contains("PORT is not a port"), "{e}");
-        let mut c = base();
-        let e = apply_env(&mut c, env(&[("REALTIME_HOST", "not a host!")])).unwrap_err();
+        let e = apply(base(), &[("REALTIME_HOST", "not a host!")]).unwrap_err();
         assert!(e.to_string().contains("REALTIME_HOST"), "{e}");
     }
 

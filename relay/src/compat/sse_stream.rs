@@ -11,26 +11,25 @@
 //! or `data.message`, else `"execution failed"`, and the data kept under `payload`
 //! ([`super::fit`]). A node event without a node key becomes `custom`.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use runwire_protocol::event::{KNOWN_EVENTS, is_terminal_event};
-use runwire_protocol::token::Scope;
-use runwire_protocol::{Envelope, is_valid_event_name, is_valid_run_id};
-use serde::Deserialize;
+use runwire_protocol::token::{Claims, Scope};
+use runwire_protocol::{Envelope, is_valid_event_name};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{custom, error_text, fit};
-use crate::auth::request_token;
+use super::{custom, error_text, fit, on_live_event};
 use crate::broker::{Event, NewEvent, RunId};
 use crate::error::{ApiError, AuthError};
 use crate::hub::{Inbox, Outbound};
 use crate::state::AppState;
 use crate::transport::ApiQuery;
-use crate::transport::extract::AllowedOrigin;
+use crate::transport::extract::{AllowedOrigin, TokenQuery, authorize};
 use crate::transport::sse::{Release, event_stream};
 use crate::transport::subscription::{Emit, Subscription};
 
@@ -148,10 +147,51 @@ fn plan_message(ev: &Event) -> Option<Bytes> {
 /// Chunks buffered between the stream task and the HTTP body, as on runwire's own SSE.
 const BODY_BUFFER: usize = 16;
 
-/// `?token=` on the plan's route.
-#[derive(Debug, Default, Deserialize)]
-pub struct PlanQuery {
-    token: Option<String>,
+/// The plan's route's execution (`{execution}`, as a run) and a subscribe token for it whose
+/// `ws` claim is the route's `{workspace}`.
+///
+/// In order, as [`Authorized`](crate::transport::extract::Authorized) checks runwire's own
+/// routes: a malformed query is a 400 `invalid_query`; an execution id that is not a valid run id
+/// a 400 `invalid_run`; then the token is verified, and a refusal, or a token for another
+/// workspace, is counted and answered 401 or 403.
+#[derive(Debug)]
+pub struct PlanAuthorized {
+    /// The workspace of the path, the token's `ws` claim.
+    pub workspace: String,
+    /// The execution of the path, a valid run id.
+    pub execution: String,
+    /// The token's claims.
+    pub claims: Claims,
+}
+
+impl FromRequestParts<AppState> for PlanAuthorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ApiQuery(query) = ApiQuery::<TokenQuery>::from_request_parts(parts, state).await?;
+        let path = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .ok();
+        let (workspace, execution) = path.map(|Path(p)| p).unzip();
+        let (execution, claims) = authorize(
+            parts,
+            state,
+            &query,
+            execution,
+            Scope::Subscribe,
+            "invalid execution id",
+        )?;
+        let workspace = workspace.unwrap_or_default();
+        if claims.ws.as_deref() != Some(workspace.as_str()) {
+            state.metrics.auth_failed(AuthError::WrongRun.failure());
+            return Err(AuthError::WrongRun.into());
+        }
+        Ok(Self {
+            workspace,
+            execution,
+            claims,
+        })
+    }
 }
 
 /// `GET /api/v1/workspaces/{workspace}/executions/{execution}/stream`: the plan's route.
@@ -164,22 +204,15 @@ pub struct PlanQuery {
 /// stops `EventSource`.
 pub async fn stream(
     State(state): State<AppState>,
-    Path((workspace, execution)): Path<(String, String)>,
-    ApiQuery(q): ApiQuery<PlanQuery>,
+    ApiQuery(_): ApiQuery<TokenQuery>,
     _: AllowedOrigin,
+    PlanAuthorized {
+        workspace,
+        execution,
+        claims,
+    }: PlanAuthorized,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if !is_valid_run_id(&execution) {
-        return Err(ApiError::bad_request("invalid_run", "invalid execution id"));
-    }
-    let token = request_token(&headers, q.token.as_deref());
-    let claims = state
-        .verifier
-        .verify(token, Scope::Subscribe, Some(&execution))?;
-    if claims.ws.as_deref() != Some(workspace.as_str()) {
-        state.metrics.auth_failed(AuthError::WrongRun.failure());
-        return Err(AuthError::WrongRun.into());
-    }
     let since = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -278,7 +311,7 @@ async fn plan_stream(
             item = inbox.recv() => {
                 let Some(item) = item else { break };
                 let resync = match item {
-                    Outbound::Event(ev) => sub.on_event(&ev, &mut out).is_err(),
+                    Outbound::Event(ev) => on_live_event(&state, &mut sub, &ev, &mut out).is_err(),
                     Outbound::Resync(_) => true,
                 };
                 if resync {
@@ -342,36 +375,39 @@ mod tests {
             (name.as_str(), &data["error"]),
             ("node.failed", &json!("refused"))
         );
-        let (name, _) = mapped(msg(
-            "execution.completed",
-            json!(null),
-            json!({"total_duration_ms": 900}),
-        ));
-        assert_eq!(name, "run.completed");
-        let (name, _) = mapped(msg("execution_started", json!(null), json!({})));
-        assert_eq!(name, "run.started");
-        let (name, _) = mapped(msg("node.skipped", json!("b"), json!({})));
-        assert_eq!(name, "node.skipped");
+        // (the plan's name, node key, data) → runwire's name
+        let names = [
+            (
+                (
+                    "execution.completed",
+                    json!(null),
+                    json!({"total_duration_ms": 900}),
+                ),
+                "run.completed",
+            ),
+            (("execution_started", json!(null), json!({})), "run.started"),
+            (("node.skipped", json!("b"), json!({})), "node.skipped"),
+        ];
+        for ((event, node_key, data), name) in names {
+            assert_eq!(mapped(msg(event, node_key, data)).0, name, "{event}");
+        }
         let (name, data) = mapped(msg("cache.hit", json!(null), json!({"k": 1})));
         assert_eq!((name.as_str(), &data["k"]), ("cache.hit", &json!(1)));
     }
 
     #[test]
     fn terminal_events_that_do_not_fit_still_end_the_run() {
-        let (name, data) = mapped(msg("execution.failed", json!(null), json!({})));
-        assert_eq!(
-            (name.as_str(), &data["error"]),
-            ("run.failed", &json!("execution failed"))
-        );
-        let (name, data) = mapped(msg(
-            "execution.failed",
-            json!(null),
-            json!({"message": "oom"}),
-        ));
-        assert_eq!(
-            (name.as_str(), &data["error"]),
-            ("run.failed", &json!("oom"))
-        );
+        // without an `error`: `message`, else "execution failed"
+        for (data, error) in [
+            (json!({}), "execution failed"),
+            (json!({"message": "oom"}), "oom"),
+        ] {
+            let (name, data) = mapped(msg("execution.failed", json!(null), data));
+            assert_eq!(
+                (name.as_str(), &data["error"]),
+                ("run.failed", &json!(error))
+            );
+        }
         let m = msg(
             "execution.failed",
             json!(null),

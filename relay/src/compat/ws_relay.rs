@@ -34,7 +34,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use super::{custom, error_text, fit, id_text};
+use super::{custom, error_text, fit, id_text, on_live_event};
 use crate::broker::{NewEvent, RunId};
 use crate::hub::{ConnHandle, Inbox, Outbound};
 use crate::state::AppState;
@@ -424,7 +424,9 @@ where
             item = inbox.recv() => {
                 let Some(item) = item else { return End::code(CloseCode::SlowConsumer) };
                 let resync = match item {
-                    Outbound::Event(ev) if ev.run == run => sub.on_event(&ev, &mut out).is_err(),
+                    Outbound::Event(ev) if ev.run == run => {
+                        on_live_event(state, &mut sub, &ev, &mut out).is_err()
+                    }
                     Outbound::Event(_) => false,
                     Outbound::Resync(_) => true,
                 };

@@ -83,16 +83,35 @@ impl<S: TokenScope> FromRequestParts<AppState> for Authorized<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let ApiQuery(query) = ApiQuery::<TokenQuery>::from_request_parts(parts, state).await?;
         // A path that does not decode to text is no run id either.
-        let run = match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(run)) if is_valid_run_id(&run) => run,
-            _ => return Err(ApiError::bad_request("invalid_run", "invalid run id")),
-        };
-        let token = request_token(&parts.headers, query.token.as_deref());
-        let claims = state.verifier.verify(token, S::SCOPE, Some(&run))?;
+        let run = Path::<String>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .map(|Path(run)| run);
+        let (run, claims) = authorize(parts, state, &query, run, S::SCOPE, "invalid run id")?;
         Ok(Self {
             run,
             claims,
             scope: PhantomData,
         })
     }
+}
+
+/// The run id check and token verification of [`Authorized`], for routes that name the run in
+/// a path of their own: `run` (`None`: the path did not decode) must be a valid run id, else 400
+/// `invalid_run` with `message`; the token (`Authorization: Bearer`, else `?token=`) is verified
+/// for it with `scope`, and a refusal is counted and answered 401 or 403.
+pub(crate) fn authorize(
+    parts: &Parts,
+    state: &AppState,
+    query: &TokenQuery,
+    run: Option<String>,
+    scope: Scope,
+    message: &'static str,
+) -> Result<(String, Claims), ApiError> {
+    let Some(run) = run.filter(|run| is_valid_run_id(run)) else {
+        return Err(ApiError::bad_request("invalid_run", message));
+    };
+    let token = request_token(&parts.headers, query.token.as_deref());
+    let claims = state.verifier.verify(token, scope, Some(&run))?;
+    Ok((run, claims))
 }

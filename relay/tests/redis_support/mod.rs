@@ -10,6 +10,27 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Two tests of one scenario, `async fn $scenario(redis_url: String)`: `$standalone` on a
+/// standalone Redis and `$cluster` on a three-node cluster.
+#[allow(unused_macros)] // not every test crate has such scenarios
+macro_rules! on_redis_and_cluster {
+    ($scenario:ident: $standalone:ident, $cluster:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $standalone() {
+            let redis = redis_support::RedisServer::start();
+            $scenario(redis.url()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            let cluster = redis_support::RedisCluster::start();
+            $scenario(cluster.url()).await;
+        }
+    };
+}
+#[allow(unused_imports)] // not every test crate has such scenarios
+pub(crate) use on_redis_and_cluster;
+
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
 fn temp_dir() -> PathBuf {

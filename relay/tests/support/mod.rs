@@ -76,6 +76,98 @@ pub fn channel_sink(capacity: usize) -> (ChannelSink, tokio::sync::mpsc::Receive
     (Box::pin(sink), rx)
 }
 
+/// What the relay reads from a [`ChannelSocket`].
+pub type ChannelStream = tokio_stream::wrappers::ReceiverStream<Result<WsMessage, axum::Error>>;
+
+/// The client's end of a WebSocket made of two channels, for driving a connection with paused
+/// time: what it sends goes to the relay's stream, what the relay writes to its sink comes out of
+/// `next`, stamped with how long after the socket's opening it came.
+pub struct ChannelSocket {
+    pub to_relay: tokio::sync::mpsc::Sender<Result<WsMessage, axum::Error>>,
+    from_relay: tokio::sync::mpsc::Receiver<WsMessage>,
+    pub started: tokio::time::Instant,
+}
+
+impl ChannelSocket {
+    /// A socket with room for `to_relay` messages on their way to the relay and `from_relay` on
+    /// their way back, and the relay's end of it.
+    pub fn open(to_relay: usize, from_relay: usize) -> (Self, ChannelSink, ChannelStream) {
+        let (tx, rx) = tokio::sync::mpsc::channel(to_relay);
+        let (sink, from_relay) = channel_sink(from_relay);
+        let socket = Self {
+            to_relay: tx,
+            from_relay,
+            started: tokio::time::Instant::now(),
+        };
+        (
+            socket,
+            sink,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )
+    }
+
+    /// The next message (`None`: the relay dropped the socket) and when it came.
+    pub async fn next(&mut self) -> (Option<WsMessage>, Duration) {
+        let m = self.from_relay.recv().await;
+        (m, self.started.elapsed())
+    }
+
+    /// The next message, which must be a text frame, parsed.
+    pub async fn frame(&mut self) -> Value {
+        match self.next().await.0 {
+            Some(WsMessage::Text(t)) => serde_json::from_str(t.as_str()).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&self, v: Value) {
+        self.to_relay
+            .send(Ok(WsMessage::Text(v.to_string().into())))
+            .await
+            .unwrap();
+    }
+
+    pub async fn pong(&self) {
+        self.to_relay
+            .send(Ok(WsMessage::Pong(Default::default())))
+            .await
+            .unwrap();
+    }
+}
+
+/// A connection under test, whose socket is a [`ChannelSocket`], and the relay state it runs in.
+/// Each test file gives it the constructor and the checks it needs.
+pub struct Harness {
+    pub socket: ChannelSocket,
+    pub state: AppState,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = ChannelSocket;
+    fn deref(&self) -> &ChannelSocket {
+        &self.socket
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut ChannelSocket {
+        &mut self.socket
+    }
+}
+
+/// `n` log events, `m0` to `m{n-1}`, ready to publish.
+pub fn log_events(n: usize) -> Vec<runwire_relay::event::NewEvent> {
+    (0..n)
+        .map(|i| {
+            runwire_relay::event::NewEvent::parse(
+                "log",
+                json!({"level":"info","message":format!("m{i}")}),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
 /// Whether `GET url` answers 200 (a relay's `/ready`, say).
 pub async fn answers_200(url: &str) -> bool {
     reqwest::get(url).await.is_ok_and(|r| r.status() == 200)
@@ -123,6 +215,21 @@ pub struct Relay {
 impl Relay {
     pub async fn start() -> Self {
         Self::with(config()).await
+    }
+
+    /// A relay with the test config, and a `/v1/ws` client authenticated with a subscribe token
+    /// for `run`.
+    pub async fn with_client(run: &str) -> (Self, Client) {
+        let relay = Self::start().await;
+        let client = Client::authed(&relay, &subscribe_token(run)).await;
+        (relay, client)
+    }
+
+    /// A relay with the test config changed by `tweak`.
+    pub async fn tweaked(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = config();
+        tweak(&mut config);
+        Self::with(config).await
     }
 
     pub async fn with(config: Config) -> Self {
@@ -355,6 +462,24 @@ impl Client {
         match self.read().await {
             Read::Frame(v) => v,
             Read::Closed(code) => panic!("closed ({code:?}) while a frame was expected"),
+        }
+    }
+
+    /// Subscribes to `run` with a subscribe token of the run's own, next to the connection's.
+    pub async fn subscribe_with_own_token(&mut self, run: &str) {
+        self.send(json!({"type":"subscribe","run":run,"token":subscribe_token(run)}))
+            .await;
+        let sub = self.frame().await;
+        assert_eq!(sub["type"], "subscribed", "{sub}");
+    }
+
+    /// The next frame, which must be an event: its run and seq.
+    pub async fn event_at(&mut self) -> (String, u64) {
+        let e = self.frame().await;
+        let at = (e["run"].as_str(), e["seq"].as_u64());
+        match at {
+            (Some(run), Some(seq)) if e["type"] == "event" => (run.to_owned(), seq),
+            _ => panic!("expected an event, got {e}"),
         }
     }
 

@@ -179,68 +179,41 @@ async fn wait_unstalled(faults: &mut watch::Receiver<Faults>) {
     let _ = faults.wait_for(|f| !f.stalled).await;
 }
 
-/// The control API.
+/// What a control route does to the faults.
+type Switch = fn(&mut Faults);
+
+/// The control routes that switch faults, and what each one does.
+const SWITCHES: [(&str, Switch); 7] = [
+    ("/stall", |f| f.stalled = true),
+    ("/unstall", |f| f.stalled = false),
+    ("/refuse", |f| f.refuse = true),
+    ("/accept", |f| f.refuse = false),
+    ("/refuse-ws", |f| f.refuse_ws = true),
+    ("/allow-ws", |f| f.refuse_ws = false),
+    ("/reset", |f| *f = Faults::default()),
+];
+
+/// The control API: `POST` one of [`SWITCHES`] or `/cut`, `GET /stats`; a switch answers with
+/// the stats.
 pub fn control(proxy: Arc<Proxy>) -> Router {
     fn ok(proxy: &Proxy) -> Response {
         axum::Json(proxy.stats()).into_response()
     }
-    Router::new()
-        .route(
-            "/cut",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                let cut = p.cut();
-                axum::Json(serde_json::json!({ "cut": cut })).into_response()
-            }),
-        )
-        .route(
-            "/stall",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.stalled = true);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/unstall",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.stalled = false);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/refuse",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.refuse = true);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/accept",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.refuse = false);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/refuse-ws",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.refuse_ws = true);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/allow-ws",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| f.refuse_ws = false);
-                ok(&p)
-            }),
-        )
-        .route(
-            "/reset",
-            post(|State(p): State<Arc<Proxy>>| async move {
-                p.set(|f| *f = Faults::default());
-                ok(&p)
-            }),
-        )
+    let mut router = Router::new().route(
+        "/cut",
+        post(|State(p): State<Arc<Proxy>>| async move {
+            let cut = p.cut();
+            axum::Json(serde_json::json!({ "cut": cut })).into_response()
+        }),
+    );
+    for (path, switch) in SWITCHES {
+        let set = move |State(p): State<Arc<Proxy>>| async move {
+            p.set(switch);
+            ok(&p)
+        };
+        router = router.route(path, post(set));
+    }
+    router
         .route(
             "/stats",
             get(|State(p): State<Arc<Proxy>>| async move { ok(&p) }),
@@ -336,6 +309,45 @@ mod tests {
         assert!(answer.starts_with(b"GET /v1/runs"), "plain HTTP passes");
         assert_eq!(proxy.stats()["ws_refused"], 1);
         assert_eq!(proxy.stats()["refused"], 1);
+    }
+
+    /// Each control route switches its fault and answers with the stats.
+    #[tokio::test]
+    async fn control_routes_switch_faults() {
+        let (proxy, _) = start().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let control_addr = listener.local_addr().unwrap();
+        let api = control(proxy.clone());
+        tokio::spawn(async move { axum::serve(listener, api).await });
+        let post = |path: &'static str| async move {
+            let mut s = TcpStream::connect(control_addr).await.unwrap();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            s.read_to_end(&mut answer).await.unwrap();
+            String::from_utf8(answer).unwrap()
+        };
+        let faults = || {
+            let f = proxy.faults.borrow();
+            (f.stalled, f.refuse, f.refuse_ws)
+        };
+        for (path, after) in [
+            ("/stall", (true, false, false)),
+            ("/refuse", (true, true, false)),
+            ("/refuse-ws", (true, true, true)),
+            ("/unstall", (false, true, true)),
+            ("/accept", (false, false, true)),
+            ("/allow-ws", (false, false, false)),
+            ("/refuse", (false, true, false)),
+            ("/reset", (false, false, false)),
+        ] {
+            let answer = post(path).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+            assert!(answer.contains("\"accepted\""), "{path}: {answer}");
+            assert_eq!(faults(), after, "{path}");
+        }
     }
 
     #[test]

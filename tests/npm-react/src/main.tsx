@@ -2,6 +2,7 @@ import { StrictMode, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { RunwireClient } from "runwire";
 import { useConnectionState, useRun } from "runwire/react";
+import { RunSection } from "../../pkg/shared/run-section.jsx";
 
 const client = new RunwireClient({
   url: `ws://${location.host}/v1/ws`,
@@ -9,22 +10,7 @@ const client = new RunwireClient({
 });
 
 function Run({ runId }: { runId: string }) {
-  const { state, events, connection, error, ended } = useRun(client, runId);
-  return (
-    <section id="run" data-run={runId}>
-      <p id="connection">{connection}</p>
-      <p id="status">{state?.status ?? "none"}</p>
-      <p id="ended">{ended ?? ""}</p>
-      <p id="error">{error?.code ?? ""}</p>
-      <ol id="events">
-        {events.map((ev) => (
-          <li key={ev.seq} data-seq={ev.seq} data-run={ev.run}>
-            {ev.event}
-          </li>
-        ))}
-      </ol>
-    </section>
-  );
+  return <RunSection runId={runId} run={useRun(client, runId)} />;
 }
 
 function Header() {

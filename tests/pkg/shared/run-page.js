@@ -1,8 +1,20 @@
-// The page the bundler tests share (webpack, Vite build and dev server, the import-map page):
-// the plain client, no framework. It follows `?run=` from the relay at `?relay=` (default: the
-// page's own origin) and shows the run as tests/e2e's apps do: #connection, #status, #ended,
-// #error and one `#events li` per event.
+// The page the bundler tests share (webpack, Vite 5 and 6 build and dev server, the import-map
+// page): the plain client, no framework. It follows `?run=` from the relay at `?relay=` (default:
+// the page's own origin) and shows the run as tests/e2e's apps do: #connection, #status, #ended,
+// #error and one `#events li` per event, in markup of its own, so that each app's index.html only
+// loads this script its own way.
 import { RunwireClient } from "runwire";
+
+document.body.insertAdjacentHTML(
+  "beforeend",
+  `<section id="run">
+    <p id="connection"></p>
+    <p id="status">none</p>
+    <p id="ended"></p>
+    <p id="error"></p>
+    <ol id="events"></ol>
+  </section>`,
+);
 
 const params = new URLSearchParams(location.search);
 const relay = new URL(params.get("relay") ?? location.origin);

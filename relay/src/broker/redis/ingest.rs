@@ -103,15 +103,41 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
+/// The mapping of messages in the shapes of the systems runwire replaces, which ingest tries
+/// before its own (`None`: not such a message). The app builds it from the compatibility layers
+/// that are on; ingest knows none of them. The default maps nothing.
+#[derive(Clone, Default)]
+pub struct ForeignMessages(Option<Arc<MapFn>>);
+
+type MapFn = dyn Fn(&Value) -> Option<NewEvent> + Send + Sync;
+
+impl ForeignMessages {
+    /// A mapping that tries `map` first.
+    pub fn new(map: impl Fn(&Value) -> Option<NewEvent> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(map)))
+    }
+
+    /// The event `value` maps to, if it is such a message.
+    pub fn map(&self, value: &Value) -> Option<NewEvent> {
+        self.0.as_ref().and_then(|map| map(value))
+    }
+}
+
+impl std::fmt::Debug for ForeignMessages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = if self.0.is_some() { "on" } else { "none" };
+        f.debug_tuple("ForeignMessages").field(&what).finish()
+    }
+}
+
 /// Maps one message's payload to a run event (see the module docs). Never fails: what does not
-/// fit is carried as a `custom` event. A message in the shape of a compatibility layer that is on
-/// is mapped by that layer first.
-pub fn map_payload(payload: &[u8], compat: crate::compat::Layers) -> NewEvent {
+/// fit is carried as a `custom` event. A message that `foreign` maps is mapped by it first.
+pub fn map_payload(payload: &[u8], foreign: &ForeignMessages) -> NewEvent {
     let value = match serde_json::from_slice::<Value>(payload) {
         Ok(v) => v,
         Err(_) => Value::String(String::from_utf8_lossy(payload).into_owned()),
     };
-    if let Some(ev) = crate::compat::map_message(compat, &value) {
+    if let Some(ev) = foreign.map(&value) {
         return ev;
     }
     if let Value::Object(obj) = &value {
@@ -303,7 +329,7 @@ pub(super) async fn ingest_loop(
                 shared.stats.ingest_dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            let event = map_payload(&msg.payload, shared.config.compat);
+            let event = map_payload(&msg.payload, &shared.config.foreign_messages);
             match runs.iter_mut().find(|(r, ..)| &**r == run) {
                 Some((_, events, ids)) => {
                     events.push(event);
@@ -347,9 +373,8 @@ pub(super) async fn ingest_loop(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::compat::{Layer, Layers};
     use serde_json::json;
 
     #[test]
@@ -526,6 +551,12 @@ mod tests {
     /// Random patterns, channel names and payloads (any bytes, any characters): nothing panics.
     #[test]
     fn random_channels_and_payloads_never_panic() {
+        random_channels_and_payloads(&ForeignMessages::default());
+    }
+
+    /// Maps random patterns, channel names and payloads with ingest's mapping, `foreign` tried
+    /// first; it must never panic, and a payload always becomes an event.
+    pub(crate) fn random_channels_and_payloads(foreign: &ForeignMessages) {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move || {
             seed ^= seed << 13;
@@ -536,12 +567,6 @@ mod tests {
         let pieces = [
             "*", "?", "a", ":", "-", "{", "}", "é", "€", "😀", "\u{0}", "\n", "\"", "[", "\\",
         ];
-        let every_layer = Layers::of(&[
-            Layer::WsRelay,
-            Layer::EventBroadcaster,
-            Layer::SocketioGateway,
-            Layer::SseStream,
-        ]);
         for _ in 0..20_000 {
             let word = |next: &mut dyn FnMut() -> u64, max: u64| -> String {
                 (0..next() % max)
@@ -555,26 +580,23 @@ mod tests {
             let _ = check_pattern(&pattern);
             let payload: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
             let text = word(&mut next, 40);
-            // With no layer on, and with every replaced system's mapping consulted as well.
-            for layers in [Layers::default(), every_layer] {
-                let ev = map_payload(&payload, layers);
-                assert!(!ev.name().is_empty());
-                let _ = map_payload(text.as_bytes(), layers);
-                let _ = map_payload(
-                    format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes(),
-                    layers,
-                );
-                let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes(), layers);
-                let _ = map_payload(
-                    format!(r#"{{"type":"node","status":"{text}"}}"#).as_bytes(),
-                    layers,
-                );
-            }
+            let ev = map_payload(&payload, foreign);
+            assert!(!ev.name().is_empty());
+            let _ = map_payload(text.as_bytes(), foreign);
+            let _ = map_payload(
+                format!(r#"{{"event":"{text}","data":{{}}}}"#).as_bytes(),
+                foreign,
+            );
+            let _ = map_payload(format!(r#"{{"status":"{text}"}}"#).as_bytes(), foreign);
+            let _ = map_payload(
+                format!(r#"{{"type":"node","status":"{text}"}}"#).as_bytes(),
+                foreign,
+            );
         }
     }
 
     fn mapped(payload: &Value) -> (String, Value) {
-        let ev = map_payload(payload.to_string().as_bytes(), Default::default());
+        let ev = map_payload(payload.to_string().as_bytes(), &ForeignMessages::default());
         (ev.name().to_owned(), ev.data)
     }
 
@@ -634,7 +656,7 @@ mod tests {
     #[test]
     fn carries_anything_else_as_custom() {
         assert_eq!(mapped(&json!([1, 2])), (CUSTOM_EVENT.into(), json!([1, 2])));
-        let ev = map_payload(b"plain text", Default::default());
+        let ev = map_payload(b"plain text", &ForeignMessages::default());
         assert_eq!(ev.name(), CUSTOM_EVENT);
         assert_eq!(ev.data, json!("plain text"));
     }

@@ -1,1 +1,0 @@
-import "../shared/run-page.js";
