@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use runwire_protocol::token::{self, Claims, LEEWAY_SECS, Scope};
+use runwire_protocol::token::{self, Claims, LEEWAY_SECS, Scope, TokenError};
 
 use crate::error::AuthError;
 use crate::metrics::Metrics;
@@ -63,14 +63,21 @@ impl Clock {
     }
 }
 
+/// Keys or formats a token is tried with after the relay's secret refused it: verification-only
+/// secrets and replaced systems' token formats (`compat::TokenKeys`).
+pub trait OtherKeys: Send + Sync + std::fmt::Debug {
+    /// The claims of `token`, or the most telling refusal, `first` (the secret's) included.
+    fn verify(&self, token: &str, now: u64, first: TokenError) -> Result<Claims, TokenError>;
+}
+
 /// Verifies tokens with the relay's secret and counts refusals.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     secret: Arc<[u8]>,
     clock: Clock,
     metrics: Arc<Metrics>,
-    /// Verification-only secrets and the compatibility layers' token formats.
-    compat: crate::compat::TokenKeys,
+    /// Tried when the secret refuses a token.
+    others: Option<Arc<dyn OtherKeys>>,
 }
 
 impl Verifier {
@@ -80,13 +87,13 @@ impl Verifier {
             secret: secret.into(),
             clock,
             metrics,
-            compat: crate::compat::TokenKeys::default(),
+            others: None,
         }
     }
 
     /// Also accepts tokens signed with further secrets, or in a replaced system's format.
-    pub fn with_compat(mut self, keys: crate::compat::TokenKeys) -> Self {
-        self.compat = keys;
+    pub fn with_compat(mut self, keys: impl OtherKeys + 'static) -> Self {
+        self.others = Some(Arc::new(keys));
         self
     }
 
@@ -122,8 +129,10 @@ impl Verifier {
     ) -> Result<Claims, AuthError> {
         let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
         let now = self.clock.unix_secs();
-        let claims = token::verify(token, &self.secret, now)
-            .or_else(|e| self.compat.verify(token, now, e))?;
+        let claims = token::verify(token, &self.secret, now).or_else(|e| match &self.others {
+            Some(others) => others.verify(token, now, e),
+            None => Err(e),
+        })?;
         if claims.scope != scope {
             return Err(AuthError::WrongScope);
         }

@@ -10,7 +10,11 @@
 //! - [`transport`]: WebSocket (`/v1/ws`, `/ws/executions`), SSE, and the HTTP API; the
 //!   subscription rules they share in [`transport::subscription`].
 //! - [`compat`]: `--compat` layers for the systems runwire replaces (their messages, tokens and
-//!   browser endpoints), translated at the edges.
+//!   browser endpoints), translated at the edges. It sits above the transports and plugs into
+//!   the layers below through hooks ([`auth::OtherKeys`], [`transport::http::OtherBodies`], the
+//!   broker's foreign-message mapping, routes added by [`app`]); of the modules below it, only
+//!   [`config`] (the `--compat` flags and their checks) and [`state`]'s constructor, which
+//!   installs those hooks, name it.
 //! - [`demo`]: simulated workflow runs for `runwire demo`, with their own bookkeeping.
 //! - [`config`]: `runwire serve` flags and their validation.
 //! - [`auth`]: token verification and the clock it uses.
@@ -54,7 +58,10 @@ pub fn app(state: AppState) -> Router {
 
 /// The router, with the demo's routes when there is a demo.
 fn router(state: AppState, demo: Option<Arc<demo::Demo>>) -> Router {
-    transport::router(state, demo.map_or_else(Router::new, demo::routes))
+    let app_routes = demo.map_or_else(Router::new, demo::routes);
+    transport::router(state.clone(), |router| {
+        compat::mount(router.merge(app_routes), &state)
+    })
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops accepting, tells every

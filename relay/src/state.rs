@@ -15,6 +15,7 @@ use crate::compat;
 use crate::config::{Config, ConfigError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::transport::http::OtherBodies;
 
 /// Everything a request handler needs; cheap to clone.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct Shared {
     pub hub: Arc<Hub>,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// Publish bodies in a replaced system's shape, when a compatibility layer takes them.
+    pub other_bodies: Option<Box<dyn OtherBodies>>,
     shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
 }
@@ -76,7 +79,9 @@ impl AppState {
     ) -> Result<Self, ConfigError> {
         let verifier = Verifier::new(config.validate()?, clock, metrics.clone())
             .with_compat(compat::token_keys(&config));
+        let other_bodies = compat::other_bodies(&config);
         Ok(Self(Arc::new(Shared {
+            other_bodies,
             config,
             verifier,
             broker,

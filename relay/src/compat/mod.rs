@@ -39,6 +39,7 @@ use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
 use serde_json::{Map, Value};
 
+use crate::auth::OtherKeys;
 use crate::broker::redis::RedisConfig;
 use crate::broker::redis::ingest::{CUSTOM_EVENT, ForeignMessages};
 use crate::broker::{Event, NewEvent};
@@ -47,7 +48,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
-use crate::transport::http::MAX_EVENTS_PER_PUBLISH;
+use crate::transport::http::{MAX_EVENTS_PER_PUBLISH, OtherBodies};
 use crate::transport::subscription::{Emit, NeedsResync, Subscription};
 use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
@@ -292,10 +293,10 @@ pub fn token_keys(config: &Config) -> TokenKeys {
     keys
 }
 
-impl TokenKeys {
+impl OtherKeys for TokenKeys {
     /// Tries `token` with these keys after the signing secret refused it with `first`; the most
     /// telling refusal wins (a valid signature on an expired token says "expired").
-    pub fn verify(&self, token: &str, now: u64, first: TokenError) -> Result<Claims, TokenError> {
+    fn verify(&self, token: &str, now: u64, first: TokenError) -> Result<Claims, TokenError> {
         fn rank(e: TokenError) -> u8 {
             match e {
                 TokenError::Malformed => 0,
@@ -431,6 +432,18 @@ pub fn map_message(layers: Layers, value: &Value) -> Option<NewEvent> {
             Layer::SocketioGateway => socketio_gateway::map_message(value),
             Layer::SseStream => sse_stream::map_message(value),
         })
+}
+
+/// The publish bodies of `config`'s layers, if any takes them (see [`parse_publish`]).
+pub fn other_bodies(config: &Config) -> Option<Box<dyn OtherBodies>> {
+    let layers = Layers::of(&config.compat);
+    (!layers.is_empty()).then(|| Box::new(layers) as Box<dyn OtherBodies>)
+}
+
+impl OtherBodies for Layers {
+    fn parse(&self, body: &[u8]) -> Option<Result<Vec<NewEvent>, ApiError>> {
+        parse_publish(*self, body)
+    }
 }
 
 /// `POST /v1/runs/{run}/events` with a body in a replaced system's shape: `None` when the body is

@@ -80,6 +80,13 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<NewEvent>, ApiError> {
         .collect()
 }
 
+/// Publish bodies in shapes other than runwire's: a replaced system's (`compat`).
+pub trait OtherBodies: Send + Sync + std::fmt::Debug {
+    /// `None` when `body` is in none of these shapes (runwire's own rules apply), else its
+    /// events, or why they are refused.
+    fn parse(&self, body: &[u8]) -> Option<Result<Vec<NewEvent>, ApiError>>;
+}
+
 /// `POST /v1/runs/{run}/events`.
 pub async fn publish(
     State(state): State<AppState>,
@@ -106,8 +113,8 @@ pub async fn publish(
                     ApiError::bad_request("invalid_body", format!("could not read the body: {e}"))
                 }
             })?;
-        let compat = crate::compat::Layers::of(&state.config.compat);
-        let events = match crate::compat::parse_publish(compat, &body) {
+        let other = state.other_bodies.as_ref().and_then(|o| o.parse(&body));
+        let events = match other {
             Some(events) => events?,
             None => parse_events(&body)?,
         };

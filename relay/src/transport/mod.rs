@@ -52,8 +52,12 @@ pub fn origin_allowed(config: &crate::config::Config, headers: &HeaderMap) -> bo
     }
 }
 
-/// Every route of the relay, with `app_routes` (the demo's, say) merged in.
-pub fn router(state: AppState, app_routes: Router<AppState>) -> Router {
+/// Every route of the relay, with what `extend` adds (the demo's routes, the compatibility
+/// layers' endpoints) before the static files and CORS.
+pub fn router(
+    state: AppState,
+    extend: impl FnOnce(Router<AppState>) -> Router<AppState>,
+) -> Router {
     let mut router = Router::new()
         .route("/health", get(http::health))
         .route("/ready", get(http::ready))
@@ -67,8 +71,7 @@ pub fn router(state: AppState, app_routes: Router<AppState>) -> Router {
     if state.config.metrics_addr.is_none() {
         router = router.route("/metrics", get(http::metrics));
     }
-    router = router.merge(app_routes);
-    router = crate::compat::mount(router, &state);
+    router = extend(router);
     router = match files::web_dir(&state.config) {
         Some(dir) => router.merge(files::routes(dir)),
         None => router.route("/", get(http::index)),
