@@ -136,6 +136,31 @@ impl Subscription {
         Ok(())
     }
 
+    /// How many of `events` (consecutive events of the run), from the first, are simply the next
+    /// ones to send: in this epoch, each one seq above the one before, none ending the run. What
+    /// [`Subscription::on_event`] would send as they are, without a check of its own; anything
+    /// else goes through it.
+    pub fn in_order(&self, events: &[Arc<Event>]) -> usize {
+        if self.ended {
+            return 0;
+        }
+        let mut next = self.last_seq + 1;
+        events
+            .iter()
+            .take_while(|ev| {
+                let fits = ev.seq == next && !ev.terminal && ev.epoch == self.epoch;
+                next += 1;
+                fits
+            })
+            .count()
+    }
+
+    /// `ev`, the last of the events [`Subscription::in_order`] counted, was sent with the ones
+    /// before it.
+    pub fn sent(&mut self, ev: &Event) {
+        self.last_seq = ev.seq;
+    }
+
     /// A live event from the hub.
     pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Emit>) -> Result<(), NeedsResync> {
         if self.ended {
@@ -340,6 +365,39 @@ mod tests {
         assert_eq!(seqs(&out), [3, 4]);
         assert!(same_epoch(None, "x") && same_epoch(Some(""), "x"));
         assert!(same_epoch(Some("x"), "x") && !same_epoch(Some("y"), "x"));
+    }
+
+    #[test]
+    fn in_order_counts_what_on_event_would_send_as_is() {
+        let run: RunId = "r".into();
+        let mut f = Subscription::default();
+        let mut out = Vec::new();
+        f.on_snapshot(
+            &run,
+            snap("e", 2, Replay::NotAsked),
+            None,
+            None,
+            true,
+            &mut out,
+        );
+        let batch = [
+            ev("e", 3, "log"),
+            ev("e", 4, "log"),
+            ev("e", 5, "run.completed"),
+        ];
+        // The terminal event is left to `on_event`, which ends the subscription.
+        assert_eq!(f.in_order(&batch), 2);
+        // Already sent, a gap, another epoch: none.
+        assert_eq!(f.in_order(&[ev("e", 2, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("e", 4, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("x", 3, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("e", 3, "log"), ev("e", 5, "log")]), 1);
+        f.sent(&batch[1]);
+        assert_eq!(f.last_seq(), 4);
+        // What follows is checked as before.
+        f.on_event(&batch[2], &mut out).unwrap();
+        assert!(matches!(out.last(), Some(Emit::End(EndReason::Completed))));
+        assert_eq!(f.in_order(&[ev("e", 6, "log")]), 0);
     }
 
     #[test]
