@@ -530,6 +530,40 @@ mod tests {
         assert!(got[4..].iter().all(|&b| b == 7));
     }
 
+    /// A write the socket takes only in part leaves the rest pending rather than split between
+    /// calls, and a direct write waits until nothing is pending: frames never interleave.
+    #[tokio::test]
+    async fn writes_are_whole_and_direct_writes_wait_for_pending_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (slot, _) = slots(4).admit().unwrap();
+        let mut held = Held::new(stream, slot);
+        let socket = held.socket.clone();
+        // Far more than a fresh loopback socket takes at once.
+        let big = vec![1u8; 16 * 1024 * 1024];
+        let n = std::future::poll_fn(|cx| Pin::new(&mut held).poll_write(cx, &big))
+            .await
+            .unwrap();
+        assert_eq!(n, big.len(), "taken whole");
+        assert!(socket.pending_len() > 0);
+        assert_eq!(socket.try_send(b"x"), DirectWrite::Refused);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 16 * 1024 * 1024 + 2];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        held.flush().await.unwrap();
+        assert_eq!(socket.pending_len(), 0);
+        assert_eq!(socket.try_send(b"xy"), DirectWrite::Sent);
+        let got = reader.await.unwrap();
+        assert!(got[..big.len()].iter().all(|&b| b == 1));
+        assert_eq!(&got[big.len()..], b"xy");
+    }
+
     #[test]
     fn at_the_cap_the_oldest_unserved_connection_makes_room() {
         let s = slots(2);
