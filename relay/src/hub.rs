@@ -28,7 +28,7 @@ use crate::event::{Event, RunId};
 use crate::metrics::Metrics;
 use crate::sync::lock;
 use crate::transport::listener::{DirectWrite, Socket};
-use crate::transport::subscription::Subscription;
+use crate::transport::subscription::Subscriptions;
 
 /// What the hub puts in a connection's queue.
 #[derive(Debug, Clone)]
@@ -78,7 +78,7 @@ struct Inner {
     /// is what a batch of one looks like).
     batch: bool,
     /// Where each of the connection's subscriptions is in its run (WebSocket connections).
-    subs: HashMap<RunId, Subscription>,
+    subs: Subscriptions,
 }
 
 impl Inner {
@@ -261,7 +261,7 @@ impl Wire {
 pub struct Subs<'a>(MutexGuard<'a, Inner>);
 
 impl Deref for Subs<'_> {
-    type Target = HashMap<RunId, Subscription>;
+    type Target = Subscriptions;
 
     fn deref(&self) -> &Self::Target {
         &self.0.subs
@@ -390,7 +390,7 @@ impl Drop for Inbox {
         inner.parked = false;
         // The socket closes with the connection, not when the last handle leaves the hub.
         inner.socket = None;
-        inner.subs = HashMap::new();
+        inner.subs = Subscriptions::Empty;
     }
 }
 
@@ -501,6 +501,7 @@ impl Hub {
 mod tests {
     use super::*;
     use crate::event::{NewEvent, now_ts};
+    use crate::transport::subscription::Subscription;
 
     fn event(run: &str, seq: u64) -> Arc<Event> {
         let ne = NewEvent::parse("log", serde_json::json!({"level":"info","message":"m"})).unwrap();
@@ -627,7 +628,7 @@ mod tests {
         assert!(wait_once(&mut rx).is_pending());
         hub.deliver_all(&[e2.clone(), e3.clone()]);
         assert!(rx.try_recv().is_none());
-        assert_eq!(rx.subs()["r"].last_seq(), 3);
+        assert_eq!(rx.subs().get("r").unwrap().last_seq(), 3);
         assert_eq!(metrics.events_delivered.get(), 2);
         assert_eq!(metrics.delivery_latency.count(), 2);
         let expected = [frame(&e2), frame(&e3)].concat();
@@ -648,7 +649,7 @@ mod tests {
         rx.hold();
         hub.deliver(&sized("r", 4, 10));
         assert!(matches!(rx.try_recv(), Some(Outbound::Event(e)) if e.seq == 4));
-        assert_eq!(rx.subs()["r"].last_seq(), 3);
+        assert_eq!(rx.subs().get("r").unwrap().last_seq(), 3);
         let mut scratch = [0u8; 16];
         assert_eq!(
             peer.try_read(&mut scratch).unwrap_err().kind(),
@@ -671,7 +672,7 @@ mod tests {
         assert!(wait_once(&mut rx).is_pending());
         hub.deliver_all(&events);
         // Sent, as far as the subscription goes; the rest is the connection's to write.
-        assert_eq!(rx.subs()["r"].last_seq(), 256);
+        assert_eq!(rx.subs().get("r").unwrap().last_seq(), 256);
         assert!(socket.pending_len() > 0);
         assert!(matches!(wait_once(&mut rx), Poll::Ready(Next::Flush)));
         // Nothing more goes directly while bytes are pending.

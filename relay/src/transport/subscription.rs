@@ -5,6 +5,7 @@
 //! Logic only: the transports own the writes, and the broker calls but for the snapshot of a
 //! resync ([`Subscription::resync`]), which every transport takes the same way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use runwire_protocol::{EndReason, RunStatus, ServerFrame};
@@ -186,6 +187,105 @@ impl Subscription {
             out.push(Emit::End(reason));
         }
         Ok(())
+    }
+}
+
+/// A connection's subscriptions by run.
+///
+/// Most connections follow one run, so one subscription is held inline: a hash table for it
+/// would cost its own allocation (over 200 bytes) on every such connection, and a hash per live
+/// event. More go to a `HashMap` (bounded by `--max-subscriptions`).
+#[derive(Debug, Default)]
+pub enum Subscriptions {
+    /// None.
+    #[default]
+    Empty,
+    /// Exactly one.
+    One(RunId, Subscription),
+    /// Any number.
+    Many(HashMap<RunId, Subscription>),
+}
+
+impl Subscriptions {
+    /// How many.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(..) => 1,
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The run's subscription and the run's id as stored.
+    pub fn get_key_value(&self, run: &str) -> Option<(&RunId, &Subscription)> {
+        match self {
+            Self::One(key, sub) if **key == *run => Some((key, sub)),
+            Self::Many(map) => map.get_key_value(run),
+            _ => None,
+        }
+    }
+
+    /// The run's subscription.
+    pub fn get(&self, run: &str) -> Option<&Subscription> {
+        self.get_key_value(run).map(|(_, sub)| sub)
+    }
+
+    /// The run's subscription, to change.
+    pub fn get_mut(&mut self, run: &str) -> Option<&mut Subscription> {
+        match self {
+            Self::One(key, sub) if **key == *run => Some(sub),
+            Self::Many(map) => map.get_mut(run),
+            _ => None,
+        }
+    }
+
+    /// Sets the run's subscription, replacing the one it had.
+    pub fn insert(&mut self, run: RunId, sub: Subscription) {
+        match self {
+            Self::Empty => *self = Self::One(run, sub),
+            Self::One(key, old) if *key == run => *old = sub,
+            Self::One(..) => {
+                let Self::One(key, old) = std::mem::take(self) else {
+                    unreachable!("matched above");
+                };
+                *self = Self::Many(HashMap::from([(key, old), (run, sub)]));
+            }
+            Self::Many(map) => {
+                map.insert(run, sub);
+            }
+        }
+    }
+
+    /// Removes the run's subscription, returning it with the run's id as stored.
+    pub fn remove_entry(&mut self, run: &str) -> Option<(RunId, Subscription)> {
+        match self {
+            Self::One(key, _) if **key == *run => match std::mem::take(self) {
+                Self::One(key, sub) => Some((key, sub)),
+                _ => unreachable!("matched above"),
+            },
+            Self::Many(map) => map.remove_entry(run),
+            _ => None,
+        }
+    }
+
+    /// Removes the run's subscription.
+    pub fn remove(&mut self, run: &str) -> Option<Subscription> {
+        self.remove_entry(run).map(|(_, sub)| sub)
+    }
+
+    /// The runs.
+    pub fn keys(&self) -> impl Iterator<Item = &RunId> {
+        let (one, many) = match self {
+            Self::Empty => (None, None),
+            Self::One(key, _) => (Some(key), None),
+            Self::Many(map) => (None, Some(map.keys())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
@@ -398,6 +498,31 @@ mod tests {
         f.on_event(&batch[2], &mut out).unwrap();
         assert!(matches!(out.last(), Some(Emit::End(EndReason::Completed))));
         assert_eq!(f.in_order(&[ev("e", 6, "log")]), 0);
+    }
+
+    #[test]
+    fn one_subscription_inline_more_in_a_map() {
+        let mut subs = Subscriptions::default();
+        assert!(subs.is_empty() && subs.get("a").is_none());
+        subs.insert("a".into(), Subscription::default());
+        assert!(matches!(subs, Subscriptions::One(..)));
+        subs.get_mut("a").unwrap().sent(&ev("e", 1, "log"));
+        assert_eq!(subs.get("a").unwrap().last_seq(), 1);
+        // Replaced in place.
+        subs.insert("a".into(), Subscription::default());
+        assert_eq!((subs.len(), subs.get("a").unwrap().last_seq()), (1, 0));
+        subs.insert("b".into(), Subscription::default());
+        assert!(matches!(subs, Subscriptions::Many(_)));
+        let mut runs: Vec<&str> = subs.keys().map(|run| &**run).collect();
+        runs.sort_unstable();
+        assert_eq!(runs, ["a", "b"]);
+        assert_eq!(subs.remove_entry("a").map(|(run, _)| run), Some("a".into()));
+        assert!(subs.remove("a").is_none() && subs.get_key_value("b").is_some());
+        assert_eq!(subs.len(), 1);
+        let mut one = Subscriptions::default();
+        one.insert("x".into(), Subscription::default());
+        assert!(one.remove("y").is_none());
+        assert!(one.remove("x").is_some() && one.is_empty() && one.keys().next().is_none());
     }
 
     #[test]

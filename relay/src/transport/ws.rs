@@ -274,9 +274,8 @@ where
                 .await;
                 tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
             }
-            let runs: Vec<RunId> = std::mem::take(&mut *self.inbox.subs())
-                .into_keys()
-                .collect();
+            let subs = std::mem::take(&mut *self.inbox.subs());
+            let runs: Vec<RunId> = subs.keys().cloned().collect();
             for run in runs {
                 self.release(&run);
             }
