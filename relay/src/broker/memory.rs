@@ -270,9 +270,7 @@ impl MemoryBroker {
                 let old = e.history.pop_front().expect("non-empty");
                 e.history_bytes -= old.frame.len();
             }
-            for ev in &out {
-                self.hub.deliver(ev);
-            }
+            self.hub.deliver_all(&out);
             let finished = out.last().is_some_and(|ev| ev.terminal).then(Instant::now);
             e.finished_at = finished;
             drop(e);

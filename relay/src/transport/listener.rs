@@ -151,6 +151,119 @@ impl Drop for Slot {
 /// Bytes of writes gathered before they go to the socket; a flush writes them out sooner.
 const WRITE_BUFFER: usize = 8 * 1024;
 
+/// A connection's TCP socket and what was written to it but not sent yet, shared by the task that
+/// serves the connection and by whoever writes a live event to it directly (the hub, for a
+/// WebSocket whose task waits with nothing of its own to write: see `hub`).
+///
+/// Writes are whole: every write either leaves nothing behind or leaves its unsent part in
+/// `pending`, so a direct write, which only happens while `pending` is empty, never lands in the
+/// middle of another frame.
+#[derive(Debug)]
+pub struct Socket {
+    stream: TcpStream,
+    /// Written, not yet sent. Empty, and unallocated, between bursts.
+    pending: Mutex<Vec<u8>>,
+}
+
+/// What [`Socket::try_send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirectWrite {
+    /// All of it went to the socket.
+    Sent,
+    /// Part went to the socket and the rest waits in the socket's pending bytes: whoever serves
+    /// the connection must flush it (within its write timeout).
+    Partial,
+    /// Nothing was written: the socket is busy (bytes pending, a write in progress) or full, or
+    /// failed. The caller queues the data for the connection's task instead.
+    Refused,
+}
+
+impl Socket {
+    /// A socket with nothing pending.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Bytes pending, for tests.
+    #[cfg(test)]
+    pub(crate) fn pending_len(&self) -> usize {
+        self.lock_pending().len()
+    }
+
+    /// Sends what is pending, as the connection's flush does, for tests.
+    #[cfg(test)]
+    pub(crate) async fn send_pending(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_send_pending(cx, &mut self.lock_pending())).await
+    }
+
+    /// Writes `bytes` now, without waiting, if nothing else is pending or being written.
+    pub fn try_send(&self, bytes: &[u8]) -> DirectWrite {
+        let Ok(mut pending) = self.pending.try_lock() else {
+            return DirectWrite::Refused;
+        };
+        if !pending.is_empty() {
+            return DirectWrite::Refused;
+        }
+        match self.stream.try_write(bytes) {
+            Ok(n) if n == bytes.len() => DirectWrite::Sent,
+            Ok(0) | Err(_) => DirectWrite::Refused,
+            Ok(n) => {
+                pending.extend_from_slice(&bytes[n..]);
+                DirectWrite::Partial
+            }
+        }
+    }
+
+    /// Writes to the socket once it is ready.
+    fn poll_write_now(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    /// Sends what is pending; ready once all of it went out.
+    fn poll_send_pending(
+        &self,
+        cx: &mut Context<'_>,
+        pending: &mut Vec<u8>,
+    ) -> Poll<io::Result<()>> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match self.poll_write_now(cx, &pending[sent..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => sent += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        if sent == pending.len() {
+            *pending = Vec::new();
+        } else {
+            pending.drain(..sent);
+        }
+        result
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The socket of a request's connection, in the request's extensions: a WebSocket upgraded from
+/// it writes live events to it directly.
+#[derive(Debug, Clone)]
+pub struct SocketHandle(pub Arc<Socket>);
+
 /// A socket that holds its connection's slot, through an upgrade to a WebSocket too.
 ///
 /// It also gathers writes until a flush (or [`WRITE_BUFFER`] bytes), so that a burst of small
@@ -160,83 +273,78 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// lifetime).
 #[derive(Debug)]
 struct Held {
-    stream: TcpStream,
+    socket: Arc<Socket>,
     _slot: Slot,
-    /// Written, not yet sent. Empty, and unallocated, between bursts.
-    pending: Vec<u8>,
 }
 
 impl Held {
     fn new(stream: TcpStream, slot: Slot) -> Self {
         Self {
-            stream,
+            socket: Arc::new(Socket::new(stream)),
             _slot: slot,
-            pending: Vec::new(),
         }
-    }
-
-    /// Sends what is pending; ready once all of it went out.
-    fn poll_send_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.pending.len() {
-                break Poll::Ready(Ok(()));
-            }
-            match Pin::new(&mut self.stream).poll_write(cx, &self.pending[sent..]) {
-                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => sent += n,
-                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
-                Poll::Pending => break Poll::Pending,
-            }
-        };
-        if sent == self.pending.len() {
-            self.pending = Vec::new();
-        } else {
-            self.pending.drain(..sent);
-        }
-        result
     }
 }
 
 impl AsyncRead for Held {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let stream = &self.socket.stream;
+        loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
 impl AsyncWrite for Held {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if this.pending.len() + buf.len() > WRITE_BUFFER {
-            std::task::ready!(this.poll_send_pending(cx))?;
+        let socket = &*self.socket;
+        let mut pending = socket.lock_pending();
+        if pending.len() + buf.len() > WRITE_BUFFER {
+            std::task::ready!(socket.poll_send_pending(cx, &mut pending))?;
             if buf.len() >= WRITE_BUFFER {
-                return Pin::new(&mut this.stream).poll_write(cx, buf);
+                // Whatever the socket does not take at once waits in `pending`: a write is whole.
+                let sent = match socket.poll_write_now(cx, buf) {
+                    Poll::Ready(Ok(n)) => n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => 0,
+                };
+                pending.extend_from_slice(&buf[sent..]);
+                return Poll::Ready(Ok(buf.len()));
             }
         }
-        if this.pending.capacity() == 0 {
+        if pending.capacity() == 0 {
             // Room for a few small frames at once; a burst grows it by doubling.
-            this.pending.reserve(buf.len().max(512));
+            pending.reserve(buf.len().max(512));
         }
-        this.pending.extend_from_slice(buf);
+        pending.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.stream).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let socket = &*self.socket;
+        socket.poll_send_pending(cx, &mut socket.lock_pending())
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_send_pending(cx))?;
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let socket = &*self.socket;
+        std::task::ready!(socket.poll_send_pending(cx, &mut socket.lock_pending()))?;
+        Poll::Ready(socket2::SockRef::from(&socket.stream).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -291,14 +399,17 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
             continue;
         };
         let id = slot.id;
-        let io = TokioIo::new(Held::new(stream, slot));
+        let held = Held::new(stream, slot);
+        let socket = SocketHandle(held.socket.clone());
+        let io = TokioIo::new(held);
         let first = Arc::new(AtomicBool::new(true));
         let service = router.clone().map_request({
             let slots = slots.clone();
-            move |request: Request<_>| {
+            move |mut request: Request<_>| {
                 if first.swap(false, Ordering::Relaxed) {
                     slots.served(id);
                 }
+                request.extensions_mut().insert(socket.clone());
                 request
             }
         });
@@ -394,7 +505,7 @@ mod tests {
         for frame in [&b"one,"[..], b"two,", b"three"] {
             held.write_all(frame).await.unwrap();
         }
-        assert_eq!(held.pending, b"one,two,three");
+        assert_eq!(*held.socket.lock_pending(), b"one,two,three");
         let mut scratch = [0u8; 64];
         assert_eq!(
             peer.try_read(&mut scratch).unwrap_err().kind(),
@@ -402,7 +513,7 @@ mod tests {
             "nothing is sent before the flush"
         );
         held.flush().await.unwrap();
-        assert_eq!(held.pending.capacity(), 0);
+        assert_eq!(held.socket.lock_pending().capacity(), 0);
         let mut got = vec![0u8; 13];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(got, b"one,two,three");
@@ -412,11 +523,45 @@ mod tests {
         held.write_all(b"head").await.unwrap();
         held.write_all(&big).await.unwrap();
         held.flush().await.unwrap();
-        assert_eq!(held.pending.capacity(), 0);
+        assert_eq!(held.socket.lock_pending().capacity(), 0);
         let mut got = vec![0u8; 4 + big.len()];
         peer.read_exact(&mut got).await.unwrap();
         assert_eq!(&got[..4], b"head");
         assert!(got[4..].iter().all(|&b| b == 7));
+    }
+
+    /// A write the socket takes only in part leaves the rest pending rather than split between
+    /// calls, and a direct write waits until nothing is pending: frames never interleave.
+    #[tokio::test]
+    async fn writes_are_whole_and_direct_writes_wait_for_pending_bytes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (slot, _) = slots(4).admit().unwrap();
+        let mut held = Held::new(stream, slot);
+        let socket = held.socket.clone();
+        // Far more than a fresh loopback socket takes at once.
+        let big = vec![1u8; 16 * 1024 * 1024];
+        let n = std::future::poll_fn(|cx| Pin::new(&mut held).poll_write(cx, &big))
+            .await
+            .unwrap();
+        assert_eq!(n, big.len(), "taken whole");
+        assert!(socket.pending_len() > 0);
+        assert_eq!(socket.try_send(b"x"), DirectWrite::Refused);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 16 * 1024 * 1024 + 2];
+            peer.read_exact(&mut got).await.unwrap();
+            got
+        });
+        held.flush().await.unwrap();
+        assert_eq!(socket.pending_len(), 0);
+        assert_eq!(socket.try_send(b"xy"), DirectWrite::Sent);
+        let got = reader.await.unwrap();
+        assert!(got[..big.len()].iter().all(|&b| b == 1));
+        assert_eq!(&got[big.len()..], b"xy");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Logic only: the transports own the writes, and the broker calls but for the snapshot of a
 //! resync ([`Subscription::resync`]), which every transport takes the same way.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use runwire_protocol::{EndReason, RunStatus, ServerFrame};
@@ -136,6 +137,31 @@ impl Subscription {
         Ok(())
     }
 
+    /// How many of `events` (consecutive events of the run), from the first, are simply the next
+    /// ones to send: in this epoch, each one seq above the one before, none ending the run. What
+    /// [`Subscription::on_event`] would send as they are, without a check of its own; anything
+    /// else goes through it.
+    pub fn in_order(&self, events: &[Arc<Event>]) -> usize {
+        if self.ended {
+            return 0;
+        }
+        let mut next = self.last_seq + 1;
+        events
+            .iter()
+            .take_while(|ev| {
+                let fits = ev.seq == next && !ev.terminal && ev.epoch == self.epoch;
+                next += 1;
+                fits
+            })
+            .count()
+    }
+
+    /// `ev`, the last of the events [`Subscription::in_order`] counted, was sent with the ones
+    /// before it.
+    pub fn sent(&mut self, ev: &Event) {
+        self.last_seq = ev.seq;
+    }
+
     /// A live event from the hub.
     pub fn on_event(&mut self, ev: &Arc<Event>, out: &mut Vec<Emit>) -> Result<(), NeedsResync> {
         if self.ended {
@@ -161,6 +187,105 @@ impl Subscription {
             out.push(Emit::End(reason));
         }
         Ok(())
+    }
+}
+
+/// A connection's subscriptions by run.
+///
+/// Most connections follow one run, so one subscription is held inline: a hash table for it
+/// would cost its own allocation (over 200 bytes) on every such connection, and a hash per live
+/// event. More go to a `HashMap` (bounded by `--max-subscriptions`).
+#[derive(Debug, Default)]
+pub enum Subscriptions {
+    /// None.
+    #[default]
+    Empty,
+    /// Exactly one.
+    One(RunId, Subscription),
+    /// Any number.
+    Many(HashMap<RunId, Subscription>),
+}
+
+impl Subscriptions {
+    /// How many.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Empty => 0,
+            Self::One(..) => 1,
+            Self::Many(map) => map.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The run's subscription and the run's id as stored.
+    pub fn get_key_value(&self, run: &str) -> Option<(&RunId, &Subscription)> {
+        match self {
+            Self::One(key, sub) if **key == *run => Some((key, sub)),
+            Self::Many(map) => map.get_key_value(run),
+            _ => None,
+        }
+    }
+
+    /// The run's subscription.
+    pub fn get(&self, run: &str) -> Option<&Subscription> {
+        self.get_key_value(run).map(|(_, sub)| sub)
+    }
+
+    /// The run's subscription, to change.
+    pub fn get_mut(&mut self, run: &str) -> Option<&mut Subscription> {
+        match self {
+            Self::One(key, sub) if **key == *run => Some(sub),
+            Self::Many(map) => map.get_mut(run),
+            _ => None,
+        }
+    }
+
+    /// Sets the run's subscription, replacing the one it had.
+    pub fn insert(&mut self, run: RunId, sub: Subscription) {
+        match self {
+            Self::Empty => *self = Self::One(run, sub),
+            Self::One(key, old) if *key == run => *old = sub,
+            Self::One(..) => {
+                let Self::One(key, old) = std::mem::take(self) else {
+                    unreachable!("matched above");
+                };
+                *self = Self::Many(HashMap::from([(key, old), (run, sub)]));
+            }
+            Self::Many(map) => {
+                map.insert(run, sub);
+            }
+        }
+    }
+
+    /// Removes the run's subscription, returning it with the run's id as stored.
+    pub fn remove_entry(&mut self, run: &str) -> Option<(RunId, Subscription)> {
+        match self {
+            Self::One(key, _) if **key == *run => match std::mem::take(self) {
+                Self::One(key, sub) => Some((key, sub)),
+                _ => unreachable!("matched above"),
+            },
+            Self::Many(map) => map.remove_entry(run),
+            _ => None,
+        }
+    }
+
+    /// Removes the run's subscription.
+    pub fn remove(&mut self, run: &str) -> Option<Subscription> {
+        self.remove_entry(run).map(|(_, sub)| sub)
+    }
+
+    /// The runs.
+    pub fn keys(&self) -> impl Iterator<Item = &RunId> {
+        let (one, many) = match self {
+            Self::Empty => (None, None),
+            Self::One(key, _) => (Some(key), None),
+            Self::Many(map) => (None, Some(map.keys())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
     }
 }
 
@@ -340,6 +465,64 @@ mod tests {
         assert_eq!(seqs(&out), [3, 4]);
         assert!(same_epoch(None, "x") && same_epoch(Some(""), "x"));
         assert!(same_epoch(Some("x"), "x") && !same_epoch(Some("y"), "x"));
+    }
+
+    #[test]
+    fn in_order_counts_what_on_event_would_send_as_is() {
+        let run: RunId = "r".into();
+        let mut f = Subscription::default();
+        let mut out = Vec::new();
+        f.on_snapshot(
+            &run,
+            snap("e", 2, Replay::NotAsked),
+            None,
+            None,
+            true,
+            &mut out,
+        );
+        let batch = [
+            ev("e", 3, "log"),
+            ev("e", 4, "log"),
+            ev("e", 5, "run.completed"),
+        ];
+        // The terminal event is left to `on_event`, which ends the subscription.
+        assert_eq!(f.in_order(&batch), 2);
+        // Already sent, a gap, another epoch: none.
+        assert_eq!(f.in_order(&[ev("e", 2, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("e", 4, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("x", 3, "log")]), 0);
+        assert_eq!(f.in_order(&[ev("e", 3, "log"), ev("e", 5, "log")]), 1);
+        f.sent(&batch[1]);
+        assert_eq!(f.last_seq(), 4);
+        // What follows is checked as before.
+        f.on_event(&batch[2], &mut out).unwrap();
+        assert!(matches!(out.last(), Some(Emit::End(EndReason::Completed))));
+        assert_eq!(f.in_order(&[ev("e", 6, "log")]), 0);
+    }
+
+    #[test]
+    fn one_subscription_inline_more_in_a_map() {
+        let mut subs = Subscriptions::default();
+        assert!(subs.is_empty() && subs.get("a").is_none());
+        subs.insert("a".into(), Subscription::default());
+        assert!(matches!(subs, Subscriptions::One(..)));
+        subs.get_mut("a").unwrap().sent(&ev("e", 1, "log"));
+        assert_eq!(subs.get("a").unwrap().last_seq(), 1);
+        // Replaced in place.
+        subs.insert("a".into(), Subscription::default());
+        assert_eq!((subs.len(), subs.get("a").unwrap().last_seq()), (1, 0));
+        subs.insert("b".into(), Subscription::default());
+        assert!(matches!(subs, Subscriptions::Many(_)));
+        let mut runs: Vec<&str> = subs.keys().map(|run| &**run).collect();
+        runs.sort_unstable();
+        assert_eq!(runs, ["a", "b"]);
+        assert_eq!(subs.remove_entry("a").map(|(run, _)| run), Some("a".into()));
+        assert!(subs.remove("a").is_none() && subs.get_key_value("b").is_some());
+        assert_eq!(subs.len(), 1);
+        let mut one = Subscriptions::default();
+        one.insert("x".into(), Subscription::default());
+        assert!(one.remove("y").is_none());
+        assert!(one.remove("x").is_some() && one.is_empty() && one.keys().next().is_none());
     }
 
     #[test]

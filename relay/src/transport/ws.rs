@@ -8,6 +8,10 @@
 //! after each step, so what an idle connection keeps in memory is little more than its state. The
 //! loop is generic over the socket's halves so that tests drive it over channels with paused time.
 //!
+//! A connection whose task waits with nothing of its own to write has live events written to its
+//! socket by the hub directly (`hub`), which spares it a wake-up per event; everything else goes
+//! through the queue and the loop.
+//!
 //! Exactly-once delivery: each subscription remembers its run's epoch and the last seq it sent.
 //! It registers with the hub before taking the broker's snapshot, so live events that race with
 //! the snapshot are queued, and then dropped if their seq is already covered. A live event that
@@ -19,6 +23,7 @@ mod outbox;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -33,11 +38,12 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::broker::RunId;
 use crate::error::AuthError;
-use crate::hub::{ConnHandle, Inbox, Outbound};
+use crate::hub::{ConnHandle, Inbox, Next, Outbound};
 use crate::metrics::Gauge;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
+use crate::transport::listener::SocketHandle;
 use crate::transport::subscription::{Emit, Subscription};
 
 use outbox::Outbox;
@@ -64,23 +70,31 @@ pub struct WsQuery {
 pub async fn multi(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
+    socket: Option<Extension<SocketHandle>>,
     ws: WebSocketUpgrade,
     _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, ws, Mode::Multi)
+    upgrade(state, q, socket, ws, Mode::Multi)
 }
 
 /// `GET /ws/executions`.
 pub async fn executions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
+    socket: Option<Extension<SocketHandle>>,
     ws: WebSocketUpgrade,
     _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, ws, Mode::Single)
+    upgrade(state, q, socket, ws, Mode::Single)
 }
 
-fn upgrade(state: AppState, q: WsQuery, ws: WebSocketUpgrade, mode: Mode) -> Response {
+fn upgrade(
+    state: AppState,
+    q: WsQuery,
+    socket: Option<Extension<SocketHandle>>,
+    ws: WebSocketUpgrade,
+    mode: Mode,
+) -> Response {
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
@@ -93,9 +107,13 @@ fn upgrade(state: AppState, q: WsQuery, ws: WebSocketUpgrade, mode: Mode) -> Res
         .write_buffer_size(0)
         // The connection's future directly, not an `async` block around it: such a block would
         // keep the moved-out socket and query in the task for the connection's lifetime.
-        .on_upgrade(move |socket: WebSocket| {
-            let (tx, rx) = socket.split();
-            Conn::new(state, mode, tx).run(rx, q)
+        .on_upgrade(move |ws: WebSocket| {
+            let (tx, rx) = ws.split();
+            let conn = Conn::new(state, mode, tx);
+            if let Some(Extension(SocketHandle(socket))) = socket {
+                conn.inbox.set_socket(socket, false);
+            }
+            conn.run(rx, q)
         })
 }
 
@@ -142,7 +160,8 @@ pub struct Conn<W> {
     expires_at: Option<Instant>,
     /// Until a token is accepted: when the connection closes with 4004.
     auth_deadline: Option<Instant>,
-    subs: HashMap<RunId, Subscription>,
+    // The subscriptions live in `inbox` (`Inbox::subs`), where the hub can check a live event
+    // against them and write it directly.
     /// The subscriptions started with a token of their own, and when that token expires (plus
     /// the leeway): they end with `token_expired` then, unless resubscribed with a fresh token,
     /// and a refreshed connection token that does not cover their run leaves them alone. A
@@ -158,6 +177,8 @@ pub struct Conn<W> {
     outbox: Outbox,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
+    /// A direct write left bytes pending on the socket: the next flush sends them.
+    unflushed: bool,
 }
 
 impl<W> std::fmt::Debug for Conn<W> {
@@ -165,7 +186,6 @@ impl<W> std::fmt::Debug for Conn<W> {
         f.debug_struct("Conn")
             .field("id", &self.handle.id)
             .field("mode", &self.mode)
-            .field("subs", &self.subs.len())
             .finish_non_exhaustive()
     }
 }
@@ -209,12 +229,12 @@ where
             claims: None,
             expires_at: None,
             auth_deadline: None,
-            subs: HashMap::new(),
             own_token: HashMap::new(),
             own_token_expiry: None,
             scratch: Vec::new(),
             outbox: Outbox::default(),
             exit: None,
+            unflushed: false,
         }
     }
 
@@ -240,6 +260,8 @@ where
                 Ok(first) => self.drive(&mut rx, first).await,
                 Err(exit) => exit,
             };
+            // Nothing more is written directly: the close goes last.
+            self.inbox.hold();
             if let Exit::Close(code) = exit {
                 let frame = CloseFrame {
                     code: code.code(),
@@ -252,7 +274,9 @@ where
                 .await;
                 tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
             }
-            for run in std::mem::take(&mut self.subs).into_keys() {
+            let subs = std::mem::take(&mut *self.inbox.subs());
+            let runs: Vec<RunId> = subs.keys().cloned().collect();
+            for run in runs {
                 self.release(&run);
             }
             self.gauge().dec();
@@ -329,6 +353,7 @@ where
                 biased;
                 () = stopping(&mut stop) => return Exit::Close(CloseCode::ServiceRestart),
                 () = &mut timer => {
+                    self.inbox.hold();
                     let now = Instant::now();
                     if self.expires_at.is_some_and(|at| at <= now) {
                         return Exit::Close(CloseCode::TokenExpired);
@@ -369,6 +394,7 @@ where
                         return read_error_close(&e).map_or(Exit::Gone, Exit::Close);
                     }
                     Some(Ok(msg)) => {
+                        self.inbox.hold();
                         last_heard = Instant::now();
                         if let Some(sub) = self.on_message(msg) {
                             self.subscribe(sub).await;
@@ -376,9 +402,16 @@ where
                         self.flush().await;
                     }
                 },
-                item = self.inbox.recv() => {
-                    // None: the hub found the queue full.
-                    let Some(item) = item else { return Exit::Close(CloseCode::SlowConsumer) };
+                next = self.inbox.recv_or_flush() => {
+                    let item = match next {
+                        Next::Item(item) => item,
+                        Next::Slow => return Exit::Close(CloseCode::SlowConsumer),
+                        Next::Flush => {
+                            self.unflushed = true;
+                            self.flush().await;
+                            continue;
+                        }
+                    };
                     let mut next = Some(item);
                     // One clock read for the batch's delivery latencies, not one per event.
                     let now = SystemTime::now();
@@ -431,7 +464,7 @@ where
         }
         // Freed, not kept: an idle connection holds no outbox.
         self.outbox.release();
-        if !written {
+        if !std::mem::take(&mut self.unflushed) && !written {
             return;
         }
         match timeout(write_timeout, self.tx.flush()).await {
@@ -512,6 +545,7 @@ where
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
             ClientFrame::Auth { token, batch } if self.claims.is_none() => {
                 self.outbox.set_batch(batch);
+                self.inbox.set_batch(batch);
                 if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
                 }
@@ -545,7 +579,8 @@ where
                 });
             }
             ClientFrame::Unsubscribe { run } => {
-                if let Some((run, _)) = self.subs.remove_entry(run.as_str()) {
+                let removed = self.inbox.subs().remove_entry(run.as_str());
+                if let Some((run, _)) = removed {
                     self.release(&run);
                 }
                 self.send(&ServerFrame::Unsubscribed {
@@ -572,7 +607,8 @@ where
             }
             Ok(claims) => {
                 let lost: Vec<RunId> = self
-                    .subs
+                    .inbox
+                    .subs()
                     .keys()
                     .filter(|run| !claims.allows_run(run) && !self.own_token.contains_key(*run))
                     .cloned()
@@ -627,7 +663,8 @@ where
         };
         if !allowed {
             // A refused resubscribe ends the subscription it would have replaced.
-            if let Some((run, _)) = self.subs.remove_entry(run.as_str()) {
+            let removed = self.inbox.subs().remove_entry(run.as_str());
+            if let Some((run, _)) = removed {
                 self.release(&run);
             }
             if self.mode == Mode::Single {
@@ -640,11 +677,16 @@ where
             }
             return;
         }
-        let run: RunId = match self.subs.get_key_value(run.as_str()) {
+        let existing = {
+            let subs = self.inbox.subs();
+            let existing = subs.get_key_value(run.as_str()).map(|(run, _)| run.clone());
+            (existing, subs.len())
+        };
+        let run: RunId = match existing {
             // A second subscribe to the same run starts it over from the client's `since`.
-            Some((existing, _)) => existing.clone(),
-            None => {
-                if self.subs.len() >= self.state.config.max_subscriptions {
+            (Some(existing), _) => existing,
+            (None, count) => {
+                if count >= self.state.config.max_subscriptions {
                     let message = format!(
                         "at most {} subscriptions per connection",
                         self.state.config.max_subscriptions
@@ -665,7 +707,9 @@ where
                 run
             }
         };
-        self.subs.insert(run.clone(), Subscription::default());
+        self.inbox
+            .subs()
+            .insert(run.clone(), Subscription::default());
         match own_exp {
             Some(exp) => {
                 let at = self.state.verifier.clock().expiry_instant(exp);
@@ -679,7 +723,7 @@ where
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
-                if let Some(sub) = self.subs.get_mut(&run) {
+                if let Some(sub) = self.inbox.subs().get_mut(&run) {
                     sub.on_snapshot(&run, snapshot, since, epoch.as_deref(), true, &mut out);
                 }
                 if let Some(exp) = own_exp {
@@ -688,7 +732,7 @@ where
                 self.emit(&run, &mut out);
             }
             Err(e) => {
-                self.subs.remove(&run);
+                self.inbox.subs().remove(&run);
                 self.release(&run);
                 self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run));
             }
@@ -714,10 +758,15 @@ where
     fn on_outbound(&mut self, item: Outbound, now: SystemTime) -> Option<RunId> {
         match item {
             Outbound::Event(ev) => {
-                // None: unsubscribed since it was queued.
-                let sub = self.subs.get_mut(&ev.run)?;
                 let mut out = std::mem::take(&mut self.scratch);
-                let sent = sub.on_event(&ev, &mut out).is_ok();
+                let sent = match self.inbox.subs().get_mut(&ev.run) {
+                    Some(sub) => sub.on_event(&ev, &mut out).is_ok(),
+                    // Unsubscribed since it was queued.
+                    None => {
+                        self.scratch = out;
+                        return None;
+                    }
+                };
                 if sent {
                     // Nothing in `out`: the replay sent this event already.
                     if !out.is_empty() {
@@ -737,15 +786,16 @@ where
 
     /// Catches a subscription up from its last seq after a gap or an epoch change.
     async fn resync(&mut self, run: &RunId) {
-        let Some(sub) = self.subs.get(run) else {
+        let Some((since, epoch)) = self.inbox.subs().get(run).map(|sub| {
+            let (since, epoch) = sub.resync_point();
+            (since, epoch.map(str::to_owned))
+        }) else {
             return;
         };
-        let (since, epoch) = sub.resync_point();
-        let epoch = epoch.map(str::to_owned);
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
-                if let Some(sub) = self.subs.get_mut(run) {
+                if let Some(sub) = self.inbox.subs().get_mut(run) {
                     sub.on_snapshot(run, snapshot, since, epoch.as_deref(), false, &mut out);
                 }
                 self.emit(run, &mut out);
@@ -757,7 +807,8 @@ where
 
     /// Ends a subscription and tells the client why; a single-run socket then closes.
     fn end(&mut self, run: &RunId, reason: EndReason) {
-        if self.subs.remove(run).is_some() {
+        let removed = self.inbox.subs().remove(run).is_some();
+        if removed {
             self.release(run);
         }
         if self.mode == Mode::Single {

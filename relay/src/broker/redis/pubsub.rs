@@ -78,6 +78,8 @@ impl Shared {
         };
         let epoch: Arc<str> = epoch.into();
         let mut last = None;
+        // Handed over together: a subscriber the hub writes to directly gets them in one write.
+        let mut events = Vec::new();
         for frame in frames.split('\n') {
             match Event::from_frame(epoch.clone(), frame.to_owned()) {
                 // The hub delivers by the frame's run: a frame of another run on this channel
@@ -91,11 +93,12 @@ impl Shared {
                 }
                 Ok(ev) => {
                     last = Some(ev.seq);
-                    self.hub.deliver(&Arc::new(ev));
+                    events.push(Arc::new(ev));
                 }
                 Err(e) => tracing::warn!(run, error = %e, "ignoring a malformed live frame"),
             }
         }
+        self.hub.deliver_all(&events);
         if let Some(seq) = last {
             self.saw(run, &epoch, seq);
         }
