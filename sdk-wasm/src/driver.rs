@@ -13,9 +13,8 @@ use core::cell::{Cell, RefCell};
 use js_sys::{Function, Reflect};
 use runwire_protocol::{EndReason, RunState};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
-use crate::callback::{ClientToken, Held, HeldTimeout};
+use crate::callback::{ClientToken, Held, HeldTimeout, settle};
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
 use crate::registry::SubId;
 use crate::transport::{Sink, SseTransport, Transport, WsTransport};
@@ -502,14 +501,7 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
         (TokenSource::Fixed(t), None) => Ok(JsValue::from_str(t)),
     };
     let weak = Rc::downgrade(inner);
-    // Always answered from a task, never from inside this dispatch.
-    wasm_bindgen_futures::spawn_local(async move {
-        let token = match pending {
-            Ok(v) if v.has_type::<js_sys::Promise>() => {
-                JsFuture::from(v.unchecked_into::<js_sys::Promise>()).await
-            }
-            other => other,
-        };
+    let answer = move |token: Result<JsValue, JsValue>| {
         let token = match token {
             Ok(v) => v
                 .as_string()
@@ -520,7 +512,14 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Token { req, token });
         }
-    });
+    };
+    // Always answered from a microtask, never from inside this dispatch.
+    match pending {
+        Ok(v) if v.has_type::<js_sys::Promise>() => settle(v.unchecked_ref(), answer),
+        other => settle(&js_sys::Promise::resolve(&JsValue::UNDEFINED), move |_| {
+            answer(other)
+        }),
+    }
 }
 
 /// `online` and `offline` on the global object and `visibilitychange` on the document, while the
@@ -555,7 +554,7 @@ impl Drop for PageListeners {
 /// connection as reconnecting as soon as the browser goes offline (a socket can take minutes to
 /// notice).
 pub fn attach_page_listeners(inner: &Rc<Inner>) {
-    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
+    let global: web_sys::EventTarget = crate::callback::global().unchecked_into();
     let document = Reflect::get(&global, &"document".into())
         .ok()
         .filter(|d| d.is_object())

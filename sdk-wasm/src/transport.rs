@@ -15,12 +15,11 @@ use core::cell::Cell;
 use js_sys::{Reflect, Uint8Array};
 use runwire_protocol::ClientFrame;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{
     AbortController, CloseEvent, Headers, MessageEvent, Request, RequestInit, WebSocket,
 };
 
-use crate::callback::Held;
+use crate::callback::{Held, settle};
 use crate::machine::Input;
 use crate::sse::{SseItem, SseParser};
 use crate::url::RelayUrl;
@@ -211,28 +210,18 @@ impl<S: Sink> SseTransport<S> {
         let live = Rc::new(Cell::new(true));
         let abort = AbortController::new().ok();
         let signal = abort.as_ref().map(AbortController::signal);
-        let weak = self.sink.clone();
-        let task_live = live.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let end = read_stream(&url, &token, signal.as_ref(), &weak, &task_live).await;
-            if !task_live.get() {
-                return;
-            }
-            let Some(client) = weak.upgrade() else { return };
-            let input = match end {
-                StreamEnd::Eof => Input::StreamEnded {
-                    run: &run,
-                    finished: false,
-                },
-                StreamEnd::Finished => Input::StreamEnded {
-                    run: &run,
-                    finished: true,
-                },
-                StreamEnd::Forbidden => Input::StreamForbidden { run: &run },
-                StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
-            };
-            client.input(input);
-        });
+        let reader = StreamReader {
+            run,
+            sink: self.sink.clone(),
+            live: live.clone(),
+            parser: SseParser::default(),
+            any_frame: false,
+        };
+        // A request that cannot be made fails like one that could not connect: later, from a
+        // microtask.
+        let response = events_request(&url, &token, signal.as_ref())
+            .map_or_else(|e| js_sys::Promise::reject(&e), |r| global_fetch(&r));
+        settle(&response, move |r| reader.response(r));
         Stream { abort, live }
     }
 }
@@ -248,62 +237,80 @@ enum StreamEnd {
     Closed(u16),
 }
 
-async fn read_stream<S: Sink>(
-    url: &str,
-    token: &str,
-    signal: Option<&web_sys::AbortSignal>,
-    weak: &Weak<S>,
-    live: &Rc<Cell<bool>>,
-) -> StreamEnd {
-    let Ok(response) = fetch_events(url, token, signal).await else {
-        return StreamEnd::Closed(1006);
-    };
-    let opened = |weak: &Weak<S>| {
-        if let Some(client) = client(weak, live) {
-            client.input(Input::Opened);
+/// A stream's reading, from its response to its end: each step is called when the promise it
+/// waited for settles.
+struct StreamReader<S: Sink> {
+    run: String,
+    sink: Weak<S>,
+    live: Rc<Cell<bool>>,
+    parser: SseParser,
+    /// A frame arrived on this stream.
+    any_frame: bool,
+}
+
+impl<S: Sink> StreamReader<S> {
+    /// `fetch` answered (or failed).
+    fn response(self, response: Result<JsValue, JsValue>) {
+        let Ok(response) = response else {
+            return self.end(StreamEnd::Closed(1006));
+        };
+        let response: web_sys::Response = response.unchecked_into();
+        let status = response.status();
+        if matches!(status, 200 | 204) {
+            if let Some(client) = client(&self.sink, &self.live) {
+                client.input(Input::Opened);
+            }
         }
-    };
-    match response.status() {
-        200 => opened(weak),
-        204 => {
-            opened(weak);
-            return StreamEnd::Finished;
+        match status {
+            200 => {}
+            204 => return self.end(StreamEnd::Finished),
+            401 => return self.end(StreamEnd::Closed(4002)),
+            403 => return self.end(StreamEnd::Forbidden),
+            429 => return self.end(StreamEnd::Closed(4029)),
+            _ => return self.end(StreamEnd::Closed(1006)),
         }
-        401 => return StreamEnd::Closed(4002),
-        403 => return StreamEnd::Forbidden,
-        429 => return StreamEnd::Closed(4029),
-        _ => return StreamEnd::Closed(1006),
+        let Some(body) = response.body() else {
+            return self.end(StreamEnd::Closed(1006));
+        };
+        self.read(body.get_reader().unchecked_into());
     }
-    let Some(body) = response.body() else {
-        return StreamEnd::Closed(1006);
-    };
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut parser = SseParser::default();
-    let mut any_frame = false;
-    loop {
-        let Ok(chunk) = JsFuture::from(reader.read()).await else {
-            return StreamEnd::Closed(1006);
+
+    /// Waits for the next chunk.
+    fn read(self, reader: web_sys::ReadableStreamDefaultReader) {
+        let chunk = reader.read();
+        settle(&chunk, move |chunk| self.chunk(reader, chunk));
+    }
+
+    /// A chunk arrived (or the stream ended or failed).
+    fn chunk(
+        mut self,
+        reader: web_sys::ReadableStreamDefaultReader,
+        chunk: Result<JsValue, JsValue>,
+    ) {
+        let Ok(chunk) = chunk else {
+            return self.end(StreamEnd::Closed(1006));
         };
         if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
             // A stream that ends before saying anything is a failure, not a reason to reopen
             // it at once (which could spin).
-            return if any_frame {
+            let end = if self.any_frame {
                 StreamEnd::Eof
             } else {
                 StreamEnd::Closed(1006)
             };
+            return self.end(end);
         }
         let Ok(value) = Reflect::get(&chunk, &"value".into()) else {
-            return StreamEnd::Closed(1006);
+            return self.end(StreamEnd::Closed(1006));
         };
         let bytes = Uint8Array::new(&value).to_vec();
-        let items = match parser.feed(&bytes) {
+        let items = match self.parser.feed(&bytes) {
             Ok(items) => items,
-            Err(_) => return StreamEnd::Closed(1006),
+            Err(_) => return self.end(StreamEnd::Closed(1006)),
         };
         for item in items {
-            let Some(client) = client(weak, live) else {
-                return StreamEnd::Eof;
+            let Some(client) = client(&self.sink, &self.live) else {
+                return self.end(StreamEnd::Eof);
             };
             match item {
                 SseItem::Comment => client.input(Input::Alive),
@@ -315,22 +322,48 @@ async fn read_stream<S: Sink>(
                         .and_then(|c| c.as_f64())
                         .filter(|c| (1000.0..5000.0).contains(c))
                         .map_or(1012, |c| c as u16);
-                    return StreamEnd::Closed(code);
+                    return self.end(StreamEnd::Closed(code));
                 }
                 SseItem::Message { data, .. } => {
-                    any_frame = true;
+                    self.any_frame = true;
                     client.frame(&JsValue::from_str(&data));
                 }
             }
         }
+        self.read(reader);
+    }
+
+    /// The stream is over: tells the client, unless the stream was dropped or the client is gone.
+    fn end(self, end: StreamEnd) {
+        if !self.live.get() {
+            return;
+        }
+        let Some(client) = self.sink.upgrade() else {
+            return;
+        };
+        let run = &self.run;
+        let input = match end {
+            StreamEnd::Eof => Input::StreamEnded {
+                run,
+                finished: false,
+            },
+            StreamEnd::Finished => Input::StreamEnded {
+                run,
+                finished: true,
+            },
+            StreamEnd::Forbidden => Input::StreamForbidden { run },
+            StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
+        };
+        client.input(input);
     }
 }
 
-async fn fetch_events(
+/// The request for a run's event stream.
+fn events_request(
     url: &str,
     token: &str,
     signal: Option<&web_sys::AbortSignal>,
-) -> Result<web_sys::Response, JsValue> {
+) -> Result<Request, JsValue> {
     let headers = Headers::new()?;
     headers.set("Accept", "text/event-stream")?;
     if !token.is_empty() {
@@ -340,7 +373,5 @@ async fn fetch_events(
     init.set_method("GET");
     init.set_headers(&headers);
     init.set_signal(signal);
-    let request = Request::new_with_str_and_init(url, &init)?;
-    let response = JsFuture::from(global_fetch(&request)).await?;
-    Ok(response.unchecked_into())
+    Request::new_with_str_and_init(url, &init)
 }
