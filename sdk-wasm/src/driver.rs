@@ -15,6 +15,7 @@ use runwire_protocol::{EndReason, RunState};
 use wasm_bindgen::prelude::*;
 
 use crate::callback::{ClientToken, Held, HeldTimeout, settle};
+use crate::decode::Field;
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
 use crate::registry::SubId;
 use crate::transport::{Sink, SseTransport, Transport, WsTransport};
@@ -292,12 +293,12 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             reason,
             code,
         } => {
-            let change = js_sys::Object::new();
-            set(&change, "state", &state.as_str().into());
-            set(&change, "previous", &previous.as_str().into());
-            set(&change, "reason", &reason.into());
+            let change = crate::js::object();
+            change.set_str(Field::State, state.as_str());
+            change.set_str(Field::Previous, previous.as_str());
+            change.set_str(Field::Reason, &reason);
             if let Some(code) = code {
-                set(&change, "code", &code.into());
+                change.set_num(Field::Code, code.into());
             }
             inner.debug("state", &change);
             let listeners = inner.app.borrow().state_listeners.clone();
@@ -426,22 +427,18 @@ fn report(inner: &Rc<Inner>, e: &ClientError) {
     if listeners.is_empty() {
         return;
     }
-    let obj = js_sys::Object::new();
-    set(&obj, "code", &e.code.as_str().into());
-    set(&obj, "message", &e.message.as_str().into());
+    let obj = crate::js::object();
+    obj.set_str(Field::Code, &e.code);
+    obj.set_str(Field::Message, &e.message);
     if let Some(run) = &e.run {
-        set(&obj, "run", &run.as_str().into());
+        obj.set_str(Field::Run, run);
     }
     if let Some(seq) = e.seq {
-        set(&obj, "seq", &(seq as f64).into());
+        obj.set_num(Field::Seq, seq as f64);
     }
     for f in listeners {
         let _ = f.call1(&JsValue::NULL, &obj);
     }
-}
-
-fn set(obj: &js_sys::Object, key: &str, value: &JsValue) {
-    let _ = Reflect::set(obj, &key.into(), value);
 }
 
 fn sub_callback(
@@ -479,8 +476,8 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
 /// Asks the client's token provider, or the own provider of a run's app subscription, for a
 /// token; the answer comes back as [`Input::Token`] for `req`.
 fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(String, SubId)>) {
-    let context = js_sys::Object::new();
-    set(&context, "reason", &reason.as_str().into());
+    let context = crate::js::object();
+    context.set_str(Field::Reason, reason.as_str());
     let runs = js_sys::Array::new();
     let provider = match &own {
         Some((run, sub)) => {
@@ -494,7 +491,7 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
             None
         }
     };
-    set(&context, "runs", &runs);
+    context.set(Field::Runs, &runs);
     inner.debug("token", &context);
     let pending = match (&inner.token, &provider) {
         (_, Some(f)) | (TokenSource::Provider(f), None) => f.call1(&JsValue::NULL, &context),

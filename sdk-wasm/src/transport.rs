@@ -12,23 +12,51 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
-use js_sys::{Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use runwire_protocol::ClientFrame;
 use wasm_bindgen::prelude::*;
-use web_sys::{
-    AbortController, CloseEvent, Headers, MessageEvent, Request, RequestInit, WebSocket,
-};
+use web_sys::{AbortController, AbortSignal, CloseEvent, WebSocket};
 
 use crate::callback::{Held, settle};
+use crate::decode::{Field, Json};
 use crate::machine::Input;
 use crate::sse::{SseItem, SseParser};
 use crate::url::RelayUrl;
 
-#[wasm_bindgen]
+// The browser calls each transport makes, one import each instead of one per property set.
+#[wasm_bindgen(inline_js = "export function fetchEvents(url, token, signal) {
+  const headers = { Accept: 'text/event-stream' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  return fetch(url, { headers, signal });
+}
+export function openSocket(url, onopen, onmessage, onclose) {
+  const ws = new WebSocket(url);
+  ws.onopen = onopen;
+  ws.onmessage = (e) => onmessage(e.data);
+  ws.onclose = onclose;
+  return ws;
+}
+export function closeSocket(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  if (ws.readyState <= WebSocket.OPEN) ws.close(1000);
+}")]
 extern "C" {
-    /// The global `fetch`, in windows and workers alike.
-    #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(request: &Request) -> js_sys::Promise;
+    /// `fetch` (of windows and workers alike) of a run's event stream, with the token, if not
+    /// empty, in an `Authorization` header. An invalid URL or token rejects the promise.
+    #[wasm_bindgen(js_name = fetchEvents)]
+    fn fetch_events(url: &str, token: &str, signal: Option<&AbortSignal>) -> js_sys::Promise;
+    /// A WebSocket to `url` with its handlers (`on_message` is called with the message's data);
+    /// throws on an invalid URL.
+    #[wasm_bindgen(js_name = openSocket, catch)]
+    fn open_socket(
+        url: &str,
+        on_open: &js_sys::Function,
+        on_message: &js_sys::Function,
+        on_close: &js_sys::Function,
+    ) -> Result<WebSocket, JsValue>;
+    /// Detaches the socket's handlers and closes it, unless it is closing or closed.
+    #[wasm_bindgen(js_name = closeSocket)]
+    fn close_socket(ws: &WebSocket);
 }
 
 /// Where a transport delivers what it receives: the client. Transports hold it weakly, so that a
@@ -72,14 +100,13 @@ pub struct WsTransport {
     /// False once dropped: the rest of a batch being dispatched is then ignored.
     live: Rc<Cell<bool>>,
     _on_open: Held<dyn FnMut()>,
-    _on_message: Held<dyn FnMut(MessageEvent)>,
+    _on_message: Held<dyn FnMut(JsValue)>,
     _on_close: Held<dyn FnMut(CloseEvent)>,
 }
 
 impl WsTransport {
     /// Opens a socket to `url`; what it receives goes to `sink`.
     pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
-        let ws = WebSocket::new(url)?;
         let weak = sink.clone();
         let on_open = Held::new(Closure::<dyn FnMut()>::new(move || {
             if let Some(client) = weak.upgrade() {
@@ -89,23 +116,20 @@ impl WsTransport {
         let weak = sink.clone();
         let live = Rc::new(Cell::new(true));
         let live_here = live.clone();
-        let on_message = Held::new(Closure::<dyn FnMut(MessageEvent)>::new(
-            move |e: MessageEvent| {
-                let data = e.data();
-                if !data.is_string() {
+        let on_message = Held::new(Closure::<dyn FnMut(JsValue)>::new(move |data: JsValue| {
+            if !data.is_string() {
+                return;
+            }
+            // Several frames, one per line (the `auth` frame asked for batches).
+            let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
+            for line in lines.iter() {
+                // An app callback may have closed the client or dropped this connection.
+                let Some(client) = client(&weak, &live_here) else {
                     return;
-                }
-                // Several frames, one per line (the `auth` frame asked for batches).
-                let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
-                for line in lines.iter() {
-                    // An app callback may have closed the client or dropped this connection.
-                    let Some(client) = client(&weak, &live_here) else {
-                        return;
-                    };
-                    client.frame(&line);
-                }
-            },
-        ));
+                };
+                client.frame(&line);
+            }
+        }));
         let weak = sink;
         let on_close = Held::new(Closure::<dyn FnMut(CloseEvent)>::new(
             move |e: CloseEvent| {
@@ -118,9 +142,12 @@ impl WsTransport {
                 }
             },
         ));
-        ws.set_onopen(Some(on_open.function()));
-        ws.set_onmessage(Some(on_message.function()));
-        ws.set_onclose(Some(on_close.function()));
+        let ws = open_socket(
+            url,
+            on_open.function(),
+            on_message.function(),
+            on_close.function(),
+        )?;
         Ok(Self {
             ws,
             live,
@@ -141,12 +168,7 @@ impl WsTransport {
 impl Drop for WsTransport {
     fn drop(&mut self) {
         self.live.set(false);
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        if self.ws.ready_state() <= WebSocket::OPEN {
-            let _ = self.ws.close_with_code(1000);
-        }
+        close_socket(&self.ws);
     }
 }
 
@@ -217,10 +239,7 @@ impl<S: Sink> SseTransport<S> {
             parser: SseParser::default(),
             any_frame: false,
         };
-        // A request that cannot be made fails like one that could not connect: later, from a
-        // microtask.
-        let response = events_request(&url, &token, signal.as_ref())
-            .map_or_else(|e| js_sys::Promise::reject(&e), |r| global_fetch(&r));
+        let response = fetch_events(&url, &token, signal.as_ref());
         settle(&response, move |r| reader.response(r));
         Stream { abort, live }
     }
@@ -290,7 +309,7 @@ impl<S: Sink> StreamReader<S> {
         let Ok(chunk) = chunk else {
             return self.end(StreamEnd::Closed(1006));
         };
-        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+        if chunk.field(Field::Done).is_truthy() {
             // A stream that ends before saying anything is a failure, not a reason to reopen
             // it at once (which could spin).
             let end = if self.any_frame {
@@ -300,10 +319,7 @@ impl<S: Sink> StreamReader<S> {
             };
             return self.end(end);
         }
-        let Ok(value) = Reflect::get(&chunk, &"value".into()) else {
-            return self.end(StreamEnd::Closed(1006));
-        };
-        let bytes = Uint8Array::new(&value).to_vec();
+        let bytes = Uint8Array::new(&chunk.field(Field::Value)).to_vec();
         let items = match self.parser.feed(&bytes) {
             Ok(items) => items,
             Err(_) => return self.end(StreamEnd::Closed(1006)),
@@ -318,8 +334,7 @@ impl<S: Sink> StreamReader<S> {
                     // The relay is going away: {"type":"close","code":1012,...}
                     let code = crate::js::parse(&JsValue::from_str(&data))
                         .ok()
-                        .and_then(|v| Reflect::get(&v, &"code".into()).ok())
-                        .and_then(|c| c.as_f64())
+                        .and_then(|v| v.field(Field::Code).as_f64())
                         .filter(|c| (1000.0..5000.0).contains(c))
                         .map_or(1012, |c| c as u16);
                     return self.end(StreamEnd::Closed(code));
@@ -356,22 +371,4 @@ impl<S: Sink> StreamReader<S> {
         };
         client.input(input);
     }
-}
-
-/// The request for a run's event stream.
-fn events_request(
-    url: &str,
-    token: &str,
-    signal: Option<&web_sys::AbortSignal>,
-) -> Result<Request, JsValue> {
-    let headers = Headers::new()?;
-    headers.set("Accept", "text/event-stream")?;
-    if !token.is_empty() {
-        headers.set("Authorization", &["Bearer ", token].concat())?;
-    }
-    let init = RequestInit::new();
-    init.set_method("GET");
-    init.set_headers(&headers);
-    init.set_signal(signal);
-    Request::new_with_str_and_init(url, &init)
 }
