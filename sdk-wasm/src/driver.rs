@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
-use js_sys::{Function, Reflect};
+use js_sys::Function;
 use runwire_protocol::{EndReason, RunState};
 use wasm_bindgen::prelude::*;
 
@@ -519,31 +519,38 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
     }
 }
 
-/// `online` and `offline` on the global object and `visibilitychange` on the document, while the
-/// client lives.
+// `online` and `offline` on the global object and `visibilitychange` on the document (if any)
+// call `f(0)`, `f(1)` and, when the page became visible, `f(2)`; the function returned removes
+// them. A global that is not an event target (a server runtime) gets none.
+#[wasm_bindgen(inline_js = "export function listenPage(f) {
+  const g = globalThis;
+  const d = typeof g.document == 'object' ? g.document : null;
+  const on = [
+    [g, 'online', () => f(0)],
+    [g, 'offline', () => f(1)],
+    [d, 'visibilitychange', () => d.visibilityState === 'visible' && f(2)],
+  ].filter((l) => l[0]);
+  const each = (m) => {
+    for (const [t, e, h] of on) try { t[m](e, h); } catch {}
+  };
+  each('addEventListener');
+  return () => each('removeEventListener');
+}")]
+extern "C" {
+    #[wasm_bindgen(js_name = listenPage)]
+    fn listen_page(f: &Function) -> Function;
+}
+
+/// The page listeners, while the client lives.
 #[derive(Debug)]
 struct PageListeners {
-    global: web_sys::EventTarget,
-    document: Option<web_sys::EventTarget>,
-    on_online: Held<dyn FnMut()>,
-    on_offline: Held<dyn FnMut()>,
-    on_visible: Held<dyn FnMut()>,
+    remove: Function,
+    _on_page: Held<dyn FnMut(u8)>,
 }
 
 impl Drop for PageListeners {
     fn drop(&mut self) {
-        let _ = self
-            .global
-            .remove_event_listener_with_callback("online", self.on_online.function());
-        let _ = self
-            .global
-            .remove_event_listener_with_callback("offline", self.on_offline.function());
-        if let Some(d) = &self.document {
-            let _ = d.remove_event_listener_with_callback(
-                "visibilitychange",
-                self.on_visible.function(),
-            );
-        }
+        let _ = self.remove.call0(&JsValue::NULL);
     }
 }
 
@@ -551,45 +558,20 @@ impl Drop for PageListeners {
 /// connection as reconnecting as soon as the browser goes offline (a socket can take minutes to
 /// notice).
 pub fn attach_page_listeners(inner: &Rc<Inner>) {
-    let global: web_sys::EventTarget = crate::callback::global().unchecked_into();
-    let document = Reflect::get(&global, &"document".into())
-        .ok()
-        .filter(|d| d.is_object())
-        .map(|d| d.unchecked_into::<web_sys::EventTarget>());
     let weak = Rc::downgrade(inner);
-    let on_online = Held::new(Closure::<dyn FnMut()>::new(move || {
+    let on_page = Held::new(Closure::<dyn FnMut(u8)>::new(move |event: u8| {
+        let input = match event {
+            0 => Input::Online,
+            1 => Input::Offline,
+            _ => Input::Visible,
+        };
         if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, Input::Online);
+            dispatch(&inner, input);
         }
     }));
-    let weak = Rc::downgrade(inner);
-    let on_offline = Held::new(Closure::<dyn FnMut()>::new(move || {
-        if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, Input::Offline);
-        }
-    }));
-    let weak = Rc::downgrade(inner);
-    let doc = document.clone();
-    let on_visible = Held::new(Closure::<dyn FnMut()>::new(move || {
-        let visible = doc
-            .as_ref()
-            .and_then(|d| Reflect::get(d, &"visibilityState".into()).ok())
-            .and_then(|v| v.as_string())
-            .is_some_and(|v| v == "visible");
-        if let Some(inner) = weak.upgrade().filter(|_| visible) {
-            dispatch(&inner, Input::Visible);
-        }
-    }));
-    let _ = global.add_event_listener_with_callback("online", on_online.function());
-    let _ = global.add_event_listener_with_callback("offline", on_offline.function());
-    if let Some(d) = &document {
-        let _ = d.add_event_listener_with_callback("visibilitychange", on_visible.function());
-    }
+    let remove = listen_page(on_page.function());
     inner.io.borrow_mut().page = Some(PageListeners {
-        global,
-        document,
-        on_online,
-        on_offline,
-        on_visible,
+        remove,
+        _on_page: on_page,
     });
 }

@@ -38,7 +38,7 @@ export function openSocket(url, onopen, onmessage, onclose) {
 }
 export function closeSocket(ws) {
   ws.onopen = ws.onmessage = ws.onclose = null;
-  if (ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  if (ws.readyState <= 1) ws.close(1000); // CONNECTING or OPEN
 }")]
 extern "C" {
     /// `fetch` (of windows and workers alike) of a run's event stream, with the token, if not
