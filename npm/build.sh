@@ -36,6 +36,23 @@ node node_modules/binaryen/bin/wasm-opt -Oz --converge --strip-producers wasm/ru
 # its declarations (wasm-bindgen's names are ~80 identifiers of 20 to 60 bytes, each written twice).
 log "wasm-opt --minify-imports-and-exports-and-modules"
 node minify-names.mjs node_modules/binaryen/bin/wasm-opt wasm/runwire_sdk_bg.wasm wasm/runwire_sdk.js wasm/runwire_sdk.d.ts
+# wasm-bindgen's `initSync` goes from the glue and its declarations, so that esbuild drops its code:
+# the package instantiates the module with the default export (src/load.ts), and apps cannot
+# import the glue (package.json's "exports").
+log "initSync dropped from the glue"
+node -e '
+const fs = require("fs");
+const edit = (file, from, to) => {
+  const text = fs.readFileSync(file, "utf8");
+  if (text.match(new RegExp(from.source, from.flags + "g"))?.length !== 1) {
+    console.error(`build.sh: ${from} is not found once in ${file}`);
+    process.exit(1);
+  }
+  fs.writeFileSync(file, text.replace(from, to));
+};
+edit("wasm/runwire_sdk.js", /^export \{ initSync, __wbg_init as default \};$/m, "export { __wbg_init as default };");
+edit("wasm/runwire_sdk.d.ts", /^export type SyncInitInput = [^\n]*\n\n\/\*\*\n(?: \*[^\n]*\n)* \*\/\nexport function initSync\([^\n]*\n\n/m, "");
+'
 # The glue minified, with its snippet (src/js.rs) bundled in (its doc comments are the same as
 # the .d.ts's, which keeps them).
 log "esbuild --minify (JS glue)"

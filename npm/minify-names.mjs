@@ -38,9 +38,12 @@ const exports = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
 const modules = new Set(imports.map((i) => i.module));
 if (modules.size !== 1) fail(`expected one import module, found ${[...modules].join(", ")}`);
 const [newModule] = modules;
-const oldModules = new Set(map.imports.map(([m]) => m));
-if (oldModules.size !== 1) fail(`expected one import module in the mapping, found ${[...oldModules].join(", ")}`);
-const [oldModule] = oldModules;
+// wasm-bindgen's glue module, and the inline JS snippets whose functions the .wasm imports
+// directly (those needing no conversion of their arguments): binaryen gives them all one module.
+const oldModule = "./runwire_sdk_bg.js";
+for (const [m] of map.imports) {
+  if (m !== oldModule && !m.startsWith("./snippets/")) fail(`unexpected import module ${m}`);
+}
 const importNames = new Set(imports.map((i) => i.name));
 if (map.imports.length !== importNames.size) fail("the mapping does not cover every import");
 if (map.exports.length !== exports.size) fail("the mapping does not cover every export");
@@ -61,10 +64,31 @@ function rename(text, what, before, name, after, to, file, optional = false) {
 
 let js = readFileSync(jsPath, "utf8");
 let dts = readFileSync(dtsPath, "utf8");
-for (const [, name, to] of map.imports) {
+const snippetImports = [];
+for (const [module, name, to] of map.imports) {
   if (!importNames.has(to)) fail(`import ${name} mapped to ${to}, which the module does not import`);
+  if (module !== oldModule) {
+    snippetImports.push([module, name, to]);
+    continue;
+  }
   // A key of the import object: `        __wbg_call_a410eb4b59ed5965: function(`.
   js = rename(js, "import", "^\\s+", name, ": function\\(", JSON.stringify(to), jsPath);
+}
+// A snippet's function is imported from the snippet's module object
+// (`import * as import1 from "./snippets/…/inline1.js"`, keyed `"./snippets/…/inline1.js": import1`
+// in the import object): it becomes a key of the glue module's import object, and the snippet's
+// key goes.
+for (const [module, name, to] of snippetImports) {
+  const m = new RegExp(`^import \\* as (\\w+) from ${escape(JSON.stringify(module))};?$`, "m").exec(js);
+  if (!m) fail(`no import of snippet ${module} in ${jsPath}`);
+  const head = "const import0 = {\n        __proto__: null,\n";
+  if (js.split(head).length !== 2) fail(`the import object is not where wasm-bindgen writes it in ${jsPath}`);
+  js = js.replace(head, `${head}        ${JSON.stringify(to)}: ${m[1]}.${name},\n`);
+}
+for (const module of new Set(snippetImports.map(([module]) => module))) {
+  const key = new RegExp(`^\\s+${escape(JSON.stringify(module))}: import\\d+,\\n`, "gm");
+  if (!key.test(js)) fail(`snippet ${module} not found in the import object of ${jsPath}`);
+  js = js.replace(key, "");
 }
 for (const [name, to] of map.exports) {
   if (!exports.has(to)) fail(`export ${name} mapped to ${to}, which the module does not export`);
@@ -75,7 +99,9 @@ for (const [name, to] of map.exports) {
 js = rename(js, "module", "^\\s+", JSON.stringify(oldModule), ": import0", JSON.stringify(newModule), jsPath);
 
 // Nothing of the old names may be left (a use the patterns above did not foresee).
-for (const [, name] of map.imports) if (js.includes(name)) fail(`import ${name} still used in ${jsPath}`);
+for (const [module, name] of map.imports) {
+  if (module === oldModule && js.includes(name)) fail(`import ${name} still used in ${jsPath}`);
+}
 for (const [name] of map.exports) {
   // `wasm.<name>`, or `wasm["<name>"]` and the like.
   if (new RegExp(`\\bwasm\\.${escape(name)}(?![\\w$])|["'\`]${escape(name)}["'\`]`).test(js)) {

@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use alloc::boxed::Box;
 
 use wasm_bindgen::closure::{Closure, WasmClosure};
-use wasm_bindgen::prelude::wasm_bindgen;
+use wasm_bindgen::prelude::{JsValue, wasm_bindgen};
 
 #[wasm_bindgen]
 extern "C" {
@@ -20,6 +20,31 @@ extern "C" {
     fn request_animation_frame(handler: &js_sys::Function) -> f64;
     #[wasm_bindgen(js_name = cancelAnimationFrame)]
     fn cancel_animation_frame(id: f64);
+}
+
+// `settle`: a promise's outcome into one callback, `f(true, value)` or `f(false, error)`.
+// `global`: the global object of windows and workers alike (one import, where `js_sys::global`
+// probes four names).
+#[wasm_bindgen(
+    inline_js = "export function settle(p, f) { p.then((v) => f(true, v), (e) => f(false, e)); }
+export function global() { return globalThis; }"
+)]
+extern "C" {
+    #[wasm_bindgen(js_name = settle)]
+    fn settle_with(promise: &js_sys::Promise, f: JsValue);
+    /// `globalThis`.
+    pub fn global() -> js_sys::Object;
+}
+
+/// Calls `f` with what `promise` settles to, from a microtask (never before this returns).
+///
+/// One callback, freed once called, instead of `wasm-bindgen-futures`' task queue and wakers:
+/// a promise that never settles keeps `f` (and what it holds, weakly held clients included).
+pub fn settle(promise: &js_sys::Promise, f: impl FnOnce(Result<JsValue, JsValue>) + 'static) {
+    settle_with(
+        promise,
+        Closure::once_into_js(move |ok: bool, v: JsValue| f(if ok { Ok(v) } else { Err(v) })),
+    );
 }
 
 static LIVE_CALLBACKS: AtomicUsize = AtomicUsize::new(0);
@@ -89,7 +114,7 @@ impl HeldTimeout {
     /// Calls `f` before the next frame is painted (browsers pause frames in hidden tabs). On a
     /// global without `requestAnimationFrame`, calls it after 16 ms.
     pub fn next_frame(f: impl FnOnce() + 'static) -> Self {
-        let has_frames = js_sys::Reflect::get(&js_sys::global(), &"requestAnimationFrame".into())
+        let has_frames = js_sys::Reflect::get(&global(), &"requestAnimationFrame".into())
             .is_ok_and(|f| f.is_function());
         if !has_frames {
             return Self::new(16, f);

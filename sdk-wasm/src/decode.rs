@@ -64,11 +64,15 @@ pub enum Field {
     LogCount,
     WarningCount,
     ErrorCount,
+    Previous,
+    Runs,
+    Done,
+    Value,
 }
 
 impl Field {
     /// Every field, in key order.
-    pub const ALL: [Field; 35] = [
+    pub const ALL: [Field; 39] = [
         Self::Type,
         Self::Run,
         Self::Seq,
@@ -104,6 +108,10 @@ impl Field {
         Self::LogCount,
         Self::WarningCount,
         Self::ErrorCount,
+        Self::Previous,
+        Self::Runs,
+        Self::Done,
+        Self::Value,
     ];
 
     /// The property name. Only native code uses it: the `.wasm` reads properties by index.
@@ -144,6 +152,10 @@ impl Field {
             Self::LogCount => "log_count",
             Self::WarningCount => "warning_count",
             Self::ErrorCount => "error_count",
+            Self::Previous => "previous",
+            Self::Runs => "runs",
+            Self::Done => "done",
+            Self::Value => "value",
         }
     }
 }

@@ -10,12 +10,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
-use js_sys::{Function, Reflect};
+use js_sys::Function;
 use runwire_protocol::{EndReason, RunState};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
-use crate::callback::{ClientToken, Held, HeldTimeout};
+use crate::callback::{ClientToken, Held, HeldTimeout, settle};
+use crate::decode::Field;
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
 use crate::registry::SubId;
 use crate::transport::{Sink, SseTransport, Transport, WsTransport};
@@ -293,12 +293,12 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             reason,
             code,
         } => {
-            let change = js_sys::Object::new();
-            set(&change, "state", &state.as_str().into());
-            set(&change, "previous", &previous.as_str().into());
-            set(&change, "reason", &reason.into());
+            let change = crate::js::object();
+            change.set_str(Field::State, state.as_str());
+            change.set_str(Field::Previous, previous.as_str());
+            change.set_str(Field::Reason, &reason);
             if let Some(code) = code {
-                set(&change, "code", &code.into());
+                change.set_num(Field::Code, code.into());
             }
             inner.debug("state", &change);
             let listeners = inner.app.borrow().state_listeners.clone();
@@ -427,22 +427,18 @@ fn report(inner: &Rc<Inner>, e: &ClientError) {
     if listeners.is_empty() {
         return;
     }
-    let obj = js_sys::Object::new();
-    set(&obj, "code", &e.code.as_str().into());
-    set(&obj, "message", &e.message.as_str().into());
+    let obj = crate::js::object();
+    obj.set_str(Field::Code, &e.code);
+    obj.set_str(Field::Message, &e.message);
     if let Some(run) = &e.run {
-        set(&obj, "run", &run.as_str().into());
+        obj.set_str(Field::Run, run);
     }
     if let Some(seq) = e.seq {
-        set(&obj, "seq", &(seq as f64).into());
+        obj.set_num(Field::Seq, seq as f64);
     }
     for f in listeners {
         let _ = f.call1(&JsValue::NULL, &obj);
     }
-}
-
-fn set(obj: &js_sys::Object, key: &str, value: &JsValue) {
-    let _ = Reflect::set(obj, &key.into(), value);
 }
 
 fn sub_callback(
@@ -480,8 +476,8 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
 /// Asks the client's token provider, or the own provider of a run's app subscription, for a
 /// token; the answer comes back as [`Input::Token`] for `req`.
 fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(String, SubId)>) {
-    let context = js_sys::Object::new();
-    set(&context, "reason", &reason.as_str().into());
+    let context = crate::js::object();
+    context.set_str(Field::Reason, reason.as_str());
     let runs = js_sys::Array::new();
     let provider = match &own {
         Some((run, sub)) => {
@@ -495,21 +491,14 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
             None
         }
     };
-    set(&context, "runs", &runs);
+    context.set(Field::Runs, &runs);
     inner.debug("token", &context);
     let pending = match (&inner.token, &provider) {
         (_, Some(f)) | (TokenSource::Provider(f), None) => f.call1(&JsValue::NULL, &context),
         (TokenSource::Fixed(t), None) => Ok(JsValue::from_str(t)),
     };
     let weak = Rc::downgrade(inner);
-    // Always answered from a task, never from inside this dispatch.
-    wasm_bindgen_futures::spawn_local(async move {
-        let token = match pending {
-            Ok(v) if v.has_type::<js_sys::Promise>() => {
-                JsFuture::from(v.unchecked_into::<js_sys::Promise>()).await
-            }
-            other => other,
-        };
+    let answer = move |token: Result<JsValue, JsValue>| {
         let token = match token {
             Ok(v) => v
                 .as_string()
@@ -520,34 +509,48 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Token { req, token });
         }
-    });
+    };
+    // Always answered from a microtask, never from inside this dispatch.
+    match pending {
+        Ok(v) if v.has_type::<js_sys::Promise>() => settle(v.unchecked_ref(), answer),
+        other => settle(&js_sys::Promise::resolve(&JsValue::UNDEFINED), move |_| {
+            answer(other)
+        }),
+    }
 }
 
-/// `online` and `offline` on the global object and `visibilitychange` on the document, while the
-/// client lives.
+// `online` and `offline` on the global object and `visibilitychange` on the document (if any)
+// call `f(0)`, `f(1)` and, when the page became visible, `f(2)`; the function returned removes
+// them. A global that is not an event target (a server runtime) gets none.
+#[wasm_bindgen(inline_js = "export function listenPage(f) {
+  const g = globalThis;
+  const d = typeof g.document == 'object' ? g.document : null;
+  const on = [
+    [g, 'online', () => f(0)],
+    [g, 'offline', () => f(1)],
+    [d, 'visibilitychange', () => d.visibilityState === 'visible' && f(2)],
+  ].filter((l) => l[0]);
+  const each = (m) => {
+    for (const [t, e, h] of on) try { t[m](e, h); } catch {}
+  };
+  each('addEventListener');
+  return () => each('removeEventListener');
+}")]
+extern "C" {
+    #[wasm_bindgen(js_name = listenPage)]
+    fn listen_page(f: &Function) -> Function;
+}
+
+/// The page listeners, while the client lives.
 #[derive(Debug)]
 struct PageListeners {
-    global: web_sys::EventTarget,
-    document: Option<web_sys::EventTarget>,
-    on_online: Held<dyn FnMut()>,
-    on_offline: Held<dyn FnMut()>,
-    on_visible: Held<dyn FnMut()>,
+    remove: Function,
+    _on_page: Held<dyn FnMut(u8)>,
 }
 
 impl Drop for PageListeners {
     fn drop(&mut self) {
-        let _ = self
-            .global
-            .remove_event_listener_with_callback("online", self.on_online.function());
-        let _ = self
-            .global
-            .remove_event_listener_with_callback("offline", self.on_offline.function());
-        if let Some(d) = &self.document {
-            let _ = d.remove_event_listener_with_callback(
-                "visibilitychange",
-                self.on_visible.function(),
-            );
-        }
+        let _ = self.remove.call0(&JsValue::NULL);
     }
 }
 
@@ -555,45 +558,20 @@ impl Drop for PageListeners {
 /// connection as reconnecting as soon as the browser goes offline (a socket can take minutes to
 /// notice).
 pub fn attach_page_listeners(inner: &Rc<Inner>) {
-    let global: web_sys::EventTarget = js_sys::global().unchecked_into();
-    let document = Reflect::get(&global, &"document".into())
-        .ok()
-        .filter(|d| d.is_object())
-        .map(|d| d.unchecked_into::<web_sys::EventTarget>());
     let weak = Rc::downgrade(inner);
-    let on_online = Held::new(Closure::<dyn FnMut()>::new(move || {
+    let on_page = Held::new(Closure::<dyn FnMut(u8)>::new(move |event: u8| {
+        let input = match event {
+            0 => Input::Online,
+            1 => Input::Offline,
+            _ => Input::Visible,
+        };
         if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, Input::Online);
+            dispatch(&inner, input);
         }
     }));
-    let weak = Rc::downgrade(inner);
-    let on_offline = Held::new(Closure::<dyn FnMut()>::new(move || {
-        if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, Input::Offline);
-        }
-    }));
-    let weak = Rc::downgrade(inner);
-    let doc = document.clone();
-    let on_visible = Held::new(Closure::<dyn FnMut()>::new(move || {
-        let visible = doc
-            .as_ref()
-            .and_then(|d| Reflect::get(d, &"visibilityState".into()).ok())
-            .and_then(|v| v.as_string())
-            .is_some_and(|v| v == "visible");
-        if let Some(inner) = weak.upgrade().filter(|_| visible) {
-            dispatch(&inner, Input::Visible);
-        }
-    }));
-    let _ = global.add_event_listener_with_callback("online", on_online.function());
-    let _ = global.add_event_listener_with_callback("offline", on_offline.function());
-    if let Some(d) = &document {
-        let _ = d.add_event_listener_with_callback("visibilitychange", on_visible.function());
-    }
+    let remove = listen_page(on_page.function());
     inner.io.borrow_mut().page = Some(PageListeners {
-        global,
-        document,
-        on_online,
-        on_offline,
-        on_visible,
+        remove,
+        _on_page: on_page,
     });
 }

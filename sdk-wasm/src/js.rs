@@ -18,7 +18,7 @@ use crate::wire::Frame;
 // One small getter and setter, by key index, instead of a generated accessor per property: the
 // names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
 #[wasm_bindgen(
-    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count'.split(' ');
+    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs done value'.split(' ');
 export function get(o, k) { return o?.[K[k]]; }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
@@ -38,14 +38,22 @@ extern "C" {
     fn set_num(o: &Obj, k: u32, v: f64);
 }
 
+/// A new empty object.
+pub fn object() -> Obj {
+    js_sys::Object::new().unchecked_into()
+}
+
 impl Obj {
-    fn set(&self, k: Field, v: &JsValue) {
+    /// Sets property `k`.
+    pub fn set(&self, k: Field, v: &JsValue) {
         set_value(self, k as u32, v);
     }
-    fn set_str(&self, k: Field, v: &str) {
+    /// Sets property `k` to a string.
+    pub fn set_str(&self, k: Field, v: &str) {
         set_str(self, k as u32, v);
     }
-    fn set_num(&self, k: Field, v: f64) {
+    /// Sets property `k` to a number.
+    pub fn set_num(&self, k: Field, v: f64) {
         set_num(self, k as u32, v);
     }
 }
@@ -205,7 +213,7 @@ fn same_node(a: &NodeState, b: &NodeState) -> bool {
 }
 
 fn node_to_js(n: &NodeState) -> JsValue {
-    let no: Obj = js_sys::Object::new().unchecked_into();
+    let no = object();
     no.set_str(Field::Key, &n.key);
     no.set_str(
         Field::Status,
@@ -239,7 +247,7 @@ fn node_to_js(n: &NodeState) -> JsValue {
 }
 
 fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
-    let o: Obj = js_sys::Object::new().unchecked_into();
+    let o = object();
     o.set_num(Field::Seq, state.seq as f64);
     o.set_str(
         Field::Status,

@@ -16,7 +16,7 @@ use runwire_protocol::{
 };
 
 use crate::backoff::{Backoff, Jitter};
-use crate::registry::{Check, Listener, Phase, Registry, SubId};
+use crate::registry::{Check, Listener, Phase, Registry, RunSub, SubId};
 use crate::wire::{Ended, EventFrame, Frame};
 
 /// How long a connection attempt (token, socket, `welcome`) may take before it counts as failed.
@@ -572,6 +572,16 @@ impl Machine {
         }));
     }
 
+    /// The runs `pick` selects, by name: the loops over them change the registry.
+    fn runs_where(&self, pick: fn(&RunSub) -> bool) -> Vec<String> {
+        self.registry
+            .runs()
+            .iter()
+            .filter(|r| pick(r))
+            .map(|r| r.run.clone())
+            .collect()
+    }
+
     fn next_req(&mut self) -> u32 {
         self.last_req = self.last_req.wrapping_add(1);
         self.last_req
@@ -636,28 +646,14 @@ impl Machine {
 
     /// The runs waiting for a connection token that did not come: their retry is spent.
     fn end_refused(&mut self) {
-        let runs: Vec<String> = self
-            .registry
-            .runs()
-            .iter()
-            .filter(|r| r.phase == Phase::Token && r.token_provider().is_none())
-            .map(|r| r.run.clone())
-            .collect();
-        for run in runs {
+        for run in self.runs_where(waits_for_connection_token) {
             self.end_run(&run, EndReason::Forbidden.into());
         }
     }
 
     /// Subscribes the runs that waited for a token, now that it came.
     fn subscribe_refused(&mut self) {
-        let runs: Vec<String> = self
-            .registry
-            .runs()
-            .iter()
-            .filter(|r| r.phase == Phase::Token && r.token_provider().is_none())
-            .map(|r| r.run.clone())
-            .collect();
-        for run in runs {
+        for run in self.runs_where(waits_for_connection_token) {
             self.send_subscribe(&run);
         }
     }
@@ -720,14 +716,7 @@ impl Machine {
     }
 
     fn subscribe_all(&mut self) {
-        let runs: Vec<String> = self
-            .registry
-            .runs()
-            .iter()
-            .filter(|r| r.phase == Phase::Idle)
-            .map(|r| r.run.clone())
-            .collect();
-        for run in runs {
+        for run in self.runs_where(|r| r.phase == Phase::Idle) {
             self.send_subscribe(&run);
         }
     }
@@ -1105,8 +1094,7 @@ impl Machine {
     }
 
     fn end_all(&mut self, reason: Ended) {
-        let runs: Vec<String> = self.registry.runs().iter().map(|r| r.run.clone()).collect();
-        for run in runs {
+        for run in self.runs_where(|_| true) {
             self.end_run(&run, reason.clone());
         }
     }
@@ -1337,7 +1325,12 @@ fn close_reason(code: u16, reason: &str) -> String {
     }
 }
 
-fn ended_at(r: &crate::registry::RunSub) -> (Option<u64>, Option<Rc<RunState>>) {
+/// A run that relies on the connection's token and waits for a fresh one.
+fn waits_for_connection_token(r: &RunSub) -> bool {
+    r.phase == Phase::Token && r.token_provider().is_none()
+}
+
+fn ended_at(r: &RunSub) -> (Option<u64>, Option<Rc<RunState>>) {
     (r.last_seq, r.last_seq.map(|_| r.state.clone()))
 }
 

@@ -12,24 +12,51 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::Cell;
 
-use js_sys::{Reflect, Uint8Array};
+use js_sys::Uint8Array;
 use runwire_protocol::ClientFrame;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
-use web_sys::{
-    AbortController, CloseEvent, Headers, MessageEvent, Request, RequestInit, WebSocket,
-};
+use web_sys::{AbortController, AbortSignal, CloseEvent, WebSocket};
 
-use crate::callback::Held;
+use crate::callback::{Held, settle};
+use crate::decode::{Field, Json};
 use crate::machine::Input;
 use crate::sse::{SseItem, SseParser};
 use crate::url::RelayUrl;
 
-#[wasm_bindgen]
+// The browser calls each transport makes, one import each instead of one per property set.
+#[wasm_bindgen(inline_js = "export function fetchEvents(url, token, signal) {
+  const headers = { Accept: 'text/event-stream' };
+  if (token) headers.Authorization = 'Bearer ' + token;
+  return fetch(url, { headers, signal });
+}
+export function openSocket(url, onopen, onmessage, onclose) {
+  const ws = new WebSocket(url);
+  ws.onopen = onopen;
+  ws.onmessage = (e) => onmessage(e.data);
+  ws.onclose = onclose;
+  return ws;
+}
+export function closeSocket(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  if (ws.readyState <= 1) ws.close(1000); // CONNECTING or OPEN
+}")]
 extern "C" {
-    /// The global `fetch`, in windows and workers alike.
-    #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(request: &Request) -> js_sys::Promise;
+    /// `fetch` (of windows and workers alike) of a run's event stream, with the token, if not
+    /// empty, in an `Authorization` header. An invalid URL or token rejects the promise.
+    #[wasm_bindgen(js_name = fetchEvents)]
+    fn fetch_events(url: &str, token: &str, signal: Option<&AbortSignal>) -> js_sys::Promise;
+    /// A WebSocket to `url` with its handlers (`on_message` is called with the message's data);
+    /// throws on an invalid URL.
+    #[wasm_bindgen(js_name = openSocket, catch)]
+    fn open_socket(
+        url: &str,
+        on_open: &js_sys::Function,
+        on_message: &js_sys::Function,
+        on_close: &js_sys::Function,
+    ) -> Result<WebSocket, JsValue>;
+    /// Detaches the socket's handlers and closes it, unless it is closing or closed.
+    #[wasm_bindgen(js_name = closeSocket)]
+    fn close_socket(ws: &WebSocket);
 }
 
 /// Where a transport delivers what it receives: the client. Transports hold it weakly, so that a
@@ -73,14 +100,13 @@ pub struct WsTransport {
     /// False once dropped: the rest of a batch being dispatched is then ignored.
     live: Rc<Cell<bool>>,
     _on_open: Held<dyn FnMut()>,
-    _on_message: Held<dyn FnMut(MessageEvent)>,
+    _on_message: Held<dyn FnMut(JsValue)>,
     _on_close: Held<dyn FnMut(CloseEvent)>,
 }
 
 impl WsTransport {
     /// Opens a socket to `url`; what it receives goes to `sink`.
     pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
-        let ws = WebSocket::new(url)?;
         let weak = sink.clone();
         let on_open = Held::new(Closure::<dyn FnMut()>::new(move || {
             if let Some(client) = weak.upgrade() {
@@ -90,23 +116,20 @@ impl WsTransport {
         let weak = sink.clone();
         let live = Rc::new(Cell::new(true));
         let live_here = live.clone();
-        let on_message = Held::new(Closure::<dyn FnMut(MessageEvent)>::new(
-            move |e: MessageEvent| {
-                let data = e.data();
-                if !data.is_string() {
+        let on_message = Held::new(Closure::<dyn FnMut(JsValue)>::new(move |data: JsValue| {
+            if !data.is_string() {
+                return;
+            }
+            // Several frames, one per line (the `auth` frame asked for batches).
+            let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
+            for line in lines.iter() {
+                // An app callback may have closed the client or dropped this connection.
+                let Some(client) = client(&weak, &live_here) else {
                     return;
-                }
-                // Several frames, one per line (the `auth` frame asked for batches).
-                let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
-                for line in lines.iter() {
-                    // An app callback may have closed the client or dropped this connection.
-                    let Some(client) = client(&weak, &live_here) else {
-                        return;
-                    };
-                    client.frame(&line);
-                }
-            },
-        ));
+                };
+                client.frame(&line);
+            }
+        }));
         let weak = sink;
         let on_close = Held::new(Closure::<dyn FnMut(CloseEvent)>::new(
             move |e: CloseEvent| {
@@ -119,9 +142,12 @@ impl WsTransport {
                 }
             },
         ));
-        ws.set_onopen(Some(on_open.function()));
-        ws.set_onmessage(Some(on_message.function()));
-        ws.set_onclose(Some(on_close.function()));
+        let ws = open_socket(
+            url,
+            on_open.function(),
+            on_message.function(),
+            on_close.function(),
+        )?;
         Ok(Self {
             ws,
             live,
@@ -142,12 +168,7 @@ impl WsTransport {
 impl Drop for WsTransport {
     fn drop(&mut self) {
         self.live.set(false);
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
-        if self.ws.ready_state() <= WebSocket::OPEN {
-            let _ = self.ws.close_with_code(1000);
-        }
+        close_socket(&self.ws);
     }
 }
 
@@ -211,28 +232,15 @@ impl<S: Sink> SseTransport<S> {
         let live = Rc::new(Cell::new(true));
         let abort = AbortController::new().ok();
         let signal = abort.as_ref().map(AbortController::signal);
-        let weak = self.sink.clone();
-        let task_live = live.clone();
-        wasm_bindgen_futures::spawn_local(async move {
-            let end = read_stream(&url, &token, signal.as_ref(), &weak, &task_live).await;
-            if !task_live.get() {
-                return;
-            }
-            let Some(client) = weak.upgrade() else { return };
-            let input = match end {
-                StreamEnd::Eof => Input::StreamEnded {
-                    run: &run,
-                    finished: false,
-                },
-                StreamEnd::Finished => Input::StreamEnded {
-                    run: &run,
-                    finished: true,
-                },
-                StreamEnd::Forbidden => Input::StreamForbidden { run: &run },
-                StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
-            };
-            client.input(input);
-        });
+        let reader = StreamReader {
+            run,
+            sink: self.sink.clone(),
+            live: live.clone(),
+            parser: SseParser::default(),
+            any_frame: false,
+        };
+        let response = fetch_events(&url, &token, signal.as_ref());
+        settle(&response, move |r| reader.response(r));
         Stream { abort, live }
     }
 }
@@ -248,62 +256,77 @@ enum StreamEnd {
     Closed(u16),
 }
 
-async fn read_stream<S: Sink>(
-    url: &str,
-    token: &str,
-    signal: Option<&web_sys::AbortSignal>,
-    weak: &Weak<S>,
-    live: &Rc<Cell<bool>>,
-) -> StreamEnd {
-    let Ok(response) = fetch_events(url, token, signal).await else {
-        return StreamEnd::Closed(1006);
-    };
-    let opened = |weak: &Weak<S>| {
-        if let Some(client) = client(weak, live) {
-            client.input(Input::Opened);
-        }
-    };
-    match response.status() {
-        200 => opened(weak),
-        204 => {
-            opened(weak);
-            return StreamEnd::Finished;
-        }
-        401 => return StreamEnd::Closed(4002),
-        403 => return StreamEnd::Forbidden,
-        429 => return StreamEnd::Closed(4029),
-        _ => return StreamEnd::Closed(1006),
-    }
-    let Some(body) = response.body() else {
-        return StreamEnd::Closed(1006);
-    };
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut parser = SseParser::default();
-    let mut any_frame = false;
-    loop {
-        let Ok(chunk) = JsFuture::from(reader.read()).await else {
-            return StreamEnd::Closed(1006);
+/// A stream's reading, from its response to its end: each step is called when the promise it
+/// waited for settles.
+struct StreamReader<S: Sink> {
+    run: String,
+    sink: Weak<S>,
+    live: Rc<Cell<bool>>,
+    parser: SseParser,
+    /// A frame arrived on this stream.
+    any_frame: bool,
+}
+
+impl<S: Sink> StreamReader<S> {
+    /// `fetch` answered (or failed).
+    fn response(self, response: Result<JsValue, JsValue>) {
+        let Ok(response) = response else {
+            return self.end(StreamEnd::Closed(1006));
         };
-        if Reflect::get(&chunk, &"done".into()).is_ok_and(|d| d.is_truthy()) {
+        let response: web_sys::Response = response.unchecked_into();
+        let status = response.status();
+        if matches!(status, 200 | 204) {
+            if let Some(client) = client(&self.sink, &self.live) {
+                client.input(Input::Opened);
+            }
+        }
+        match status {
+            200 => {}
+            204 => return self.end(StreamEnd::Finished),
+            401 => return self.end(StreamEnd::Closed(4002)),
+            403 => return self.end(StreamEnd::Forbidden),
+            429 => return self.end(StreamEnd::Closed(4029)),
+            _ => return self.end(StreamEnd::Closed(1006)),
+        }
+        let Some(body) = response.body() else {
+            return self.end(StreamEnd::Closed(1006));
+        };
+        self.read(body.get_reader().unchecked_into());
+    }
+
+    /// Waits for the next chunk.
+    fn read(self, reader: web_sys::ReadableStreamDefaultReader) {
+        let chunk = reader.read();
+        settle(&chunk, move |chunk| self.chunk(reader, chunk));
+    }
+
+    /// A chunk arrived (or the stream ended or failed).
+    fn chunk(
+        mut self,
+        reader: web_sys::ReadableStreamDefaultReader,
+        chunk: Result<JsValue, JsValue>,
+    ) {
+        let Ok(chunk) = chunk else {
+            return self.end(StreamEnd::Closed(1006));
+        };
+        if chunk.field(Field::Done).is_truthy() {
             // A stream that ends before saying anything is a failure, not a reason to reopen
             // it at once (which could spin).
-            return if any_frame {
+            let end = if self.any_frame {
                 StreamEnd::Eof
             } else {
                 StreamEnd::Closed(1006)
             };
+            return self.end(end);
         }
-        let Ok(value) = Reflect::get(&chunk, &"value".into()) else {
-            return StreamEnd::Closed(1006);
-        };
-        let bytes = Uint8Array::new(&value).to_vec();
-        let items = match parser.feed(&bytes) {
+        let bytes = Uint8Array::new(&chunk.field(Field::Value)).to_vec();
+        let items = match self.parser.feed(&bytes) {
             Ok(items) => items,
-            Err(_) => return StreamEnd::Closed(1006),
+            Err(_) => return self.end(StreamEnd::Closed(1006)),
         };
         for item in items {
-            let Some(client) = client(weak, live) else {
-                return StreamEnd::Eof;
+            let Some(client) = client(&self.sink, &self.live) else {
+                return self.end(StreamEnd::Eof);
             };
             match item {
                 SseItem::Comment => client.input(Input::Alive),
@@ -311,36 +334,41 @@ async fn read_stream<S: Sink>(
                     // The relay is going away: {"type":"close","code":1012,...}
                     let code = crate::js::parse(&JsValue::from_str(&data))
                         .ok()
-                        .and_then(|v| Reflect::get(&v, &"code".into()).ok())
-                        .and_then(|c| c.as_f64())
+                        .and_then(|v| v.field(Field::Code).as_f64())
                         .filter(|c| (1000.0..5000.0).contains(c))
                         .map_or(1012, |c| c as u16);
-                    return StreamEnd::Closed(code);
+                    return self.end(StreamEnd::Closed(code));
                 }
                 SseItem::Message { data, .. } => {
-                    any_frame = true;
+                    self.any_frame = true;
                     client.frame(&JsValue::from_str(&data));
                 }
             }
         }
+        self.read(reader);
     }
-}
 
-async fn fetch_events(
-    url: &str,
-    token: &str,
-    signal: Option<&web_sys::AbortSignal>,
-) -> Result<web_sys::Response, JsValue> {
-    let headers = Headers::new()?;
-    headers.set("Accept", "text/event-stream")?;
-    if !token.is_empty() {
-        headers.set("Authorization", &["Bearer ", token].concat())?;
+    /// The stream is over: tells the client, unless the stream was dropped or the client is gone.
+    fn end(self, end: StreamEnd) {
+        if !self.live.get() {
+            return;
+        }
+        let Some(client) = self.sink.upgrade() else {
+            return;
+        };
+        let run = &self.run;
+        let input = match end {
+            StreamEnd::Eof => Input::StreamEnded {
+                run,
+                finished: false,
+            },
+            StreamEnd::Finished => Input::StreamEnded {
+                run,
+                finished: true,
+            },
+            StreamEnd::Forbidden => Input::StreamForbidden { run },
+            StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
+        };
+        client.input(input);
     }
-    let init = RequestInit::new();
-    init.set_method("GET");
-    init.set_headers(&headers);
-    init.set_signal(signal);
-    let request = Request::new_with_str_and_init(url, &init)?;
-    let response = JsFuture::from(global_fetch(&request)).await?;
-    Ok(response.unchecked_into())
 }
