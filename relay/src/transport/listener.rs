@@ -490,18 +490,23 @@ mod tests {
         })
     }
 
+    /// An accepted socket in its wrapper, and the client's end.
+    async fn held_and_peer() -> (Held, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let (slot, _) = slots(4).admit().unwrap();
+        (Held::new(stream, slot), peer)
+    }
+
     /// Writes are gathered until a flush, then go out together, and the buffer is freed: a
     /// connection that received a burst keeps no write buffer.
     #[tokio::test]
     async fn writes_wait_for_a_flush_and_the_buffer_is_freed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let (slot, _) = slots(4).admit().unwrap();
-        let mut held = Held::new(stream, slot);
+        let (mut held, mut peer) = held_and_peer().await;
         for frame in [&b"one,"[..], b"two,", b"three"] {
             held.write_all(frame).await.unwrap();
         }
@@ -535,13 +540,7 @@ mod tests {
     #[tokio::test]
     async fn writes_are_whole_and_direct_writes_wait_for_pending_bytes() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let (slot, _) = slots(4).admit().unwrap();
-        let mut held = Held::new(stream, slot);
+        let (mut held, mut peer) = held_and_peer().await;
         let socket = held.socket.clone();
         // Far more than a fresh loopback socket takes at once.
         let big = vec![1u8; 16 * 1024 * 1024];

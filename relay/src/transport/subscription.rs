@@ -314,6 +314,18 @@ mod tests {
         }
     }
 
+    /// A subscription of run `r` after its first snapshot, and what it emitted.
+    fn subscribed(
+        snapshot: Snapshot,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> (Subscription, Vec<Emit>) {
+        let mut f = Subscription::default();
+        let mut out = Vec::new();
+        f.on_snapshot(&"r".into(), snapshot, since, epoch, true, &mut out);
+        (f, out)
+    }
+
     fn control(e: &Emit) -> Option<&ServerFrame> {
         match e {
             Emit::Control(f) => Some(f),
@@ -332,18 +344,8 @@ mod tests {
 
     #[test]
     fn replays_then_dedups_live_events() {
-        let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("e", 3, "log"), ev("e", 4, "log")]);
-        f.on_snapshot(
-            &run,
-            snap("e", 4, replay),
-            Some(2),
-            Some("e"),
-            true,
-            &mut out,
-        );
+        let (mut f, mut out) = subscribed(snap("e", 4, replay), Some(2), Some("e"));
         assert!(matches!(
             control(&out[0]),
             Some(ServerFrame::Subscribed { seq: 4, .. })
@@ -361,16 +363,7 @@ mod tests {
     #[test]
     fn a_gap_or_another_epoch_needs_a_resync() {
         let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
-        f.on_snapshot(
-            &run,
-            snap("e", 2, Replay::NotAsked),
-            None,
-            None,
-            true,
-            &mut out,
-        );
+        let (mut f, mut out) = subscribed(snap("e", 2, Replay::NotAsked), None, None);
         assert_eq!(f.on_event(&ev("e", 4, "log"), &mut out), Err(NeedsResync));
         assert_eq!(f.on_event(&ev("x", 3, "log"), &mut out), Err(NeedsResync));
         assert_eq!(f.resync_point(), (Some(2), Some("e")));
@@ -395,48 +388,20 @@ mod tests {
 
     #[test]
     fn an_empty_subscription_adopts_a_new_epoch() {
-        let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
-        f.on_snapshot(
-            &run,
-            snap("boot", 0, Replay::NotAsked),
-            None,
-            None,
-            true,
-            &mut out,
-        );
+        let (mut f, mut out) = subscribed(snap("boot", 0, Replay::NotAsked), None, None);
         f.on_event(&ev("run-1", 1, "log"), &mut out).unwrap();
         assert_eq!(seqs(&out), [1]);
     }
 
     #[test]
     fn resume_from_another_epoch_resets() {
-        let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("new", 1, "log")]);
-        f.on_snapshot(
-            &run,
-            snap("new", 1, replay),
-            Some(5),
-            Some("old"),
-            true,
-            &mut out,
-        );
+        let (_, out) = subscribed(snap("new", 1, replay), Some(5), Some("old"));
         assert!(matches!(control(&out[0]), Some(ServerFrame::Reset { .. })));
         assert!(seqs(&out).is_empty());
         // since 0 replays from the start whatever the epoch
-        let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("new", 1, "log")]);
-        Subscription::default().on_snapshot(
-            &run,
-            snap("new", 1, replay),
-            Some(0),
-            Some("old"),
-            true,
-            &mut out,
-        );
+        let (_, out) = subscribed(snap("new", 1, replay), Some(0), Some("old"));
         assert!(matches!(
             control(&out[0]),
             Some(ServerFrame::Subscribed { .. })
@@ -447,17 +412,8 @@ mod tests {
     #[test]
     fn an_empty_epoch_from_before_the_first_event_resumes_in_any_epoch() {
         // Subscribed before the run existed: no epoch; the events came under "x".
-        let run: RunId = "r".into();
-        let mut out = Vec::new();
         let replay = Replay::Events(vec![ev("x", 3, "log"), ev("x", 4, "log")]);
-        Subscription::default().on_snapshot(
-            &run,
-            snap("x", 4, replay),
-            Some(2),
-            Some(""),
-            true,
-            &mut out,
-        );
+        let (_, out) = subscribed(snap("x", 4, replay), Some(2), Some(""));
         assert!(matches!(
             control(&out[0]),
             Some(ServerFrame::Subscribed { .. })
@@ -469,17 +425,7 @@ mod tests {
 
     #[test]
     fn in_order_counts_what_on_event_would_send_as_is() {
-        let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
-        f.on_snapshot(
-            &run,
-            snap("e", 2, Replay::NotAsked),
-            None,
-            None,
-            true,
-            &mut out,
-        );
+        let (mut f, mut out) = subscribed(snap("e", 2, Replay::NotAsked), None, None);
         let batch = [
             ev("e", 3, "log"),
             ev("e", 4, "log"),
@@ -527,17 +473,7 @@ mod tests {
 
     #[test]
     fn ends_after_the_terminal_event() {
-        let run: RunId = "r".into();
-        let mut f = Subscription::default();
-        let mut out = Vec::new();
-        f.on_snapshot(
-            &run,
-            snap("e", 0, Replay::NotAsked),
-            None,
-            None,
-            true,
-            &mut out,
-        );
+        let (mut f, mut out) = subscribed(snap("e", 0, Replay::NotAsked), None, None);
         out.clear();
         f.on_event(&ev("e", 1, "run.failed"), &mut out).unwrap();
         assert!(matches!(out.last(), Some(Emit::End(EndReason::Failed))));
