@@ -42,7 +42,7 @@
 //!
 //! **Lost messages.** Pub/Sub keeps nothing, and a message can be lost after its events were
 //! stored (on a cluster, a restarted node forwards no message until its bus links are back). The
-//! head check ([`heads`]) reads the head of every watched run every `head_check_interval` and
+//! head check (`heads`) reads the head of every watched run every `head_check_interval` and
 //! makes the subscriptions of a run whose events did not arrive catch up from the stream.
 //!
 //! **Outages.** Commands time out after `command_timeout` and fail with

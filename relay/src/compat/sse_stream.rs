@@ -198,7 +198,7 @@ impl FromRequestParts<AppState> for PlanAuthorized {
 ///
 /// A subscribe token covering `{execution}` whose `ws` claim is `{workspace}` (else 403). The
 /// stream replays the run's retained events (after `Last-Event-ID` when the browser reconnects),
-/// then sends live ones, in the plan's format ([`plan_message`]), with a `: hb` comment every
+/// then sends live ones, in the plan's format (`plan_message`), with a `: hb` comment every
 /// `--sse-heartbeat`; it ends after the run's terminal event, when the token expires, after
 /// `--sse-max-duration` and at shutdown. A browser reconnecting after the end gets 204, which
 /// stops `EventSource`.
