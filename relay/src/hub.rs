@@ -602,14 +602,47 @@ mod tests {
         rx.poll_next(&mut Context::from_waker(&waker))
     }
 
-    fn frame(ev: &Arc<Event>) -> Vec<u8> {
-        let mut wire = Wire::default();
-        wire.frames(std::slice::from_ref(ev), 1).to_vec()
+    /// Reads `n` frames from `peer` as a client decodes them (tungstenite's parser): each must be a whole, final,
+    /// unmasked text frame; their texts.
+    async fn read_texts(peer: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        use std::io::Cursor;
+        use std::time::Duration;
+        use tokio::io::AsyncReadExt;
+        use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let (mut buf, mut texts) = (Vec::new(), Vec::new());
+        while texts.len() < n {
+            let mut cursor = Cursor::new(&buf[..]);
+            if let Some((header, len)) = FrameHeader::parse(&mut cursor).unwrap() {
+                let start = cursor.position() as usize;
+                if buf.len() >= start + len as usize {
+                    assert!(header.is_final && header.mask.is_none());
+                    assert_eq!(header.opcode, OpCode::Data(Data::Text));
+                    let text = std::str::from_utf8(&buf[start..start + len as usize]).unwrap();
+                    texts.push(text.to_owned());
+                    buf.drain(..start + len as usize);
+                    continue;
+                }
+            }
+            let mut chunk = vec![0; 64 * 1024];
+            // A wrong length would leave this waiting for bytes that never come.
+            let read = tokio::time::timeout(Duration::from_secs(10), peer.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no whole frame after {} frames", texts.len()))
+                .unwrap();
+            assert!(read > 0, "the peer closed after {} frames", texts.len());
+            buf.extend_from_slice(&chunk[..read]);
+        }
+        assert!(buf.is_empty(), "bytes after the last frame");
+        texts
+    }
+
+    fn texts_of(events: &[Arc<Event>]) -> Vec<String> {
+        events.iter().map(|ev| ev.frame.to_string()).collect()
     }
 
     #[tokio::test]
     async fn a_waiting_connection_gets_in_order_events_written_directly() {
-        use tokio::io::AsyncReadExt;
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::new(metrics.clone());
         let (socket, mut peer) = socket_pair().await;
@@ -631,12 +664,11 @@ mod tests {
         assert_eq!(rx.subs().get("r").unwrap().last_seq(), 3);
         assert_eq!(metrics.events_delivered.get(), 2);
         assert_eq!(metrics.delivery_latency.count(), 2);
-        let expected = [frame(&e2), frame(&e3)].concat();
-        // Headers: 16-bit and 64-bit lengths.
-        assert_eq!(&expected[..2], &[0x81, 126]);
-        let mut got = vec![0; expected.len()];
-        peer.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, expected);
+        // Headers with 16-bit and 64-bit lengths.
+        assert_eq!(
+            read_texts(&mut peer, 2).await,
+            texts_of(&[e2.clone(), e3.clone()])
+        );
 
         // A gap goes through the queue (the connection resyncs), and so does all after it.
         assert!(wait_once(&mut rx).is_pending());
@@ -659,7 +691,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_partial_direct_write_leaves_the_rest_for_the_connection_to_flush() {
-        use tokio::io::AsyncReadExt;
         let hub = Hub::new(Arc::default());
         let (socket, mut peer) = socket_pair().await;
         let (conn, mut rx) = ConnHandle::new(1, 8);
@@ -668,7 +699,6 @@ mod tests {
         hub.register(&"r".into(), &conn);
         // Far more than loopback's socket buffers take at once.
         let events: Vec<_> = (1..=256).map(|seq| sized("r", seq, 64 * 1024)).collect();
-        let total: usize = events.iter().map(|ev| frame(ev).len()).sum();
         assert!(wait_once(&mut rx).is_pending());
         hub.deliver_all(&events);
         // Sent, as far as the subscription goes; the rest is the connection's to write.
@@ -679,15 +709,13 @@ mod tests {
         assert!(wait_once(&mut rx).is_pending());
         hub.deliver(&sized("r", 257, 10));
         assert!(matches!(rx.try_recv(), Some(Outbound::Event(e)) if e.seq == 257));
-        let reader = tokio::spawn(async move {
-            let mut got = vec![0; total];
-            peer.read_exact(&mut got).await.unwrap();
-            got
-        });
+        let reader = tokio::spawn(async move { read_texts(&mut peer, 256).await });
         socket.send_pending().await.unwrap();
         let got = reader.await.unwrap();
-        let expected: Vec<u8> = events.iter().flat_map(frame).collect();
-        assert!(got == expected, "the frames arrive whole and in order");
+        assert!(
+            got == texts_of(&events),
+            "the frames arrive whole and in order"
+        );
     }
 
     #[tokio::test]
