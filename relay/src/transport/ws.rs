@@ -20,7 +20,9 @@
 
 mod outbox;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use axum::Extension;
@@ -28,13 +30,13 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use runwire_protocol::token::{Claims, Scope};
+use runwire_protocol::token::{ANY_RUN, Claims, Scope};
 use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
 use serde::Deserialize;
 use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::broker::RunId;
 use crate::error::AuthError;
@@ -98,22 +100,30 @@ fn upgrade(
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
-        // is what limits how many a relay holds. Client frames are small (an `auth` is ~350 B) and
-        // the read buffer grows for a larger one; 512 B instead of 4 KiB took an idle subscribed
-        // connection from ~11.0 KB to ~7.4 KB (docs/benchmarks.md). Frames go straight to the
-        // socket's own write buffer (`transport::listener`), which gathers a burst into one
-        // `send()` and, unlike the library's, is freed once written out.
-        .read_buffer_size(512)
+        // is what limits how many a relay holds. Client frames are small (an `auth` is a few
+        // hundred bytes, `subscribe` and `ping` less) and the read buffer grows to hold a larger
+        // frame whole (up to `MAX_INBOUND_FRAME`), but it is never shrunk: what an idle
+        // connection keeps is what its largest frame needed. 512 B instead of 4 KiB took an idle
+        // subscribed connection from ~11.0 KB to ~7.4 KB, 128 B instead of 512 B saved ~150 B
+        // more (docs/benchmarks.md); the price is reads of at most 128 bytes, i.e. more of them
+        // for a large frame. Frames go straight to the socket's own write buffer
+        // (`transport::listener`), which gathers a burst into one `send()` and, unlike the
+        // library's, is freed once written out.
+        .read_buffer_size(128)
         .write_buffer_size(0)
-        // The connection's future directly, not an `async` block around it: such a block would
-        // keep the moved-out socket and query in the task for the connection's lifetime.
+        // The connection runs in a task of its own, spawned here, so that the task `on_upgrade`
+        // spawns ends at once: that task keeps the upgrade's configuration and this closure (200
+        // bytes) beside the future it awaits for as long as it runs, and tokio rounds a task up
+        // to a multiple of 128 bytes. The connection's future is `run`'s own, not an `async`
+        // block around it: such a block would keep the moved-out socket and query as well.
         .on_upgrade(move |ws: WebSocket| {
             let (tx, rx) = ws.split();
             let conn = Conn::new(state, mode, tx);
             if let Some(Extension(SocketHandle(socket))) = socket {
                 conn.inbox.set_socket(socket, false);
             }
-            conn.run(rx, q)
+            tokio::spawn(conn.run(rx, q));
+            std::future::ready(())
         })
 }
 
@@ -143,6 +153,38 @@ struct Subscribe {
     token: Option<String>,
 }
 
+/// What a connection keeps of its token: the runs it covers, as [`Claims::allows_run`] and
+/// [`Claims::single_run`] read them. The rest of the claims is read once, when the token is
+/// accepted; kept whole, they would cost every connection's task ~120 bytes more.
+#[derive(Debug)]
+struct Grant {
+    /// `run` and the entries of `runs`.
+    runs: Box<[Box<str>]>,
+    /// `runs` holds [`ANY_RUN`]: every run.
+    any: bool,
+}
+
+impl Grant {
+    fn new(claims: &Claims) -> Self {
+        Self {
+            runs: claims.run_ids().map(Box::from).collect(),
+            any: claims.runs.iter().flatten().any(|r| r == ANY_RUN),
+        }
+    }
+
+    fn allows_run(&self, run: &str) -> bool {
+        self.any || self.runs.iter().any(|r| **r == *run)
+    }
+
+    fn single_run(&self) -> Option<&str> {
+        let mut ids = self.runs.iter().map(|r| &**r).filter(|r| *r != ANY_RUN);
+        match (ids.next(), ids.next()) {
+            (Some(r), None) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// One WebSocket connection.
 ///
 /// Most connections are idle most of the time, so what one holds while it waits is what limits
@@ -155,7 +197,8 @@ pub struct Conn<W> {
     tx: W,
     handle: ConnHandle,
     inbox: Inbox,
-    claims: Option<Claims>,
+    /// The runs the connection's token covers, once one is accepted.
+    grant: Option<Grant>,
     /// When the token expires (plus the leeway): the connection closes with 4001.
     expires_at: Option<Instant>,
     /// Until a token is accepted: when the connection closes with 4004.
@@ -166,7 +209,7 @@ pub struct Conn<W> {
     /// the leeway): they end with `token_expired` then, unless resubscribed with a fresh token,
     /// and a refreshed connection token that does not cover their run leaves them alone. A
     /// subset of `subs`' keys, so bounded by `max_subscriptions`.
-    own_token: HashMap<RunId, Instant>,
+    own_token: BTreeMap<RunId, Instant>,
     /// The earliest of `own_token`'s expiries, kept so that the loop's deadline costs nothing
     /// per step.
     own_token_expiry: Option<Instant>,
@@ -226,10 +269,10 @@ where
             tx,
             handle,
             inbox,
-            claims: None,
+            grant: None,
             expires_at: None,
             auth_deadline: None,
-            own_token: HashMap::new(),
+            own_token: BTreeMap::new(),
             own_token_expiry: None,
             scratch: Vec::new(),
             outbox: Outbox::default(),
@@ -300,8 +343,8 @@ where
         if self.mode == Mode::Multi {
             return Ok(None);
         }
-        let claims = self.claims.as_ref().expect("authenticated above");
-        let Some(run) = claims.single_run().map(str::to_owned) else {
+        let grant = self.grant.as_ref().expect("authenticated above");
+        let Some(run) = grant.single_run().map(str::to_owned) else {
             return Err(Exit::Close(CloseCode::Forbidden));
         };
         Ok(Some(Box::new(Subscribe {
@@ -324,20 +367,19 @@ where
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
+        // One timer for every deadline of the connection, the writes' included (see `flush`).
+        let timer = sleep_until(Instant::now() + self.state.config.ping_interval);
+        tokio::pin!(timer);
         if let Some(sub) = first {
-            self.subscribe(*sub).await;
+            Box::pin(self.subscribe(*sub)).await;
         }
-        self.flush().await;
-        let config = &self.state.config;
-        let (ping_every, idle_timeout) = (config.ping_interval, config.idle_timeout);
+        self.flush(timer.as_mut()).await;
         let mut stop = self.state.shutdown_flag();
         let mut last_heard = Instant::now();
-        let mut next_ping = last_heard + ping_every;
+        let mut next_ping = last_heard + self.state.config.ping_interval;
         // When the last ping went out. Anything heard from the client after it answers it: a pong,
         // or any frame, which proves the peer alive just as well.
         let mut ping_sent: Option<Instant> = None;
-        let timer = sleep_until(self.next_deadline(next_ping));
-        tokio::pin!(timer);
         loop {
             if let Some(exit) = self.exit.take() {
                 return exit;
@@ -345,9 +387,11 @@ where
             if self.inbox.is_slow() {
                 return Exit::Close(CloseCode::SlowConsumer);
             }
-            let deadline = self.next_deadline(next_ping);
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            {
+                let deadline = self.next_deadline(next_ping);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
             }
             tokio::select! {
                 biased;
@@ -363,7 +407,7 @@ where
                     }
                     if self.own_token_expiry.is_some_and(|at| at <= now) {
                         self.end_expired(now);
-                        self.flush().await;
+                        self.flush(timer.as_mut()).await;
                     }
                     if next_ping <= now {
                         // A dead peer (a laptop closed, a NAT entry dropped) answers nothing:
@@ -373,18 +417,19 @@ where
                             return Exit::Close(CloseCode::IdleTimeout);
                         }
                         // The idle timeout is checked at each ping.
-                        if now.duration_since(last_heard) >= idle_timeout {
+                        let config = &self.state.config;
+                        if now.duration_since(last_heard) >= config.idle_timeout {
                             return Exit::Close(CloseCode::IdleTimeout);
                         }
                         // A late tick delays the ones after it rather than bursting.
                         next_ping = if now > next_ping + LATE_TICK {
-                            now + ping_every
+                            now + config.ping_interval
                         } else {
-                            next_ping + ping_every
+                            next_ping + config.ping_interval
                         };
                         self.push(Message::Ping(bytes::Bytes::new()));
                         ping_sent = Some(now);
-                        self.flush().await;
+                        self.flush(timer.as_mut()).await;
                     }
                 }
                 msg = rx.next() => match msg {
@@ -397,9 +442,11 @@ where
                         self.inbox.hold();
                         last_heard = Instant::now();
                         if let Some(sub) = self.on_message(msg) {
-                            self.subscribe(sub).await;
+                            // Boxed: the connection's future would otherwise be as large as
+                            // this rare step's, for its whole life.
+                            Box::pin(self.subscribe(sub)).await;
                         }
-                        self.flush().await;
+                        self.flush(timer.as_mut()).await;
                     }
                 },
                 next = self.inbox.recv_or_flush() => {
@@ -408,7 +455,7 @@ where
                         Next::Slow => return Exit::Close(CloseCode::SlowConsumer),
                         Next::Flush => {
                             self.unflushed = true;
-                            self.flush().await;
+                            self.flush(timer.as_mut()).await;
                             continue;
                         }
                     };
@@ -426,7 +473,7 @@ where
                             break;
                         }
                     }
-                    self.flush().await;
+                    self.flush(timer.as_mut()).await;
                 }
             }
         }
@@ -440,11 +487,16 @@ where
     }
 
     /// Writes the outbox and flushes the socket; a failure ends the connection.
-    async fn flush(&mut self) {
+    ///
+    /// Each write may take `--write-timeout`, timed by the connection's own `timer` (the loop
+    /// re-arms it to the connection's next deadline afterwards): a timer of the flush's own would
+    /// be part of the connection's future, and so of every idle connection's memory.
+    async fn flush(&mut self, mut timer: Pin<&mut Sleep>) {
         let write_timeout = self.state.config.write_timeout;
         let mut written = !self.outbox.is_empty();
         while let Some(msg) = self.outbox.next_message() {
-            match timeout(write_timeout, self.tx.feed(msg)).await {
+            let deadline = Instant::now() + write_timeout;
+            match within(self.tx.feed(msg), timer.as_mut(), deadline).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     self.exit = Some(Exit::Gone);
@@ -467,7 +519,8 @@ where
         if !std::mem::take(&mut self.unflushed) && !written {
             return;
         }
-        match timeout(write_timeout, self.tx.flush()).await {
+        let deadline = Instant::now() + write_timeout;
+        match within(self.tx.flush(), timer.as_mut(), deadline).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.exit = Some(Exit::Gone),
             Err(_) => {
@@ -508,7 +561,7 @@ where
         self.auth_deadline = None;
         let exp = claims.exp;
         tracing::debug!(conn = self.handle.id, sub = ?claims.sub, "authenticated");
-        self.claims = Some(claims);
+        self.grant = Some(Grant::new(&claims));
         if self.mode == Mode::Multi {
             let welcome = ServerFrame::Welcome {
                 conn: format!("{:x}", self.handle.id),
@@ -543,7 +596,7 @@ where
     fn on_frame(&mut self, frame: ClientFrame) -> Option<Subscribe> {
         match frame {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
-            ClientFrame::Auth { token, batch } if self.claims.is_none() => {
+            ClientFrame::Auth { token, batch } if self.grant.is_none() => {
                 self.outbox.set_batch(batch);
                 self.inbox.set_batch(batch);
                 if let Err(code) = self.authenticate(&token) {
@@ -551,7 +604,7 @@ where
                 }
             }
             ClientFrame::Auth { token, .. } => self.refresh(&token),
-            _ if self.claims.is_none() => {
+            _ if self.grant.is_none() => {
                 self.error(
                     ErrorCode::NotAuthenticated,
                     "send an auth frame first",
@@ -651,8 +704,8 @@ where
                 }
             }
             None => {
-                let claims = self.claims.as_ref().expect("subscribe needs auth");
-                let allowed = claims.allows_run(&run);
+                let grant = self.grant.as_ref().expect("subscribe needs auth");
+                let allowed = grant.allows_run(&run);
                 if !allowed {
                     self.state
                         .metrics
@@ -859,6 +912,30 @@ where
     }
 }
 
+/// `io`'s output, or `Err` once `deadline` has passed, as `tokio::time::timeout` would give, but
+/// timed by `timer`, which is set only if `io` does not complete at once.
+async fn within<F>(
+    mut io: F,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Result<F::Output, ()>
+where
+    F: Future + Unpin,
+{
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = Pin::new(&mut io).poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if !armed {
+            timer.as_mut().reset(deadline);
+            armed = true;
+        }
+        timer.as_mut().poll(cx).map(Err)
+    })
+    .await
+}
+
 /// Tells the client when the subscription's own token expires, in the `subscribed` or `reset`
 /// that answers its `subscribe`, so that it can resubscribe with a fresh one before then.
 fn tell_expiry(out: &mut [Emit], exp: u64) {
@@ -901,6 +978,40 @@ pub fn parse_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_covers_the_runs_its_claims_do() {
+        let claims = |run: Option<&str>, runs: Option<&[&str]>| Claims {
+            run: run.map(str::to_owned),
+            runs: runs.map(|runs| runs.iter().map(|r| (*r).to_owned()).collect()),
+            sub: Some("user".to_owned()),
+            ..Claims::default()
+        };
+        let cases = [
+            claims(Some("a"), None),
+            claims(None, Some(&["a"])),
+            claims(None, Some(&["a", "b"])),
+            claims(Some("a"), Some(&["b"])),
+            claims(Some("a"), Some(&["a"])),
+            claims(None, Some(&["*"])),
+            claims(None, Some(&["*", "a"])),
+            claims(Some("*"), None),
+            claims(Some("a"), Some(&["*"])),
+            claims(None, Some(&[])),
+            claims(None, None),
+        ];
+        for claims in &cases {
+            let grant = Grant::new(claims);
+            for run in ["a", "b", "c", "*"] {
+                assert_eq!(
+                    grant.allows_run(run),
+                    claims.allows_run(run),
+                    "{run} under {claims:?}"
+                );
+            }
+            assert_eq!(grant.single_run(), claims.single_run(), "{claims:?}");
+        }
+    }
 
     #[test]
     fn tells_frame_errors_apart() {
