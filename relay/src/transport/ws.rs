@@ -35,7 +35,6 @@ use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
 use serde::Deserialize;
-use tokio::sync::watch;
 use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::broker::RunId;
@@ -195,39 +194,40 @@ pub struct Conn<W> {
     state: AppState,
     mode: Mode,
     tx: W,
-    handle: ConnHandle,
+    /// The connection's id; the hub's handle on it is made from `inbox` when it subscribes.
+    id: u64,
     inbox: Inbox,
     /// The runs the connection's token covers, once one is accepted.
     grant: Option<Grant>,
-    /// When the token expires (plus the leeway): the connection closes with 4001.
-    expires_at: Option<Instant>,
-    /// Until a token is accepted: when the connection closes with 4004.
-    auth_deadline: Option<Instant>,
+    /// Until a token is accepted (`grant` is `None`), when the connection closes with 4004;
+    /// after, when the token expires (plus the leeway): the connection closes with 4001. One
+    /// field for both, as every field here is part of every idle connection's memory.
+    token_deadline: Option<Instant>,
     // The subscriptions live in `inbox` (`Inbox::subs`), where the hub can check a live event
     // against them and write it directly.
     /// The subscriptions started with a token of their own, and when that token expires (plus
     /// the leeway): they end with `token_expired` then, unless resubscribed with a fresh token,
     /// and a refreshed connection token that does not cover their run leaves them alone. A
-    /// subset of `subs`' keys, so bounded by `max_subscriptions`.
+    /// subset of `subs`' keys, so bounded by `max_subscriptions`, and most often empty (a
+    /// `BTreeMap` allocates nothing then).
     own_token: BTreeMap<RunId, Instant>,
-    /// The earliest of `own_token`'s expiries, kept so that the loop's deadline costs nothing
-    /// per step.
-    own_token_expiry: Option<Instant>,
-    /// Reused for every live event, so delivering one allocates nothing.
-    scratch: Vec<Emit>,
     /// Frames written since the last flush (at most `WRITE_BATCH` queued events' at a time);
     /// emptied and freed by every flush.
     outbox: Outbox,
+    /// `/ws/executions`: the subscription to the token's run that the loop starts with.
+    first: Option<Box<Subscribe>>,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
     /// A direct write left bytes pending on the socket: the next flush sends them.
     unflushed: bool,
+    /// The client reads batched frames (`auth` with `batch: true`): the outbox joins text frames.
+    batch: bool,
 }
 
 impl<W> std::fmt::Debug for Conn<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("id", &self.handle.id)
+            .field("id", &self.id)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -250,11 +250,6 @@ fn read_error_close(e: &axum::Error) -> Option<CloseCode> {
     }
 }
 
-async fn stopping(flag: &mut watch::Receiver<bool>) {
-    // An error means the relay state, and so the flag's sender, is gone: stop as well.
-    let _ = flag.wait_for(|stopping| *stopping).await;
-}
-
 impl<W> Conn<W>
 where
     W: Sink<Message, Error = axum::Error> + Unpin + Send,
@@ -262,22 +257,21 @@ where
     /// A connection writing to `tx`.
     pub fn new(state: AppState, mode: Mode, tx: W) -> Self {
         let id = state.next_conn_id();
-        let (handle, inbox) = ConnHandle::new(id, state.config.queue_capacity);
+        let (_, inbox) = ConnHandle::new(id, state.config.queue_capacity);
         Self {
             state,
             mode,
             tx,
-            handle,
+            id,
             inbox,
             grant: None,
-            expires_at: None,
-            auth_deadline: None,
+            token_deadline: None,
             own_token: BTreeMap::new(),
-            own_token_expiry: None,
-            scratch: Vec::new(),
+            first: None,
             outbox: Outbox::default(),
             exit: None,
             unflushed: false,
+            batch: false,
         }
     }
 
@@ -297,11 +291,14 @@ where
         self.gauge().inc();
         // Done before the future is built, so the query is not kept in it for the connection's
         // lifetime.
-        let start = self.start(query);
+        match self.start(query) {
+            Ok(first) => self.first = first,
+            Err(exit) => self.exit = Some(exit),
+        }
         async move {
-            let exit = match start {
-                Ok(first) => self.drive(&mut rx, first).await,
-                Err(exit) => exit,
+            let exit = match self.exit.take() {
+                Some(exit) => exit,
+                None => self.drive(&mut rx).await,
             };
             // Nothing more is written directly: the close goes last.
             self.inbox.hold();
@@ -315,7 +312,7 @@ where
                     self.tx.close().await
                 })
                 .await;
-                tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
+                tracing::debug!(conn = self.id, code = code.code(), "closed");
             }
             let subs = std::mem::take(&mut *self.inbox.subs());
             let runs: Vec<RunId> = subs.keys().cloned().collect();
@@ -333,7 +330,7 @@ where
             // Closed after the upgrade, not refused before it: browsers only see close codes.
             return Err(Exit::Close(CloseCode::TooManyConnections));
         }
-        self.auth_deadline = Some(Instant::now() + self.state.config.auth_timeout);
+        self.token_deadline = Some(Instant::now() + self.state.config.auth_timeout);
         if let Some(token) = query.token.as_deref() {
             self.authenticate(token).map_err(Exit::Close)?;
         } else if self.mode == Mode::Single {
@@ -357,35 +354,39 @@ where
 
     /// The nearest of the connection's deadlines.
     fn next_deadline(&self, next_ping: Instant) -> Instant {
-        [self.expires_at, self.auth_deadline, self.own_token_expiry]
+        [self.token_deadline, self.own_token_expiry()]
             .into_iter()
             .flatten()
             .fold(next_ping, Instant::min)
     }
 
-    async fn drive<R>(&mut self, rx: &mut R, first: Option<Box<Subscribe>>) -> Exit
+    async fn drive<R>(&mut self, rx: &mut R) -> Exit
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
         // One timer for every deadline of the connection, the writes' included (see `flush`).
         let timer = sleep_until(Instant::now() + self.state.config.ping_interval);
         tokio::pin!(timer);
-        if let Some(sub) = first {
+        if let Some(sub) = self.first.take() {
             Box::pin(self.subscribe(*sub)).await;
         }
         self.flush(timer.as_mut()).await;
         let mut stop = self.state.shutdown_flag();
         let mut last_heard = Instant::now();
         let mut next_ping = last_heard + self.state.config.ping_interval;
-        // When the last ping went out. Anything heard from the client after it answers it: a pong,
-        // or any frame, which proves the peer alive just as well.
-        let mut ping_sent: Option<Instant> = None;
+        // Whether the last ping is unanswered. Anything heard from the client after it answers it:
+        // a pong, or any frame, which proves the peer alive just as well; so does a frame heard in
+        // the same instant the ping went out.
+        let mut ping_unanswered = false;
         loop {
             if let Some(exit) = self.exit.take() {
                 return exit;
             }
             if self.inbox.is_slow() {
                 return Exit::Close(CloseCode::SlowConsumer);
+            }
+            if *stop.borrow_and_update() {
+                return Exit::Close(CloseCode::ServiceRestart);
             }
             {
                 let deadline = self.next_deadline(next_ping);
@@ -395,24 +396,29 @@ where
             }
             tokio::select! {
                 biased;
-                () = stopping(&mut stop) => return Exit::Close(CloseCode::ServiceRestart),
+                // `changed` rather than `wait_for`, whose future is larger; the flag is also read
+                // above, before the first wait. An error means the relay state, and so the
+                // flag's sender, is gone: stop as well.
+                changed = stop.changed() => if changed.is_err() || *stop.borrow_and_update() {
+                    return Exit::Close(CloseCode::ServiceRestart);
+                },
                 () = &mut timer => {
                     self.inbox.hold();
                     let now = Instant::now();
-                    if self.expires_at.is_some_and(|at| at <= now) {
-                        return Exit::Close(CloseCode::TokenExpired);
+                    if self.token_deadline.is_some_and(|at| at <= now) {
+                        return Exit::Close(match self.grant {
+                            Some(_) => CloseCode::TokenExpired,
+                            None => CloseCode::AuthTimeout,
+                        });
                     }
-                    if self.auth_deadline.is_some_and(|at| at <= now) {
-                        return Exit::Close(CloseCode::AuthTimeout);
-                    }
-                    if self.own_token_expiry.is_some_and(|at| at <= now) {
+                    if self.own_token_expiry().is_some_and(|at| at <= now) {
                         self.end_expired(now);
                         self.flush(timer.as_mut()).await;
                     }
                     if next_ping <= now {
                         // A dead peer (a laptop closed, a NAT entry dropped) answers nothing:
                         // its ping has been unanswered for a full interval by the next tick.
-                        if ping_sent.is_some_and(|sent| last_heard < sent) {
+                        if ping_unanswered {
                             self.state.metrics.ping_timeouts.inc();
                             return Exit::Close(CloseCode::IdleTimeout);
                         }
@@ -428,19 +434,20 @@ where
                             next_ping + config.ping_interval
                         };
                         self.push(Message::Ping(bytes::Bytes::new()));
-                        ping_sent = Some(now);
+                        ping_unanswered = last_heard < now;
                         self.flush(timer.as_mut()).await;
                     }
                 }
                 msg = rx.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
                     Some(Err(e)) => {
-                        tracing::debug!(conn = self.handle.id, error = %e, "read failed");
+                        tracing::debug!(conn = self.id, error = %e, "read failed");
                         return read_error_close(&e).map_or(Exit::Gone, Exit::Close);
                     }
                     Some(Ok(msg)) => {
                         self.inbox.hold();
                         last_heard = Instant::now();
+                        ping_unanswered = false;
                         if let Some(sub) = self.on_message(msg) {
                             // Boxed: the connection's future would otherwise be as large as
                             // this rare step's, for its whole life.
@@ -462,12 +469,16 @@ where
                     let mut next = Some(item);
                     // One clock read for the batch's delivery latencies, not one per event.
                     let now = SystemTime::now();
+                    // Reused for the batch's events, and only as long as the batch: kept in the
+                    // connection, it would be part of every idle connection's memory.
+                    let mut out = Vec::new();
                     for _ in 0..WRITE_BATCH {
                         let Some(item) = next.take().or_else(|| self.inbox.try_recv()) else {
                             break;
                         };
-                        if let Some(run) = self.on_outbound(item, now) {
-                            self.resync(&run).await;
+                        if let Some(run) = self.on_outbound(item, now, &mut out) {
+                            // Boxed, as `subscribe` is: a rare step.
+                            Box::pin(self.resync(&run)).await;
                         }
                         if self.exit.is_some() {
                             break;
@@ -494,7 +505,7 @@ where
     async fn flush(&mut self, mut timer: Pin<&mut Sleep>) {
         let write_timeout = self.state.config.write_timeout;
         let mut written = !self.outbox.is_empty();
-        while let Some(msg) = self.outbox.next_message() {
+        while let Some(msg) = self.outbox.next_message(self.batch) {
             let deadline = Instant::now() + write_timeout;
             match within(self.tx.feed(msg), timer.as_mut(), deadline).await {
                 Ok(Ok(())) => {}
@@ -557,14 +568,13 @@ where
 
     fn accept_claims(&mut self, claims: Claims) {
         let clock = self.state.verifier.clock();
-        self.expires_at = Some(clock.expiry_instant(claims.exp));
-        self.auth_deadline = None;
+        self.token_deadline = Some(clock.expiry_instant(claims.exp));
         let exp = claims.exp;
-        tracing::debug!(conn = self.handle.id, sub = ?claims.sub, "authenticated");
+        tracing::debug!(conn = self.id, sub = ?claims.sub, "authenticated");
         self.grant = Some(Grant::new(&claims));
         if self.mode == Mode::Multi {
             let welcome = ServerFrame::Welcome {
-                conn: format!("{:x}", self.handle.id),
+                conn: format!("{:x}", self.id),
                 heartbeat_ms: self.state.config.ping_interval.as_millis() as u64,
                 expires_at: exp,
                 protocol: PROTOCOL_VERSION,
@@ -597,7 +607,7 @@ where
         match frame {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
             ClientFrame::Auth { token, batch } if self.grant.is_none() => {
-                self.outbox.set_batch(batch);
+                self.batch = batch;
                 self.inbox.set_batch(batch);
                 if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
@@ -749,9 +759,9 @@ where
                 }
                 let run: RunId = run.into();
                 // Register before the snapshot: events that race with it wait in the queue.
-                self.state.hub.register(&run, &self.handle);
+                self.state.hub.register(&run, &self.inbox.handle(self.id));
                 if let Err(e) = self.state.broker.watch(run.clone()).await {
-                    self.state.hub.unregister(&run, self.handle.id);
+                    self.state.hub.unregister(&run, self.id);
                     self.state.broker.unwatch(run.clone());
                     self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run));
                     return;
@@ -772,7 +782,6 @@ where
                 self.own_token.remove(&run);
             }
         }
-        self.own_token_changed();
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
@@ -808,17 +817,19 @@ where
 
     /// Handles a queued item taken at `now` (where its delivery latency ends); a run that needs a
     /// fresh snapshot is returned for the loop to resync.
-    fn on_outbound(&mut self, item: Outbound, now: SystemTime) -> Option<RunId> {
+    /// `out` is scratch space, left empty.
+    fn on_outbound(
+        &mut self,
+        item: Outbound,
+        now: SystemTime,
+        out: &mut Vec<Emit>,
+    ) -> Option<RunId> {
         match item {
             Outbound::Event(ev) => {
-                let mut out = std::mem::take(&mut self.scratch);
                 let sent = match self.inbox.subs().get_mut(&ev.run) {
-                    Some(sub) => sub.on_event(&ev, &mut out).is_ok(),
+                    Some(sub) => sub.on_event(&ev, out).is_ok(),
                     // Unsubscribed since it was queued.
-                    None => {
-                        self.scratch = out;
-                        return None;
-                    }
+                    None => return None,
                 };
                 if sent {
                     // Nothing in `out`: the replay sent this event already.
@@ -828,9 +839,9 @@ where
                             .delivery_latency
                             .observe_between(ev.published, now);
                     }
-                    self.emit(&ev.run, &mut out);
+                    self.emit(&ev.run, out);
                 }
-                self.scratch = out;
+                out.clear();
                 (!sent).then(|| ev.run.clone())
             }
             Outbound::Resync(run) => Some(run),
@@ -854,7 +865,7 @@ where
                 self.emit(run, &mut out);
             }
             // The broker resyncs every subscription again once it is back.
-            Err(e) => tracing::debug!(conn = self.handle.id, %run, error = %e, "resync failed"),
+            Err(e) => tracing::debug!(conn = self.id, %run, error = %e, "resync failed"),
         }
     }
 
@@ -890,23 +901,21 @@ where
             .map(|(run, _)| run.clone())
             .collect();
         for run in expired {
-            tracing::debug!(conn = self.handle.id, %run, "subscription token expired");
+            tracing::debug!(conn = self.id, %run, "subscription token expired");
             self.end(&run, EndReason::TokenExpired);
         }
         // `end` released them; this covers a run ended some other way meanwhile.
         self.own_token.retain(|_, at| *at > now);
-        self.own_token_changed();
     }
 
-    fn own_token_changed(&mut self) {
-        self.own_token_expiry = self.own_token.values().min().copied();
+    /// The earliest expiry of the subscriptions' own tokens.
+    fn own_token_expiry(&self) -> Option<Instant> {
+        self.own_token.values().min().copied()
     }
 
     fn release(&mut self, run: &RunId) {
-        if self.own_token.remove(run).is_some() {
-            self.own_token_changed();
-        }
-        self.state.hub.unregister(run, self.handle.id);
+        self.own_token.remove(run);
+        self.state.hub.unregister(run, self.id);
         self.state.broker.unwatch(run.clone());
         self.state.metrics.subscriptions.dec();
     }
