@@ -103,7 +103,7 @@ fn upgrade(
         // hundred bytes, `subscribe` and `ping` less) and the read buffer grows to hold a larger
         // frame whole (up to `MAX_INBOUND_FRAME`), but it is never shrunk: what an idle
         // connection keeps is what its largest frame needed. 512 B instead of 4 KiB took an idle
-        // subscribed connection from ~11.0 KB to ~7.4 KB, 128 B instead of 512 B saved ~150 B
+        // subscribed connection from ~11.0 KB to ~7.4 KB, 128 B instead of 512 B saved ~170 B
         // more (docs/benchmarks.md); the price is reads of at most 128 bytes, i.e. more of them
         // for a large frame. Frames go straight to the socket's own write buffer
         // (`transport::listener`), which gathers a burst into one `send()` and, unlike the
