@@ -286,6 +286,15 @@ pub enum Next {
 }
 
 impl Inbox {
+    /// The hub's handle on this queue's connection, `id`; a connection keeps only this end and
+    /// makes the handle when it subscribes.
+    pub fn handle(&self, id: u64) -> ConnHandle {
+        ConnHandle {
+            id,
+            queue: self.queue.clone(),
+        }
+    }
+
     /// The next queued item; `None` once the connection has been marked slow (it must close with
     /// 4008; nothing more will be queued).
     pub async fn recv(&mut self) -> Option<Outbound> {

@@ -20,7 +20,9 @@
 
 mod outbox;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use axum::Extension;
@@ -28,13 +30,12 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use runwire_protocol::token::{Claims, Scope};
+use runwire_protocol::token::{ANY_RUN, Claims, Scope};
 use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
 use serde::Deserialize;
-use tokio::sync::watch;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::broker::RunId;
 use crate::error::AuthError;
@@ -98,22 +99,30 @@ fn upgrade(
     ws.max_message_size(MAX_INBOUND_FRAME)
         .max_frame_size(MAX_INBOUND_FRAME)
         // Small buffers: most sockets are idle most of the time, and memory per idle connection
-        // is what limits how many a relay holds. Client frames are small (an `auth` is ~350 B) and
-        // the read buffer grows for a larger one; 512 B instead of 4 KiB took an idle subscribed
-        // connection from ~11.0 KB to ~7.4 KB (docs/benchmarks.md). Frames go straight to the
-        // socket's own write buffer (`transport::listener`), which gathers a burst into one
-        // `send()` and, unlike the library's, is freed once written out.
-        .read_buffer_size(512)
+        // is what limits how many a relay holds. Client frames are small (an `auth` is a few
+        // hundred bytes, `subscribe` and `ping` less) and the read buffer grows to hold a larger
+        // frame whole (up to `MAX_INBOUND_FRAME`), but it is never shrunk: what an idle
+        // connection keeps is what its largest frame needed. 512 B instead of 4 KiB took an idle
+        // subscribed connection from ~11.0 KB to ~7.4 KB, 128 B instead of 512 B saved ~170 B
+        // more (docs/benchmarks.md); the price is reads of at most 128 bytes, i.e. more of them
+        // for a large frame. Frames go straight to the socket's own write buffer
+        // (`transport::listener`), which gathers a burst into one `send()` and, unlike the
+        // library's, is freed once written out.
+        .read_buffer_size(128)
         .write_buffer_size(0)
-        // The connection's future directly, not an `async` block around it: such a block would
-        // keep the moved-out socket and query in the task for the connection's lifetime.
+        // The connection runs in a task of its own, spawned here, so that the task `on_upgrade`
+        // spawns ends at once: that task keeps the upgrade's configuration and this closure (200
+        // bytes) beside the future it awaits for as long as it runs, and tokio rounds a task up
+        // to a multiple of 128 bytes. The connection's future is `run`'s own, not an `async`
+        // block around it: such a block would keep the moved-out socket and query as well.
         .on_upgrade(move |ws: WebSocket| {
             let (tx, rx) = ws.split();
             let conn = Conn::new(state, mode, tx);
             if let Some(Extension(SocketHandle(socket))) = socket {
                 conn.inbox.set_socket(socket, false);
             }
-            conn.run(rx, q)
+            tokio::spawn(conn.run(rx, q));
+            std::future::ready(())
         })
 }
 
@@ -143,6 +152,38 @@ struct Subscribe {
     token: Option<String>,
 }
 
+/// What a connection keeps of its token: the runs it covers, as [`Claims::allows_run`] and
+/// [`Claims::single_run`] read them. The rest of the claims is read once, when the token is
+/// accepted; kept whole, they would cost every connection's task ~120 bytes more.
+#[derive(Debug)]
+struct Grant {
+    /// `run` and the entries of `runs`.
+    runs: Box<[Box<str>]>,
+    /// `runs` holds [`ANY_RUN`]: every run.
+    any: bool,
+}
+
+impl Grant {
+    fn new(claims: &Claims) -> Self {
+        Self {
+            runs: claims.run_ids().map(Box::from).collect(),
+            any: claims.runs.iter().flatten().any(|r| r == ANY_RUN),
+        }
+    }
+
+    fn allows_run(&self, run: &str) -> bool {
+        self.any || self.runs.iter().any(|r| **r == *run)
+    }
+
+    fn single_run(&self) -> Option<&str> {
+        let mut ids = self.runs.iter().map(|r| &**r).filter(|r| *r != ANY_RUN);
+        match (ids.next(), ids.next()) {
+            (Some(r), None) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 /// One WebSocket connection.
 ///
 /// Most connections are idle most of the time, so what one holds while it waits is what limits
@@ -153,38 +194,40 @@ pub struct Conn<W> {
     state: AppState,
     mode: Mode,
     tx: W,
-    handle: ConnHandle,
+    /// The connection's id; the hub's handle on it is made from `inbox` when it subscribes.
+    id: u64,
     inbox: Inbox,
-    claims: Option<Claims>,
-    /// When the token expires (plus the leeway): the connection closes with 4001.
-    expires_at: Option<Instant>,
-    /// Until a token is accepted: when the connection closes with 4004.
-    auth_deadline: Option<Instant>,
+    /// The runs the connection's token covers, once one is accepted.
+    grant: Option<Grant>,
+    /// Until a token is accepted (`grant` is `None`), when the connection closes with 4004;
+    /// after, when the token expires (plus the leeway): the connection closes with 4001. One
+    /// field for both, as every field here is part of every idle connection's memory.
+    token_deadline: Option<Instant>,
     // The subscriptions live in `inbox` (`Inbox::subs`), where the hub can check a live event
     // against them and write it directly.
     /// The subscriptions started with a token of their own, and when that token expires (plus
     /// the leeway): they end with `token_expired` then, unless resubscribed with a fresh token,
     /// and a refreshed connection token that does not cover their run leaves them alone. A
-    /// subset of `subs`' keys, so bounded by `max_subscriptions`.
-    own_token: HashMap<RunId, Instant>,
-    /// The earliest of `own_token`'s expiries, kept so that the loop's deadline costs nothing
-    /// per step.
-    own_token_expiry: Option<Instant>,
-    /// Reused for every live event, so delivering one allocates nothing.
-    scratch: Vec<Emit>,
+    /// subset of `subs`' keys, so bounded by `max_subscriptions`, and most often empty (a
+    /// `BTreeMap` allocates nothing then).
+    own_token: BTreeMap<RunId, Instant>,
     /// Frames written since the last flush (at most `WRITE_BATCH` queued events' at a time);
     /// emptied and freed by every flush.
     outbox: Outbox,
+    /// `/ws/executions`: the subscription to the token's run that the loop starts with.
+    first: Option<Box<Subscribe>>,
     /// Set when a handler decides the connection must close.
     exit: Option<Exit>,
     /// A direct write left bytes pending on the socket: the next flush sends them.
     unflushed: bool,
+    /// The client reads batched frames (`auth` with `batch: true`): the outbox joins text frames.
+    batch: bool,
 }
 
 impl<W> std::fmt::Debug for Conn<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
-            .field("id", &self.handle.id)
+            .field("id", &self.id)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -207,11 +250,6 @@ fn read_error_close(e: &axum::Error) -> Option<CloseCode> {
     }
 }
 
-async fn stopping(flag: &mut watch::Receiver<bool>) {
-    // An error means the relay state, and so the flag's sender, is gone: stop as well.
-    let _ = flag.wait_for(|stopping| *stopping).await;
-}
-
 impl<W> Conn<W>
 where
     W: Sink<Message, Error = axum::Error> + Unpin + Send,
@@ -219,22 +257,21 @@ where
     /// A connection writing to `tx`.
     pub fn new(state: AppState, mode: Mode, tx: W) -> Self {
         let id = state.next_conn_id();
-        let (handle, inbox) = ConnHandle::new(id, state.config.queue_capacity);
+        let (_, inbox) = ConnHandle::new(id, state.config.queue_capacity);
         Self {
             state,
             mode,
             tx,
-            handle,
+            id,
             inbox,
-            claims: None,
-            expires_at: None,
-            auth_deadline: None,
-            own_token: HashMap::new(),
-            own_token_expiry: None,
-            scratch: Vec::new(),
+            grant: None,
+            token_deadline: None,
+            own_token: BTreeMap::new(),
+            first: None,
             outbox: Outbox::default(),
             exit: None,
             unflushed: false,
+            batch: false,
         }
     }
 
@@ -254,11 +291,14 @@ where
         self.gauge().inc();
         // Done before the future is built, so the query is not kept in it for the connection's
         // lifetime.
-        let start = self.start(query);
+        match self.start(query) {
+            Ok(first) => self.first = first,
+            Err(exit) => self.exit = Some(exit),
+        }
         async move {
-            let exit = match start {
-                Ok(first) => self.drive(&mut rx, first).await,
-                Err(exit) => exit,
+            let exit = match self.exit.take() {
+                Some(exit) => exit,
+                None => self.drive(&mut rx).await,
             };
             // Nothing more is written directly: the close goes last.
             self.inbox.hold();
@@ -272,7 +312,7 @@ where
                     self.tx.close().await
                 })
                 .await;
-                tracing::debug!(conn = self.handle.id, code = code.code(), "closed");
+                tracing::debug!(conn = self.id, code = code.code(), "closed");
             }
             let subs = std::mem::take(&mut *self.inbox.subs());
             let runs: Vec<RunId> = subs.keys().cloned().collect();
@@ -290,7 +330,7 @@ where
             // Closed after the upgrade, not refused before it: browsers only see close codes.
             return Err(Exit::Close(CloseCode::TooManyConnections));
         }
-        self.auth_deadline = Some(Instant::now() + self.state.config.auth_timeout);
+        self.token_deadline = Some(Instant::now() + self.state.config.auth_timeout);
         if let Some(token) = query.token.as_deref() {
             self.authenticate(token).map_err(Exit::Close)?;
         } else if self.mode == Mode::Single {
@@ -300,8 +340,8 @@ where
         if self.mode == Mode::Multi {
             return Ok(None);
         }
-        let claims = self.claims.as_ref().expect("authenticated above");
-        let Some(run) = claims.single_run().map(str::to_owned) else {
+        let grant = self.grant.as_ref().expect("authenticated above");
+        let Some(run) = grant.single_run().map(str::to_owned) else {
             return Err(Exit::Close(CloseCode::Forbidden));
         };
         Ok(Some(Box::new(Subscribe {
@@ -314,30 +354,30 @@ where
 
     /// The nearest of the connection's deadlines.
     fn next_deadline(&self, next_ping: Instant) -> Instant {
-        [self.expires_at, self.auth_deadline, self.own_token_expiry]
+        [self.token_deadline, self.own_token_expiry()]
             .into_iter()
             .flatten()
             .fold(next_ping, Instant::min)
     }
 
-    async fn drive<R>(&mut self, rx: &mut R, first: Option<Box<Subscribe>>) -> Exit
+    async fn drive<R>(&mut self, rx: &mut R) -> Exit
     where
         R: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     {
-        if let Some(sub) = first {
-            self.subscribe(*sub).await;
+        // One timer for every deadline of the connection, the writes' included (see `flush`).
+        let timer = sleep_until(Instant::now() + self.state.config.ping_interval);
+        tokio::pin!(timer);
+        if let Some(sub) = self.first.take() {
+            Box::pin(self.subscribe(*sub)).await;
         }
-        self.flush().await;
-        let config = &self.state.config;
-        let (ping_every, idle_timeout) = (config.ping_interval, config.idle_timeout);
+        self.flush(timer.as_mut()).await;
         let mut stop = self.state.shutdown_flag();
         let mut last_heard = Instant::now();
-        let mut next_ping = last_heard + ping_every;
-        // When the last ping went out. Anything heard from the client after it answers it: a pong,
-        // or any frame, which proves the peer alive just as well.
-        let mut ping_sent: Option<Instant> = None;
-        let timer = sleep_until(self.next_deadline(next_ping));
-        tokio::pin!(timer);
+        let mut next_ping = last_heard + self.state.config.ping_interval;
+        // Whether the last ping is unanswered. Anything heard from the client after it answers it:
+        // a pong, or any frame, which proves the peer alive just as well; so does a frame heard in
+        // the same instant the ping went out.
+        let mut ping_unanswered = false;
         loop {
             if let Some(exit) = self.exit.take() {
                 return exit;
@@ -345,61 +385,75 @@ where
             if self.inbox.is_slow() {
                 return Exit::Close(CloseCode::SlowConsumer);
             }
-            let deadline = self.next_deadline(next_ping);
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            if *stop.borrow_and_update() {
+                return Exit::Close(CloseCode::ServiceRestart);
+            }
+            {
+                let deadline = self.next_deadline(next_ping);
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
             }
             tokio::select! {
                 biased;
-                () = stopping(&mut stop) => return Exit::Close(CloseCode::ServiceRestart),
+                // `changed` rather than `wait_for`, whose future is larger; the flag is also read
+                // above, before the first wait. An error means the relay state, and so the
+                // flag's sender, is gone: stop as well.
+                changed = stop.changed() => if changed.is_err() || *stop.borrow_and_update() {
+                    return Exit::Close(CloseCode::ServiceRestart);
+                },
                 () = &mut timer => {
                     self.inbox.hold();
                     let now = Instant::now();
-                    if self.expires_at.is_some_and(|at| at <= now) {
-                        return Exit::Close(CloseCode::TokenExpired);
+                    if self.token_deadline.is_some_and(|at| at <= now) {
+                        return Exit::Close(match self.grant {
+                            Some(_) => CloseCode::TokenExpired,
+                            None => CloseCode::AuthTimeout,
+                        });
                     }
-                    if self.auth_deadline.is_some_and(|at| at <= now) {
-                        return Exit::Close(CloseCode::AuthTimeout);
-                    }
-                    if self.own_token_expiry.is_some_and(|at| at <= now) {
+                    if self.own_token_expiry().is_some_and(|at| at <= now) {
                         self.end_expired(now);
-                        self.flush().await;
+                        self.flush(timer.as_mut()).await;
                     }
                     if next_ping <= now {
                         // A dead peer (a laptop closed, a NAT entry dropped) answers nothing:
                         // its ping has been unanswered for a full interval by the next tick.
-                        if ping_sent.is_some_and(|sent| last_heard < sent) {
+                        if ping_unanswered {
                             self.state.metrics.ping_timeouts.inc();
                             return Exit::Close(CloseCode::IdleTimeout);
                         }
                         // The idle timeout is checked at each ping.
-                        if now.duration_since(last_heard) >= idle_timeout {
+                        let config = &self.state.config;
+                        if now.duration_since(last_heard) >= config.idle_timeout {
                             return Exit::Close(CloseCode::IdleTimeout);
                         }
                         // A late tick delays the ones after it rather than bursting.
                         next_ping = if now > next_ping + LATE_TICK {
-                            now + ping_every
+                            now + config.ping_interval
                         } else {
-                            next_ping + ping_every
+                            next_ping + config.ping_interval
                         };
                         self.push(Message::Ping(bytes::Bytes::new()));
-                        ping_sent = Some(now);
-                        self.flush().await;
+                        ping_unanswered = last_heard < now;
+                        self.flush(timer.as_mut()).await;
                     }
                 }
                 msg = rx.next() => match msg {
                     None | Some(Ok(Message::Close(_))) => return Exit::Gone,
                     Some(Err(e)) => {
-                        tracing::debug!(conn = self.handle.id, error = %e, "read failed");
+                        tracing::debug!(conn = self.id, error = %e, "read failed");
                         return read_error_close(&e).map_or(Exit::Gone, Exit::Close);
                     }
                     Some(Ok(msg)) => {
                         self.inbox.hold();
                         last_heard = Instant::now();
+                        ping_unanswered = false;
                         if let Some(sub) = self.on_message(msg) {
-                            self.subscribe(sub).await;
+                            // Boxed: the connection's future would otherwise be as large as
+                            // this rare step's, for its whole life.
+                            Box::pin(self.subscribe(sub)).await;
                         }
-                        self.flush().await;
+                        self.flush(timer.as_mut()).await;
                     }
                 },
                 next = self.inbox.recv_or_flush() => {
@@ -408,25 +462,29 @@ where
                         Next::Slow => return Exit::Close(CloseCode::SlowConsumer),
                         Next::Flush => {
                             self.unflushed = true;
-                            self.flush().await;
+                            self.flush(timer.as_mut()).await;
                             continue;
                         }
                     };
                     let mut next = Some(item);
                     // One clock read for the batch's delivery latencies, not one per event.
                     let now = SystemTime::now();
+                    // Reused for the batch's events, and only as long as the batch: kept in the
+                    // connection, it would be part of every idle connection's memory.
+                    let mut out = Vec::new();
                     for _ in 0..WRITE_BATCH {
                         let Some(item) = next.take().or_else(|| self.inbox.try_recv()) else {
                             break;
                         };
-                        if let Some(run) = self.on_outbound(item, now) {
-                            self.resync(&run).await;
+                        if let Some(run) = self.on_outbound(item, now, &mut out) {
+                            // Boxed, as `subscribe` is: a rare step.
+                            Box::pin(self.resync(&run)).await;
                         }
                         if self.exit.is_some() {
                             break;
                         }
                     }
-                    self.flush().await;
+                    self.flush(timer.as_mut()).await;
                 }
             }
         }
@@ -440,11 +498,16 @@ where
     }
 
     /// Writes the outbox and flushes the socket; a failure ends the connection.
-    async fn flush(&mut self) {
+    ///
+    /// Each write may take `--write-timeout`, timed by the connection's own `timer` (the loop
+    /// re-arms it to the connection's next deadline afterwards): a timer of the flush's own would
+    /// be part of the connection's future, and so of every idle connection's memory.
+    async fn flush(&mut self, mut timer: Pin<&mut Sleep>) {
         let write_timeout = self.state.config.write_timeout;
         let mut written = !self.outbox.is_empty();
-        while let Some(msg) = self.outbox.next_message() {
-            match timeout(write_timeout, self.tx.feed(msg)).await {
+        while let Some(msg) = self.outbox.next_message(self.batch) {
+            let deadline = Instant::now() + write_timeout;
+            match within(self.tx.feed(msg), timer.as_mut(), deadline).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     self.exit = Some(Exit::Gone);
@@ -467,7 +530,8 @@ where
         if !std::mem::take(&mut self.unflushed) && !written {
             return;
         }
-        match timeout(write_timeout, self.tx.flush()).await {
+        let deadline = Instant::now() + write_timeout;
+        match within(self.tx.flush(), timer.as_mut(), deadline).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => self.exit = Some(Exit::Gone),
             Err(_) => {
@@ -504,14 +568,13 @@ where
 
     fn accept_claims(&mut self, claims: Claims) {
         let clock = self.state.verifier.clock();
-        self.expires_at = Some(clock.expiry_instant(claims.exp));
-        self.auth_deadline = None;
+        self.token_deadline = Some(clock.expiry_instant(claims.exp));
         let exp = claims.exp;
-        tracing::debug!(conn = self.handle.id, sub = ?claims.sub, "authenticated");
-        self.claims = Some(claims);
+        tracing::debug!(conn = self.id, sub = ?claims.sub, "authenticated");
+        self.grant = Some(Grant::new(&claims));
         if self.mode == Mode::Multi {
             let welcome = ServerFrame::Welcome {
-                conn: format!("{:x}", self.handle.id),
+                conn: format!("{:x}", self.id),
                 heartbeat_ms: self.state.config.ping_interval.as_millis() as u64,
                 expires_at: exp,
                 protocol: PROTOCOL_VERSION,
@@ -543,15 +606,15 @@ where
     fn on_frame(&mut self, frame: ClientFrame) -> Option<Subscribe> {
         match frame {
             ClientFrame::Ping { id } => self.send(&ServerFrame::Pong { id }),
-            ClientFrame::Auth { token, batch } if self.claims.is_none() => {
-                self.outbox.set_batch(batch);
+            ClientFrame::Auth { token, batch } if self.grant.is_none() => {
+                self.batch = batch;
                 self.inbox.set_batch(batch);
                 if let Err(code) = self.authenticate(&token) {
                     self.exit = Some(Exit::Close(code));
                 }
             }
             ClientFrame::Auth { token, .. } => self.refresh(&token),
-            _ if self.claims.is_none() => {
+            _ if self.grant.is_none() => {
                 self.error(
                     ErrorCode::NotAuthenticated,
                     "send an auth frame first",
@@ -651,8 +714,8 @@ where
                 }
             }
             None => {
-                let claims = self.claims.as_ref().expect("subscribe needs auth");
-                let allowed = claims.allows_run(&run);
+                let grant = self.grant.as_ref().expect("subscribe needs auth");
+                let allowed = grant.allows_run(&run);
                 if !allowed {
                     self.state
                         .metrics
@@ -696,9 +759,9 @@ where
                 }
                 let run: RunId = run.into();
                 // Register before the snapshot: events that race with it wait in the queue.
-                self.state.hub.register(&run, &self.handle);
+                self.state.hub.register(&run, &self.inbox.handle(self.id));
                 if let Err(e) = self.state.broker.watch(run.clone()).await {
-                    self.state.hub.unregister(&run, self.handle.id);
+                    self.state.hub.unregister(&run, self.id);
                     self.state.broker.unwatch(run.clone());
                     self.error(ErrorCode::BrokerUnavailable, e.to_string(), Some(&run));
                     return;
@@ -719,7 +782,6 @@ where
                 self.own_token.remove(&run);
             }
         }
-        self.own_token_changed();
         match self.state.broker.snapshot(run.clone(), since).await {
             Ok(snapshot) => {
                 let mut out = Vec::new();
@@ -755,17 +817,19 @@ where
 
     /// Handles a queued item taken at `now` (where its delivery latency ends); a run that needs a
     /// fresh snapshot is returned for the loop to resync.
-    fn on_outbound(&mut self, item: Outbound, now: SystemTime) -> Option<RunId> {
+    /// `out` is scratch space, left empty.
+    fn on_outbound(
+        &mut self,
+        item: Outbound,
+        now: SystemTime,
+        out: &mut Vec<Emit>,
+    ) -> Option<RunId> {
         match item {
             Outbound::Event(ev) => {
-                let mut out = std::mem::take(&mut self.scratch);
                 let sent = match self.inbox.subs().get_mut(&ev.run) {
-                    Some(sub) => sub.on_event(&ev, &mut out).is_ok(),
+                    Some(sub) => sub.on_event(&ev, out).is_ok(),
                     // Unsubscribed since it was queued.
-                    None => {
-                        self.scratch = out;
-                        return None;
-                    }
+                    None => return None,
                 };
                 if sent {
                     // Nothing in `out`: the replay sent this event already.
@@ -775,9 +839,9 @@ where
                             .delivery_latency
                             .observe_between(ev.published, now);
                     }
-                    self.emit(&ev.run, &mut out);
+                    self.emit(&ev.run, out);
                 }
-                self.scratch = out;
+                out.clear();
                 (!sent).then(|| ev.run.clone())
             }
             Outbound::Resync(run) => Some(run),
@@ -801,7 +865,7 @@ where
                 self.emit(run, &mut out);
             }
             // The broker resyncs every subscription again once it is back.
-            Err(e) => tracing::debug!(conn = self.handle.id, %run, error = %e, "resync failed"),
+            Err(e) => tracing::debug!(conn = self.id, %run, error = %e, "resync failed"),
         }
     }
 
@@ -837,26 +901,48 @@ where
             .map(|(run, _)| run.clone())
             .collect();
         for run in expired {
-            tracing::debug!(conn = self.handle.id, %run, "subscription token expired");
+            tracing::debug!(conn = self.id, %run, "subscription token expired");
             self.end(&run, EndReason::TokenExpired);
         }
         // `end` released them; this covers a run ended some other way meanwhile.
         self.own_token.retain(|_, at| *at > now);
-        self.own_token_changed();
     }
 
-    fn own_token_changed(&mut self) {
-        self.own_token_expiry = self.own_token.values().min().copied();
+    /// The earliest expiry of the subscriptions' own tokens.
+    fn own_token_expiry(&self) -> Option<Instant> {
+        self.own_token.values().min().copied()
     }
 
     fn release(&mut self, run: &RunId) {
-        if self.own_token.remove(run).is_some() {
-            self.own_token_changed();
-        }
-        self.state.hub.unregister(run, self.handle.id);
+        self.own_token.remove(run);
+        self.state.hub.unregister(run, self.id);
         self.state.broker.unwatch(run.clone());
         self.state.metrics.subscriptions.dec();
     }
+}
+
+/// `io`'s output, or `Err` once `deadline` has passed, as `tokio::time::timeout` would give, but
+/// timed by `timer`, which is set only if `io` does not complete at once.
+async fn within<F>(
+    mut io: F,
+    mut timer: Pin<&mut Sleep>,
+    deadline: Instant,
+) -> Result<F::Output, ()>
+where
+    F: Future + Unpin,
+{
+    let mut armed = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = Pin::new(&mut io).poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        if !armed {
+            timer.as_mut().reset(deadline);
+            armed = true;
+        }
+        timer.as_mut().poll(cx).map(Err)
+    })
+    .await
 }
 
 /// Tells the client when the subscription's own token expires, in the `subscribed` or `reset`
@@ -901,6 +987,40 @@ pub fn parse_frame(text: &str) -> Result<ClientFrame, (ErrorCode, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grant_covers_the_runs_its_claims_do() {
+        let claims = |run: Option<&str>, runs: Option<&[&str]>| Claims {
+            run: run.map(str::to_owned),
+            runs: runs.map(|runs| runs.iter().map(|r| (*r).to_owned()).collect()),
+            sub: Some("user".to_owned()),
+            ..Claims::default()
+        };
+        let cases = [
+            claims(Some("a"), None),
+            claims(None, Some(&["a"])),
+            claims(None, Some(&["a", "b"])),
+            claims(Some("a"), Some(&["b"])),
+            claims(Some("a"), Some(&["a"])),
+            claims(None, Some(&["*"])),
+            claims(None, Some(&["*", "a"])),
+            claims(Some("*"), None),
+            claims(Some("a"), Some(&["*"])),
+            claims(None, Some(&[])),
+            claims(None, None),
+        ];
+        for claims in &cases {
+            let grant = Grant::new(claims);
+            for run in ["a", "b", "c", "*"] {
+                assert_eq!(
+                    grant.allows_run(run),
+                    claims.allows_run(run),
+                    "{run} under {claims:?}"
+                );
+            }
+            assert_eq!(grant.single_run(), claims.single_run(), "{claims:?}");
+        }
+    }
 
     #[test]
     fn tells_frame_errors_apart() {

@@ -18,19 +18,16 @@ pub(super) const BATCH_BYTES: usize = 64 * 1024;
 /// Bounded by what one step of the connection produces (one client frame's answers, a snapshot's
 /// replay, or one batch of queued events). [`Outbox::release`] frees it after every flush, so an
 /// idle connection holds no outbox.
+///
+/// Whether the client reads batched frames is the connection's to say at each
+/// [`Outbox::next_message`]: kept here, the flag would take 8 bytes of padding in every
+/// connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
     frames: VecDeque<Message>,
-    /// Join text frames into batched messages.
-    batch: bool,
 }
 
 impl Outbox {
-    /// Whether text frames are joined into batched messages from now on.
-    pub fn set_batch(&mut self, batch: bool) {
-        self.batch = batch;
-    }
-
     /// Queues `msg` behind the others.
     pub fn push(&mut self, msg: Message) {
         self.frames.push_back(msg);
@@ -41,14 +38,14 @@ impl Outbox {
         self.frames.is_empty()
     }
 
-    /// The next message to write: the first frame or, when batching, the text frames at the head
+    /// The next message to write: the first frame or, when `batch`, the text frames at the head
     /// joined by newlines (up to [`BATCH_BYTES`]).
-    pub fn next_message(&mut self) -> Option<Message> {
+    pub fn next_message(&mut self, batch: bool) -> Option<Message> {
         let first = self.frames.pop_front()?;
         let Message::Text(first) = first else {
             return Some(first);
         };
-        if !self.batch {
+        if !batch {
             return Some(Message::Text(first));
         }
         let mut len = first.len();
@@ -96,8 +93,8 @@ mod tests {
         Message::Text(s.to_owned().into())
     }
 
-    fn drain(outbox: &mut Outbox) -> Vec<Message> {
-        std::iter::from_fn(|| outbox.next_message()).collect()
+    fn drain(outbox: &mut Outbox, batch: bool) -> Vec<Message> {
+        std::iter::from_fn(|| outbox.next_message(batch)).collect()
     }
 
     #[test]
@@ -106,37 +103,38 @@ mod tests {
         for s in ["a", "b", "c"] {
             outbox.push(text(s));
         }
-        assert_eq!(drain(&mut outbox), vec![text("a"), text("b"), text("c")]);
+        assert_eq!(
+            drain(&mut outbox, false),
+            vec![text("a"), text("b"), text("c")]
+        );
         assert!(outbox.is_empty());
     }
 
     #[test]
     fn batching_joins_text_frames_one_per_line() {
         let mut outbox = Outbox::default();
-        outbox.set_batch(true);
         outbox.push(text(r#"{"seq":1}"#));
         outbox.push(text(r#"{"seq":2}"#));
         outbox.push(text(r#"{"seq":3}"#));
         assert_eq!(
-            drain(&mut outbox),
+            drain(&mut outbox, true),
             vec![text("{\"seq\":1}\n{\"seq\":2}\n{\"seq\":3}")]
         );
         // A lone frame is sent as it is.
         outbox.push(text("x"));
-        assert_eq!(drain(&mut outbox), vec![text("x")]);
+        assert_eq!(drain(&mut outbox, true), vec![text("x")]);
     }
 
     #[test]
     fn control_messages_are_never_joined_and_keep_their_place() {
         let mut outbox = Outbox::default();
-        outbox.set_batch(true);
         outbox.push(text("a"));
         outbox.push(text("b"));
         outbox.push(Message::Ping(bytes::Bytes::new()));
         outbox.push(text("c"));
         outbox.push(text("d"));
         assert_eq!(
-            drain(&mut outbox),
+            drain(&mut outbox, true),
             vec![
                 text("a\nb"),
                 Message::Ping(bytes::Bytes::new()),
@@ -148,7 +146,6 @@ mod tests {
     #[test]
     fn batches_stop_at_the_byte_limit() {
         let mut outbox = Outbox::default();
-        outbox.set_batch(true);
         let half = "x".repeat(BATCH_BYTES / 2);
         let big = "y".repeat(BATCH_BYTES + 1);
         outbox.push(text(&half));
@@ -157,7 +154,7 @@ mod tests {
         outbox.push(text("z"));
         outbox.push(text(&big));
         outbox.push(text("w"));
-        let messages = drain(&mut outbox);
+        let messages = drain(&mut outbox, true);
         let lens: Vec<usize> = messages
             .iter()
             .map(|m| match m {
@@ -175,7 +172,7 @@ mod tests {
         for _ in 0..100 {
             outbox.push(text("e"));
         }
-        outbox.next_message();
+        outbox.next_message(false);
         outbox.release();
         assert!(outbox.is_empty());
         assert_eq!(outbox.capacity(), 0);
