@@ -11,9 +11,10 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use js_sys::Function;
-use runwire_protocol::{EndReason, RunState};
+use runwire_protocol::EndReason;
 use wasm_bindgen::prelude::*;
 
+use crate::RunState;
 use crate::callback::{ClientToken, Held, HeldTimeout, settle};
 use crate::decode::Field;
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};

@@ -8,8 +8,9 @@
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
-use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus};
-use serde_json::Value;
+use runwire_protocol::{JsonText, NodeStatus, RunStatus};
+
+use crate::{NodeState, RunEvent, RunState};
 use wasm_bindgen::prelude::*;
 
 use crate::decode::{Field, Json};
@@ -140,11 +141,8 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
 }
 
 /// The JS value of an opaque value kept as its JSON text (see [`Json::json_text`]).
-fn opaque_to_js(v: &Value) -> JsValue {
-    match v {
-        Value::String(text) => json_parse(&JsValue::from_str(text)).unwrap_or(JsValue::NULL),
-        _ => JsValue::NULL,
-    }
+fn opaque_to_js(v: &JsonText) -> JsValue {
+    json_parse(&JsValue::from_str(&v.0)).unwrap_or(JsValue::NULL)
 }
 
 /// A run state as the plain object the app receives (the same shape as its JSON).
@@ -167,7 +165,7 @@ impl NodeObjects {
     pub fn state_to_js(&mut self, state: &RunState) -> JsValue {
         let nodes = js_sys::Array::new();
         for (i, n) in state.nodes.iter().enumerate() {
-            if !self.nodes.get(i).is_some_and(|old| same_node(old, n)) {
+            if self.nodes.get(i) != Some(n) {
                 let o = node_to_js(n);
                 if i < self.nodes.len() {
                     self.nodes[i] = n.clone();
@@ -183,33 +181,6 @@ impl NodeObjects {
         self.objects.truncate(state.nodes.len());
         state_object(state, &nodes)
     }
-}
-
-/// `a == b`, with opaque values compared as the JSON text they are held as (see
-/// [`Json::json_text`]): `serde_json::Value`'s tree comparison then stays out of the `.wasm`.
-fn same_node(a: &NodeState, b: &NodeState) -> bool {
-    fn text(v: &Option<Value>) -> Option<Option<&str>> {
-        v.as_ref().map(Value::as_str)
-    }
-    // Destructured, so that a new field cannot be forgotten here.
-    let NodeState {
-        key,
-        status,
-        progress,
-        started_at,
-        finished_at,
-        duration_ms,
-        error,
-        output_summary,
-    } = a;
-    *key == b.key
-        && *status == b.status
-        && *progress == b.progress
-        && *started_at == b.started_at
-        && *finished_at == b.finished_at
-        && *duration_ms == b.duration_ms
-        && *error == b.error
-        && text(output_summary) == text(&b.output_summary)
 }
 
 fn node_to_js(n: &NodeState) -> JsValue {
@@ -304,10 +275,9 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
 mod tests {
     use std::vec::Vec;
 
-    use runwire_protocol::{NodeState, NodeStatus};
-    use serde_json::Value;
+    use runwire_protocol::{JsonText, NodeStatus};
 
-    use super::same_node;
+    use crate::NodeState;
     use crate::decode::Field;
 
     /// Any field that differs makes a node a new one (its object is rebuilt for `onState`).
@@ -315,10 +285,10 @@ mod tests {
     fn nodes_differ_by_any_field() {
         let a = NodeState {
             key: "a".into(),
-            output_summary: Some(Value::String(r#"{"rows":1}"#.into())),
+            output_summary: Some(JsonText(r#"{"rows":1}"#.into())),
             ..NodeState::default()
         };
-        assert!(same_node(&a, &a.clone()));
+        assert!(a == a.clone());
         let changes: [fn(&mut NodeState); 8] = [
             |n| n.key = "b".into(),
             |n| n.status = NodeStatus::Running,
@@ -327,12 +297,12 @@ mod tests {
             |n| n.finished_at = Some("t".into()),
             |n| n.duration_ms = Some(1),
             |n| n.error = Some("e".into()),
-            |n| n.output_summary = Some(Value::String(r#"{"rows":2}"#.into())),
+            |n| n.output_summary = Some(JsonText(r#"{"rows":2}"#.into())),
         ];
         for (i, change) in changes.into_iter().enumerate() {
             let mut b = a.clone();
             change(&mut b);
-            assert!(!same_node(&a, &b), "change {i}");
+            assert!(a != b, "change {i}");
         }
     }
 

@@ -48,7 +48,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 
 use js_sys::{Function, Reflect};
-use runwire_protocol::is_valid_run_id;
+use runwire_protocol::{JsonText, is_valid_run_id};
 use wasm_bindgen::prelude::*;
 
 pub use callback::{live_callbacks, live_clients};
@@ -58,6 +58,14 @@ use crate::driver::{Inner, SubCallbacks, SubCell, TokenSource, dispatch};
 use crate::machine::{Config, Input, Machine, TransportMode};
 use crate::registry::SubId;
 use crate::url::RelayUrl;
+
+/// A run's state as the SDK holds it: opaque values (`result`, `output_summary`) as their JSON
+/// text, which the page parses (see [`JsonText`]).
+pub type RunState = runwire_protocol::RunState<JsonText>;
+/// A node of a [`RunState`].
+pub type NodeState = runwire_protocol::NodeState<JsonText>;
+/// A run event as the SDK decodes it, opaque values as their JSON text.
+pub type RunEvent = runwire_protocol::RunEvent<JsonText>;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = include_str!("types.d.ts");
