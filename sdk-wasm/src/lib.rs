@@ -66,6 +66,8 @@ pub type RunState = runwire_protocol::RunState<JsonText>;
 pub type NodeState = runwire_protocol::NodeState<JsonText>;
 /// A run event as the SDK decodes it, opaque values as their JSON text.
 pub type RunEvent = runwire_protocol::RunEvent<JsonText>;
+/// A frame the SDK sends (it sends no `ping` id).
+pub type ClientFrame = runwire_protocol::ClientFrame<JsonText>;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = include_str!("types.d.ts");

@@ -11,12 +11,12 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use runwire_protocol::{ClientFrame, CloseCode, EndReason, ErrorCode, Reconnect, RunStatus};
+use runwire_protocol::{CloseCode, EndReason, ErrorCode, Reconnect, RunStatus};
 
-use crate::RunState;
 use crate::backoff::{Backoff, Jitter};
 use crate::registry::{Check, Listener, Phase, Registry, RunSub, SubId};
 use crate::wire::{Ended, EventFrame, Frame};
+use crate::{ClientFrame, RunState};
 
 /// How long a connection attempt (token, socket, `welcome`) may take before it counts as failed.
 pub const ATTEMPT_TIMEOUT_MS: u32 = 10_000;

@@ -5,10 +5,10 @@
 
 use alloc::string::String;
 use alloc::string::ToString;
-use runwire_protocol::{ClientFrame, EndReason};
+use runwire_protocol::EndReason;
 use serde_json::Value;
 
-use crate::{RunEvent, RunState};
+use crate::{ClientFrame, RunEvent, RunState};
 
 /// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
 /// which the app receives as it came.
