@@ -142,27 +142,11 @@ impl Inner {
         }
     }
 
-    /// Removes an `onStateChange` listener.
-    pub fn remove_state_listener(&self, f: &Function) {
-        self.app
-            .borrow_mut()
-            .state_listeners
-            .retain(|g| !js_sys::Object::is(g, f));
-    }
-
     /// Adds an `onError` listener.
     pub fn add_error_listener(&self, f: Function) {
         if !self.machine.borrow().is_shut() {
             self.app.borrow_mut().error_listeners.push(f);
         }
-    }
-
-    /// Removes an `onError` listener.
-    pub fn remove_error_listener(&self, f: &Function) {
-        self.app
-            .borrow_mut()
-            .error_listeners
-            .retain(|g| !js_sys::Object::is(g, f));
     }
 
     /// Registers a subscription's callbacks; returns its id and its cell.

@@ -154,15 +154,6 @@ impl RunwireClient {
         self.inner.add_state_listener(listener);
     }
 
-    /// Removes a listener added with `onStateChange`.
-    #[wasm_bindgen(js_name = offStateChange)]
-    pub fn off_state_change(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
-    ) {
-        self.inner.remove_state_listener(&listener);
-    }
-
     /// Calls `listener({ code, message, run?, seq? })` when the relay sends something the client
     /// cannot use (a malformed frame, an event whose data does not match its name) or the token
     /// provider fails. The client carries on; nothing is thrown into the app.
@@ -172,15 +163,6 @@ impl RunwireClient {
         #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
     ) {
         self.inner.add_error_listener(listener);
-    }
-
-    /// Removes a listener added with `onError`.
-    #[wasm_bindgen(js_name = offError)]
-    pub fn off_error(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
-    ) {
-        self.inner.remove_error_listener(&listener);
     }
 
     /// Follows run `run`. Connects on the first subscription.
@@ -251,7 +233,6 @@ impl RunwireClient {
         Ok(Subscription {
             inner: self.inner.clone(),
             id,
-            run: run.to_owned(),
             cell,
         })
     }
@@ -306,18 +287,11 @@ impl Drop for RunwireClient {
 pub struct Subscription {
     inner: Rc<Inner>,
     id: SubId,
-    run: String,
     cell: Rc<SubCell>,
 }
 
 #[wasm_bindgen]
 impl Subscription {
-    /// The run followed.
-    #[wasm_bindgen(getter)]
-    pub fn run(&self) -> String {
-        self.run.clone()
-    }
-
     /// The run's state as folded so far (`undefined` before the first snapshot).
     #[wasm_bindgen(getter, unchecked_return_type = "RunState | undefined")]
     pub fn state(&self) -> JsValue {
