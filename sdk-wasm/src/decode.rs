@@ -20,16 +20,17 @@ use runwire_protocol::event::{
 use runwire_protocol::state::MAX_NODES;
 use runwire_protocol::{JsonText, NodeStatus, RunStatus, is_valid_event_name};
 
-use crate::{NodeState, RunEvent, RunState};
 use serde_json::Value;
 
 use crate::wire::{Ended, EventFrame, Frame};
+use crate::{NodeState, RunEvent, RunState};
 
 /// The property names read (and, in `js.rs`, written). A variant's index is its key in the JS key
 /// table, so the names live once in JS and the `.wasm` holds no string for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-#[allow(missing_docs)] // each variant is the property of the same name in snake_case
+#[allow(missing_docs)] // each variant is the property of the same name: in snake_case for frames
+// and states, in camelCase for the app's options (from `Url` on), read with `js::option`
 pub enum Field {
     Type,
     Run,
@@ -70,11 +71,25 @@ pub enum Field {
     Runs,
     Done,
     Value,
+    Url,
+    Token,
+    MinReconnectDelayMs,
+    MaxReconnectDelayMs,
+    MaxReconnectAttempts,
+    Transport,
+    Debug,
+    StateEvery,
+    OnEvent,
+    OnOtherEvent,
+    OnState,
+    OnEnd,
+    Since,
+    RequestAnimationFrame,
 }
 
 impl Field {
     /// Every field, in key order.
-    pub const ALL: [Field; 39] = [
+    pub const ALL: [Field; 53] = [
         Self::Type,
         Self::Run,
         Self::Seq,
@@ -114,6 +129,20 @@ impl Field {
         Self::Runs,
         Self::Done,
         Self::Value,
+        Self::Url,
+        Self::Token,
+        Self::MinReconnectDelayMs,
+        Self::MaxReconnectDelayMs,
+        Self::MaxReconnectAttempts,
+        Self::Transport,
+        Self::Debug,
+        Self::StateEvery,
+        Self::OnEvent,
+        Self::OnOtherEvent,
+        Self::OnState,
+        Self::OnEnd,
+        Self::Since,
+        Self::RequestAnimationFrame,
     ];
 
     /// The property name. Only native code uses it: the `.wasm` reads properties by index.
@@ -158,6 +187,20 @@ impl Field {
             Self::Runs => "runs",
             Self::Done => "done",
             Self::Value => "value",
+            Self::Url => "url",
+            Self::Token => "token",
+            Self::MinReconnectDelayMs => "minReconnectDelayMs",
+            Self::MaxReconnectDelayMs => "maxReconnectDelayMs",
+            Self::MaxReconnectAttempts => "maxReconnectAttempts",
+            Self::Transport => "transport",
+            Self::Debug => "debug",
+            Self::StateEvery => "stateEvery",
+            Self::OnEvent => "onEvent",
+            Self::OnOtherEvent => "onOtherEvent",
+            Self::OnState => "onState",
+            Self::OnEnd => "onEnd",
+            Self::Since => "since",
+            Self::RequestAnimationFrame => "requestAnimationFrame",
         }
     }
 }

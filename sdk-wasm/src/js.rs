@@ -19,8 +19,9 @@ use crate::wire::Frame;
 // One small getter and setter, by key index, instead of a generated accessor per property: the
 // names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
 #[wasm_bindgen(
-    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs done value'.split(' ');
+    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs done value url token minReconnectDelayMs maxReconnectDelayMs maxReconnectAttempts transport debug stateEvery onEvent onOtherEvent onState onEnd since requestAnimationFrame'.split(' ');
 export function get(o, k) { return o?.[K[k]]; }
+export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
 extern "C" {
@@ -31,12 +32,21 @@ extern "C" {
 
     #[wasm_bindgen(js_name = get)]
     fn get_key(o: &Obj, k: u32) -> JsValue;
+    #[wasm_bindgen(js_name = option)]
+    fn get_option(o: &JsValue, k: u32) -> JsValue;
     #[wasm_bindgen(js_name = set)]
     fn set_value(o: &Obj, k: u32, v: &JsValue);
     #[wasm_bindgen(js_name = set)]
     fn set_str(o: &Obj, k: u32, v: &str);
     #[wasm_bindgen(js_name = set)]
     fn set_num(o: &Obj, k: u32, v: f64);
+}
+
+/// Property `k` of any JS value, as `Reflect.get` reads it from an object, with `undefined` for
+/// anything else and when reading throws (a getter's exception): for the app's options, whose
+/// values may be anything, and exceptions.
+pub fn option(v: &JsValue, k: Field) -> JsValue {
+    get_option(v, k as u32)
 }
 
 /// A new empty object.
@@ -79,9 +89,8 @@ pub fn describe(e: &JsValue) -> String {
     if let Some(s) = e.as_string() {
         return s;
     }
-    js_sys::Reflect::get(e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
+    option(e, Field::Message)
+        .as_string()
         .unwrap_or_else(|| "unknown error".to_owned())
 }
 

@@ -47,13 +47,14 @@ use alloc::borrow::ToOwned;
 use alloc::rc::Rc;
 use alloc::string::String;
 
-use js_sys::{Function, Reflect};
+use js_sys::Function;
 use runwire_protocol::{JsonText, is_valid_run_id};
 use wasm_bindgen::prelude::*;
 
 pub use callback::{live_callbacks, live_clients};
 
 use crate::backoff::Backoff;
+use crate::decode::Field;
 use crate::driver::{Inner, SubCallbacks, SubCell, TokenSource, dispatch};
 use crate::machine::{Config, Input, Machine, TransportMode};
 use crate::registry::SubId;
@@ -86,16 +87,16 @@ impl RunwireClient {
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "RunwireClientOptions")] options: JsValue,
     ) -> Result<RunwireClient, JsError> {
-        let get = |key: &str| Reflect::get(&options, &key.into()).unwrap_or(JsValue::UNDEFINED);
+        let get = |key| js::option(&options, key);
         if !options.is_object() {
             return Err(JsError::new("RunwireClient: options must be an object"));
         }
-        let url = get("url")
+        let url = get(Field::Url)
             .as_string()
             .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
         let url =
             RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", e].concat()))?;
-        let token = get("token");
+        let token = get(Field::Token);
         let token = if let Some(t) = token.as_string() {
             TokenSource::Fixed(t)
         } else if token.is_function() {
@@ -107,18 +108,18 @@ impl RunwireClient {
         };
         let defaults = Backoff::default();
         let min = ms_option(
-            &get("minReconnectDelayMs"),
+            &get(Field::MinReconnectDelayMs),
             "RunwireClient: `minReconnectDelayMs` must be a non-negative number",
         )?;
         let max = ms_option(
-            &get("maxReconnectDelayMs"),
+            &get(Field::MaxReconnectDelayMs),
             "RunwireClient: `maxReconnectDelayMs` must be a non-negative number",
         )?;
         let max_attempts = ms_option(
-            &get("maxReconnectAttempts"),
+            &get(Field::MaxReconnectAttempts),
             "RunwireClient: `maxReconnectAttempts` must be a non-negative number",
         )?;
-        let transport = match get("transport").as_string().as_deref() {
+        let transport = match get(Field::Transport).as_string().as_deref() {
             None | Some("auto") => TransportMode::Auto,
             Some("websocket") => TransportMode::WebSocket,
             Some("sse") => TransportMode::Sse,
@@ -137,7 +138,7 @@ impl RunwireClient {
             transport,
             static_token: matches!(token, TokenSource::Fixed(_)),
         };
-        let debug = get("debug");
+        let debug = get(Field::Debug);
         let debug = debug.is_function().then(|| debug.unchecked_into());
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
         let inner = Inner::new(Machine::new(cfg, seed), url, token, debug);
@@ -179,18 +180,18 @@ impl RunwireClient {
                 "RunwireClient: invalid run id (1 to 128 of A-Z a-z 0-9 _ . : -)",
             ));
         }
-        let get = |key: &str| {
+        let get = |key| {
             if handlers.is_object() {
-                Reflect::get(&handlers, &key.into()).unwrap_or(JsValue::UNDEFINED)
+                js::option(&handlers, key)
             } else {
                 JsValue::UNDEFINED
             }
         };
-        let callback = |key: &str| {
+        let callback = |key| {
             let v = get(key);
             v.is_function().then(|| v.unchecked_into::<Function>())
         };
-        let state_per_frame = match get("stateEvery") {
+        let state_per_frame = match get(Field::StateEvery) {
             v if v.is_undefined() => false,
             v if v == "event" => false,
             v if v == "frame" => true,
@@ -201,14 +202,14 @@ impl RunwireClient {
             }
         };
         let callbacks = SubCallbacks {
-            on_event: callback("onEvent"),
-            on_other_event: callback("onOtherEvent"),
-            on_state: callback("onState"),
-            on_end: callback("onEnd"),
+            on_event: callback(Field::OnEvent),
+            on_other_event: callback(Field::OnOtherEvent),
+            on_state: callback(Field::OnState),
+            on_end: callback(Field::OnEnd),
             state_per_frame,
-            token: callback("token"),
+            token: callback(Field::Token),
         };
-        let since = match get("since").as_f64() {
+        let since = match get(Field::Since).as_f64() {
             Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),
             Some(_) => {
                 return Err(JsError::new(
