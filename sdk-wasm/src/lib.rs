@@ -43,9 +43,7 @@ pub mod transport;
 pub mod url;
 pub mod wire;
 
-use alloc::borrow::ToOwned;
 use alloc::rc::Rc;
-use alloc::string::String;
 
 use js_sys::Function;
 use runwire_protocol::{JsonText, is_valid_run_id};
@@ -240,17 +238,17 @@ impl RunwireClient {
 
     /// The connection state.
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
-    pub fn state(&self) -> String {
-        self.inner.machine().state().as_str().to_owned()
+    pub fn state(&self) -> JsValue {
+        self.inner.machine().state().as_str().into()
     }
 
     /// The transport of the open connection: `"websocket"`, `"sse"`, or `undefined`.
     #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
-    pub fn transport(&self) -> Option<String> {
-        self.inner
-            .machine()
+    pub fn transport(&self) -> JsValue {
+        let machine = self.inner.machine();
+        machine
             .transport()
-            .map(|k| k.as_str().to_owned())
+            .map_or(JsValue::UNDEFINED, |k| k.as_str().into())
     }
 
     /// Drops the connection and connects again at once, without waiting for a backoff delay, then
@@ -310,25 +308,24 @@ impl Subscription {
     }
 
     /// Seq of the last event delivered (or of the snapshot); `undefined` before the first one.
-    #[wasm_bindgen(getter, js_name = lastSeq)]
-    pub fn last_seq(&self) -> Option<f64> {
+    #[wasm_bindgen(getter, js_name = lastSeq, unchecked_return_type = "number | undefined")]
+    pub fn last_seq(&self) -> JsValue {
         let seq = if self.cell.ended.borrow().is_some() {
             self.cell.last_seq.get()
         } else {
             let machine = self.inner.machine();
             machine.registry().run_of(self.id).and_then(|r| r.last_seq)
         };
-        seq.map(|s| s as f64)
+        seq.map_or(JsValue::UNDEFINED, |s| JsValue::from_f64(s as f64))
     }
 
     /// Why the subscription ended, or `undefined` while it is active.
     #[wasm_bindgen(getter, unchecked_return_type = "EndReason | undefined")]
-    pub fn ended(&self) -> Option<String> {
-        self.cell
-            .ended
-            .borrow()
+    pub fn ended(&self) -> JsValue {
+        let ended = self.cell.ended.borrow();
+        ended
             .as_ref()
-            .map(|r| r.as_str().to_owned())
+            .map_or(JsValue::UNDEFINED, |r| r.as_str().into())
     }
 
     /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.
