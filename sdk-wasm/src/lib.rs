@@ -144,24 +144,26 @@ impl RunwireClient {
         Ok(Self { inner })
     }
 
-    /// Calls `listener({ state, previous, reason, code? })` on every connection state change.
+    /// Calls `listener({ state, previous, reason, code? })` on every connection state change. One
+    /// listener: a second call replaces the first (the package's layer keeps its own list).
     #[wasm_bindgen(js_name = onStateChange)]
     pub fn on_state_change(
         &self,
         #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
     ) {
-        self.inner.add_state_listener(listener);
+        self.inner.set_state_listener(listener);
     }
 
     /// Calls `listener({ code, message, run?, seq? })` when the relay sends something the client
     /// cannot use (a malformed frame, an event whose data does not match its name) or the token
-    /// provider fails. The client carries on; nothing is thrown into the app.
+    /// provider fails. The client carries on; nothing is thrown into the app. One listener, as for
+    /// `onStateChange`.
     #[wasm_bindgen(js_name = onError)]
     pub fn on_error(
         &self,
         #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
     ) {
-        self.inner.add_error_listener(listener);
+        self.inner.set_error_listener(listener);
     }
 
     /// Follows run `run`. Connects on the first subscription.
