@@ -38,8 +38,9 @@ log "wasm-opt --minify-imports-and-exports-and-modules"
 node minify-names.mjs node_modules/binaryen/bin/wasm-opt wasm/runwire_sdk_bg.wasm wasm/runwire_sdk.js wasm/runwire_sdk.d.ts
 # wasm-bindgen's `initSync` goes from the glue and its declarations, so that esbuild drops its code:
 # the package instantiates the module with the default export (src/load.ts), and apps cannot
-# import the glue (package.json's "exports").
-log "initSync dropped from the glue"
+# import the glue (package.json's "exports"). That export is always given one object
+# (`{ module_or_path }`), so the older form it still accepts, with its deprecation warning, goes too.
+log "initSync and the deprecated form of init dropped from the glue"
 node -e '
 const fs = require("fs");
 const edit = (file, from, to) => {
@@ -52,6 +53,16 @@ const edit = (file, from, to) => {
 };
 edit("wasm/runwire_sdk.js", /^export \{ initSync, __wbg_init as default \};$/m, "export { __wbg_init as default };");
 edit("wasm/runwire_sdk.d.ts", /^export type SyncInitInput = [^\n]*\n\n\/\*\*\n(?: \*[^\n]*\n)* \*\/\nexport function initSync\([^\n]*\n\n/m, "");
+edit(
+  "wasm/runwire_sdk.js",
+  /^    if \(module_or_path !== undefined\) \{\n        if \(Object\.getPrototypeOf\(module_or_path\) === Object\.prototype\) \{\n            \(\{module_or_path\} = module_or_path\)\n        \} else \{\n            console\.warn\([^\n]*\)\n        \}\n    \}\n/m,
+  "    if (module_or_path !== undefined) ({module_or_path} = module_or_path);\n",
+);
+edit(
+  "wasm/runwire_sdk.d.ts",
+  / \* @param \{\{ module_or_path: InitInput \| Promise<InitInput> \}\} module_or_path - Passing `InitInput` directly is deprecated\.\n \*\n \* @returns \{Promise<InitOutput>\}\n \*\/\nexport default function __wbg_init \(module_or_path\?: \{ module_or_path: InitInput \| Promise<InitInput> \} \| InitInput \| Promise<InitInput>\): Promise<InitOutput>;$/m,
+  " * @param {{ module_or_path?: InitInput | Promise<InitInput> }} options - Where the module comes from (by default the .wasm next to this file).\n *\n * @returns {Promise<InitOutput>}\n */\nexport default function __wbg_init (options?: { module_or_path?: InitInput | Promise<InitInput> }): Promise<InitOutput>;",
+);
 '
 # The glue minified, with its snippet (src/js.rs) bundled in (its doc comments are the same as
 # the .d.ts's, which keeps them).

@@ -80,7 +80,7 @@ pub struct RunProgress {
 
 /// `run.completed`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunCompleted {
+pub struct RunCompleted<V = Value> {
     /// Wall time of the whole run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_duration_ms: Option<u64>,
@@ -89,7 +89,7 @@ pub struct RunCompleted {
     pub node_count: Option<u32>,
     /// The run's result, any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<V>,
 }
 
 /// `run.failed`.
@@ -128,7 +128,7 @@ pub struct NodeProgress {
 
 /// `node.completed`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeCompleted {
+pub struct NodeCompleted<V = Value> {
     /// The node's key within the workflow.
     pub node_key: String,
     /// How long the node ran.
@@ -136,7 +136,7 @@ pub struct NodeCompleted {
     pub duration_ms: Option<u64>,
     /// A short summary of the node's output, any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_summary: Option<Value>,
+    pub output_summary: Option<V>,
 }
 
 /// `node.failed`.
@@ -176,7 +176,7 @@ pub enum LogLevel {
 
 /// `log`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Log {
+pub struct Log<V = Value> {
     /// Severity.
     pub level: LogLevel,
     /// The log line.
@@ -186,24 +186,27 @@ pub struct Log {
     pub node_key: Option<String>,
     /// Structured extras, any JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Value>,
+    pub metadata: Option<V>,
 }
 
 /// A run event with its data parsed into the shape its name promises.
+///
+/// `V` holds its opaque values (`result`, `output_summary`, `metadata`): JSON values in the
+/// relay, [`JsonText`](crate::JsonText) in the browser SDK.
 #[derive(Debug, Clone, PartialEq)]
 #[allow(missing_docs)] // each variant is documented by the struct it carries
-pub enum RunEvent {
+pub enum RunEvent<V = Value> {
     RunStarted(RunStarted),
     RunProgress(RunProgress),
-    RunCompleted(RunCompleted),
+    RunCompleted(RunCompleted<V>),
     RunFailed(RunFailed),
     RunCancelled(RunCancelled),
     NodeStarted(NodeStarted),
     NodeProgress(NodeProgress),
-    NodeCompleted(NodeCompleted),
+    NodeCompleted(NodeCompleted<V>),
     NodeFailed(NodeFailed),
     NodeSkipped(NodeSkipped),
-    Log(Log),
+    Log(Log<V>),
     /// Any other valid name: carried through untouched.
     Other {
         /// The event name.
@@ -285,6 +288,40 @@ impl RunEvent {
             },
         };
         Ok(event)
+    }
+}
+
+impl<V> RunEvent<V> {
+    /// The same event with its opaque values passed through `f` (from JSON values to their text,
+    /// for example).
+    pub fn map_opaque<W>(self, f: impl FnOnce(V) -> W) -> RunEvent<W> {
+        match self {
+            Self::RunStarted(e) => RunEvent::RunStarted(e),
+            Self::RunProgress(e) => RunEvent::RunProgress(e),
+            Self::RunCompleted(e) => RunEvent::RunCompleted(RunCompleted {
+                total_duration_ms: e.total_duration_ms,
+                node_count: e.node_count,
+                result: e.result.map(f),
+            }),
+            Self::RunFailed(e) => RunEvent::RunFailed(e),
+            Self::RunCancelled(e) => RunEvent::RunCancelled(e),
+            Self::NodeStarted(e) => RunEvent::NodeStarted(e),
+            Self::NodeProgress(e) => RunEvent::NodeProgress(e),
+            Self::NodeCompleted(e) => RunEvent::NodeCompleted(NodeCompleted {
+                node_key: e.node_key,
+                duration_ms: e.duration_ms,
+                output_summary: e.output_summary.map(f),
+            }),
+            Self::NodeFailed(e) => RunEvent::NodeFailed(e),
+            Self::NodeSkipped(e) => RunEvent::NodeSkipped(e),
+            Self::Log(e) => RunEvent::Log(Log {
+                level: e.level,
+                message: e.message,
+                node_key: e.node_key,
+                metadata: e.metadata.map(f),
+            }),
+            Self::Other { name } => RunEvent::Other { name },
+        }
     }
 
     /// The event's name.

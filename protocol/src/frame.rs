@@ -10,9 +10,12 @@ use crate::event::Envelope;
 use crate::state::RunState;
 
 /// A frame a client sends.
+///
+/// `V` holds the opaque `id` of a `ping`, as [`RunEvent`](crate::RunEvent) holds its opaque
+/// values: a JSON value in the relay, [`JsonText`](crate::JsonText) in the browser SDK.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ClientFrame {
+pub enum ClientFrame<V = Value> {
     /// Authenticate, or replace the connection's token with a fresher one.
     Auth {
         /// A subscribe-scope JWT.
@@ -50,7 +53,7 @@ pub enum ClientFrame {
     Ping {
         /// Echoed back in the `pong`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<Value>,
+        id: Option<V>,
     },
 }
 

@@ -26,7 +26,7 @@ pub mod token;
 pub use close::{CloseCode, Reconnect};
 pub use event::{Envelope, EventError, RunEvent, is_valid_event_name, is_valid_run_id};
 pub use frame::{ClientFrame, EndReason, ErrorCode, ServerFrame};
-pub use state::{NodeState, NodeStatus, RunState, RunStatus};
+pub use state::{JsonText, NodeState, NodeStatus, Opaque, RunState, RunStatus};
 
 /// Protocol version announced in the `welcome` frame.
 pub const PROTOCOL_VERSION: u32 = 1;

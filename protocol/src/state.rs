@@ -104,7 +104,7 @@ pub enum NodeStatus {
 
 /// One node of a run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NodeState {
+pub struct NodeState<V = Value> {
     /// The node's key within the workflow.
     pub key: String,
     /// Where the node is.
@@ -126,12 +126,15 @@ pub struct NodeState {
     pub error: Option<String>,
     /// As reported by `node.completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_summary: Option<Value>,
+    pub output_summary: Option<V>,
 }
 
 /// A run's current snapshot.
+///
+/// `V` holds its opaque values (`result`, `output_summary`), as in [`RunEvent`]: JSON values in
+/// the relay, [`JsonText`] in the browser SDK.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunState {
+pub struct RunState<V = Value> {
     /// Seq of the last event folded in (0: none yet).
     pub seq: u64,
     /// Where the run is.
@@ -149,7 +152,7 @@ pub struct RunState {
     pub current_node: Option<String>,
     /// Nodes in the order they first appeared.
     #[serde(default)]
-    pub nodes: Vec<NodeState>,
+    pub nodes: Vec<NodeState<V>>,
     /// More than [`MAX_NODES`] nodes appeared; the rest are not in `nodes`.
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub nodes_truncated: bool,
@@ -173,7 +176,7 @@ pub struct RunState {
     pub cancel_reason: Option<String>,
     /// From `run.completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<Value>,
+    pub result: Option<V>,
     /// `log` events seen.
     pub log_count: u64,
     /// `log` events at level `warning`.
@@ -182,26 +185,63 @@ pub struct RunState {
     pub error_count: u64,
 }
 
-impl RunState {
+impl<V> RunState<V> {
+    /// The same state with its opaque values passed through `f` (from JSON values to their text,
+    /// for example).
+    pub fn map_opaque<W>(self, mut f: impl FnMut(V) -> W) -> RunState<W> {
+        let nodes = self.nodes.into_iter().map(|n| NodeState {
+            key: n.key,
+            status: n.status,
+            progress: n.progress,
+            started_at: n.started_at,
+            finished_at: n.finished_at,
+            duration_ms: n.duration_ms,
+            error: n.error,
+            output_summary: n.output_summary.map(&mut f),
+        });
+        RunState {
+            seq: self.seq,
+            status: self.status,
+            workflow: self.workflow,
+            node_count: self.node_count,
+            progress: self.progress,
+            current_node: self.current_node,
+            nodes: nodes.collect(),
+            nodes_truncated: self.nodes_truncated,
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            duration_ms: self.duration_ms,
+            error: self.error,
+            failed_node: self.failed_node,
+            cancel_reason: self.cancel_reason,
+            result: self.result.map(f),
+            log_count: self.log_count,
+            warning_count: self.warning_count,
+            error_count: self.error_count,
+        }
+    }
+}
+
+impl<V: Opaque> RunState<V> {
     /// Folds one event in. Events at or below [`RunState::seq`] are ignored, so replays and
     /// duplicates are harmless; returns whether the event was applied.
     ///
     /// Once the run has ended its status is fixed: a late `node.*` event still updates its node,
     /// but cannot make the run `running` again.
-    pub fn apply(&mut self, seq: u64, ts: &str, event: &RunEvent) -> bool {
+    pub fn apply(&mut self, seq: u64, ts: &str, event: &RunEvent<V>) -> bool {
         self.fold(seq, ts, event).applied
     }
 
     /// [`RunState::apply`], also saying how many values were capped. Values are kept within the
     /// caps of [`MAX_TEXT`], [`MAX_RESULT`] and [`MAX_NODE_VALUE`], so that a state never grows
     /// past [`MAX_STATE_BYTES`]; the event itself is not changed.
-    pub fn fold(&mut self, seq: u64, ts: &str, event: &RunEvent) -> Folded {
+    pub fn fold(&mut self, seq: u64, ts: &str, event: &RunEvent<V>) -> Folded {
         let mut capped = 0;
         let applied = self.fold_capped(seq, ts, event, &mut capped);
         Folded { applied, capped }
     }
 
-    fn fold_capped(&mut self, seq: u64, ts: &str, event: &RunEvent, capped: &mut u32) -> bool {
+    fn fold_capped(&mut self, seq: u64, ts: &str, event: &RunEvent<V>, capped: &mut u32) -> bool {
         if seq <= self.seq {
             return false;
         }
@@ -238,7 +278,7 @@ impl RunState {
                 if e.node_count.is_some() {
                     self.node_count = e.node_count;
                 }
-                self.result = e.result.as_ref().map(|r| cap_value(r, MAX_RESULT, capped));
+                self.result = e.result.as_ref().map(|r| r.capped(MAX_RESULT, capped));
             }
             RunEvent::RunFailed(e) => {
                 self.end(RunStatus::Failed, ts);
@@ -275,8 +315,7 @@ impl RunState {
                     node.progress = Some(100.0);
                     node.finished_at = Some(ts.to_owned());
                     node.duration_ms = e.duration_ms;
-                    node.output_summary =
-                        e.output_summary.as_ref().map(|v| cap_value(v, cap, capped));
+                    node.output_summary = e.output_summary.as_ref().map(|v| v.capped(cap, capped));
                 }
             }
             RunEvent::NodeFailed(e) => {
@@ -308,7 +347,7 @@ impl RunState {
     }
 
     /// The node with `key`, if the state tracks it.
-    pub fn node(&self, key: &str) -> Option<&NodeState> {
+    pub fn node(&self, key: &str) -> Option<&NodeState<V>> {
         self.nodes.iter().find(|n| n.key == key)
     }
 
@@ -326,7 +365,7 @@ impl RunState {
     }
 
     /// The node with `key`, added when new, with the cap of its values (see [`MAX_NODE_VALUE`]).
-    fn node_mut(&mut self, key: &str) -> Option<(usize, &mut NodeState)> {
+    fn node_mut(&mut self, key: &str) -> Option<(usize, &mut NodeState<V>)> {
         // Most events concern a recently started node: search from the end.
         let i = match self.nodes.iter().rposition(|n| n.key == key) {
             Some(i) => i,
@@ -363,29 +402,74 @@ fn cap_text(text: &str, cap: usize, capped: &mut u32) -> String {
     [text.get(..end).unwrap_or_default(), TRUNCATED_TEXT].concat()
 }
 
-/// `value`, or [`truncated_marker`] when its compact JSON is longer than `cap` bytes.
-#[cfg(feature = "json-values")]
-fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
-    if json_len(value, cap).is_some() {
-        value.clone()
-    } else {
-        *capped += 1;
-        truncated_marker()
+/// An opaque value of an event or a state (`result`, `output_summary`, `metadata`): any JSON,
+/// which the fold only caps and moves.
+pub trait Opaque: Clone + Default {
+    /// `self`, or the marker `{"$truncated":true}` (see [`truncated_marker`]) when its compact
+    /// JSON is longer than `cap` bytes, counted in `capped`.
+    fn capped(&self, cap: usize, capped: &mut u32) -> Self;
+}
+
+/// An opaque value held as its compact JSON text. The browser SDK holds values this way: the
+/// fold only moves them and the page parses them, so no JSON tree code ships in its `.wasm`. The
+/// text's length is the compact JSON's length the relay measures.
+///
+/// It serializes as the JSON value it holds (and deserializes from any JSON value), so that a
+/// state holding text serializes as one holding values does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonText(pub String);
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let value: Value = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        value.serialize(s)
     }
 }
 
-/// Without `json-values` (the browser SDK's build), a `result` or `output_summary` is held as its
-/// JSON text in a `Value::String`: the fold only moves these values, so no JSON tree code ships in
-/// the `.wasm`. The text's length is the compact JSON's length the relay measures, and the marker
-/// is kept as text too.
-#[cfg(not(feature = "json-values"))]
-fn cap_value(value: &Value, cap: usize, capped: &mut u32) -> Value {
-    match value {
-        Value::String(text) if text.len() > cap => {
-            *capped += 1;
-            Value::String([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        serde_json::to_string(&value)
+            .map(JsonText)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Opaque for JsonText {
+    fn capped(&self, cap: usize, capped: &mut u32) -> Self {
+        if self.0.len() <= cap {
+            return self.clone();
         }
-        _ => value.clone(),
+        *capped += 1;
+        Self([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
+    }
+}
+
+/// With `json-values` (the relay's build), a value is measured as `serde_json` writes it.
+#[cfg(feature = "json-values")]
+impl Opaque for Value {
+    fn capped(&self, cap: usize, capped: &mut u32) -> Self {
+        if json_len(self, cap).is_some() {
+            self.clone()
+        } else {
+            *capped += 1;
+            truncated_marker()
+        }
+    }
+}
+
+/// Without `json-values`, a value is held as its JSON text in a `Value::String` and measured as
+/// that text (as [`JsonText`] is); the marker is text too.
+#[cfg(not(feature = "json-values"))]
+impl Opaque for Value {
+    fn capped(&self, cap: usize, capped: &mut u32) -> Self {
+        match self {
+            Value::String(text) if text.len() > cap => {
+                *capped += 1;
+                Value::String([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
+            }
+            _ => self.clone(),
+        }
     }
 }
 
@@ -439,7 +523,7 @@ fn string_len(s: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::{format, vec::Vec};
+    use alloc::{format, string::ToString, vec::Vec};
     use serde_json::json;
 
     fn ev(name: &str, data: Value) -> RunEvent {
@@ -578,11 +662,11 @@ mod tests {
         }
     }
 
-    /// Without `json-values` (the browser SDK's build) a value arrives as its JSON text and is
-    /// measured as text; the marker is text too.
+    /// Without `json-values`, a value held as its JSON text in a `Value::String` is measured as
+    /// text; the marker is text too.
     #[cfg(not(feature = "json-values"))]
     #[test]
-    fn caps_values_held_as_json_text() {
+    fn caps_values_held_as_text_in_a_string() {
         let mut s = RunState::default();
         let within = Value::String(format!(
             r#"{{"note":"{}"}}"#,
@@ -605,6 +689,46 @@ mod tests {
             s.result,
             Some(Value::String(r#"{"$truncated":true}"#.into()))
         );
+    }
+
+    /// Held as [`JsonText`] (the browser SDK's representation), whatever the features, a value is
+    /// measured as its text; the marker is text too, and a state of text serializes as one of
+    /// values does.
+    #[test]
+    fn caps_values_held_as_json_text() {
+        fn text(v: Value) -> JsonText {
+            JsonText(v.to_string())
+        }
+        let mut s = RunState::<JsonText>::default();
+        let within = json!({"note": "x".repeat(MAX_NODE_VALUE - 20)});
+        assert_eq!(within.to_string().len(), MAX_NODE_VALUE - 9);
+        let e = ev(
+            "node.completed",
+            json!({"node_key": "a", "output_summary": within}),
+        );
+        let f = s.fold(1, "t", &e.map_opaque(text));
+        assert_eq!(f.capped, 0);
+        assert_eq!(s.node("a").unwrap().output_summary, Some(text(within)));
+        let big = json!({"all": "x".repeat(MAX_RESULT)});
+        let f = s.fold(
+            2,
+            "t",
+            &ev("run.completed", json!({ "result": big })).map_opaque(text),
+        );
+        assert_eq!(f.capped, 1);
+        assert_eq!(s.result, Some(JsonText(r#"{"$truncated":true}"#.into())));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["result"], json!({"$truncated": true}));
+        assert_eq!(
+            json["nodes"][0]["output_summary"]["note"]
+                .as_str()
+                .unwrap()
+                .len(),
+            MAX_NODE_VALUE - 20
+        );
+        let back: RunState<JsonText> = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        assert!(serde_json::to_value(JsonText("{".into())).is_err());
     }
 
     #[cfg(feature = "json-values")]
@@ -829,7 +953,7 @@ mod tests {
 
     #[test]
     fn serializes_compactly() {
-        let v = serde_json::to_value(RunState::default()).unwrap();
+        let v = serde_json::to_value(RunState::<Value>::default()).unwrap();
         assert_eq!(
             v,
             json!({"seq":0,"status":"pending","progress":0.0,"nodes":[],"log_count":0,"warning_count":0,"error_count":0})

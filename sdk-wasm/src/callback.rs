@@ -8,6 +8,8 @@ use alloc::boxed::Box;
 use wasm_bindgen::closure::{Closure, WasmClosure};
 use wasm_bindgen::prelude::{JsValue, wasm_bindgen};
 
+use crate::decode::Field;
+
 #[wasm_bindgen]
 extern "C" {
     // On the global object of both windows and workers.
@@ -114,8 +116,7 @@ impl HeldTimeout {
     /// Calls `f` before the next frame is painted (browsers pause frames in hidden tabs). On a
     /// global without `requestAnimationFrame`, calls it after 16 ms.
     pub fn next_frame(f: impl FnOnce() + 'static) -> Self {
-        let has_frames = js_sys::Reflect::get(&global(), &"requestAnimationFrame".into())
-            .is_ok_and(|f| f.is_function());
+        let has_frames = crate::js::option(&global(), Field::RequestAnimationFrame).is_function();
         if !has_frames {
             return Self::new(16, f);
         }

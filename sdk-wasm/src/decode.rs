@@ -18,16 +18,19 @@ use runwire_protocol::event::{
     NodeStarted, RunCancelled, RunCompleted, RunFailed, RunProgress, RunStarted,
 };
 use runwire_protocol::state::MAX_NODES;
-use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus, is_valid_event_name};
+use runwire_protocol::{JsonText, NodeStatus, RunStatus, is_valid_event_name};
+
 use serde_json::Value;
 
 use crate::wire::{Ended, EventFrame, Frame};
+use crate::{NodeState, RunEvent, RunState};
 
 /// The property names read (and, in `js.rs`, written). A variant's index is its key in the JS key
 /// table, so the names live once in JS and the `.wasm` holds no string for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-#[allow(missing_docs)] // each variant is the property of the same name in snake_case
+#[allow(missing_docs)] // each variant is the property of the same name: in snake_case for frames
+// and states, in camelCase for the app's options (from `Url` on), read with `js::option`
 pub enum Field {
     Type,
     Run,
@@ -68,11 +71,25 @@ pub enum Field {
     Runs,
     Done,
     Value,
+    Url,
+    Token,
+    MinReconnectDelayMs,
+    MaxReconnectDelayMs,
+    MaxReconnectAttempts,
+    Transport,
+    Debug,
+    StateEvery,
+    OnEvent,
+    OnOtherEvent,
+    OnState,
+    OnEnd,
+    Since,
+    RequestAnimationFrame,
 }
 
 impl Field {
     /// Every field, in key order.
-    pub const ALL: [Field; 39] = [
+    pub const ALL: [Field; 53] = [
         Self::Type,
         Self::Run,
         Self::Seq,
@@ -112,6 +129,20 @@ impl Field {
         Self::Runs,
         Self::Done,
         Self::Value,
+        Self::Url,
+        Self::Token,
+        Self::MinReconnectDelayMs,
+        Self::MaxReconnectDelayMs,
+        Self::MaxReconnectAttempts,
+        Self::Transport,
+        Self::Debug,
+        Self::StateEvery,
+        Self::OnEvent,
+        Self::OnOtherEvent,
+        Self::OnState,
+        Self::OnEnd,
+        Self::Since,
+        Self::RequestAnimationFrame,
     ];
 
     /// The property name. Only native code uses it: the `.wasm` reads properties by index.
@@ -156,6 +187,20 @@ impl Field {
             Self::Runs => "runs",
             Self::Done => "done",
             Self::Value => "value",
+            Self::Url => "url",
+            Self::Token => "token",
+            Self::MinReconnectDelayMs => "minReconnectDelayMs",
+            Self::MaxReconnectDelayMs => "maxReconnectDelayMs",
+            Self::MaxReconnectAttempts => "maxReconnectAttempts",
+            Self::Transport => "transport",
+            Self::Debug => "debug",
+            Self::StateEvery => "stateEvery",
+            Self::OnEvent => "onEvent",
+            Self::OnOtherEvent => "onOtherEvent",
+            Self::OnState => "onState",
+            Self::OnEnd => "onEnd",
+            Self::Since => "since",
+            Self::RequestAnimationFrame => "requestAnimationFrame",
         }
     }
 }
@@ -180,7 +225,7 @@ pub trait Json: Sized {
     /// Item `i` of an array.
     fn item(&self, i: usize) -> Self;
     /// This value's JSON text: an opaque value (a run's `result`, a node's `output_summary`) is
-    /// kept as text, as the fold holds it without feature `json-values`; `js.rs` parses it back.
+    /// kept as text ([`JsonText`]); `js.rs` parses it back.
     fn json_text(&self) -> Option<String>;
 }
 
@@ -232,13 +277,13 @@ fn node_key<J: Json>(d: &J) -> Result<String, String> {
     Ok(key)
 }
 
-/// An opaque JSON value, kept as its JSON text in a `Value::String`: the fold only moves these
-/// values, so they are never turned into a tree inside the `.wasm`.
-fn opt_value<J: Json>(v: J) -> Option<Value> {
+/// An opaque JSON value, kept as its JSON text: the fold only moves these values, so they are
+/// never turned into a tree inside the `.wasm`.
+fn opt_value<J: Json>(v: J) -> Option<JsonText> {
     if v.is_absent() {
         return None;
     }
-    v.json_text().map(Value::String)
+    v.json_text().map(JsonText)
 }
 
 /// Checks `data` (absent: `{}`) against the shape of event `name` (see `RunEvent::parse`).
@@ -500,11 +545,8 @@ mod tests {
 
     /// The SDK keeps opaque values (`result`, `output_summary`) as their JSON text: the value it
     /// stands for.
-    fn opaque(v: Value) -> Value {
-        let Value::String(text) = v else {
-            panic!("opaque value not kept as JSON text: {v}")
-        };
-        serde_json::from_str(&text).unwrap()
+    fn opaque(v: JsonText) -> Value {
+        serde_json::from_str(&v.0).unwrap()
     }
 
     /// The browser suite's table (`tests/event-data-cases.json`: known names with data of every
@@ -516,22 +558,13 @@ mod tests {
             serde_json::from_str(include_str!("../tests/event-data-cases.json")).unwrap();
         for (name, data) in &cases {
             let name = name.as_str();
-            let want = RunEvent::parse(name, data).map(|mut e| {
-                if let RunEvent::Log(l) = &mut e {
+            let want = runwire_protocol::RunEvent::parse(name, data).map(|mut e| {
+                if let runwire_protocol::RunEvent::Log(l) = &mut e {
                     l.metadata = None; // not decoded for the fold
                 }
                 e
             });
-            let got = typed_event(name, data).map(|mut e| {
-                match &mut e {
-                    RunEvent::RunCompleted(c) => c.result = c.result.take().map(opaque),
-                    RunEvent::NodeCompleted(c) => {
-                        c.output_summary = c.output_summary.take().map(opaque)
-                    }
-                    _ => {}
-                }
-                e
-            });
+            let got = typed_event(name, data).map(|e| e.map_opaque(opaque));
             match (&want, &got) {
                 (Ok(w), Ok(g)) => assert_eq!(w, g, "{name} {data}"),
                 (Err(_), Err(e)) => assert!(e.starts_with("invalid"), "{name} {data}: {e}"),
@@ -644,7 +677,7 @@ mod tests {
     /// read as pending and the node list bounded.
     #[test]
     fn states_read_back_as_the_protocol_wrote_them() {
-        let mut state = RunState::default();
+        let mut state = runwire_protocol::RunState::default();
         let events = [
             ("run.started", json!({"workflow":"etl","node_count":2})),
             ("node.started", json!({"node_key":"a"})),
@@ -657,15 +690,11 @@ mod tests {
             ("run.failed", json!({"error":"boom","node_key":"b"})),
         ];
         for (i, (name, data)) in events.iter().enumerate() {
-            let e = RunEvent::parse(name, data).unwrap();
+            let e = runwire_protocol::RunEvent::parse(name, data).unwrap();
             state.apply(i as u64 + 1, "2026-01-01T00:00:00.000Z", &e);
         }
-        let mut back = super::state(&serde_json::to_value(&state).unwrap()).unwrap();
-        back.result = back.result.take().map(opaque);
-        for n in &mut back.nodes {
-            n.output_summary = n.output_summary.take().map(opaque);
-        }
-        assert_eq!(back, state);
+        let back = super::state(&serde_json::to_value(&state).unwrap()).unwrap();
+        assert_eq!(back.map_opaque(opaque), state);
 
         let nodes: Vec<Value> = (0..MAX_NODES + 5)
             .map(|i| json!({"key": i.to_string(), "status": "resting"}))

@@ -11,9 +11,10 @@ use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 
 use js_sys::Function;
-use runwire_protocol::{EndReason, RunState};
+use runwire_protocol::EndReason;
 use wasm_bindgen::prelude::*;
 
+use crate::RunState;
 use crate::callback::{ClientToken, Held, HeldTimeout, settle};
 use crate::decode::Field;
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
@@ -72,8 +73,8 @@ struct SubRecord {
 
 #[derive(Debug, Default)]
 struct App {
-    state_listeners: Vec<Function>,
-    error_listeners: Vec<Function>,
+    state_listener: Option<Function>,
+    error_listener: Option<Function>,
     subs: Vec<SubRecord>,
     next_id: SubId,
 }
@@ -134,34 +135,18 @@ impl Inner {
         self.machine.borrow()
     }
 
-    /// Adds an `onStateChange` listener.
-    pub fn add_state_listener(&self, f: Function) {
+    /// Sets the `onStateChange` listener (one: the package's layer keeps its own list).
+    pub fn set_state_listener(&self, f: Function) {
         if !self.machine.borrow().is_shut() {
-            self.app.borrow_mut().state_listeners.push(f);
+            self.app.borrow_mut().state_listener = Some(f);
         }
     }
 
-    /// Removes an `onStateChange` listener.
-    pub fn remove_state_listener(&self, f: &Function) {
-        self.app
-            .borrow_mut()
-            .state_listeners
-            .retain(|g| !js_sys::Object::is(g, f));
-    }
-
-    /// Adds an `onError` listener.
-    pub fn add_error_listener(&self, f: Function) {
+    /// Sets the `onError` listener (one, as above).
+    pub fn set_error_listener(&self, f: Function) {
         if !self.machine.borrow().is_shut() {
-            self.app.borrow_mut().error_listeners.push(f);
+            self.app.borrow_mut().error_listener = Some(f);
         }
-    }
-
-    /// Removes an `onError` listener.
-    pub fn remove_error_listener(&self, f: &Function) {
-        self.app
-            .borrow_mut()
-            .error_listeners
-            .retain(|g| !js_sys::Object::is(g, f));
     }
 
     /// Registers a subscription's callbacks; returns its id and its cell.
@@ -187,8 +172,8 @@ impl Inner {
         io.state_flush = None;
         drop(io);
         let mut app = self.app.borrow_mut();
-        app.state_listeners.clear();
-        app.error_listeners.clear();
+        app.state_listener = None;
+        app.error_listener = None;
         app.subs.clear();
     }
 }
@@ -301,8 +286,8 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 change.set_num(Field::Code, code.into());
             }
             inner.debug("state", &change);
-            let listeners = inner.app.borrow().state_listeners.clone();
-            for f in listeners {
+            let listener = inner.app.borrow().state_listener.clone();
+            if let Some(f) = listener {
                 let _ = f.call1(&JsValue::NULL, &change);
             }
         }
@@ -423,10 +408,9 @@ fn flush_states(inner: &Rc<Inner>) {
 }
 
 fn report(inner: &Rc<Inner>, e: &ClientError) {
-    let listeners = inner.app.borrow().error_listeners.clone();
-    if listeners.is_empty() {
+    let Some(listener) = inner.app.borrow().error_listener.clone() else {
         return;
-    }
+    };
     let obj = crate::js::object();
     obj.set_str(Field::Code, &e.code);
     obj.set_str(Field::Message, &e.message);
@@ -436,9 +420,7 @@ fn report(inner: &Rc<Inner>, e: &ClientError) {
     if let Some(seq) = e.seq {
         obj.set_num(Field::Seq, seq as f64);
     }
-    for f in listeners {
-        let _ = f.call1(&JsValue::NULL, &obj);
-    }
+    let _ = listener.call1(&JsValue::NULL, &obj);
 }
 
 fn sub_callback(

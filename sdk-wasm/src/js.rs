@@ -8,8 +8,9 @@
 use alloc::borrow::ToOwned;
 use alloc::string::String;
 use alloc::vec::Vec;
-use runwire_protocol::{NodeState, NodeStatus, RunEvent, RunState, RunStatus};
-use serde_json::Value;
+use runwire_protocol::{JsonText, NodeStatus, RunStatus};
+
+use crate::{NodeState, RunEvent, RunState};
 use wasm_bindgen::prelude::*;
 
 use crate::decode::{Field, Json};
@@ -18,8 +19,9 @@ use crate::wire::Frame;
 // One small getter and setter, by key index, instead of a generated accessor per property: the
 // names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
 #[wasm_bindgen(
-    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs done value'.split(' ');
+    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs done value url token minReconnectDelayMs maxReconnectDelayMs maxReconnectAttempts transport debug stateEvery onEvent onOtherEvent onState onEnd since requestAnimationFrame'.split(' ');
 export function get(o, k) { return o?.[K[k]]; }
+export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
 extern "C" {
@@ -30,12 +32,21 @@ extern "C" {
 
     #[wasm_bindgen(js_name = get)]
     fn get_key(o: &Obj, k: u32) -> JsValue;
+    #[wasm_bindgen(js_name = option)]
+    fn get_option(o: &JsValue, k: u32) -> JsValue;
     #[wasm_bindgen(js_name = set)]
     fn set_value(o: &Obj, k: u32, v: &JsValue);
     #[wasm_bindgen(js_name = set)]
     fn set_str(o: &Obj, k: u32, v: &str);
     #[wasm_bindgen(js_name = set)]
     fn set_num(o: &Obj, k: u32, v: f64);
+}
+
+/// Property `k` of any JS value, as `Reflect.get` reads it from an object, with `undefined` for
+/// anything else and when reading throws (a getter's exception): for the app's options, whose
+/// values may be anything, and exceptions.
+pub fn option(v: &JsValue, k: Field) -> JsValue {
+    get_option(v, k as u32)
 }
 
 /// A new empty object.
@@ -78,9 +89,8 @@ pub fn describe(e: &JsValue) -> String {
     if let Some(s) = e.as_string() {
         return s;
     }
-    js_sys::Reflect::get(e, &"message".into())
-        .ok()
-        .and_then(|m| m.as_string())
+    option(e, Field::Message)
+        .as_string()
         .unwrap_or_else(|| "unknown error".to_owned())
 }
 
@@ -140,11 +150,8 @@ pub fn state_from_js(v: &JsValue) -> Result<RunState, String> {
 }
 
 /// The JS value of an opaque value kept as its JSON text (see [`Json::json_text`]).
-fn opaque_to_js(v: &Value) -> JsValue {
-    match v {
-        Value::String(text) => json_parse(&JsValue::from_str(text)).unwrap_or(JsValue::NULL),
-        _ => JsValue::NULL,
-    }
+fn opaque_to_js(v: &JsonText) -> JsValue {
+    json_parse(&JsValue::from_str(&v.0)).unwrap_or(JsValue::NULL)
 }
 
 /// A run state as the plain object the app receives (the same shape as its JSON).
@@ -167,7 +174,7 @@ impl NodeObjects {
     pub fn state_to_js(&mut self, state: &RunState) -> JsValue {
         let nodes = js_sys::Array::new();
         for (i, n) in state.nodes.iter().enumerate() {
-            if !self.nodes.get(i).is_some_and(|old| same_node(old, n)) {
+            if self.nodes.get(i) != Some(n) {
                 let o = node_to_js(n);
                 if i < self.nodes.len() {
                     self.nodes[i] = n.clone();
@@ -183,33 +190,6 @@ impl NodeObjects {
         self.objects.truncate(state.nodes.len());
         state_object(state, &nodes)
     }
-}
-
-/// `a == b`, with opaque values compared as the JSON text they are held as (see
-/// [`Json::json_text`]): `serde_json::Value`'s tree comparison then stays out of the `.wasm`.
-fn same_node(a: &NodeState, b: &NodeState) -> bool {
-    fn text(v: &Option<Value>) -> Option<Option<&str>> {
-        v.as_ref().map(Value::as_str)
-    }
-    // Destructured, so that a new field cannot be forgotten here.
-    let NodeState {
-        key,
-        status,
-        progress,
-        started_at,
-        finished_at,
-        duration_ms,
-        error,
-        output_summary,
-    } = a;
-    *key == b.key
-        && *status == b.status
-        && *progress == b.progress
-        && *started_at == b.started_at
-        && *finished_at == b.finished_at
-        && *duration_ms == b.duration_ms
-        && *error == b.error
-        && text(output_summary) == text(&b.output_summary)
 }
 
 fn node_to_js(n: &NodeState) -> JsValue {
@@ -304,10 +284,9 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
 mod tests {
     use std::vec::Vec;
 
-    use runwire_protocol::{NodeState, NodeStatus};
-    use serde_json::Value;
+    use runwire_protocol::{JsonText, NodeStatus};
 
-    use super::same_node;
+    use crate::NodeState;
     use crate::decode::Field;
 
     /// Any field that differs makes a node a new one (its object is rebuilt for `onState`).
@@ -315,10 +294,10 @@ mod tests {
     fn nodes_differ_by_any_field() {
         let a = NodeState {
             key: "a".into(),
-            output_summary: Some(Value::String(r#"{"rows":1}"#.into())),
+            output_summary: Some(JsonText(r#"{"rows":1}"#.into())),
             ..NodeState::default()
         };
-        assert!(same_node(&a, &a.clone()));
+        assert!(a == a.clone());
         let changes: [fn(&mut NodeState); 8] = [
             |n| n.key = "b".into(),
             |n| n.status = NodeStatus::Running,
@@ -327,12 +306,12 @@ mod tests {
             |n| n.finished_at = Some("t".into()),
             |n| n.duration_ms = Some(1),
             |n| n.error = Some("e".into()),
-            |n| n.output_summary = Some(Value::String(r#"{"rows":2}"#.into())),
+            |n| n.output_summary = Some(JsonText(r#"{"rows":2}"#.into())),
         ];
         for (i, change) in changes.into_iter().enumerate() {
             let mut b = a.clone();
             change(&mut b);
-            assert!(!same_node(&a, &b), "change {i}");
+            assert!(a != b, "change {i}");
         }
     }
 

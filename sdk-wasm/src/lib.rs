@@ -43,21 +43,30 @@ pub mod transport;
 pub mod url;
 pub mod wire;
 
-use alloc::borrow::ToOwned;
 use alloc::rc::Rc;
-use alloc::string::String;
 
-use js_sys::{Function, Reflect};
-use runwire_protocol::is_valid_run_id;
+use js_sys::Function;
+use runwire_protocol::{JsonText, is_valid_run_id};
 use wasm_bindgen::prelude::*;
 
 pub use callback::{live_callbacks, live_clients};
 
 use crate::backoff::Backoff;
+use crate::decode::Field;
 use crate::driver::{Inner, SubCallbacks, SubCell, TokenSource, dispatch};
 use crate::machine::{Config, Input, Machine, TransportMode};
 use crate::registry::SubId;
 use crate::url::RelayUrl;
+
+/// A run's state as the SDK holds it: opaque values (`result`, `output_summary`) as their JSON
+/// text, which the page parses (see [`JsonText`]).
+pub type RunState = runwire_protocol::RunState<JsonText>;
+/// A node of a [`RunState`].
+pub type NodeState = runwire_protocol::NodeState<JsonText>;
+/// A run event as the SDK decodes it, opaque values as their JSON text.
+pub type RunEvent = runwire_protocol::RunEvent<JsonText>;
+/// A frame the SDK sends (it sends no `ping` id).
+pub type ClientFrame = runwire_protocol::ClientFrame<JsonText>;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = include_str!("types.d.ts");
@@ -76,16 +85,16 @@ impl RunwireClient {
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "RunwireClientOptions")] options: JsValue,
     ) -> Result<RunwireClient, JsError> {
-        let get = |key: &str| Reflect::get(&options, &key.into()).unwrap_or(JsValue::UNDEFINED);
+        let get = |key| js::option(&options, key);
         if !options.is_object() {
             return Err(JsError::new("RunwireClient: options must be an object"));
         }
-        let url = get("url")
+        let url = get(Field::Url)
             .as_string()
             .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
         let url =
             RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", e].concat()))?;
-        let token = get("token");
+        let token = get(Field::Token);
         let token = if let Some(t) = token.as_string() {
             TokenSource::Fixed(t)
         } else if token.is_function() {
@@ -97,18 +106,18 @@ impl RunwireClient {
         };
         let defaults = Backoff::default();
         let min = ms_option(
-            &get("minReconnectDelayMs"),
+            &get(Field::MinReconnectDelayMs),
             "RunwireClient: `minReconnectDelayMs` must be a non-negative number",
         )?;
         let max = ms_option(
-            &get("maxReconnectDelayMs"),
+            &get(Field::MaxReconnectDelayMs),
             "RunwireClient: `maxReconnectDelayMs` must be a non-negative number",
         )?;
         let max_attempts = ms_option(
-            &get("maxReconnectAttempts"),
+            &get(Field::MaxReconnectAttempts),
             "RunwireClient: `maxReconnectAttempts` must be a non-negative number",
         )?;
-        let transport = match get("transport").as_string().as_deref() {
+        let transport = match get(Field::Transport).as_string().as_deref() {
             None | Some("auto") => TransportMode::Auto,
             Some("websocket") => TransportMode::WebSocket,
             Some("sse") => TransportMode::Sse,
@@ -127,7 +136,7 @@ impl RunwireClient {
             transport,
             static_token: matches!(token, TokenSource::Fixed(_)),
         };
-        let debug = get("debug");
+        let debug = get(Field::Debug);
         let debug = debug.is_function().then(|| debug.unchecked_into());
         let seed = (js_sys::Math::random() * 9_007_199_254_740_992.0) as u64;
         let inner = Inner::new(Machine::new(cfg, seed), url, token, debug);
@@ -135,42 +144,26 @@ impl RunwireClient {
         Ok(Self { inner })
     }
 
-    /// Calls `listener({ state, previous, reason, code? })` on every connection state change.
+    /// Calls `listener({ state, previous, reason, code? })` on every connection state change. One
+    /// listener: a second call replaces the first (the package's layer keeps its own list).
     #[wasm_bindgen(js_name = onStateChange)]
     pub fn on_state_change(
         &self,
         #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
     ) {
-        self.inner.add_state_listener(listener);
-    }
-
-    /// Removes a listener added with `onStateChange`.
-    #[wasm_bindgen(js_name = offStateChange)]
-    pub fn off_state_change(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "(change: StateChange) => void")] listener: Function,
-    ) {
-        self.inner.remove_state_listener(&listener);
+        self.inner.set_state_listener(listener);
     }
 
     /// Calls `listener({ code, message, run?, seq? })` when the relay sends something the client
     /// cannot use (a malformed frame, an event whose data does not match its name) or the token
-    /// provider fails. The client carries on; nothing is thrown into the app.
+    /// provider fails. The client carries on; nothing is thrown into the app. One listener, as for
+    /// `onStateChange`.
     #[wasm_bindgen(js_name = onError)]
     pub fn on_error(
         &self,
         #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
     ) {
-        self.inner.add_error_listener(listener);
-    }
-
-    /// Removes a listener added with `onError`.
-    #[wasm_bindgen(js_name = offError)]
-    pub fn off_error(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "(error: RunwireError) => void")] listener: Function,
-    ) {
-        self.inner.remove_error_listener(&listener);
+        self.inner.set_error_listener(listener);
     }
 
     /// Follows run `run`. Connects on the first subscription.
@@ -187,18 +180,18 @@ impl RunwireClient {
                 "RunwireClient: invalid run id (1 to 128 of A-Z a-z 0-9 _ . : -)",
             ));
         }
-        let get = |key: &str| {
+        let get = |key| {
             if handlers.is_object() {
-                Reflect::get(&handlers, &key.into()).unwrap_or(JsValue::UNDEFINED)
+                js::option(&handlers, key)
             } else {
                 JsValue::UNDEFINED
             }
         };
-        let callback = |key: &str| {
+        let callback = |key| {
             let v = get(key);
             v.is_function().then(|| v.unchecked_into::<Function>())
         };
-        let state_per_frame = match get("stateEvery") {
+        let state_per_frame = match get(Field::StateEvery) {
             v if v.is_undefined() => false,
             v if v == "event" => false,
             v if v == "frame" => true,
@@ -209,14 +202,14 @@ impl RunwireClient {
             }
         };
         let callbacks = SubCallbacks {
-            on_event: callback("onEvent"),
-            on_other_event: callback("onOtherEvent"),
-            on_state: callback("onState"),
-            on_end: callback("onEnd"),
+            on_event: callback(Field::OnEvent),
+            on_other_event: callback(Field::OnOtherEvent),
+            on_state: callback(Field::OnState),
+            on_end: callback(Field::OnEnd),
             state_per_frame,
-            token: callback("token"),
+            token: callback(Field::Token),
         };
-        let since = match get("since").as_f64() {
+        let since = match get(Field::Since).as_f64() {
             Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),
             Some(_) => {
                 return Err(JsError::new(
@@ -241,24 +234,23 @@ impl RunwireClient {
         Ok(Subscription {
             inner: self.inner.clone(),
             id,
-            run: run.to_owned(),
             cell,
         })
     }
 
     /// The connection state.
     #[wasm_bindgen(getter, unchecked_return_type = "ConnectionState")]
-    pub fn state(&self) -> String {
-        self.inner.machine().state().as_str().to_owned()
+    pub fn state(&self) -> JsValue {
+        self.inner.machine().state().as_str().into()
     }
 
     /// The transport of the open connection: `"websocket"`, `"sse"`, or `undefined`.
     #[wasm_bindgen(getter, unchecked_return_type = "\"websocket\" | \"sse\" | undefined")]
-    pub fn transport(&self) -> Option<String> {
-        self.inner
-            .machine()
+    pub fn transport(&self) -> JsValue {
+        let machine = self.inner.machine();
+        machine
             .transport()
-            .map(|k| k.as_str().to_owned())
+            .map_or(JsValue::UNDEFINED, |k| k.as_str().into())
     }
 
     /// Drops the connection and connects again at once, without waiting for a backoff delay, then
@@ -296,18 +288,11 @@ impl Drop for RunwireClient {
 pub struct Subscription {
     inner: Rc<Inner>,
     id: SubId,
-    run: String,
     cell: Rc<SubCell>,
 }
 
 #[wasm_bindgen]
 impl Subscription {
-    /// The run followed.
-    #[wasm_bindgen(getter)]
-    pub fn run(&self) -> String {
-        self.run.clone()
-    }
-
     /// The run's state as folded so far (`undefined` before the first snapshot).
     #[wasm_bindgen(getter, unchecked_return_type = "RunState | undefined")]
     pub fn state(&self) -> JsValue {
@@ -325,25 +310,24 @@ impl Subscription {
     }
 
     /// Seq of the last event delivered (or of the snapshot); `undefined` before the first one.
-    #[wasm_bindgen(getter, js_name = lastSeq)]
-    pub fn last_seq(&self) -> Option<f64> {
+    #[wasm_bindgen(getter, js_name = lastSeq, unchecked_return_type = "number | undefined")]
+    pub fn last_seq(&self) -> JsValue {
         let seq = if self.cell.ended.borrow().is_some() {
             self.cell.last_seq.get()
         } else {
             let machine = self.inner.machine();
             machine.registry().run_of(self.id).and_then(|r| r.last_seq)
         };
-        seq.map(|s| s as f64)
+        seq.map_or(JsValue::UNDEFINED, |s| JsValue::from_f64(s as f64))
     }
 
     /// Why the subscription ended, or `undefined` while it is active.
     #[wasm_bindgen(getter, unchecked_return_type = "EndReason | undefined")]
-    pub fn ended(&self) -> Option<String> {
-        self.cell
-            .ended
-            .borrow()
+    pub fn ended(&self) -> JsValue {
+        let ended = self.cell.ended.borrow();
+        ended
             .as_ref()
-            .map(|r| r.as_str().to_owned())
+            .map_or(JsValue::UNDEFINED, |r| r.as_str().into())
     }
 
     /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.

@@ -11,13 +11,12 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use runwire_protocol::{
-    ClientFrame, CloseCode, EndReason, ErrorCode, Reconnect, RunState, RunStatus,
-};
+use runwire_protocol::{CloseCode, EndReason, ErrorCode, Reconnect, RunStatus};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::registry::{Check, Listener, Phase, Registry, RunSub, SubId};
 use crate::wire::{Ended, EventFrame, Frame};
+use crate::{ClientFrame, RunState};
 
 /// How long a connection attempt (token, socket, `welcome`) may take before it counts as failed.
 pub const ATTEMPT_TIMEOUT_MS: u32 = 10_000;
@@ -1057,7 +1056,7 @@ impl Machine {
         };
         // The app's copies of the previous state are gone by now, so this does not clone.
         Rc::make_mut(&mut r.state).apply(env.seq, &env.ts, &typed);
-        let known = !matches!(typed, runwire_protocol::RunEvent::Other { .. });
+        let known = !matches!(typed, crate::RunEvent::Other { .. });
         for l in &r.listeners {
             self.out.push(Effect::Event(l.id, known));
             if l.wants_state {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::format;
 use std::string::ToString;
 
-use runwire_protocol::{ClientFrame, EndReason, RunState};
+use runwire_protocol::EndReason;
 use serde_json::{Value, json};
 
 use super::*;

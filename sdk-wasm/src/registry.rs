@@ -10,7 +10,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
-use runwire_protocol::RunState;
+use crate::RunState;
 
 /// Identifies one app subscription (one `client.subscribe` call).
 pub type SubId = u32;

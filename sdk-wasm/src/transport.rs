@@ -13,10 +13,10 @@ use alloc::vec::Vec;
 use core::cell::Cell;
 
 use js_sys::Uint8Array;
-use runwire_protocol::ClientFrame;
 use wasm_bindgen::prelude::*;
 use web_sys::{AbortController, AbortSignal, CloseEvent, WebSocket};
 
+use crate::ClientFrame;
 use crate::callback::{Held, settle};
 use crate::decode::{Field, Json};
 use crate::machine::Input;

@@ -2,6 +2,8 @@
 
 use alloc::string::String;
 
+use crate::wire::push_ascii;
+
 /// The relay's WebSocket and HTTP bases, from the `url` option.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayUrl {
@@ -73,12 +75,12 @@ fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
+            push_ascii(&mut out, b);
         } else {
             const HEX: &[u8; 16] = b"0123456789ABCDEF";
             out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+            push_ascii(&mut out, HEX[usize::from(b >> 4)]);
+            push_ascii(&mut out, HEX[usize::from(b & 15)]);
         }
     }
     out

@@ -5,8 +5,10 @@
 
 use alloc::string::String;
 use alloc::string::ToString;
-use runwire_protocol::{ClientFrame, EndReason, RunEvent, RunState};
+use runwire_protocol::EndReason;
 use serde_json::Value;
+
+use crate::{ClientFrame, RunEvent, RunState};
 
 /// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
 /// which the app receives as it came.
@@ -190,29 +192,43 @@ pub fn push_uint(out: &mut String, mut n: u64) {
         }
     }
     for &d in &digits[i..] {
-        out.push(char::from(d));
+        push_ascii(out, d);
     }
+}
+
+/// Appends `b`, an ASCII character. Masked to 7 bits, the compiler knows it is one byte of UTF-8:
+/// `String::push` of any other `char` ships the UTF-8 encoder in the `.wasm`.
+pub fn push_ascii(out: &mut String, b: u8) {
+    out.push(char::from(b & 0x7f));
 }
 
 fn push_json_string(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let b = c as usize;
-                out.push_str("\\u00");
-                out.push(HEX[b >> 4] as char);
-                out.push(HEX[b & 0xf] as char);
-            }
-            c => out.push(c),
+    // By bytes, copying the runs between escapes: what is escaped is ASCII, so every run starts
+    // and ends on a character boundary (and no UTF-8 decoding or encoding ships in the `.wasm`).
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let named = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(s.get(start..i).unwrap_or_default());
+        if named.is_empty() {
+            out.push_str("\\u00");
+            push_ascii(out, HEX[usize::from(b >> 4)]);
+            push_ascii(out, HEX[usize::from(b & 0xf)]);
+        } else {
+            out.push_str(named);
         }
+        start = i + 1;
     }
+    out.push_str(s.get(start..).unwrap_or_default());
     out.push('"');
 }
 
@@ -251,6 +267,18 @@ mod tests {
             let back: ClientFrame = serde_json::from_str(&text).unwrap();
             assert_eq!(back, f, "{text}");
         }
+    }
+
+    /// Quotes, backslashes and control characters are escaped, everything else (multi-byte
+    /// characters included) is copied as it is.
+    #[test]
+    fn json_strings_are_escaped_exactly() {
+        let frame = ClientFrame::Auth {
+            token: "a\"b\\c\u{1}\u{1f}\n\r\t\u{7f}é😀".into(),
+            batch: false,
+        };
+        let want = "{\"type\":\"auth\",\"token\":\"a\\\"b\\\\c\\u0001\\u001f\\n\\r\\t\u{7f}é😀\"}";
+        assert_eq!(encode_client_frame(&frame), want);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Function, Object, Reflect};
-use runwire_protocol::{RunEvent, RunState};
+use runwire_protocol::{JsonText, RunEvent, RunState};
 use runwire_sdk::driver::{Inner, SubCallbacks, TokenSource, dispatch, dispatch_frame};
 use runwire_sdk::js;
 use runwire_sdk::machine::{Config, Input, Machine, TransportMode};
@@ -36,16 +36,7 @@ fn js_decoder_agrees_with_the_protocol_on_event_data() {
             }
             e
         });
-        let got = js::typed_event(name, &to_js(data)).map(|mut e| {
-            match &mut e {
-                RunEvent::RunCompleted(c) => c.result = c.result.take().map(opaque),
-                RunEvent::NodeCompleted(c) => {
-                    c.output_summary = c.output_summary.take().map(opaque)
-                }
-                _ => {}
-            }
-            e
-        });
+        let got = js::typed_event(name, &to_js(data)).map(|e| e.map_opaque(opaque));
         match (&want, &got) {
             (Ok(w), Ok(g)) => assert_eq!(w, g, "{name} {data}"),
             (Err(_), Err(_)) => {}
@@ -73,18 +64,7 @@ fn states_round_trip_through_js() {
         state.apply(i as u64 + 1, "2026-01-01T00:00:00.000Z", &e);
     }
     // Inside the SDK, opaque values are JSON text (see `opaque`).
-    let mut sdk_state = state.clone();
-    for n in &mut sdk_state.nodes {
-        n.output_summary = n
-            .output_summary
-            .take()
-            .map(|v| Value::String(v.to_string()));
-    }
-    sdk_state.result = sdk_state
-        .result
-        .take()
-        .map(|v| Value::String(v.to_string()));
-    let js_state = js::state_to_js(&sdk_state);
+    let js_state = js::state_to_js(&state.clone().map_opaque(text));
     // The JS object has exactly the JSON shape of the protocol's serialization.
     let via_js: Value = serde_json::from_str(
         &js_sys::JSON::stringify(&js_state)
@@ -97,12 +77,8 @@ fn states_round_trip_through_js() {
         numbers_as_f64(via_js),
         numbers_as_f64(serde_json::to_value(&state).unwrap())
     );
-    let mut back = js::state_from_js(&js_state).unwrap();
-    back.result = back.result.take().map(opaque);
-    for n in &mut back.nodes {
-        n.output_summary = n.output_summary.take().map(opaque);
-    }
-    assert_eq!(back, state);
+    let back = js::state_from_js(&js_state).unwrap();
+    assert_eq!(back.map_opaque(opaque), state);
 }
 
 #[wasm_bindgen_test]
@@ -117,13 +93,13 @@ fn successive_states_share_the_nodes_that_did_not_change() {
     apply(&mut state, "node.started", json!({"node_key":"a"}));
     apply(&mut state, "node.started", json!({"node_key":"b"}));
     let mut objects = js::NodeObjects::default();
-    let first = objects.state_to_js(&state);
+    let first = objects.state_to_js(&state.clone().map_opaque(text));
     apply(
         &mut state,
         "node.progress",
         json!({"node_key":"b","progress":50}),
     );
-    let second = objects.state_to_js(&state);
+    let second = objects.state_to_js(&state.clone().map_opaque(text));
     let nodes = |s: &JsValue| js_sys::Array::from(&Reflect::get(s, &"nodes".into()).unwrap());
     assert!(!Object::is(&first, &second), "every state is a new object");
     assert!(
@@ -147,19 +123,21 @@ fn successive_states_share_the_nodes_that_did_not_change() {
         "the earlier state is left as it was"
     );
     // A state with fewer nodes (after a reset) drops the rest.
-    let third = objects.state_to_js(&RunState::default());
+    let third = objects.state_to_js(&runwire_sdk::RunState::default());
     assert_eq!(nodes(&third).length(), 0);
-    let fourth = objects.state_to_js(&state);
+    let fourth = objects.state_to_js(&state.map_opaque(text));
     assert_eq!(nodes(&fourth).length(), 2);
 }
 
 /// The SDK keeps opaque values (`result`, `output_summary`) as their JSON text: the value it
 /// stands for.
-fn opaque(v: Value) -> Value {
-    let Value::String(text) = v else {
-        panic!("opaque value not kept as JSON text: {v}")
-    };
-    serde_json::from_str(&text).unwrap()
+fn opaque(v: JsonText) -> Value {
+    serde_json::from_str(&v.0).unwrap()
+}
+
+/// A value as the SDK holds it: its JSON text.
+fn text(v: Value) -> JsonText {
+    JsonText(v.to_string())
 }
 
 /// JS has one number type: `100.0` comes back as `100`.

@@ -293,8 +293,11 @@ async fn typed_events_arrive_in_order() {
     let mut w = Watch::new(proxy(), token, &[]);
     let sub = w.subscribe(&run);
     w.wait_open().await;
-    wait_for("the snapshot", 5_000.0, || sub.last_seq().is_some()).await;
-    assert_eq!(sub.last_seq(), Some(0.0));
+    wait_for("the snapshot", 5_000.0, || {
+        sub.last_seq().as_f64().is_some()
+    })
+    .await;
+    assert_eq!(sub.last_seq().as_f64(), Some(0.0));
     let seqs = publish(
         &run,
         &[
@@ -344,8 +347,8 @@ async fn typed_events_arrive_in_order() {
     assert_eq!(get(&last, "warning_count").as_f64(), Some(1.0));
     let nodes: js_sys::Array = get(&last, "nodes").unchecked_into();
     assert_eq!(nodes.length(), 2);
-    assert_eq!(sub.last_seq(), Some(8.0));
-    assert_eq!(sub.ended().as_deref(), Some("completed"));
+    assert_eq!(sub.last_seq().as_f64(), Some(8.0));
+    assert_eq!(sub.ended().as_string().as_deref(), Some("completed"));
     assert_eq!(get(&sub.state(), "seq").as_f64(), Some(8.0));
     assert!(w.errors.borrow().is_empty(), "{:?}", w.errors.borrow());
     w.client.close();
@@ -367,7 +370,10 @@ async fn every_seq_arrives_once_across_cuts() {
     );
     let sub = w.subscribe(&run);
     w.wait_open().await;
-    wait_for("the snapshot", 5_000.0, || sub.last_seq().is_some()).await;
+    wait_for("the snapshot", 5_000.0, || {
+        sub.last_seq().as_f64().is_some()
+    })
+    .await;
     // Publish in the background while the connection is cut over and over.
     let publishing = Rc::new(Cell::new(true));
     let flag = publishing.clone();
@@ -578,8 +584,11 @@ async fn falls_back_to_sse_when_websocket_upgrades_are_refused() {
     );
     let sub = w.subscribe(&run);
     w.wait_open().await;
-    assert_eq!(w.client.transport().as_deref(), Some("sse"));
-    wait_for("the snapshot", 5_000.0, || sub.last_seq().is_some()).await;
+    assert_eq!(w.client.transport().as_string().as_deref(), Some("sse"));
+    wait_for("the snapshot", 5_000.0, || {
+        sub.last_seq().as_f64().is_some()
+    })
+    .await;
     publish(&run, &logs(5)).await;
     let events = w.events.clone();
     wait_for("events over SSE", 10_000.0, || events.borrow().len() == 5).await;
@@ -594,7 +603,7 @@ async fn falls_back_to_sse_when_websocket_upgrades_are_refused() {
     wait_for("onEnd", 15_000.0, || !ends.borrow().is_empty()).await;
     assert_eq!(w.seqs(), (1..=11).collect::<Vec<_>>());
     assert_eq!(*w.ends.borrow(), ["failed"]);
-    assert_eq!(w.client.transport().as_deref(), Some("sse"));
+    assert_eq!(w.client.transport().as_string().as_deref(), Some("sse"));
     assert!(
         w.count_changes("connecting>reconnecting") == 1,
         "{:?}",
