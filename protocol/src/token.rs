@@ -90,11 +90,18 @@ impl Claims {
 
     /// The single run a one-run socket follows: `run`, else the only entry of `runs`.
     pub fn single_run(&self) -> Option<&str> {
-        let mut ids = self.run_ids().filter(|r| *r != ANY_RUN);
-        match (ids.next(), ids.next()) {
-            (Some(r), None) => Some(r),
-            _ => None,
-        }
+        single_run(self.run_ids())
+    }
+}
+
+/// The one run among a token's run ids (`run` and the entries of `runs`, as
+/// [`Claims::run_ids`] gives them), leaving out [`ANY_RUN`]; `None` when there are none or
+/// several. For holders of a token's run ids without the rest of its claims.
+pub fn single_run<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut ids = ids.into_iter().filter(|r| *r != ANY_RUN);
+    match (ids.next(), ids.next()) {
+        (Some(r), None) => Some(r),
+        _ => None,
     }
 }
 

@@ -108,20 +108,8 @@ pub struct Inbox {
 impl ConnHandle {
     /// A handle and the receiving end of its queue, which holds at most `capacity` items.
     pub fn new(id: u64, capacity: usize) -> (Self, Inbox) {
-        let queue = Arc::new(Queue {
-            inner: Mutex::default(),
-            capacity: capacity.max(1),
-            slow: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
-        });
-        (
-            Self {
-                id,
-                queue: queue.clone(),
-            },
-            Inbox { queue },
-        )
+        let inbox = Inbox::new(capacity);
+        (inbox.handle(id), inbox)
     }
 
     /// Queues `item`; false when the connection is gone or was found slow.
@@ -286,6 +274,20 @@ pub enum Next {
 }
 
 impl Inbox {
+    /// An empty queue for a connection, holding at most `capacity` items; the hub reaches it
+    /// through [`Inbox::handle`].
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            queue: Arc::new(Queue {
+                inner: Mutex::default(),
+                capacity: capacity.max(1),
+                slow: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+            }),
+        }
+    }
+
     /// The hub's handle on this queue's connection, `id`; a connection keeps only this end and
     /// makes the handle when it subscribes.
     pub fn handle(&self, id: u64) -> ConnHandle {

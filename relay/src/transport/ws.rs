@@ -30,7 +30,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use runwire_protocol::token::{ANY_RUN, Claims, Scope};
+use runwire_protocol::token::{self, ANY_RUN, Claims, Scope};
 use runwire_protocol::{
     ClientFrame, CloseCode, EndReason, ErrorCode, PROTOCOL_VERSION, ServerFrame, is_valid_run_id,
 };
@@ -39,7 +39,7 @@ use tokio::time::{Instant, Sleep, sleep_until, timeout};
 
 use crate::broker::RunId;
 use crate::error::AuthError;
-use crate::hub::{ConnHandle, Inbox, Next, Outbound};
+use crate::hub::{Inbox, Next, Outbound};
 use crate::metrics::Gauge;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
@@ -176,11 +176,7 @@ impl Grant {
     }
 
     fn single_run(&self) -> Option<&str> {
-        let mut ids = self.runs.iter().map(|r| &**r).filter(|r| *r != ANY_RUN);
-        match (ids.next(), ids.next()) {
-            (Some(r), None) => Some(r),
-            _ => None,
-        }
+        token::single_run(self.runs.iter().map(|r| &**r))
     }
 }
 
@@ -257,7 +253,7 @@ where
     /// A connection writing to `tx`.
     pub fn new(state: AppState, mode: Mode, tx: W) -> Self {
         let id = state.next_conn_id();
-        let (_, inbox) = ConnHandle::new(id, state.config.queue_capacity);
+        let inbox = Inbox::new(state.config.queue_capacity);
         Self {
             state,
             mode,
