@@ -129,6 +129,21 @@ fn free_port() -> std::io::Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// A port for a Redis node that is free, with its cluster-bus port (+10,000), and below the
+/// kernel's range of ephemeral ports: a node restarted by the chaos takes its port again, which
+/// an outgoing connection could otherwise have been given meanwhile.
+fn free_node_port(rng: &mut Rng) -> Result<u16, String> {
+    for _ in 0..1000 {
+        let port = 12_000 + rng.below(10_000) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok()
+            && StdListener::bind(("127.0.0.1", port + 10_000)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err("no free port for a Redis node in 12000-21999 (and +10000)".into())
+}
+
 /// Counters of the whole soak.
 #[derive(Debug, Default)]
 struct Tally {
@@ -189,7 +204,9 @@ impl Relay {
                 redis_url,
             ])
             .env("RUNWIRE_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
+            // Info: the relay logs its reconnections and head-check catch-ups there, the trail a
+            // subscriber left behind would be traced by.
+            .env("RUST_LOG", "warn,runwire=info,runwire_relay=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -359,8 +376,10 @@ async fn soak(args: SoakArgs) -> Result<bool, String> {
         RedisMode::Cluster => 3,
     };
     let mut nodes = Vec::new();
+    // Its own generator: a seed repeats the same chaos whatever ports were taken.
+    let mut ports = Rng(publish_seed() | 1);
     for i in 0..nodes_n {
-        let port = free_port().map_err(|e| e.to_string())?;
+        let port = free_node_port(&mut ports)?;
         let mut node = RedisNode {
             port,
             dir: dir.join(format!("redis-{i}")),
@@ -526,6 +545,32 @@ async fn soak(args: SoakArgs) -> Result<bool, String> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // What Redis holds for the runs left behind, read before anything stops: whether the
+    // acknowledged events are stored (the relays did not deliver them) or not (Redis lost them).
+    let mut stored = Vec::new();
+    let mut runs_behind: Vec<usize> = behind
+        .iter()
+        .map(|(id, _, _)| id % shared.runs.len())
+        .collect();
+    runs_behind.dedup();
+    for run in runs_behind.into_iter().take(3) {
+        let name = &shared.runs[run];
+        stored.push(format!(
+            "{name}: stored head and epoch {}",
+            stored_head(&args.redis_cli, nodes[0].port, name).await
+        ));
+    }
+    if !behind.is_empty() {
+        // How each relay sees itself and its Redis while subscribers are left behind, kept with
+        // its log.
+        for relay in &relays {
+            let report = relay_report(relay.addr).await;
+            let path = dir.join(format!("relay-{}.state", relay.index));
+            if let Err(e) = std::fs::write(&path, report) {
+                eprintln!("soak: writing {}: {e}", path.display());
+            }
+        }
+    }
     let _ = stop_tx.send(true);
     for s in subscribers {
         let _ = s.await;
@@ -598,6 +643,12 @@ async fn soak(args: SoakArgs) -> Result<bool, String> {
             shared.runs[id % shared.runs.len()]
         );
     }
+    for line in &stored {
+        println!("  {line}");
+    }
+    if !behind.is_empty() {
+        println!("  relay logs: {}", dir.display());
+    }
     for line in panics.iter().take(5) {
         println!("  {line}");
     }
@@ -646,6 +697,47 @@ fn lagging(shared: &Shared, clients: usize) -> Vec<(usize, u64, u64)> {
             (last < want).then_some((id, last, want))
         })
         .collect()
+}
+
+/// A relay's `/health` and the lines of its `/metrics` that say how its Redis broker does.
+async fn relay_report(addr: SocketAddr) -> String {
+    let http = reqwest::Client::new();
+    let mut report = String::new();
+    for path in ["health", "metrics"] {
+        let got = http
+            .get(format!("http://{addr}/{path}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        let text = match got {
+            Ok(resp) => resp.text().await.unwrap_or_else(|e| e.to_string()),
+            Err(e) => format!("GET /{path}: {e}"),
+        };
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if path == "health" || line.contains("redis") || line.contains("subscriptions") {
+                report.push_str(line);
+                report.push('\n');
+            }
+        }
+    }
+    report
+}
+
+/// `HMGET` of a run's head and epoch, through any node (`-c` follows a cluster's redirects).
+async fn stored_head(cli: &Path, port: u16, run: &str) -> String {
+    let out = Command::new(cli)
+        .args(["-c", "-p", &port.to_string(), "HMGET"])
+        .arg(format!("runwire:{{{run}}}:meta"))
+        .args(["head", "epoch"])
+        .output()
+        .await;
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(e) => format!("(redis-cli: {e})"),
+    }
 }
 
 fn panics_in_logs(dir: &Path) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis_support::{RedisCluster, RedisServer, on_redis_and_cluster};
 use runwire_relay::broker::redis::{RedisBroker, RedisConfig};
-use runwire_relay::broker::{Broker, BrokerError, BrokerHealth, NewEvent, Replay, RunId};
+use runwire_relay::broker::{Broker, BrokerError, BrokerHealth, NewEvent, Replay, RunId, Snapshot};
 use runwire_relay::hub::{ConnHandle, Hub, Inbox, Outbound};
 use serde_json::{Value, json};
 use support::eventually;
@@ -1171,4 +1171,69 @@ async fn a_watched_run_whose_snapshot_failed_is_resynced_once_redis_answers() {
         Outbound::Event(e) => panic!("unexpected event {}", e.seq),
     }
     assert!(a.stats().head_resyncs.load(Ordering::Relaxed) >= 1);
+}
+
+/// A relay whose connections to Redis go silent without closing (a load balancer or NAT in
+/// between dropped them, a peer died without a FIN): nothing errors, every command just times
+/// out. The relay must notice and connect again, not answer 503 until the kernel gives up on the
+/// socket many minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_connection_gone_silent_is_replaced() {
+    let redis = RedisServer::start();
+    let upstream = format!("127.0.0.1:{}", redis.port).parse().unwrap();
+    let proxy = runwire_fault_proxy::Proxy::new(upstream);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    tokio::spawn(runwire_fault_proxy::serve(listener, proxy.clone()));
+    let (a, hub) = relay(&url, |c| c.command_timeout = Duration::from_millis(300)).await;
+    let (conn, mut rx) = ConnHandle::new(1, 64);
+    let run: RunId = "silent".into();
+    hub.register(&run, &conn);
+    a.watch(run.clone()).await.unwrap();
+    a.publish(run.clone(), vec![log(1)]).await.unwrap();
+    assert!(matches!(next(&mut rx).await, Outbound::Event(e) if e.seq == 1));
+
+    assert!(proxy.hang() >= 2, "the command and Pub/Sub connections");
+    assert!(matches!(
+        a.publish(run.clone(), vec![log(2)]).await,
+        Err(BrokerError::Unavailable(_))
+    ));
+    // Redis itself answers: within a few health checks the relay is on a new connection, and
+    // every event it accepted reaches the subscriber once, in order.
+    let head = eventually(
+        || {
+            let (a, run) = (a.clone(), run.clone());
+            async move {
+                a.publish(run, vec![log(3)])
+                    .await
+                    .ok()?
+                    .last()
+                    .map(|e| e.seq)
+            }
+        },
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("publishes still fail on the silent connection");
+    let mut seqs = Vec::new();
+    while seqs.last() != Some(&head) {
+        match next(&mut rx).await {
+            Outbound::Event(e) => seqs.push(e.seq),
+            Outbound::Resync(_) => {
+                let snap = a
+                    .snapshot(run.clone(), seqs.last().copied().or(Some(1)))
+                    .await;
+                if let Ok(Snapshot {
+                    replay: Replay::Events(events),
+                    ..
+                }) = snap
+                {
+                    seqs.extend(events.iter().map(|e| e.seq));
+                }
+            }
+        }
+        seqs.dedup();
+    }
+    assert_eq!(seqs, (2..=head).collect::<Vec<_>>());
+    assert_eq!(a.health(), BrokerHealth::Up);
 }

@@ -46,11 +46,12 @@
 //! makes the subscriptions of a run whose events did not arrive catch up from the stream.
 //!
 //! **Outages.** Commands time out after `command_timeout` and fail with
-//! [`BrokerError::Unavailable`]; nothing half-written is reported as accepted. The Pub/Sub
-//! connection is pinged every `health_interval`; when it drops, the relay reconnects with
-//! backoff, resubscribes, then calls [`Hub::resync_all`] so that every subscription catches up
-//! from its last seq through a fresh snapshot (or resets when the history no longer reaches
-//! back, or the epoch changed).
+//! [`BrokerError::Unavailable`]; nothing half-written is reported as accepted. The command
+//! connection is pinged every `health_interval`, and replaced by a new one when it has gone silent
+//! (three pings in a row without an answer: see [`health_loop`]). The Pub/Sub connection is pinged
+//! too; when it drops, the relay reconnects with backoff, resubscribes, then calls
+//! [`Hub::resync_all`] so that every subscription catches up from its last seq through a fresh
+//! snapshot (or resets when the history no longer reaches back, or the epoch changed).
 //!
 //! **Stream limits.** A workspace's concurrent streams are a sorted set of leases
 //! (`{prefix}:streams:<workspace>`, score = lease expiry by Redis' clock), renewed every third of
@@ -181,6 +182,8 @@ pub struct RedisStats {
     /// Runs whose subscriptions the head check made catch up: events that never arrived through
     /// Pub/Sub, or a catch-up snapshot that failed.
     pub head_resyncs: AtomicU64,
+    /// Times the command connection went silent (no answer, no error) and was replaced.
+    pub command_reconnects: AtomicU64,
 }
 
 /// How long an ingested message's id is remembered in Redis: another relay that receives the
@@ -250,7 +253,9 @@ struct Shared {
     config: RedisConfig,
     target: Target,
     hub: Arc<Hub>,
-    conn: Conn,
+    /// The command connection; replaced by the health check when it goes silent (see
+    /// [`health_loop`]). Cloned for each command: a clone is a handle onto the same connection.
+    conn: Mutex<Conn>,
     scripts: Scripts,
     /// Random per process: names this relay's epochs, stream slots and ingest lease.
     relay_id: String,
@@ -311,7 +316,7 @@ impl RedisBroker {
         let shared = Arc::new(Shared {
             target,
             hub,
-            conn,
+            conn: Mutex::new(conn),
             scripts: Scripts::default(),
             relay_id: format!("{:012x}", seed & 0xffff_ffff_ffff),
             counter: AtomicU64::new(0),
@@ -454,6 +459,11 @@ impl Shared {
         format!("{}.{n:x}", self.relay_id).into()
     }
 
+    /// A handle onto the command connection.
+    fn conn(&self) -> Conn {
+        lock(&self.conn).clone()
+    }
+
     /// Runs a command with the command timeout, tracking whether Redis answers.
     async fn call<T>(
         &self,
@@ -588,7 +598,7 @@ impl Shared {
             for ev in &out {
                 invocation.arg(ev.frame.as_str());
             }
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
                 Ok(reply) => reply,
                 Err(e) => {
@@ -666,7 +676,7 @@ impl Shared {
             .key(self.meta_key(&run))
             .key(self.stream_key(&run))
             .arg(since.map_or_else(|| "-".to_owned(), |s| s.to_string()));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         // A read is safe to repeat: the first command on a connection that broke while idle
         // fails and makes it reconnect, so try once more before answering 503.
         let reply: Vec<String> = match self.call(invocation.invoke_async(&mut conn)).await {
@@ -782,14 +792,61 @@ async fn pause(stop: &mut watch::Receiver<()>, d: Duration) -> bool {
 
 /// Pings through the command connection, so `/health` notices a Redis that stopped answering
 /// even when nothing is published.
+///
+/// A connection can also go silent while Redis is fine: a load balancer or NAT in between dropped
+/// it without a reset, a peer vanished without closing, or the client library's own state stopped
+/// sending (the chaos soak caught the cluster client so, after two nodes restarted within seconds:
+/// every command of one relay timed out while the other relays were served). Nothing errors then; every command just times out, and neither the connection
+/// manager nor the cluster client reconnects on a timeout. So after `SILENT_PINGS` pings in a row
+/// that got no answer within `command_timeout`, the relay opens a new command connection and
+/// drops the old one. A Redis that refuses or resets connections is left to the client's own
+/// reconnection, as before.
 async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
+    let mut silent = 0;
     loop {
-        let mut conn = shared.conn.clone();
-        let _: Result<String, _> = shared
+        let mut conn = shared.conn();
+        let started = Instant::now();
+        let pong: Result<String, _> = shared
             .call(::redis::cmd("PING").query_async(&mut conn))
             .await;
+        silent = match pong {
+            Err(_) if started.elapsed() >= shared.config.command_timeout => silent + 1,
+            _ => 0,
+        };
+        if silent >= SILENT_PINGS {
+            shared.replace_conn().await;
+            silent = 0;
+        }
         if !pause(&mut stop, shared.config.health_interval).await {
             return;
+        }
+    }
+}
+
+/// Health-check pings in a row without an answer after which the command connection is replaced.
+const SILENT_PINGS: u32 = 3;
+
+impl Shared {
+    /// Opens a new command connection in place of one that stopped answering; keeps the old one
+    /// when Redis cannot be reached now (the next silent pings try again).
+    async fn replace_conn(&self) {
+        let timeout = self.config.command_timeout;
+        match tokio::time::timeout(timeout, conn::connect(&self.target, timeout)).await {
+            Ok(Ok(fresh)) => {
+                *lock(&self.conn) = fresh;
+                self.stats
+                    .command_reconnects
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "redis: the command connection stopped answering; replaced by a new one"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis: the command connection stopped answering, and a new one cannot be opened now");
+            }
+            Err(_) => tracing::warn!(
+                "redis: the command connection stopped answering, and opening a new one timed out"
+            ),
         }
     }
 }
@@ -870,6 +927,11 @@ impl Broker for RedisBroker {
                 "runwire_redis_reconnects_total",
                 "Times the Redis Pub/Sub connection was re-established.",
                 &stats.reconnects,
+            ),
+            counter(
+                "runwire_redis_command_reconnects_total",
+                "Times the Redis command connection went silent and was replaced by a new one.",
+                &stats.command_reconnects,
             ),
             counter(
                 "runwire_ingested_total",

@@ -1,9 +1,10 @@
-//! A TCP proxy for tests that can cut every connection, stall traffic, refuse new connections, or
-//! refuse only WebSocket upgrades, on command from an HTTP control API.
+//! A TCP proxy for tests that can cut every connection, silence the open ones for good, stall
+//! traffic, refuse new connections, or refuse only WebSocket upgrades, on command from an HTTP
+//! control API.
 //!
 //! - [`Proxy`]: the shared fault switches and counters.
 //! - [`serve`]: accepts connections and pumps bytes to the upstream, obeying the switches.
-//! - [`control`]: the control API (`POST /cut`, `/stall`, `/unstall`, `/refuse`, `/accept`,
+//! - [`control`]: the control API (`POST /cut`, `/hang`, `/stall`, `/unstall`, `/refuse`, `/accept`,
 //!   `/refuse-ws`, `/allow-ws`, `/reset`; `GET /stats`). Every response allows any origin, so
 //!   browser tests drive it with `fetch`.
 
@@ -42,6 +43,8 @@ pub struct Proxy {
     faults: watch::Sender<Faults>,
     /// Bumped by `cut`: every connection open at that moment closes.
     cuts: watch::Sender<u64>,
+    /// Bumped by `hang`: every connection open at that moment stops forwarding, for good.
+    hangs: watch::Sender<u64>,
     accepted: AtomicU64,
     active: AtomicU64,
     refused: AtomicU64,
@@ -55,6 +58,7 @@ impl Proxy {
             upstream,
             faults: watch::Sender::new(Faults::default()),
             cuts: watch::Sender::new(0),
+            hangs: watch::Sender::new(0),
             accepted: AtomicU64::new(0),
             active: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -70,6 +74,14 @@ impl Proxy {
     /// Closes every open connection; returns how many were open.
     pub fn cut(&self) -> u64 {
         self.cuts.send_modify(|g| *g += 1);
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Every open connection goes silent: it stays open but forwards nothing more in either
+    /// direction, as behind a peer or middlebox that died without closing it, until a `cut`.
+    /// New connections pass. Returns how many were open.
+    pub fn hang(&self) -> u64 {
+        self.hangs.send_modify(|g| *g += 1);
         self.active.load(Ordering::Relaxed)
     }
 
@@ -109,6 +121,8 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
 async fn connection(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()> {
     let mut cuts = proxy.cuts.subscribe();
     cuts.mark_unchanged();
+    let mut hangs = proxy.hangs.subscribe();
+    hangs.mark_unchanged();
     let mut head = Vec::new();
     if proxy.faults.borrow().refuse_ws {
         read_head(&mut client, &mut head).await?;
@@ -124,13 +138,18 @@ async fn connection(mut client: TcpStream, proxy: &Proxy) -> std::io::Result<()>
     }
     let mut upstream = TcpStream::connect(proxy.upstream).await?;
     upstream.write_all(&head).await?;
-    let (cr, cw) = client.into_split();
-    let (ur, uw) = upstream.into_split();
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
     tokio::select! {
-        r = pump(cr, uw, proxy.faults.subscribe()) => r,
-        r = pump(ur, cw, proxy.faults.subscribe()) => r,
-        _ = cuts.changed() => Ok(()),
+        r = pump(&mut cr, &mut uw, proxy.faults.subscribe()) => return r,
+        r = pump(&mut ur, &mut cw, proxy.faults.subscribe()) => return r,
+        _ = cuts.changed() => return Ok(()),
+        _ = hangs.changed() => {}
     }
+    // Hung: both sockets stay open, unread and unwritten, until a cut.
+    let _ = cuts.changed().await;
+    drop((cr, cw, ur, uw));
+    Ok(())
 }
 
 async fn read_head(client: &mut TcpStream, head: &mut Vec<u8>) -> std::io::Result<()> {
@@ -193,19 +212,27 @@ const SWITCHES: [(&str, Switch); 7] = [
     ("/reset", |f| *f = Faults::default()),
 ];
 
-/// The control API: `POST` one of [`SWITCHES`] or `/cut`, `GET /stats`; a switch answers with
+/// The control API: `POST` one of [`SWITCHES`], `/cut` or `/hang`, `GET /stats`; a switch answers with
 /// the stats.
 pub fn control(proxy: Arc<Proxy>) -> Router {
     fn ok(proxy: &Proxy) -> Response {
         axum::Json(proxy.stats()).into_response()
     }
-    let mut router = Router::new().route(
-        "/cut",
-        post(|State(p): State<Arc<Proxy>>| async move {
-            let cut = p.cut();
-            axum::Json(serde_json::json!({ "cut": cut })).into_response()
-        }),
-    );
+    let mut router = Router::new()
+        .route(
+            "/cut",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                let cut = p.cut();
+                axum::Json(serde_json::json!({ "cut": cut })).into_response()
+            }),
+        )
+        .route(
+            "/hang",
+            post(|State(p): State<Arc<Proxy>>| async move {
+                let hung = p.hang();
+                axum::Json(serde_json::json!({ "hung": hung })).into_response()
+            }),
+        );
     for (path, switch) in SWITCHES {
         let set = move |State(p): State<Arc<Proxy>>| async move {
             p.set(switch);
@@ -278,6 +305,33 @@ mod tests {
 
         assert_eq!(proxy.cut(), 1);
         assert_eq!(read_some(&mut s, 2000).await.unwrap(), b"", "cut: EOF");
+    }
+
+    #[tokio::test]
+    async fn a_hang_silences_open_connections_for_good_and_new_ones_pass() {
+        let (proxy, addr) = start().await;
+        let mut old = TcpStream::connect(addr).await.unwrap();
+        old.write_all(b"before").await.unwrap();
+        assert_eq!(read_some(&mut old, 2000).await.unwrap(), b"before");
+
+        assert_eq!(proxy.hang(), 1);
+        old.write_all(b"lost").await.unwrap();
+        assert_eq!(
+            read_some(&mut old, 500).await,
+            None,
+            "no answer, and no EOF either"
+        );
+        let mut new = TcpStream::connect(addr).await.unwrap();
+        new.write_all(b"after").await.unwrap();
+        assert_eq!(read_some(&mut new, 2000).await.unwrap(), b"after");
+        assert_eq!(read_some(&mut old, 300).await, None, "still silent");
+
+        proxy.cut();
+        assert_eq!(
+            read_some(&mut old, 2000).await.unwrap(),
+            b"",
+            "a cut closes it"
+        );
     }
 
     #[tokio::test]

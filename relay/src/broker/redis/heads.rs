@@ -109,7 +109,7 @@ impl Shared {
         let runs: Vec<RunId> = lock(&self.channels).keys().cloned().collect();
         let heads: Vec<(RunId, Option<Position>)> = futures_util::stream::iter(runs)
             .map(|run| async move {
-                let mut conn = self.conn.clone();
+                let mut conn = self.conn();
                 let read = self
                     .call(
                         ::redis::cmd("HMGET")

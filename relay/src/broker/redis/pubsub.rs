@@ -157,7 +157,7 @@ impl Shared {
     /// Waits (boundedly) until the command connection answers again after an outage.
     async fn commands_ready(&self, stop: &mut watch::Receiver<()>) {
         for _ in 0..20 {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let pong: Result<String, _> =
                 self.call(::redis::cmd("PING").query_async(&mut conn)).await;
             if pong.is_ok() || !pause(stop, self.config.reconnect_backoff.0).await {
@@ -186,7 +186,7 @@ impl Shared {
     /// It goes through the command connection, so the Pub/Sub reader does not wait for it.
     pub(super) fn publish_mark(self: Arc<Self>) {
         tokio::spawn(async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let sent: Result<i64, _> = self
                 .call(
                     ::redis::cmd("PUBLISH")

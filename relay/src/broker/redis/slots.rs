@@ -25,7 +25,7 @@ impl Shared {
             .arg(&member)
             .arg(limit)
             .arg(ttl_ms(self.config.stream_lease));
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         // Registered before the call so that a slot taken just before a renewal is renewed too.
         lock(&self.slots).insert(id, workspace.clone());
         let taken: Result<i64, _> = self.call(invocation.invoke_async(&mut conn)).await;
@@ -67,7 +67,7 @@ impl Drop for SlotGuard {
             let key = shared.streams_key(&self.workspace);
             let member = format!("{}:{}", shared.relay_id, self.id);
             rt.spawn(async move {
-                let mut conn = shared.conn.clone();
+                let mut conn = shared.conn();
                 let _: Result<i64, _> = shared
                     .call(
                         ::redis::cmd("ZREM")
@@ -99,7 +99,7 @@ pub(super) async fn renew_loop(shared: Weak<Shared>, mut stop: watch::Receiver<(
                 .key(s.streams_key(&ws))
                 .arg(ttl_ms(s.config.stream_lease))
                 .arg(members);
-            let mut conn = s.conn.clone();
+            let mut conn = s.conn();
             let _: Result<i64, _> = s.call(invocation.invoke_async(&mut conn)).await;
         }
         drop(s);
