@@ -552,6 +552,7 @@ async fn soak(args: SoakArgs) -> Result<bool, String> {
         .iter()
         .map(|(id, _, _)| id % shared.runs.len())
         .collect();
+    runs_behind.sort_unstable();
     runs_behind.dedup();
     for run in runs_behind.into_iter().take(3) {
         let name = &shared.runs[run];

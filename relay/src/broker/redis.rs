@@ -795,12 +795,12 @@ async fn pause(stop: &mut watch::Receiver<()>, d: Duration) -> bool {
 ///
 /// A connection can also go silent while Redis is fine: a load balancer or NAT in between dropped
 /// it without a reset, a peer vanished without closing, or the client library's own state stopped
-/// sending (the chaos soak caught the cluster client so, after two nodes restarted within seconds:
-/// every command of one relay timed out while the other relays were served). Nothing errors then; every command just times out, and neither the connection
-/// manager nor the cluster client reconnects on a timeout. So after `SILENT_PINGS` pings in a row
-/// that got no answer within `command_timeout`, the relay opens a new command connection and
-/// drops the old one. A Redis that refuses or resets connections is left to the client's own
-/// reconnection, as before.
+/// sending (the chaos soak caught the cluster client so, after two nodes restarted within
+/// seconds: every command of one relay timed out while the other relays were served). Nothing
+/// errors then; every command just times out, and neither the connection manager nor the cluster
+/// client reconnects on a timeout. So after `SILENT_PINGS` pings in a row that got no answer
+/// within `command_timeout`, the relay opens a new command connection and drops the old one. A
+/// Redis that refuses or resets connections is left to the client's own reconnection, as before.
 async fn health_loop(shared: Arc<Shared>, mut stop: watch::Receiver<()>) {
     let mut silent = 0;
     loop {
@@ -842,7 +842,11 @@ impl Shared {
                 );
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "redis: the command connection stopped answering, and a new one cannot be opened now");
+                tracing::warn!(
+                    error = %e,
+                    "redis: the command connection stopped answering, and a new one cannot be \
+                     opened now"
+                );
             }
             Err(_) => tracing::warn!(
                 "redis: the command connection stopped answering, and opening a new one timed out"

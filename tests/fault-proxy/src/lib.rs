@@ -4,9 +4,9 @@
 //!
 //! - [`Proxy`]: the shared fault switches and counters.
 //! - [`serve`]: accepts connections and pumps bytes to the upstream, obeying the switches.
-//! - [`control`]: the control API (`POST /cut`, `/hang`, `/stall`, `/unstall`, `/refuse`, `/accept`,
-//!   `/refuse-ws`, `/allow-ws`, `/reset`; `GET /stats`). Every response allows any origin, so
-//!   browser tests drive it with `fetch`.
+//! - [`control`]: the control API (`POST /cut`, `/hang`, `/stall`, `/unstall`, `/refuse`,
+//!   `/accept`, `/refuse-ws`, `/allow-ws`, `/reset`; `GET /stats`). Every response allows any
+//!   origin, so browser tests drive it with `fetch`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -212,8 +212,8 @@ const SWITCHES: [(&str, Switch); 7] = [
     ("/reset", |f| *f = Faults::default()),
 ];
 
-/// The control API: `POST` one of [`SWITCHES`], `/cut` or `/hang`, `GET /stats`; a switch answers with
-/// the stats.
+/// The control API: `POST` one of [`SWITCHES`], `/cut` or `/hang`, `GET /stats`; a switch answers
+/// with the stats.
 pub fn control(proxy: Arc<Proxy>) -> Router {
     fn ok(proxy: &Proxy) -> Response {
         axum::Json(proxy.stats()).into_response()
