@@ -306,10 +306,7 @@ impl RedisBroker {
             ingest::check_pattern(pattern).map_err(unavailable)?;
         }
         let timeout = config.command_timeout;
-        let conn = match tokio::time::timeout(timeout, conn::connect(&target, timeout)).await {
-            Ok(result) => result.map_err(unavailable)?,
-            Err(_) => return Err(unavailable("connecting timed out")),
-        };
+        let conn = conn::connect(&target, timeout).await.map_err(unavailable)?;
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
@@ -830,9 +827,8 @@ impl Shared {
     /// Opens a new command connection in place of one that stopped answering; keeps the old one
     /// when Redis cannot be reached now (the next silent pings try again).
     async fn replace_conn(&self) {
-        let timeout = self.config.command_timeout;
-        match tokio::time::timeout(timeout, conn::connect(&self.target, timeout)).await {
-            Ok(Ok(fresh)) => {
+        match conn::connect(&self.target, self.config.command_timeout).await {
+            Ok(fresh) => {
                 *lock(&self.conn) = fresh;
                 self.stats
                     .command_reconnects
@@ -841,15 +837,10 @@ impl Shared {
                     "redis: the command connection stopped answering; replaced by a new one"
                 );
             }
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    error = %e,
-                    "redis: the command connection stopped answering, and a new one cannot be \
-                     opened now"
-                );
-            }
-            Err(_) => tracing::warn!(
-                "redis: the command connection stopped answering, and opening a new one timed out"
+            Err(e) => tracing::warn!(
+                error = %e,
+                "redis: the command connection stopped answering, and a new one cannot be opened \
+                 now"
             ),
         }
     }

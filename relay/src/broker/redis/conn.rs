@@ -122,8 +122,12 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// Opens the command connection; fails when Redis cannot be reached now.
+/// Opens the command connection; fails when Redis cannot be reached now, or within `timeout`.
 pub(super) async fn connect(target: &Target, timeout: Duration) -> RedisResult<Conn> {
+    within(timeout, open(target, timeout)).await
+}
+
+async fn open(target: &Target, timeout: Duration) -> RedisResult<Conn> {
     if target.cluster {
         let client = ClusterClientBuilder::new(target.nodes.clone())
             .connection_timeout(timeout)
@@ -156,13 +160,22 @@ pub(super) async fn connect_pubsub(
 ) -> RedisResult<PubSub> {
     let node = &target.nodes[attempt % target.nodes.len()];
     let client = ::redis::Client::open(node.as_str())?;
-    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
-        Ok(result) => result,
-        Err(_) => Err(::redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "connecting to Redis timed out",
-        ))),
-    }
+    within(timeout, client.get_async_pubsub()).await
+}
+
+/// `connecting`, failing as a timed-out I/O error when it takes longer than `timeout`.
+async fn within<T>(
+    timeout: Duration,
+    connecting: impl Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(::redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to Redis timed out",
+            )))
+        })
 }
 
 #[cfg(test)]
