@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::sync::lock;
 use crate::transport::listener::{DirectWrite, Socket};
 use crate::transport::subscription::Subscriptions;
+use crate::transport::ws::codec::{OP_TEXT, put_header};
 
 /// What the hub puts in a connection's queue.
 #[derive(Debug, Clone)]
@@ -219,19 +220,7 @@ impl Wire {
         if self.ends.is_empty() {
             for ev in events {
                 let payload = ev.frame.as_bytes();
-                // FIN and a text frame; a server's frames are not masked (RFC 6455, 5.2).
-                self.bytes.push(0x81);
-                match payload.len() {
-                    len @ 0..=125 => self.bytes.push(len as u8),
-                    len @ 126..=0xffff => {
-                        self.bytes.push(126);
-                        self.bytes.extend_from_slice(&(len as u16).to_be_bytes());
-                    }
-                    len => {
-                        self.bytes.push(127);
-                        self.bytes.extend_from_slice(&(len as u64).to_be_bytes());
-                    }
-                }
+                put_header(&mut self.bytes, OP_TEXT, payload.len());
                 self.bytes.extend_from_slice(payload);
                 self.ends.push(self.bytes.len());
             }

@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
+use bytes::Bytes;
 use hyper::server::conn::http1;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -40,6 +42,7 @@ use tower::ServiceExt as _;
 
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::transport::ws::codec::put_header;
 
 /// How long the accept loop waits after its `consecutive`-th failed accept in a row (from 1):
 /// 10 ms doubling up to 1 s. Out of file descriptors (`EMFILE`), a retry at once fails again at
@@ -254,6 +257,32 @@ impl Socket {
         result
     }
 
+    /// Ready once another frame may go into the write buffer: at [`WRITE_BUFFER`] bytes or more,
+    /// what is pending is sent first.
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut pending = self.lock_pending();
+        if pending.len() < WRITE_BUFFER {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_send_pending(cx, &mut pending)
+    }
+
+    /// Puts a whole WebSocket frame in the write buffer, for the next flush to send.
+    pub fn push_frame(&self, opcode: u8, payload: &[u8]) {
+        let mut pending = self.lock_pending();
+        if pending.capacity() == 0 {
+            // Room for a few small frames at once; a burst grows it by doubling.
+            pending.reserve((payload.len() + 10).max(512));
+        }
+        put_header(&mut pending, opcode, payload.len());
+        pending.extend_from_slice(payload);
+    }
+
+    /// Sends what is pending; ready once all of it went out (and the buffer is freed).
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_pending(cx, &mut self.lock_pending())
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -272,7 +301,7 @@ pub struct SocketHandle(pub Arc<Socket>);
 /// buffer in the WebSocket library, by contrast, keeps its largest size for the connection's
 /// lifetime).
 #[derive(Debug)]
-struct Held {
+pub struct Held {
     socket: Arc<Socket>,
     _slot: Slot,
 }
@@ -283,6 +312,18 @@ impl Held {
             socket: Arc::new(Socket::new(stream)),
             _slot: slot,
         }
+    }
+
+    /// The socket, shared with whoever writes to it.
+    pub fn socket(&self) -> &Arc<Socket> {
+        &self.socket
+    }
+
+    /// The connection an HTTP upgrade handed over, and the bytes hyper had read from it past the
+    /// request; `None` when the connection did not come through [`serve`].
+    pub fn from_upgraded(upgraded: Upgraded) -> Option<(Self, Bytes)> {
+        let parts = upgraded.downcast::<TokioIo<Self>>().ok()?;
+        Some((parts.io.into_inner(), parts.read_buf))
     }
 }
 

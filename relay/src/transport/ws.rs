@@ -18,16 +18,17 @@
 //! skips a seq, or comes from another epoch, makes the subscription take a fresh snapshot from its
 //! last seq instead (replay, or `reset` when the history is gone).
 
+pub mod codec;
 mod outbox;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use axum::Extension;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use runwire_protocol::token::{self, ANY_RUN, Claims, Scope};
@@ -44,10 +45,11 @@ use crate::metrics::Gauge;
 use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
-use crate::transport::listener::SocketHandle;
 use crate::transport::subscription::{Emit, Subscription};
 
+use codec::ReadError;
 use outbox::Outbox;
+use upgrade::Upgrade;
 
 /// Largest frame a client may send; larger ones close the socket with 1009.
 pub const MAX_INBOUND_FRAME: usize = 64 * 1024;
@@ -71,59 +73,38 @@ pub struct WsQuery {
 pub async fn multi(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    socket: Option<Extension<SocketHandle>>,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, socket, ws, Mode::Multi)
+    upgrade(state, q, ws, Mode::Multi)
 }
 
 /// `GET /ws/executions`.
 pub async fn executions(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<WsQuery>,
-    socket: Option<Extension<SocketHandle>>,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     _: AllowedOrigin,
 ) -> Response {
-    upgrade(state, q, socket, ws, Mode::Single)
+    upgrade(state, q, ws, Mode::Single)
 }
 
-fn upgrade(
-    state: AppState,
-    q: WsQuery,
-    socket: Option<Extension<SocketHandle>>,
-    ws: WebSocketUpgrade,
-    mode: Mode,
-) -> Response {
-    ws.max_message_size(MAX_INBOUND_FRAME)
-        .max_frame_size(MAX_INBOUND_FRAME)
-        // Small buffers: most sockets are idle most of the time, and memory per idle connection
-        // is what limits how many a relay holds. Client frames are small (an `auth` is a few
-        // hundred bytes, `subscribe` and `ping` less) and the read buffer grows to hold a larger
-        // frame whole (up to `MAX_INBOUND_FRAME`), but it is never shrunk: what an idle
-        // connection keeps is what its largest frame needed. 512 B instead of 4 KiB took an idle
-        // subscribed connection from ~11.0 KB to ~7.4 KB, 128 B instead of 512 B saved ~170 B
-        // more (docs/benchmarks.md); the price is reads of at most 128 bytes, i.e. more of them
-        // for a large frame. Frames go straight to the socket's own write buffer
-        // (`transport::listener`), which gathers a burst into one `send()` and, unlike the
-        // library's, is freed once written out.
-        .read_buffer_size(128)
-        .write_buffer_size(0)
-        // The connection runs in a task of its own, spawned here, so that the task `on_upgrade`
-        // spawns ends at once: that task keeps the upgrade's configuration and this closure (200
-        // bytes) beside the future it awaits for as long as it runs, and tokio rounds a task up
-        // to a multiple of 128 bytes. The connection's future is `run`'s own, not an `async`
-        // block around it: such a block would keep the moved-out socket and query as well.
-        .on_upgrade(move |ws: WebSocket| {
-            let (tx, rx) = ws.split();
-            let conn = Conn::new(state, mode, tx);
-            if let Some(Extension(SocketHandle(socket))) = socket {
-                conn.inbox.set_socket(socket, false);
-            }
-            tokio::spawn(conn.run(rx, q));
-            std::future::ready(())
-        })
+fn upgrade(state: AppState, q: WsQuery, ws: Upgrade, mode: Mode) -> Response {
+    // The relay's own framing (`codec`) rather than a WebSocket library's: an idle connection then
+    // holds no read or write buffer, and no reading and writing halves around a shared stream
+    // (docs/benchmarks.md). The client's frames are read as they arrive, each held only until it is
+    // whole; the relay's frames go to the socket's own write buffer (`transport::listener`), which
+    // gathers a burst into one `send()` and is freed once written out.
+    //
+    // The connection runs in a task of its own, spawned here, so that the handshake's task ends at
+    // once. The connection's future is `run`'s own, not an `async` block around it: such a block
+    // would keep the moved-out socket and query as well.
+    ws.on_upgrade(MAX_INBOUND_FRAME, move |rx, tx| {
+        let socket = tx.socket().clone();
+        let conn = Conn::new(state, mode, tx);
+        conn.inbox.set_socket(socket, false);
+        tokio::spawn(conn.run(rx, q));
+    })
 }
 
 /// Which endpoint a connection came in on.
@@ -139,7 +120,9 @@ pub enum Mode {
 enum Exit {
     /// Close with this code.
     Close(CloseCode),
-    /// The socket is gone (client closed, or a write failed): nothing more to send.
+    /// The client closed with this code (if any): the same code goes back (RFC 6455, 5.5.1).
+    Echo(Option<u16>),
+    /// The socket is gone (the connection ended, or a write failed): nothing more to send.
     Gone,
 }
 
@@ -230,20 +213,9 @@ impl<W> std::fmt::Debug for Conn<W> {
 }
 
 /// The close code for a read error that the client caused, if it did; other errors (a reset
-/// connection, say) leave nothing to close. tungstenite's errors are told apart by their text: a
-/// size limit is a capacity error "… too long: N > MAX", and the others name themselves.
+/// connection, say) leave nothing to close.
 fn read_error_close(e: &axum::Error) -> Option<CloseCode> {
-    let text = e.to_string();
-    if text.contains("too long") {
-        Some(CloseCode::MessageTooBig)
-    } else if text.contains("UTF-8") {
-        Some(CloseCode::InvalidUtf8)
-    } else if text.contains("protocol error") && !text.contains("without closing handshake") {
-        // (The exception: the peer dropped the connection, so there is no one to tell.)
-        Some(CloseCode::WebSocketProtocolError)
-    } else {
-        None
-    }
+    ReadError::of(e).and_then(ReadError::close_code)
 }
 
 impl<W> Conn<W>
@@ -298,17 +270,26 @@ where
             };
             // Nothing more is written directly: the close goes last.
             self.inbox.hold();
-            if let Exit::Close(code) = exit {
-                let frame = CloseFrame {
-                    code: code.code(),
-                    reason: Utf8Bytes::from_static(code.reason()),
-                };
+            let frame = match exit {
+                Exit::Close(code) => {
+                    tracing::debug!(conn = self.id, code = code.code(), "closed");
+                    Some(Some(CloseFrame {
+                        code: code.code(),
+                        reason: Utf8Bytes::from_static(code.reason()),
+                    }))
+                }
+                Exit::Echo(code) => Some(code.map(|code| CloseFrame {
+                    code,
+                    reason: Utf8Bytes::default(),
+                })),
+                Exit::Gone => None,
+            };
+            if let Some(frame) = frame {
                 let _ = timeout(self.state.config.write_timeout, async {
-                    self.tx.send(Message::Close(Some(frame))).await?;
+                    self.tx.send(Message::Close(frame)).await?;
                     self.tx.close().await
                 })
                 .await;
-                tracing::debug!(conn = self.id, code = code.code(), "closed");
             }
             let subs = std::mem::take(&mut *self.inbox.subs());
             let runs: Vec<RunId> = subs.keys().cloned().collect();
@@ -435,7 +416,10 @@ where
                     }
                 }
                 msg = rx.next() => match msg {
-                    None | Some(Ok(Message::Close(_))) => return Exit::Gone,
+                    None => return Exit::Gone,
+                    Some(Ok(Message::Close(frame))) => {
+                        return Exit::Echo(frame.map(|frame| frame.code));
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(conn = self.id, error = %e, "read failed");
                         return read_error_close(&e).map_or(Exit::Gone, Exit::Close);
@@ -593,8 +577,10 @@ where
                 }
             }
             Message::Binary(_) => self.exit = Some(Exit::Close(CloseCode::ProtocolError)),
-            // tungstenite answers pings itself; a pong only proves the client is alive.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+            // Answered in order with the connection's other frames.
+            Message::Ping(payload) => self.push(Message::Pong(payload)),
+            // A pong only proves the client is alive.
+            Message::Pong(_) | Message::Close(_) => {}
         }
         None
     }
