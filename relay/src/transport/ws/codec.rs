@@ -39,9 +39,9 @@ const OP_PONG: u8 = 0xa;
 
 /// Largest payload of a control frame (ping, pong, close).
 const MAX_CONTROL: usize = 125;
-/// Bytes read at a time while no frame is under way: room for the usual client frame (an `auth`
-/// is a few hundred bytes) in one read, on the stack.
-const FIRST_READ: usize = 1024;
+/// Most bytes read at a time, on the stack: the usual client frame (an `auth` is a few hundred
+/// bytes) in one read.
+const READ_CHUNK: usize = 4096;
 
 /// Appends a final frame's header with `opcode` for a `len`-byte payload, unmasked, as a server's
 /// frames are (RFC 6455, 5.2).
@@ -170,46 +170,40 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     }
                 }
             }
-            let read = match self.partial.as_deref_mut() {
-                // Nothing under way: read on the stack, and keep only what arrived.
-                None => {
-                    let mut chunk = [0u8; FIRST_READ];
-                    let mut buf = ReadBuf::new(&mut chunk);
-                    match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                        Poll::Ready(Ok(())) if buf.filled().is_empty() => 0,
-                        Poll::Ready(Ok(())) => {
-                            self.partial = Some(Box::new(Partial {
-                                buf: buf.filled().to_vec(),
-                                ..Partial::default()
-                            }));
-                            continue;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-                // Inside a frame: read what completes it (its header says how much), straight
-                // into the buffer.
-                Some(partial) => {
-                    let have = partial.buf.len();
-                    partial.buf.resize(have + partial.wanted(self.max), 0);
-                    let mut buf = ReadBuf::new(&mut partial.buf[have..]);
-                    let polled = Pin::new(&mut self.io).poll_read(cx, &mut buf);
-                    let n = buf.filled().len();
-                    partial.buf.truncate(have + n);
-                    match polled {
-                        Poll::Ready(Ok(())) => n,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
-                        Poll::Pending => return Poll::Pending,
-                    }
-                }
-            };
-            if read == 0 {
+            // Read on the stack, at most what completes the frame under way (its header says
+            // how much), and keep only what arrived: nothing is allocated while nothing arrives,
+            // and a frame that trickles in costs a copy of each piece, not of the frame.
+            let wanted = self
+                .partial
+                .as_deref()
+                .map_or(READ_CHUNK, |p| p.wanted(self.max));
+            let mut chunk = [0u8; READ_CHUNK];
+            let mut buf = ReadBuf::new(&mut chunk[..wanted.min(READ_CHUNK)]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+            let read = buf.filled();
+            if read.is_empty() {
                 // The end of the stream: clean between frames, not inside one.
                 return Poll::Ready(match self.partial.take() {
                     None => None,
                     Some(_) => Some(Err(ReadError::Truncated)),
                 });
+            }
+            match self.partial.as_deref_mut() {
+                None => {
+                    self.partial = Some(Box::new(Partial {
+                        buf: read.to_vec(),
+                        ..Partial::default()
+                    }));
+                }
+                Some(partial) => {
+                    // The whole frame at once, rather than doubling towards it.
+                    partial.buf.reserve(wanted);
+                    partial.buf.extend_from_slice(read);
+                }
             }
         }
     }
@@ -237,7 +231,7 @@ impl Partial {
             Ok(Some(head)) => (head.start + head.len)
                 .saturating_sub(self.buf.len())
                 .max(1),
-            _ => FIRST_READ,
+            _ => READ_CHUNK,
         }
     }
 
@@ -435,5 +429,326 @@ impl Sink<Message> for Writer {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.poll_flush(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+
+    /// A client's frame: `opcode` with `payload`, masked (or not), final (or not).
+    fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(&mut out, opcode, payload.len());
+        if !fin {
+            out[0] &= 0x7f;
+        }
+        if !masked {
+            out.extend_from_slice(payload);
+            return out;
+        }
+        out[1] |= 0x80;
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+        frame(true, opcode, payload, true)
+    }
+
+    /// Gives at most `step` bytes per read, and `Pending` before every other read.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        pending: bool,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            self.pending = !self.pending;
+            if self.pending {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = self.step.min(self.bytes.len()).min(buf.remaining());
+            let (now, rest) = self.bytes.split_at(n);
+            buf.put_slice(now);
+            self.bytes = rest;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Everything `bytes` reads as, `step` bytes at a time (all of it at once for 0), up to the
+    /// first error; and whether the reader held no bytes after each message.
+    async fn read_all(bytes: &[u8], step: usize, max: usize) -> (Vec<Message>, Option<ReadError>) {
+        let step = if step == 0 { bytes.len().max(1) } else { step };
+        let io = Trickle {
+            bytes,
+            step,
+            pending: false,
+        };
+        let mut reader = Reader::new(io, Bytes::new(), max);
+        let mut got = Vec::new();
+        while let Some(next) = reader.next().await {
+            match next {
+                Ok(msg) => got.push(msg),
+                Err(e) => {
+                    assert!(!reader.holds_bytes(), "nothing held after an error");
+                    let e = e.into_inner().downcast::<ReadError>().expect("a ReadError");
+                    return (got, Some(*e));
+                }
+            }
+        }
+        assert!(!reader.holds_bytes(), "nothing held at the end");
+        (got, None)
+    }
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.into())
+    }
+
+    #[tokio::test]
+    async fn reads_every_kind_of_frame_however_the_bytes_arrive() {
+        let long = "x".repeat(300);
+        let longer = "y".repeat(70_000);
+        let mut bytes = Vec::new();
+        for f in [
+            masked(OP_TEXT, br#"{"type":"auth"}"#),
+            masked(OP_TEXT, b""),
+            masked(OP_TEXT, long.as_bytes()),
+            masked(OP_TEXT, longer.as_bytes()),
+            masked(OP_BINARY, &[0, 1, 2]),
+            masked(OP_PING, b"p"),
+            masked(OP_PONG, b""),
+            masked(OP_TEXT, "héllo ✓".as_bytes()),
+            masked(OP_CLOSE, &[0x03, 0xe8, b'o', b'k']),
+            masked(OP_CLOSE, b""),
+        ] {
+            bytes.extend(f);
+        }
+        let want = vec![
+            text(r#"{"type":"auth"}"#),
+            text(""),
+            text(&long),
+            text(&longer),
+            Message::Binary(vec![0, 1, 2].into()),
+            Message::Ping(b"p".to_vec().into()),
+            Message::Pong(Bytes::new()),
+            text("héllo ✓"),
+            Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "ok".into(),
+            })),
+            Message::Close(None),
+        ];
+        for step in [0, 1, 2, 3, 7, 100, 4096] {
+            let (got, err) = read_all(&bytes, step, 100_000).await;
+            assert!(err.is_none(), "step {step}: {err:?}");
+            assert_eq!(got, want, "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_fragments_with_control_frames_between_them() {
+        let mut bytes = Vec::new();
+        // "héllo" split inside the two-byte é.
+        let word = "héllo".as_bytes();
+        bytes.extend(frame(false, OP_TEXT, &word[..2], true));
+        bytes.extend(masked(OP_PING, b"1"));
+        bytes.extend(frame(false, OP_CONTINUATION, &word[2..4], true));
+        bytes.extend(frame(true, OP_CONTINUATION, &word[4..], true));
+        bytes.extend(frame(false, OP_BINARY, &[1], true));
+        bytes.extend(frame(true, OP_CONTINUATION, &[2], true));
+        for step in [0, 1, 5] {
+            let (got, err) = read_all(&bytes, step, 1024).await;
+            assert!(err.is_none(), "{err:?}");
+            assert_eq!(
+                got,
+                vec![
+                    Message::Ping(b"1".to_vec().into()),
+                    text("héllo"),
+                    Message::Binary(vec![1, 2].into()),
+                ]
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_what_the_protocol_forbids() {
+        let unmasked = frame(true, OP_TEXT, b"hi", false);
+        let mut rsv = masked(OP_TEXT, b"hi");
+        rsv[0] |= 0x40;
+        let reserved_opcode = masked(0x3, b"");
+        let long_ping = masked(OP_PING, &[0; 126]);
+        let fragmented_ping = frame(false, OP_PING, b"", true);
+        let stray_continuation = masked(OP_CONTINUATION, b"x");
+        let mut new_message_inside = frame(false, OP_TEXT, b"a", true);
+        new_message_inside.extend(masked(OP_TEXT, b"b"));
+        let one_byte_close = masked(OP_CLOSE, &[3]);
+        let reserved_close = masked(OP_CLOSE, &1005u16.to_be_bytes());
+        let unassigned_close = masked(OP_CLOSE, &2000u16.to_be_bytes());
+        for bytes in [
+            unmasked,
+            rsv,
+            reserved_opcode,
+            long_ping,
+            fragmented_ping,
+            stray_continuation,
+            new_message_inside,
+            one_byte_close,
+            reserved_close,
+            unassigned_close,
+        ] {
+            let (got, err) = read_all(&bytes, 0, 1024).await;
+            assert!(got.is_empty());
+            let err = err.expect("refused");
+            assert!(matches!(err, ReadError::Protocol(_)), "{err:?}");
+            assert_eq!(err.close_code(), Some(CloseCode::WebSocketProtocolError));
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_text_that_is_not_utf8() {
+        let mut split = frame(false, OP_TEXT, &[0xc3], true);
+        split.extend(masked(OP_CONTINUATION, b"x"));
+        let mut reason = 1000u16.to_be_bytes().to_vec();
+        reason.push(0xff);
+        for bytes in [
+            masked(OP_TEXT, &[b'a', 0xff]),
+            split,
+            masked(OP_CLOSE, &reason),
+        ] {
+            let (_, err) = read_all(&bytes, 1, 1024).await;
+            let err = err.expect("refused");
+            assert!(matches!(err, ReadError::InvalidUtf8), "{err:?}");
+            assert_eq!(err.close_code(), Some(CloseCode::InvalidUtf8));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_over_the_limit_is_refused_from_its_header() {
+        // Only the header: the payload is never waited for.
+        let header = |len: usize| masked(OP_TEXT, &vec![0; len])[..10].to_vec();
+        for bytes in [header(1025), header(70_000)] {
+            let (_, err) = read_all(&bytes, 0, 1024).await;
+            assert!(matches!(err, Some(ReadError::TooBig(1024))), "{err:?}");
+        }
+        // A 64-bit length no machine holds.
+        let mut huge = vec![0x81, 0xff];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        let (_, err) = read_all(&huge, 0, 1024).await;
+        assert!(matches!(err, Some(ReadError::TooBig(1024))), "{err:?}");
+        // Fragments that add up to more than the limit.
+        let mut parts = frame(false, OP_TEXT, &[b'a'; 600], true);
+        parts.extend(masked(OP_CONTINUATION, &[b'b'; 600])[..8].iter());
+        let (_, err) = read_all(&parts, 0, 1024).await;
+        let err = err.expect("refused");
+        assert!(matches!(err, ReadError::TooBig(1024)), "{err:?}");
+        assert_eq!(err.close_code(), Some(CloseCode::MessageTooBig));
+        // Exactly the limit is fine.
+        let (got, err) = read_all(&masked(OP_TEXT, &[b'z'; 1024]), 0, 1024).await;
+        assert!(err.is_none());
+        assert_eq!(got.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_end_inside_a_frame_is_an_error_and_between_frames_is_not() {
+        let whole = masked(OP_TEXT, b"hello");
+        for cut in 1..whole.len() {
+            let (got, err) = read_all(&whole[..cut], 0, 1024).await;
+            assert!(got.is_empty());
+            let err = err.expect("truncated");
+            assert!(matches!(err, ReadError::Truncated), "{err:?}");
+            assert_eq!(err.close_code(), None);
+        }
+        let (_, err) = read_all(&frame(false, OP_TEXT, b"a", true), 0, 1024).await;
+        assert!(matches!(err, Some(ReadError::Truncated)), "{err:?}");
+        let (got, err) = read_all(&whole, 0, 1024).await;
+        assert_eq!((got, err.is_none()), (vec![text("hello")], true));
+    }
+
+    #[tokio::test]
+    async fn bytes_read_with_the_request_come_first() {
+        let first = masked(OP_TEXT, b"first");
+        let (ahead, rest) = first.split_at(3);
+        let mut later = rest.to_vec();
+        later.extend(masked(OP_TEXT, b"second"));
+        let mut reader = Reader::new(&later[..], Bytes::copy_from_slice(ahead), 1024);
+        assert_eq!(reader.next().await.unwrap().unwrap(), text("first"));
+        assert_eq!(reader.next().await.unwrap().unwrap(), text("second"));
+        assert!(reader.next().await.is_none());
+    }
+
+    /// A client library (tungstenite) reads what the writer writes, and writes what the reader
+    /// reads, over a real socket.
+    #[tokio::test]
+    async fn a_client_library_understands_both_directions() {
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_tungstenite::tungstenite::Message as T;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let read_half = stream.into_std().unwrap();
+        let write_half = read_half.try_clone().unwrap();
+        let socket = Arc::new(Socket::new(tokio::net::TcpStream::from_std(write_half).unwrap()));
+        let mut writer = Writer::new(socket.clone());
+        let mut reader = Reader::new(
+            tokio::net::TcpStream::from_std(read_half).unwrap(),
+            Bytes::new(),
+            100_000,
+        );
+        let mut client = WebSocketStream::from_raw_socket(peer, Role::Client, None).await;
+
+        let long = "z".repeat(70_000);
+        writer.feed(text("one")).await.unwrap();
+        writer.feed(text(&long)).await.unwrap();
+        writer.feed(Message::Ping(Bytes::new())).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(socket.pending_len(), 0);
+        assert_eq!(client.next().await.unwrap().unwrap(), T::text("one"));
+        assert_eq!(client.next().await.unwrap().unwrap(), T::text(long.clone()));
+        assert!(matches!(client.next().await.unwrap().unwrap(), T::Ping(_)));
+
+        client.send(T::text("from the client")).await.unwrap();
+        client.send(T::text(long.clone())).await.unwrap();
+        let mut texts = Vec::new();
+        let mut pongs = 0;
+        while texts.len() < 2 || pongs < 1 {
+            match reader.next().await.unwrap().unwrap() {
+                Message::Text(t) => texts.push(t.to_string()),
+                // The ping's answer, which the client library sends with its next write.
+                Message::Pong(_) => pongs += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pongs, 1);
+        assert!(texts[0] == "from the client" && texts[1] == long, "texts in order");
+        assert!(!reader.holds_bytes());
+
+        writer
+            .send(Message::Close(Some(CloseFrame {
+                code: 4001,
+                reason: "token_expired".into(),
+            })))
+            .await
+            .unwrap();
+        match client.next().await.unwrap().unwrap() {
+            T::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 4001);
+                assert_eq!(frame.reason.as_str(), "token_expired");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
