@@ -344,3 +344,180 @@ async fn publishing_after_the_terminal_event_is_a_conflict() {
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "run_finished");
 }
+
+/// A WebSocket client that writes frames byte for byte, so that it can break the rules a client
+/// library keeps.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+    read: Vec<u8>,
+}
+
+impl RawWs {
+    async fn connect(relay: &Relay) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        let request = "GET /v1/ws HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\n\
+            Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut read = Vec::new();
+        let end = loop {
+            if let Some(at) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed during the handshake");
+            read.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8(read[..end].to_vec())
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        // RFC 6455's own example key and answer.
+        assert!(
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "{head}"
+        );
+        read.drain(..end);
+        Self { stream, read }
+    }
+
+    /// A client frame: masked unless `unmasked`, final unless `more`.
+    fn frame(opcode: u8, payload: &[u8], more: bool, unmasked: bool) -> Vec<u8> {
+        let mut out = vec![if more { opcode } else { 0x80 | opcode }];
+        let mask_bit = if unmasked { 0 } else { 0x80 };
+        match payload.len() {
+            n @ 0..=125 => out.push(mask_bit | n as u8),
+            n => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        if unmasked {
+            out.extend_from_slice(payload);
+        } else {
+            let mask = [9, 8, 7, 6];
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        out
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn auth(&mut self, run: &str) {
+        let auth = json!({"type":"auth","token":subscribe_token(run)}).to_string();
+        self.write(&Self::frame(1, auth.as_bytes(), false, false))
+            .await;
+        let (opcode, welcome) = self.next().await.expect("a frame");
+        assert_eq!(opcode, 1);
+        assert!(welcome.starts_with(br#"{"type":"welcome""#));
+    }
+
+    /// The next server frame's opcode and payload; `None` once the relay closed the connection.
+    async fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.read.len() >= 2 {
+                assert_eq!(self.read[1] & 0x80, 0, "server frames are not masked");
+                let (len, start) = match self.read[1] {
+                    126 if self.read.len() >= 4 => {
+                        (u16::from_be_bytes([self.read[2], self.read[3]]) as usize, 4)
+                    }
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n as usize, 2),
+                };
+                if len != usize::MAX && self.read.len() >= start + len {
+                    let opcode = self.read[0] & 0x0f;
+                    let payload = self.read[start..start + len].to_vec();
+                    self.read.drain(..start + len);
+                    return Some((opcode, payload));
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.read.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads up to the relay's close frame: its code.
+    async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.next().await {
+                Some((8, payload)) => return u16::from_be_bytes([payload[0], payload[1]]),
+                Some(_) => continue,
+                None => panic!("closed without a close frame"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_against_the_protocol_close_that_socket_with_its_code_only() {
+    let (relay, mut bystander) = Relay::with_client("r").await;
+    bystander.subscribe("r", None).await;
+    let cases: [(&str, Vec<u8>, u16); 5] = [
+        (
+            "not UTF-8",
+            RawWs::frame(1, &[b'{', 0xff], false, false),
+            1007,
+        ),
+        ("unmasked", RawWs::frame(1, b"{}", false, true), 1002),
+        ("reserved opcode", RawWs::frame(3, b"", false, false), 1002),
+        (
+            "a continuation first",
+            RawWs::frame(0, b"x", false, false),
+            1002,
+        ),
+        (
+            "a ping over 125 bytes",
+            RawWs::frame(9, &[0; 126], false, false),
+            1002,
+        ),
+    ];
+    for (what, bytes, code) in cases {
+        let mut c = RawWs::connect(&relay).await;
+        c.auth("r").await;
+        c.write(&bytes).await;
+        assert_eq!(c.close_code().await, code, "{what}");
+    }
+    relay.publish_ok("r", log(1)).await;
+    assert_eq!(bystander.frame().await["seq"], 1);
+}
+
+#[tokio::test]
+async fn pings_are_answered_fragments_joined_and_a_close_echoed() {
+    let relay = Relay::start().await;
+    let mut c = RawWs::connect(&relay).await;
+    // An `auth` frame in three fragments, with a ping between them, sent a few bytes at a time.
+    let auth = json!({"type":"auth","token":subscribe_token("r")}).to_string();
+    let (a, rest) = auth.as_bytes().split_at(10);
+    let (b, tail) = rest.split_at(20);
+    let mut bytes = RawWs::frame(1, a, true, false);
+    bytes.extend(RawWs::frame(9, b"are you there", false, false));
+    bytes.extend(RawWs::frame(0, b, true, false));
+    bytes.extend(RawWs::frame(0, tail, false, false));
+    for piece in bytes.chunks(7) {
+        c.write(piece).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(c.next().await, Some((0xa, b"are you there".to_vec())));
+    let (opcode, welcome) = c.next().await.unwrap();
+    assert_eq!(opcode, 1);
+    assert!(welcome.starts_with(br#"{"type":"welcome""#));
+    // The client closes: the relay answers with the same code, then ends the connection.
+    c.write(&RawWs::frame(8, &4321u16.to_be_bytes(), false, false))
+        .await;
+    assert_eq!(c.next().await, Some((8, 4321u16.to_be_bytes().to_vec())));
+    assert_eq!(c.next().await, None);
+}

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -43,6 +43,7 @@ use crate::state::AppState;
 use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
 use crate::transport::subscription::{Emit, Subscription};
+use crate::transport::ws::upgrade::Upgrade;
 
 /// Maps an event in the EventBroadcaster's shape; `None` when `value` is not one (no `type` of
 /// `execution:…` or `agent:…`).
@@ -189,16 +190,13 @@ pub async fn socket(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<TokenQuery>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Upgrade,
     _: AllowedOrigin,
 ) -> Response {
     let token = request_token(&headers, q.token.as_deref()).map(str::to_owned);
-    ws.max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| {
-            let (tx, rx) = socket.split();
-            serve_socket(state, tx, rx, token)
-        })
+    ws.on_upgrade(MAX_CLIENT_FRAME, move |rx, tx| {
+        tokio::spawn(serve_socket(state, tx, rx, token));
+    })
 }
 
 /// `?token=` on `/api/ws`.
@@ -348,6 +346,12 @@ where
                     }
                 }
                 Some(Ok(Message::Binary(_))) => return Some(CloseCode::ProtocolError),
+                Some(Ok(Message::Ping(payload))) => {
+                    last_heard = Instant::now();
+                    if let Err(end) = send(tx, state, Message::Pong(payload)).await {
+                        return end;
+                    }
+                }
                 Some(Ok(_)) => last_heard = Instant::now(),
             },
             item = inbox.recv() => {

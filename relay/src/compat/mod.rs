@@ -28,12 +28,10 @@ pub mod ws_relay;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures_util::StreamExt;
 
 use runwire_protocol::RunEvent;
 use runwire_protocol::token::{self, Claims, MIN_SECRET_LEN, TokenError};
@@ -50,6 +48,7 @@ use crate::transport::ApiQuery;
 use crate::transport::extract::AllowedOrigin;
 use crate::transport::http::{MAX_EVENTS_PER_PUBLISH, OtherBodies};
 use crate::transport::subscription::{Emit, NeedsResync, Subscription};
+use crate::transport::ws::upgrade::Upgrade;
 use crate::transport::ws::{MAX_INBOUND_FRAME, WsQuery};
 
 /// One replaced system, named as `--compat` spells it.
@@ -373,16 +372,13 @@ async fn legacy_executions(
         Ok(ApiQuery(q)) => q,
         Err(e) => return e.into_response(),
     };
-    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+    let ws = match Upgrade::from_request_parts(&mut parts, &state).await {
         Ok(ws) => ws,
         Err(e) => return e.into_response(),
     };
-    ws.max_message_size(MAX_INBOUND_FRAME)
-        .max_frame_size(MAX_INBOUND_FRAME)
-        .on_upgrade(move |socket| {
-            let (tx, rx) = socket.split();
-            ws_relay::serve_legacy(state, tx, rx, query.token)
-        })
+    ws.on_upgrade(MAX_INBOUND_FRAME, move |rx, tx| {
+        tokio::spawn(ws_relay::serve_legacy(state, tx, rx, query.token));
+    })
 }
 
 /// Gives the Redis broker the layers' message shapes, and ingests where the layers' workers

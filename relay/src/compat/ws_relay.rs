@@ -418,6 +418,12 @@ where
             msg = rx.next() => match msg {
                 None | Some(Ok(Message::Close(_)) | Err(_)) => return End::Gone,
                 Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(Message::Ping(payload))) => {
+                    last_message = Instant::now();
+                    if let Err(end) = send(tx, state, Message::Pong(payload)).await {
+                        return end;
+                    }
+                }
                 // The Node relay read nothing from browsers; a message still shows it is alive.
                 Some(Ok(_)) => last_message = Instant::now(),
             },

@@ -480,46 +480,62 @@ where
     /// Writes the outbox and flushes the socket; a failure ends the connection.
     ///
     /// Each write may take `--write-timeout`, timed by the connection's own `timer` (the loop
-    /// re-arms it to the connection's next deadline afterwards): a timer of the flush's own would
-    /// be part of the connection's future, and so of every idle connection's memory.
+    /// re-arms it to the connection's next deadline afterwards), which is armed only when a write
+    /// does not complete at once, and armed afresh after each write that does: a timer of the
+    /// flush's own would be part of the connection's future, and so of every idle connection's
+    /// memory. For the same reason the whole flush is one `poll_fn` over the connection's fields,
+    /// rather than futures that hold a message each.
     async fn flush(&mut self, mut timer: Pin<&mut Sleep>) {
         let write_timeout = self.state.config.write_timeout;
-        let mut written = !self.outbox.is_empty();
-        while let Some(msg) = self.outbox.next_message(self.batch) {
-            let deadline = Instant::now() + write_timeout;
-            match within(self.tx.feed(msg), timer.as_mut(), deadline).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => {
-                    self.exit = Some(Exit::Gone);
-                    written = false;
-                    break;
-                }
-                Err(_) => {
-                    // Counted here unless the hub already found the queue full and counted it.
-                    if !self.inbox.is_slow() {
-                        self.state.metrics.slow_consumer_closes.inc();
+        let must_flush = std::mem::take(&mut self.unflushed) || !self.outbox.is_empty();
+        let mut armed = false;
+        let outcome = std::future::poll_fn(|cx| {
+            loop {
+                if !self.outbox.is_empty() {
+                    match Pin::new(&mut self.tx).poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let Some(msg) = self.outbox.next_message(self.batch) else {
+                                continue;
+                            };
+                            if Pin::new(&mut self.tx).start_send(msg).is_err() {
+                                return Poll::Ready(Err(Exit::Gone));
+                            }
+                            // A write went through: the next one has a write timeout of its own.
+                            armed = false;
+                            continue;
+                        }
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(Exit::Gone)),
+                        Poll::Pending => {}
                     }
-                    self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
-                    written = false;
-                    break;
+                } else if must_flush {
+                    match Pin::new(&mut self.tx).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => return Poll::Ready(Ok(())),
+                        Poll::Ready(Err(_)) => return Poll::Ready(Err(Exit::Gone)),
+                        Poll::Pending => {}
+                    }
+                } else {
+                    return Poll::Ready(Ok(()));
                 }
+                // The write waits for the socket: within the write timeout.
+                if !armed {
+                    timer.as_mut().reset(Instant::now() + write_timeout);
+                    armed = true;
+                }
+                return timer
+                    .as_mut()
+                    .poll(cx)
+                    .map(|()| Err(Exit::Close(CloseCode::SlowConsumer)));
             }
-        }
+        })
+        .await;
         // Freed, not kept: an idle connection holds no outbox.
         self.outbox.release();
-        if !std::mem::take(&mut self.unflushed) && !written {
-            return;
-        }
-        let deadline = Instant::now() + write_timeout;
-        match within(self.tx.flush(), timer.as_mut(), deadline).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => self.exit = Some(Exit::Gone),
-            Err(_) => {
-                if !self.inbox.is_slow() {
-                    self.state.metrics.slow_consumer_closes.inc();
-                }
-                self.exit = Some(Exit::Close(CloseCode::SlowConsumer));
+        if let Err(exit) = outcome {
+            // Counted here unless the hub already found the queue full and counted it.
+            if matches!(exit, Exit::Close(_)) && !self.inbox.is_slow() {
+                self.state.metrics.slow_consumer_closes.inc();
             }
+            self.exit = Some(exit);
         }
     }
 
@@ -901,30 +917,6 @@ where
         self.state.broker.unwatch(run.clone());
         self.state.metrics.subscriptions.dec();
     }
-}
-
-/// `io`'s output, or `Err` once `deadline` has passed, as `tokio::time::timeout` would give, but
-/// timed by `timer`, which is set only if `io` does not complete at once.
-async fn within<F>(
-    mut io: F,
-    mut timer: Pin<&mut Sleep>,
-    deadline: Instant,
-) -> Result<F::Output, ()>
-where
-    F: Future + Unpin,
-{
-    let mut armed = false;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = Pin::new(&mut io).poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        if !armed {
-            timer.as_mut().reset(deadline);
-            armed = true;
-        }
-        timer.as_mut().poll(cx).map(Err)
-    })
-    .await
 }
 
 /// Tells the client when the subscription's own token expires, in the `subscribed` or `reset`

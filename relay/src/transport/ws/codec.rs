@@ -701,7 +701,9 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         let read_half = stream.into_std().unwrap();
         let write_half = read_half.try_clone().unwrap();
-        let socket = Arc::new(Socket::new(tokio::net::TcpStream::from_std(write_half).unwrap()));
+        let socket = Arc::new(Socket::new(
+            tokio::net::TcpStream::from_std(write_half).unwrap(),
+        ));
         let mut writer = Writer::new(socket.clone());
         let mut reader = Reader::new(
             tokio::net::TcpStream::from_std(read_half).unwrap(),
@@ -733,7 +735,10 @@ mod tests {
             }
         }
         assert_eq!(pongs, 1);
-        assert!(texts[0] == "from the client" && texts[1] == long, "texts in order");
+        assert!(
+            texts[0] == "from the client" && texts[1] == long,
+            "texts in order"
+        );
         assert!(!reader.holds_bytes());
 
         writer
