@@ -9,18 +9,20 @@ pub mod ingest_payload;
 pub mod publish_body;
 pub mod state_fold;
 pub mod token_verify;
+pub mod ws_frames;
 
 /// A target: it panics when the code under test panics or breaks an invariant.
 pub type Target = fn(&[u8]);
 
 /// Every target by name; the name is also its corpus folder, `corpus/NAME`.
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("client_frame", client_frame::run),
     ("token_verify", token_verify::run),
     ("publish_body", publish_body::run),
     ("ingest_payload", ingest_payload::run),
     ("ingest_channel", ingest_channel::run),
     ("state_fold", state_fold::run),
+    ("ws_frames", ws_frames::run),
 ];
 
 /// JSON equality, with floats equal within one part in 10^15: serde_json's default float parsing

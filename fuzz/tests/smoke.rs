@@ -196,3 +196,8 @@ fn ingest_channel() {
 fn state_fold() {
     smoke("state_fold");
 }
+
+#[test]
+fn ws_frames() {
+    smoke("ws_frames");
+}

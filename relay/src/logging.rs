@@ -1,9 +1,11 @@
 //! The relay's log: lines on a writer (text, or JSON objects for log pipelines), filtered by
 //! `RUST_LOG`, with the WebSocket library's frame-level logging always off.
 //!
-//! At `debug` and `trace`, tungstenite logs whole frames, an `auth` frame's token included. Tokens
-//! must never reach the log, so those levels of its targets are dropped whatever `RUST_LOG` says
-//! (its warnings and errors, which carry no frame, still pass).
+//! The relay frames its WebSockets itself (`transport::ws::codec`) and logs no frame. axum still
+//! links tungstenite, which at `debug` and `trace` logs whole frames, an `auth` frame's token
+//! included: should it ever carry a connection, tokens must still never reach the log, so those
+//! levels of its targets are dropped whatever `RUST_LOG` says (its warnings and errors, which carry
+//! no frame, still pass).
 
 use tracing::{Level, Metadata, Subscriber};
 use tracing_subscriber::EnvFilter;

@@ -187,10 +187,8 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             let read = buf.filled();
             if read.is_empty() {
                 // The end of the stream: clean between frames, not inside one.
-                return Poll::Ready(match self.partial.take() {
-                    None => None,
-                    Some(_) => Some(Err(ReadError::Truncated)),
-                });
+                let truncated = self.partial.take().map(|_| Err(ReadError::Truncated));
+                return Poll::Ready(truncated);
             }
             match self.partial.as_deref_mut() {
                 None => {
