@@ -32,7 +32,8 @@ fi
 
 failed=()
 for t in "${targets[@]}"; do
-  mkdir -p "fuzz/work/$t"
+  # Both made here: on a clean checkout `find` on a missing folder fails, and the script with it.
+  mkdir -p "fuzz/work/$t" "fuzz/artifacts/$t"
   printf '\n==> fuzz %s for %ss\n' "$t" "$seconds" >&2
   start=$(date +%s)
   # In fork mode libFuzzer exits 0 after crashes: new files in artifacts/ tell.
