@@ -288,18 +288,13 @@ impl Socket {
     }
 }
 
-/// The socket of a request's connection, in the request's extensions: a WebSocket upgraded from
-/// it writes live events to it directly.
-#[derive(Debug, Clone)]
-pub struct SocketHandle(pub Arc<Socket>);
-
-/// A socket that holds its connection's slot, through an upgrade to a WebSocket too.
+/// A socket that holds its connection's slot, through an upgrade to a WebSocket too: hyper serves
+/// HTTP on it, and a WebSocket upgraded from it reads its frames from it
+/// ([`Held::from_upgraded`]) and writes through its [`Socket`].
 ///
 /// It also gathers writes until a flush (or [`WRITE_BUFFER`] bytes), so that a burst of small
-/// WebSocket frames costs one `send()` rather than one per frame. The buffer is freed whenever it
-/// has been written out: a connection that received a burst and went quiet holds none (a write
-/// buffer in the WebSocket library, by contrast, keeps its largest size for the connection's
-/// lifetime).
+/// writes costs one `send()` rather than one each. The buffer is freed whenever it has been
+/// written out: a connection that received a burst and went quiet holds none.
 #[derive(Debug)]
 pub struct Held {
     socket: Arc<Socket>,
@@ -441,16 +436,14 @@ pub async fn serve(listener: TcpListener, router: Router, state: AppState) {
         };
         let id = slot.id;
         let held = Held::new(stream, slot);
-        let socket = SocketHandle(held.socket.clone());
         let io = TokioIo::new(held);
         let first = Arc::new(AtomicBool::new(true));
         let service = router.clone().map_request({
             let slots = slots.clone();
-            move |mut request: Request<_>| {
+            move |request: Request<_>| {
                 if first.swap(false, Ordering::Relaxed) {
                     slots.served(id);
                 }
-                request.extensions_mut().insert(socket.clone());
                 request
             }
         });
