@@ -6,7 +6,10 @@
 //! timeout, token expiry, subscription tokens' expiry, ping, unanswered ping and idle check) and
 //! the relay's shutdown. Handlers answer without awaiting writes; the loop writes their frames out
 //! after each step, so what an idle connection keeps in memory is little more than its state. The
-//! loop is generic over the socket's halves so that tests drive it over channels with paused time.
+//! relay frames the WebSocket itself (`codec`, after the handshake in `upgrade`): the client's
+//! frames come from a reader that holds bytes only while a frame is incomplete, and the relay's go
+//! to the socket's own write buffer. The loop is generic over the reading and writing ends so that
+//! tests drive it over channels with paused time.
 //!
 //! A connection whose task waits with nothing of its own to write has live events written to its
 //! socket by the hub directly (`hub`), which spares it a wake-up per event; everything else goes
