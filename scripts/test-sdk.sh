@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The browser SDK (sdk-wasm) and the fault proxy (tests/fault-proxy):
 #   1. native unit tests (among them sdk-wasm/tests/contract.rs: the TypeScript declarations, the
-#      npm package's event list and docs/protocol.md agree with the protocol crate), and clippy for
-#      wasm32 (with `std`, and without it as the npm package);
+#      npm package's event list and docs/protocol.md agree with the protocol crate), the
+#      transports' JS side in Node (sdk-wasm/tests/transport.test.mjs), and clippy for wasm32
+#      (with `std`, and without it as the npm package);
 #   2. the TypeScript declarations type-check (the event union narrows on `event`);
 #   3. the wasm-bindgen-test suites in headless Chrome, then headless Firefox, against a real relay
 #      started here behind the fault-injecting proxy (both on 127.0.0.1:0, stopped on exit);
@@ -28,6 +29,8 @@ pinned=$(sed -n 's/^wasm-bindgen = .*"=\([0-9.]*\)".*/\1/p' sdk-wasm/Cargo.toml)
 
 log "native tests"
 cargo test --locked -p runwire-sdk -p runwire-fault-proxy
+log "the transports' JS side (Node $(node --version))"
+node --test sdk-wasm/tests/transport.test.mjs
 log "clippy (wasm32)"
 cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --all-targets -- -D warnings
 cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --lib --no-default-features -- -D warnings

@@ -69,8 +69,6 @@ pub enum Field {
     ErrorCount,
     Previous,
     Runs,
-    Done,
-    Value,
     Url,
     Token,
     MinReconnectDelayMs,
@@ -89,7 +87,7 @@ pub enum Field {
 
 impl Field {
     /// Every field, in key order.
-    pub const ALL: [Field; 53] = [
+    pub const ALL: [Field; 51] = [
         Self::Type,
         Self::Run,
         Self::Seq,
@@ -127,8 +125,6 @@ impl Field {
         Self::ErrorCount,
         Self::Previous,
         Self::Runs,
-        Self::Done,
-        Self::Value,
         Self::Url,
         Self::Token,
         Self::MinReconnectDelayMs,
@@ -185,8 +181,6 @@ impl Field {
             Self::ErrorCount => "error_count",
             Self::Previous => "previous",
             Self::Runs => "runs",
-            Self::Done => "done",
-            Self::Value => "value",
             Self::Url => "url",
             Self::Token => "token",
             Self::MinReconnectDelayMs => "minReconnectDelayMs",

@@ -7,10 +7,12 @@
 //! - [`wire`], [`decode`]: frames, and the rules that read them from parsed JSON (JS objects in
 //!   the browser, `serde_json` values in native tests);
 //! - [`backoff`]: reconnect delays;
-//! - [`sse`], [`url`]: the event-stream parser and relay addresses;
+//! - [`url`]: relay addresses;
 //! - [`js`]: frames and states as JS objects;
 //! - [`driver`], [`transport`], [`callback`]: the browser side (sockets, `fetch` streams, timers,
-//!   page events), where every JS callback is owned and released on drop.
+//!   page events), where every JS callback is owned and released on drop. The transports' calls
+//!   of browser APIs, and the reading and parsing of event streams, are JS (`src/transport.js`,
+//!   tested in Node by `tests/transport.test.mjs`): the `.wasm` learns only what they receive.
 //!
 //! Imports run one way: the state machine knows no transport, transports know the client only as
 //! a [`transport::Sink`], and the driver, which runs the machine, owns the transports.
@@ -38,7 +40,6 @@ pub mod driver;
 pub mod js;
 pub mod machine;
 pub mod registry;
-pub mod sse;
 pub mod transport;
 pub mod url;
 pub mod wire;

@@ -6,57 +6,38 @@
 //!   `unsubscribe` aborts it, `auth` sets the token for the streams opened after it. Unlike
 //!   `EventSource`, `fetch` can send the token in an `Authorization` header (never in the URL),
 //!   sees every event name, and leaves reconnecting to the client.
+//!
+//! The browser calls and the event stream's reading and parsing are in `transport.js`, which
+//! reports what a connection receives through one callback per connection (`listener`). In JS
+//! they cost a fraction of their size as Rust in the `.wasm` (wasm-bindgen's binding for each
+//! browser call, the UTF-8 and line handling, the promise steps): docs/benchmarks.md, section 6.
 
 use alloc::rc::{Rc, Weak};
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::Cell;
 
-use js_sys::Uint8Array;
 use wasm_bindgen::prelude::*;
-use web_sys::{AbortController, AbortSignal, CloseEvent, WebSocket};
+use web_sys::WebSocket;
 
 use crate::ClientFrame;
-use crate::callback::{Held, settle};
-use crate::decode::{Field, Json};
+use crate::callback::Held;
 use crate::machine::Input;
-use crate::sse::{SseItem, SseParser};
 use crate::url::RelayUrl;
 
-// The browser calls each transport makes, one import each instead of one per property set.
-#[wasm_bindgen(inline_js = "export function fetchEvents(url, token, signal) {
-  const headers = { Accept: 'text/event-stream' };
-  if (token) headers.Authorization = 'Bearer ' + token;
-  return fetch(url, { headers, signal });
-}
-export function openSocket(url, onopen, onmessage, onclose) {
-  const ws = new WebSocket(url);
-  ws.onopen = onopen;
-  ws.onmessage = (e) => onmessage(e.data);
-  ws.onclose = onclose;
-  return ws;
-}
-export function closeSocket(ws) {
-  ws.onopen = ws.onmessage = ws.onclose = null;
-  if (ws.readyState <= 1) ws.close(1000); // CONNECTING or OPEN
-}")]
+// The browser side of both transports: what each receives comes back through one callback,
+// `on(what, value)`, whose values transport.js lists.
+#[wasm_bindgen(module = "/src/transport.js")]
 extern "C" {
-    /// `fetch` (of windows and workers alike) of a run's event stream, with the token, if not
-    /// empty, in an `Authorization` header. An invalid URL or token rejects the promise.
-    #[wasm_bindgen(js_name = fetchEvents)]
-    fn fetch_events(url: &str, token: &str, signal: Option<&AbortSignal>) -> js_sys::Promise;
-    /// A WebSocket to `url` with its handlers (`on_message` is called with the message's data);
-    /// throws on an invalid URL.
+    /// A WebSocket to `url`, reporting to `on`; throws on an invalid URL.
     #[wasm_bindgen(js_name = openSocket, catch)]
-    fn open_socket(
-        url: &str,
-        on_open: &js_sys::Function,
-        on_message: &js_sys::Function,
-        on_close: &js_sys::Function,
-    ) -> Result<WebSocket, JsValue>;
+    fn open_socket(url: &str, on: &js_sys::Function) -> Result<WebSocket, JsValue>;
     /// Detaches the socket's handlers and closes it, unless it is closing or closed.
     #[wasm_bindgen(js_name = closeSocket)]
     fn close_socket(ws: &WebSocket);
+    /// `fetch` of a run's event stream with `token` (if not empty), read and parsed in JS and
+    /// reported to `on`; returns the function that aborts it.
+    #[wasm_bindgen(js_name = openEvents)]
+    fn open_events(url: &str, token: &str, on: &js_sys::Function) -> js_sys::Function;
 }
 
 /// Where a transport delivers what it receives: the client. Transports hold it weakly, so that a
@@ -69,9 +50,33 @@ pub trait Sink: 'static {
     fn frame(self: Rc<Self>, text: &JsValue);
 }
 
-/// The client behind `sink`, unless it is gone or `live` says the transport was dropped.
-fn client<S: Sink>(sink: &Weak<S>, live: &Cell<bool>) -> Option<Rc<S>> {
-    sink.upgrade().filter(|_| live.get())
+/// The callback a socket or a stream (of `run`) reports to; it turns what transport.js says
+/// into the client's inputs. transport.js calls it no more once the connection is dropped.
+fn listener<S: Sink>(sink: Weak<S>, run: String) -> Held<dyn FnMut(u16, JsValue)> {
+    Held::new(Closure::new(move |what: u16, value: JsValue| {
+        let Some(client) = sink.upgrade() else {
+            return;
+        };
+        let run = run.as_str();
+        let input = match what {
+            0 => Input::Opened,
+            1 => return client.frame(&value),
+            2 => Input::Alive,
+            3 | 4 => Input::StreamEnded {
+                run,
+                finished: what == 4,
+            },
+            5 => Input::StreamForbidden { run },
+            code => {
+                let reason = value.as_string().unwrap_or_default();
+                return client.input(Input::Closed {
+                    code,
+                    reason: &reason,
+                });
+            }
+        };
+        client.input(input);
+    }))
 }
 
 /// The connection in use.
@@ -93,68 +98,19 @@ impl<S: Sink> Transport<S> {
     }
 }
 
-/// A WebSocket with its four handlers; dropping it detaches them and closes the socket.
+/// A WebSocket with its handler; dropping it detaches the handler and closes the socket.
 #[derive(Debug)]
 pub struct WsTransport {
     ws: WebSocket,
-    /// False once dropped: the rest of a batch being dispatched is then ignored.
-    live: Rc<Cell<bool>>,
-    _on_open: Held<dyn FnMut()>,
-    _on_message: Held<dyn FnMut(JsValue)>,
-    _on_close: Held<dyn FnMut(CloseEvent)>,
+    _on: Held<dyn FnMut(u16, JsValue)>,
 }
 
 impl WsTransport {
     /// Opens a socket to `url`; what it receives goes to `sink`.
     pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
-        let weak = sink.clone();
-        let on_open = Held::new(Closure::<dyn FnMut()>::new(move || {
-            if let Some(client) = weak.upgrade() {
-                client.input(Input::Opened);
-            }
-        }));
-        let weak = sink.clone();
-        let live = Rc::new(Cell::new(true));
-        let live_here = live.clone();
-        let on_message = Held::new(Closure::<dyn FnMut(JsValue)>::new(move |data: JsValue| {
-            if !data.is_string() {
-                return;
-            }
-            // Several frames, one per line (the `auth` frame asked for batches).
-            let lines = data.unchecked_ref::<js_sys::JsString>().split("\n");
-            for line in lines.iter() {
-                // An app callback may have closed the client or dropped this connection.
-                let Some(client) = client(&weak, &live_here) else {
-                    return;
-                };
-                client.frame(&line);
-            }
-        }));
-        let weak = sink;
-        let on_close = Held::new(Closure::<dyn FnMut(CloseEvent)>::new(
-            move |e: CloseEvent| {
-                if let Some(client) = weak.upgrade() {
-                    let reason = e.reason();
-                    client.input(Input::Closed {
-                        code: e.code(),
-                        reason: &reason,
-                    });
-                }
-            },
-        ));
-        let ws = open_socket(
-            url,
-            on_open.function(),
-            on_message.function(),
-            on_close.function(),
-        )?;
-        Ok(Self {
-            ws,
-            live,
-            _on_open: on_open,
-            _on_message: on_message,
-            _on_close: on_close,
-        })
+        let on = listener(sink, String::new());
+        let ws = open_socket(url, on.function())?;
+        Ok(Self { ws, _on: on })
     }
 
     fn send(&self, frame: &ClientFrame) {
@@ -167,7 +123,6 @@ impl WsTransport {
 
 impl Drop for WsTransport {
     fn drop(&mut self) {
-        self.live.set(false);
         close_socket(&self.ws);
     }
 }
@@ -181,19 +136,16 @@ pub struct SseTransport<S: Sink> {
     sink: Weak<S>,
 }
 
-/// A running stream; dropping it aborts the request and silences its task.
+/// A running stream; dropping it aborts the request and silences its callback.
 #[derive(Debug)]
 struct Stream {
-    abort: Option<AbortController>,
-    live: Rc<Cell<bool>>,
+    abort: js_sys::Function,
+    _on: Held<dyn FnMut(u16, JsValue)>,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        self.live.set(false);
-        if let Some(a) = &self.abort {
-            a.abort();
-        }
+        let _ = self.abort.call0(&JsValue::NULL);
     }
 }
 
@@ -220,155 +172,12 @@ impl<S: Sink> SseTransport<S> {
                 self.streams.retain(|(r, _)| *r != run);
                 let url = self.url.events(&run, since, epoch.as_deref());
                 let token = token.or_else(|| self.token.clone()).unwrap_or_default();
-                let stream = self.start(run.clone(), url, token);
-                self.streams.push((run, stream));
+                let on = listener(self.sink.clone(), run.clone());
+                let abort = open_events(&url, &token, on.function());
+                self.streams.push((run, Stream { abort, _on: on }));
             }
             ClientFrame::Unsubscribe { run } => self.streams.retain(|(r, _)| *r != run),
             ClientFrame::Ping { .. } => {}
         }
-    }
-
-    fn start(&self, run: String, url: String, token: String) -> Stream {
-        let live = Rc::new(Cell::new(true));
-        let abort = AbortController::new().ok();
-        let signal = abort.as_ref().map(AbortController::signal);
-        let reader = StreamReader {
-            run,
-            sink: self.sink.clone(),
-            live: live.clone(),
-            parser: SseParser::default(),
-            any_frame: false,
-        };
-        let response = fetch_events(&url, &token, signal.as_ref());
-        settle(&response, move |r| reader.response(r));
-        Stream { abort, live }
-    }
-}
-
-enum StreamEnd {
-    /// The stream ended without saying the run is over.
-    Eof,
-    /// 204: the run is over and nothing newer is left.
-    Finished,
-    /// 403.
-    Forbidden,
-    /// The connection failed: a WebSocket close code with the same meaning.
-    Closed(u16),
-}
-
-/// A stream's reading, from its response to its end: each step is called when the promise it
-/// waited for settles.
-struct StreamReader<S: Sink> {
-    run: String,
-    sink: Weak<S>,
-    live: Rc<Cell<bool>>,
-    parser: SseParser,
-    /// A frame arrived on this stream.
-    any_frame: bool,
-}
-
-impl<S: Sink> StreamReader<S> {
-    /// `fetch` answered (or failed).
-    fn response(self, response: Result<JsValue, JsValue>) {
-        let Ok(response) = response else {
-            return self.end(StreamEnd::Closed(1006));
-        };
-        let response: web_sys::Response = response.unchecked_into();
-        let status = response.status();
-        if matches!(status, 200 | 204) {
-            if let Some(client) = client(&self.sink, &self.live) {
-                client.input(Input::Opened);
-            }
-        }
-        match status {
-            200 => {}
-            204 => return self.end(StreamEnd::Finished),
-            401 => return self.end(StreamEnd::Closed(4002)),
-            403 => return self.end(StreamEnd::Forbidden),
-            429 => return self.end(StreamEnd::Closed(4029)),
-            _ => return self.end(StreamEnd::Closed(1006)),
-        }
-        let Some(body) = response.body() else {
-            return self.end(StreamEnd::Closed(1006));
-        };
-        self.read(body.get_reader().unchecked_into());
-    }
-
-    /// Waits for the next chunk.
-    fn read(self, reader: web_sys::ReadableStreamDefaultReader) {
-        let chunk = reader.read();
-        settle(&chunk, move |chunk| self.chunk(reader, chunk));
-    }
-
-    /// A chunk arrived (or the stream ended or failed).
-    fn chunk(
-        mut self,
-        reader: web_sys::ReadableStreamDefaultReader,
-        chunk: Result<JsValue, JsValue>,
-    ) {
-        let Ok(chunk) = chunk else {
-            return self.end(StreamEnd::Closed(1006));
-        };
-        if chunk.field(Field::Done).is_truthy() {
-            // A stream that ends before saying anything is a failure, not a reason to reopen
-            // it at once (which could spin).
-            let end = if self.any_frame {
-                StreamEnd::Eof
-            } else {
-                StreamEnd::Closed(1006)
-            };
-            return self.end(end);
-        }
-        let bytes = Uint8Array::new(&chunk.field(Field::Value)).to_vec();
-        let items = match self.parser.feed(&bytes) {
-            Ok(items) => items,
-            Err(_) => return self.end(StreamEnd::Closed(1006)),
-        };
-        for item in items {
-            let Some(client) = client(&self.sink, &self.live) else {
-                return self.end(StreamEnd::Eof);
-            };
-            match item {
-                SseItem::Comment => client.input(Input::Alive),
-                SseItem::Message { event, data } if event == "close" => {
-                    // The relay is going away: {"type":"close","code":1012,...}
-                    let code = crate::js::parse(&JsValue::from_str(&data))
-                        .ok()
-                        .and_then(|v| v.field(Field::Code).as_f64())
-                        .filter(|c| (1000.0..5000.0).contains(c))
-                        .map_or(1012, |c| c as u16);
-                    return self.end(StreamEnd::Closed(code));
-                }
-                SseItem::Message { data, .. } => {
-                    self.any_frame = true;
-                    client.frame(&JsValue::from_str(&data));
-                }
-            }
-        }
-        self.read(reader);
-    }
-
-    /// The stream is over: tells the client, unless the stream was dropped or the client is gone.
-    fn end(self, end: StreamEnd) {
-        if !self.live.get() {
-            return;
-        }
-        let Some(client) = self.sink.upgrade() else {
-            return;
-        };
-        let run = &self.run;
-        let input = match end {
-            StreamEnd::Eof => Input::StreamEnded {
-                run,
-                finished: false,
-            },
-            StreamEnd::Finished => Input::StreamEnded {
-                run,
-                finished: true,
-            },
-            StreamEnd::Forbidden => Input::StreamForbidden { run },
-            StreamEnd::Closed(code) => Input::Closed { code, reason: "" },
-        };
-        client.input(input);
     }
 }
