@@ -82,12 +82,11 @@ pub enum Field {
     OnState,
     OnEnd,
     Since,
-    RequestAnimationFrame,
 }
 
 impl Field {
     /// Every field, in key order.
-    pub const ALL: [Field; 51] = [
+    pub const ALL: [Field; 50] = [
         Self::Type,
         Self::Run,
         Self::Seq,
@@ -138,7 +137,6 @@ impl Field {
         Self::OnState,
         Self::OnEnd,
         Self::Since,
-        Self::RequestAnimationFrame,
     ];
 
     /// The property name. Only native code uses it: the `.wasm` reads properties by index.
@@ -194,7 +192,6 @@ impl Field {
             Self::OnState => "onState",
             Self::OnEnd => "onEnd",
             Self::Since => "since",
-            Self::RequestAnimationFrame => "requestAnimationFrame",
         }
     }
 }

@@ -4,8 +4,7 @@
 //! No `RefCell` borrow is held while app code runs, so callbacks may call back into the client
 //! (unsubscribe from `onEvent`, close from `onStateChange`) freely.
 
-use alloc::borrow::ToOwned;
-use alloc::rc::Rc;
+use alloc::rc::{Rc, Weak};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
@@ -15,7 +14,7 @@ use runwire_protocol::EndReason;
 use wasm_bindgen::prelude::*;
 
 use crate::RunState;
-use crate::callback::{ClientToken, Held, HeldTimeout, settle};
+use crate::callback::{ClientToken, Held};
 use crate::decode::Field;
 use crate::machine::{ClientError, Effect, Input, Kind, Machine, Timer, TokenReason};
 use crate::registry::SubId;
@@ -82,12 +81,12 @@ struct App {
 #[derive(Debug, Default)]
 struct Io {
     transport: Option<Transport<Inner>>,
-    timers: Vec<(Timer, HeldTimeout)>,
-    page: Option<PageListeners>,
+    /// The client's timers and page listeners, until `close()`.
+    waker: Option<Waker>,
     /// The frame being dispatched, as the object `JSON.parse` made: what `onEvent` receives.
     frame: Option<JsValue>,
-    /// The next animation frame's call of the pending `onState`s (`stateEvery: "frame"`).
-    state_flush: Option<HeldTimeout>,
+    /// The pending `onState`s are called before the next frame (`stateEvery: "frame"`).
+    state_flush: bool,
 }
 
 /// A client's shared state. The app's handle owns the only strong reference; sockets, timers and
@@ -105,16 +104,19 @@ pub struct Inner {
 }
 
 impl Inner {
-    /// A client; page listeners are attached by [`attach_page_listeners`].
+    /// A client with its timers; page listeners are attached by [`attach_page_listeners`].
     pub fn new(
         machine: Machine,
         url: RelayUrl,
         token: TokenSource,
         debug: Option<Function>,
     ) -> Rc<Self> {
-        Rc::new(Self {
+        Rc::new_cyclic(|weak| Self {
             machine: RefCell::new(machine),
-            io: RefCell::new(Io::default()),
+            io: RefCell::new(Io {
+                waker: Some(Waker::new(weak.clone())),
+                ..Io::default()
+            }),
             app: RefCell::new(App::default()),
             url: Rc::new(url),
             token,
@@ -167,10 +169,9 @@ impl Inner {
 
     /// Drops every app callback and page listener: after `close()` nothing is called again.
     pub fn release(&self) {
-        let mut io = self.io.borrow_mut();
-        io.page = None;
-        io.state_flush = None;
-        drop(io);
+        // Cancels every timer and removes the page listeners.
+        let waker = self.io.borrow_mut().waker.take();
+        drop(waker);
         let mut app = self.app.borrow_mut();
         app.state_listener = None;
         app.error_listener = None;
@@ -244,33 +245,14 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             if timer == Timer::Backoff {
                 inner.debug("reconnecting in ms", &ms.into());
             }
-            let weak = Rc::downgrade(inner);
-            let timeout = HeldTimeout::new(ms, move || {
-                if let Some(inner) = weak.upgrade() {
-                    dispatch(&inner, Input::Timer(timer));
-                }
-            });
-            let old = {
-                let mut io = inner.io.borrow_mut();
-                let old = io
-                    .timers
-                    .iter()
-                    .position(|(t, _)| *t == timer)
-                    .map(|i| io.timers.swap_remove(i));
-                io.timers.push((timer, timeout));
-                old
-            };
-            drop(old);
+            if let Some(w) = &inner.io.borrow().waker {
+                arm(&w.js, timer as u8, f64::from(ms));
+            }
         }
         Effect::ClearTimer(timer) => {
-            let old = {
-                let mut io = inner.io.borrow_mut();
-                io.timers
-                    .iter()
-                    .position(|(t, _)| *t == timer)
-                    .map(|i| io.timers.swap_remove(i))
-            };
-            drop(old);
+            if let Some(w) = &inner.io.borrow().waker {
+                disarm(&w.js, timer as u8);
+            }
         }
         Effect::State {
             state,
@@ -371,21 +353,18 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
 /// Arranges for [`flush_states`] to run before the next frame, once however many states wait.
 fn schedule_state_flush(inner: &Rc<Inner>) {
     let mut io = inner.io.borrow_mut();
-    if io.state_flush.is_none() {
-        let weak = Rc::downgrade(inner);
-        io.state_flush = Some(HeldTimeout::next_frame(move || {
-            if let Some(inner) = weak.upgrade() {
-                flush_states(&inner);
-            }
-        }));
+    if !io.state_flush {
+        if let Some(w) = &io.waker {
+            arm(&w.js, STATE_FLUSH, -1.0);
+            io.state_flush = true;
+        }
     }
 }
 
 /// Calls `onState` once for each subscription whose state changed since its last call, with the
 /// state as it is now.
 fn flush_states(inner: &Rc<Inner>) {
-    // Released after the calls below: it is the callback running now.
-    let _this = inner.io.borrow_mut().state_flush.take();
+    inner.io.borrow_mut().state_flush = false;
     loop {
         // Built with the records borrowed, called after: the callback may (un)subscribe or close.
         let call = {
@@ -455,84 +434,160 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
     }
 }
 
+// `tokenContext`: what a token provider is called with. `askToken`: calls provider `f` with it
+// (or takes `f` itself, a fixed token) and answers `on(token)`, or `on(undefined, why)` when the
+// provider threw, rejected, or gave anything but a non-empty string: always from a microtask,
+// never from inside this call.
+#[wasm_bindgen(inline_js = "export function tokenContext(reason, runs) {
+  return { reason, runs: runs ? runs.split(' ') : [] };
+}
+export function askToken(f, context, on) {
+  let p;
+  try {
+    p = typeof f == 'function' ? f(context) : f;
+  } catch (e) {
+    p = Promise.reject(e);
+  }
+  Promise.resolve(p).then(
+    (t) => (typeof t == 'string' && t ? on(t) : on(undefined, 'the token provider did not return a string')),
+    (e) => {
+      let why = 'unknown error';
+      try {
+        why = typeof e == 'string' ? e : typeof e.message == 'string' ? e.message : why;
+      } catch {}
+      on(undefined, why);
+    },
+  );
+}")]
+extern "C" {
+    /// `{ reason, runs }`, `runs` given as run ids separated by spaces (they hold none).
+    #[wasm_bindgen(js_name = tokenContext)]
+    fn token_context(reason: &str, runs: &str) -> JsValue;
+    #[wasm_bindgen(js_name = askToken)]
+    fn ask_token(provider: &JsValue, context: &JsValue, on: JsValue);
+}
+
 /// Asks the client's token provider, or the own provider of a run's app subscription, for a
 /// token; the answer comes back as [`Input::Token`] for `req`.
 fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(String, SubId)>) {
-    let context = crate::js::object();
-    context.set_str(Field::Reason, reason.as_str());
-    let runs = js_sys::Array::new();
-    let provider = match &own {
-        Some((run, sub)) => {
-            runs.push(&run.into());
-            sub_callback(inner, *sub, |c| c.token.as_ref())
-        }
+    let (runs, provider) = match own {
+        Some((run, sub)) => (run, sub_callback(inner, sub, |c| c.token.as_ref())),
         None => {
-            for run in inner.machine().connection_runs() {
-                runs.push(&run.into());
-            }
-            None
+            let machine = inner.machine();
+            let runs: Vec<&str> = machine.connection_runs().collect();
+            (runs.join(" "), None)
         }
     };
-    context.set(Field::Runs, &runs);
+    let context = token_context(reason.as_str(), &runs);
     inner.debug("token", &context);
-    let pending = match (&inner.token, &provider) {
-        (_, Some(f)) | (TokenSource::Provider(f), None) => f.call1(&JsValue::NULL, &context),
-        (TokenSource::Fixed(t), None) => Ok(JsValue::from_str(t)),
+    let provider: JsValue = match (provider, &inner.token) {
+        (Some(f), _) => f.into(),
+        (None, TokenSource::Provider(f)) => f.into(),
+        (None, TokenSource::Fixed(t)) => t.into(),
     };
     let weak = Rc::downgrade(inner);
-    let answer = move |token: Result<JsValue, JsValue>| {
-        let token = match token {
-            Ok(v) => v
-                .as_string()
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| "the token provider did not return a string".to_owned()),
-            Err(e) => Err(crate::js::describe(&e)),
-        };
+    let answer = Closure::once_into_js(move |token: JsValue, why: JsValue| {
+        let token = token
+            .as_string()
+            .ok_or_else(|| why.as_string().unwrap_or_default());
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Token { req, token });
         }
-    };
-    // Always answered from a microtask, never from inside this dispatch.
-    match pending {
-        Ok(v) if v.has_type::<js_sys::Promise>() => settle(v.unchecked_ref(), answer),
-        other => settle(&js_sys::Promise::resolve(&JsValue::UNDEFINED), move |_| {
-            answer(other)
-        }),
-    }
+    });
+    ask_token(&provider, &context, answer);
 }
 
-// `online` and `offline` on the global object and `visibilitychange` on the document (if any)
-// call `f(0)`, `f(1)` and, when the page became visible, `f(2)`; the function returned removes
-// them. A global that is not an event target (a server runtime) gets none.
-#[wasm_bindgen(inline_js = "export function listenPage(f) {
+// A client's timers and page events, reported to one function, `f(what)`: `what` below 16 is a
+// timer that fired (`arm` sets timer `what`, replacing it, to fire after `ms` milliseconds, or
+// before the next frame is painted when `ms` is negative: after 16 ms on a global without
+// frames); 16 and 17: the browser went online or offline; 18: the page became visible (the
+// listeners are on the global object and the document, if any, once `listenPage` is called; a
+// global that is not an event target, a server runtime, gets none). `stop` cancels the timers and
+// removes the listeners.
+#[wasm_bindgen(inline_js = "export function waker(f) { return { f, t: {} }; }
+export function arm(w, id, ms) {
+  disarm(w, id);
+  const fire = () => { delete w.t[id]; w.f(id); };
+  w.t[id] = ms < 0 && typeof requestAnimationFrame == 'function'
+    ? [cancelAnimationFrame, requestAnimationFrame(fire)]
+    : [clearTimeout, setTimeout(fire, ms < 0 ? 16 : ms)];
+}
+export function disarm(w, id) {
+  const t = w.t[id];
+  if (t) {
+    delete w.t[id];
+    const [cancel, handle] = t;
+    cancel(handle); // as a function: cancelAnimationFrame and clearTimeout refuse another `this`
+  }
+}
+export function listenPage(w) {
   const g = globalThis;
   const d = typeof g.document == 'object' ? g.document : null;
   const on = [
-    [g, 'online', () => f(0)],
-    [g, 'offline', () => f(1)],
-    [d, 'visibilitychange', () => d.visibilityState === 'visible' && f(2)],
+    [g, 'online', () => w.f(16)],
+    [g, 'offline', () => w.f(17)],
+    [d, 'visibilitychange', () => d.visibilityState === 'visible' && w.f(18)],
   ].filter((l) => l[0]);
   const each = (m) => {
     for (const [t, e, h] of on) try { t[m](e, h); } catch {}
   };
   each('addEventListener');
-  return () => each('removeEventListener');
+  w.off = () => each('removeEventListener');
+}
+export function stop(w) {
+  for (const id in w.t) disarm(w, id);
+  w.off?.();
 }")]
 extern "C" {
+    #[derive(Debug)]
+    type WakerJs;
+    #[wasm_bindgen(js_name = waker)]
+    fn new_waker(f: &Function) -> WakerJs;
+    fn arm(w: &WakerJs, id: u8, ms: f64);
+    fn disarm(w: &WakerJs, id: u8);
     #[wasm_bindgen(js_name = listenPage)]
-    fn listen_page(f: &Function) -> Function;
+    fn listen_page(w: &WakerJs);
+    fn stop(w: &WakerJs);
 }
 
-/// The page listeners, while the client lives.
+/// What the waker calls for the state flush; the machine's timers are their index in
+/// [`Timer::ALL`].
+const STATE_FLUSH: u8 = 6;
+
+/// A client's timers and page listeners, with the one callback they call; dropping it cancels
+/// and removes them.
 #[derive(Debug)]
-struct PageListeners {
-    remove: Function,
-    _on_page: Held<dyn FnMut(u8)>,
+struct Waker {
+    js: WakerJs,
+    _f: Held<dyn FnMut(u8)>,
 }
 
-impl Drop for PageListeners {
+impl Waker {
+    fn new(inner: Weak<Inner>) -> Self {
+        let f = Held::new(Closure::<dyn FnMut(u8)>::new(move |what: u8| {
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let input = match what {
+                STATE_FLUSH => return flush_states(&inner),
+                16 => Input::Online,
+                17 => Input::Offline,
+                18 => Input::Visible,
+                t => match Timer::ALL.get(usize::from(t)) {
+                    Some(&t) => Input::Timer(t),
+                    None => return,
+                },
+            };
+            dispatch(&inner, input);
+        }));
+        let js = new_waker(f.function());
+        Self { js, _f: f }
+    }
+}
+
+impl Drop for Waker {
     fn drop(&mut self) {
-        let _ = self.remove.call0(&JsValue::NULL);
+        stop(&self.js);
     }
 }
 
@@ -540,20 +595,7 @@ impl Drop for PageListeners {
 /// connection as reconnecting as soon as the browser goes offline (a socket can take minutes to
 /// notice).
 pub fn attach_page_listeners(inner: &Rc<Inner>) {
-    let weak = Rc::downgrade(inner);
-    let on_page = Held::new(Closure::<dyn FnMut(u8)>::new(move |event: u8| {
-        let input = match event {
-            0 => Input::Online,
-            1 => Input::Offline,
-            _ => Input::Visible,
-        };
-        if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, input);
-        }
-    }));
-    let remove = listen_page(on_page.function());
-    inner.io.borrow_mut().page = Some(PageListeners {
-        remove,
-        _on_page: on_page,
-    });
+    if let Some(w) = &inner.io.borrow().waker {
+        listen_page(&w.js);
+    }
 }

@@ -19,7 +19,7 @@ use crate::wire::Frame;
 // One small getter and setter, by key index, instead of a generated accessor per property: the
 // names live once in the JS table, and the `.wasm` imports four functions rather than fifty.
 #[wasm_bindgen(
-    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs url token minReconnectDelayMs maxReconnectDelayMs maxReconnectAttempts transport debug stateEvery onEvent onOtherEvent onState onEnd since requestAnimationFrame'.split(' ');
+    inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs url token minReconnectDelayMs maxReconnectDelayMs maxReconnectAttempts transport debug stateEvery onEvent onOtherEvent onState onEnd since'.split(' ');
 export function get(o, k) { return o?.[K[k]]; }
 export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }"

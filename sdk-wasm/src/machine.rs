@@ -130,7 +130,8 @@ pub enum Timer {
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    /// Every timer; the driver names each by its index.
+    pub const ALL: [Timer; 6] = [
         Self::Backoff,
         Self::Attempt,
         Self::Liveness,
