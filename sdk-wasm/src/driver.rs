@@ -235,7 +235,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             if inner.debug.is_some() {
                 // With its token: the package's `debug` wrapper redacts it before the app's
                 // logger sees it.
-                inner.debug("sent", &crate::wire::encode_client_frame(&frame).into());
+                inner.debug("sent", &crate::transport::frame_text(&frame));
             }
             if let Some(t) = inner.io.borrow_mut().transport.as_mut() {
                 t.send(frame);

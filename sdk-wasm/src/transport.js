@@ -28,6 +28,18 @@ export function openSocket(url, on) {
   return ws;
 }
 
+/// The JSON text of a client frame (`docs/protocol.md`); absent fields are left out.
+export function frameText(type, run, token, since, epoch, batch) {
+  return JSON.stringify({ type, run, token, since, epoch, batch });
+}
+
+/// Sends `text` on the socket; a socket that is closing throws, and its close event follows.
+export function sendText(ws, text) {
+  try {
+    ws.send(text);
+  } catch {}
+}
+
 /// Detaches the socket's handlers and closes it, unless it is closing or closed.
 export function closeSocket(ws) {
   ws.onopen = ws.onmessage = ws.onclose = null;
@@ -82,12 +94,18 @@ export function sseParser(emit) {
   };
 }
 
-/// Opens a run's event stream with `fetch` (of windows and workers alike), the token, if not
-/// empty, in an `Authorization` header. A `close` message (the relay is going away) closes with
+/// Opens the event stream of `run` under `base` (`http(s)://host/…/v1`) with `fetch` (of windows
+/// and workers alike), resuming after `since` in `epoch` when given, the token, if not empty, in
+/// an `Authorization` header. A `close` message (the relay is going away) closes with
 /// its code (1012 unless it carries one from 1000 to 4999); 401 closes with 4002, 429 with 4029,
 /// and any other failure with 1006, a stream that ends before its first message among them
 /// (reopening it at once could spin). Returns the function that aborts it.
-export function openEvents(url, token, on) {
+export function openEvents(base, run, since, epoch, token, on) {
+  let url = `${base}/runs/${encodeURIComponent(run)}/events`;
+  if (since !== undefined) {
+    url += `?since=${since}`;
+    if (epoch !== undefined) url += `&epoch=${encodeURIComponent(epoch)}`;
+  }
   const abort = new AbortController();
   let open = true;
   let any = false;

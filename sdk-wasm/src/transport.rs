@@ -31,13 +31,59 @@ extern "C" {
     /// A WebSocket to `url`, reporting to `on`; throws on an invalid URL.
     #[wasm_bindgen(js_name = openSocket, catch)]
     fn open_socket(url: &str, on: &js_sys::Function) -> Result<WebSocket, JsValue>;
+    #[wasm_bindgen(js_name = frameText)]
+    fn frame_text_of(
+        kind: &str,
+        run: Option<&str>,
+        token: Option<&str>,
+        since: Option<f64>,
+        epoch: Option<&str>,
+        batch: Option<bool>,
+    ) -> JsValue;
+    #[wasm_bindgen(js_name = sendText)]
+    fn send_text(ws: &WebSocket, text: &JsValue);
     /// Detaches the socket's handlers and closes it, unless it is closing or closed.
     #[wasm_bindgen(js_name = closeSocket)]
     fn close_socket(ws: &WebSocket);
-    /// `fetch` of a run's event stream with `token` (if not empty), read and parsed in JS and
-    /// reported to `on`; returns the function that aborts it.
+    /// `fetch` of the event stream of `run` under `base`, from `since` in `epoch`, with `token`
+    /// (if not empty), read and parsed in JS and reported to `on`; returns the function that
+    /// aborts it.
     #[wasm_bindgen(js_name = openEvents)]
-    fn open_events(url: &str, token: &str, on: &js_sys::Function) -> js_sys::Function;
+    fn open_events(
+        base: &str,
+        run: &str,
+        since: Option<f64>,
+        epoch: Option<&str>,
+        token: &str,
+        on: &js_sys::Function,
+    ) -> js_sys::Function;
+}
+
+/// The JSON text of `frame`, as a JS string (ping ids are never sent by the SDK and are left
+/// out). Seqs are numbers in JS, exact up to 2^53.
+pub fn frame_text(frame: &ClientFrame) -> JsValue {
+    match frame {
+        ClientFrame::Auth { token, batch } => {
+            frame_text_of("auth", None, Some(token), None, None, batch.then_some(true))
+        }
+        ClientFrame::Subscribe {
+            run,
+            since,
+            epoch,
+            token,
+        } => frame_text_of(
+            "subscribe",
+            Some(run),
+            token.as_deref(),
+            since.map(|s| s as f64),
+            epoch.as_deref(),
+            None,
+        ),
+        ClientFrame::Unsubscribe { run } => {
+            frame_text_of("unsubscribe", Some(run), None, None, None, None)
+        }
+        ClientFrame::Ping { .. } => frame_text_of("ping", None, None, None, None, None),
+    }
 }
 
 /// Where a transport delivers what it receives: the client. Transports hold it weakly, so that a
@@ -114,10 +160,7 @@ impl WsTransport {
     }
 
     fn send(&self, frame: &ClientFrame) {
-        // A socket that is closing throws; its close event follows and drives the reconnect.
-        let _ = self
-            .ws
-            .send_with_str(&crate::wire::encode_client_frame(frame));
+        send_text(&self.ws, &frame_text(frame));
     }
 }
 
@@ -170,10 +213,16 @@ impl<S: Sink> SseTransport<S> {
                 token,
             } => {
                 self.streams.retain(|(r, _)| *r != run);
-                let url = self.url.events(&run, since, epoch.as_deref());
                 let token = token.or_else(|| self.token.clone()).unwrap_or_default();
                 let on = listener(self.sink.clone(), run.clone());
-                let abort = open_events(&url, &token, on.function());
+                let abort = open_events(
+                    &self.url.http_base,
+                    &run,
+                    since.map(|s| s as f64),
+                    epoch.as_deref(),
+                    &token,
+                    on.function(),
+                );
                 self.streams.push((run, Stream { abort, _on: on }));
             }
             ClientFrame::Unsubscribe { run } => self.streams.retain(|(r, _)| *r != run),

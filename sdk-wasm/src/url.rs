@@ -1,8 +1,7 @@
-//! Relay addresses: the WebSocket URL the app configures, and the SSE stream URLs derived from it.
+//! Relay addresses: the WebSocket URL the app configures, and the HTTP base of the SSE streams
+//! derived from it (transport.js adds each stream's path).
 
 use alloc::string::String;
-
-use crate::wire::push_ascii;
 
 /// The relay's WebSocket and HTTP bases, from the `url` option.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,20 +45,6 @@ impl RelayUrl {
             http_base: [http, path_base].concat(),
         })
     }
-
-    /// The SSE stream of `run`, resuming after `since` in `epoch` when given.
-    pub fn events(&self, run: &str, since: Option<u64>, epoch: Option<&str>) -> String {
-        let mut url = [&self.http_base, "/runs/", &encode(run), "/events"].concat();
-        if let Some(since) = since {
-            url.push_str("?since=");
-            crate::wire::push_uint(&mut url, since);
-            if let Some(epoch) = epoch {
-                url.push_str("&epoch=");
-                url.push_str(&encode(epoch));
-            }
-        }
-        url
-    }
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -68,22 +53,6 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     head.eq_ignore_ascii_case(prefix)
         .then(|| s.get(prefix.len()..))
         .flatten()
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            push_ascii(&mut out, b);
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            push_ascii(&mut out, HEX[usize::from(b >> 4)]);
-            push_ascii(&mut out, HEX[usize::from(b & 15)]);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -95,14 +64,6 @@ mod tests {
         let u = RelayUrl::parse("wss://relay.example/v1/ws").unwrap();
         assert_eq!(u.websocket, "wss://relay.example/v1/ws");
         assert_eq!(u.http_base, "https://relay.example/v1");
-        assert_eq!(
-            u.events("run:1", None, None),
-            "https://relay.example/v1/runs/run%3A1/events"
-        );
-        assert_eq!(
-            u.events("r", Some(7), Some("e 1/x")),
-            "https://relay.example/v1/runs/r/events?since=7&epoch=e%201%2Fx"
-        );
         let u = RelayUrl::parse("ws://127.0.0.1:9000/prefix/v1/ws").unwrap();
         assert_eq!(u.http_base, "http://127.0.0.1:9000/prefix/v1");
         let u = RelayUrl::parse("HTTP://h:1/v1/ws").unwrap();

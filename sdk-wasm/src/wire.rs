@@ -8,7 +8,7 @@ use alloc::string::ToString;
 use runwire_protocol::EndReason;
 use serde_json::Value;
 
-use crate::{ClientFrame, RunEvent, RunState};
+use crate::{RunEvent, RunState};
 
 /// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
 /// which the app receives as it came.
@@ -136,150 +136,9 @@ pub fn decode_json(text: &str) -> Result<Frame, String> {
     crate::decode::frame(&value)
 }
 
-/// The JSON text of a client frame, written by hand so that no JSON serializer ships in the
-/// `.wasm` (ping ids are never sent by the SDK and are left out).
-pub fn encode_client_frame(frame: &ClientFrame) -> String {
-    let mut out = String::with_capacity(64);
-    match frame {
-        ClientFrame::Auth { token, batch } => {
-            out.push_str(r#"{"type":"auth","token":"#);
-            push_json_string(&mut out, token);
-            if *batch {
-                out.push_str(r#","batch":true"#);
-            }
-        }
-        ClientFrame::Subscribe {
-            run,
-            since,
-            epoch,
-            token,
-        } => {
-            out.push_str(r#"{"type":"subscribe","run":"#);
-            push_json_string(&mut out, run);
-            if let Some(token) = token {
-                out.push_str(r#","token":"#);
-                push_json_string(&mut out, token);
-            }
-            if let Some(since) = since {
-                out.push_str(r#","since":"#);
-                push_uint(&mut out, *since);
-            }
-            if let Some(epoch) = epoch {
-                out.push_str(r#","epoch":"#);
-                push_json_string(&mut out, epoch);
-            }
-        }
-        ClientFrame::Unsubscribe { run } => {
-            out.push_str(r#"{"type":"unsubscribe","run":"#);
-            push_json_string(&mut out, run);
-        }
-        ClientFrame::Ping { .. } => out.push_str(r#"{"type":"ping""#),
-    }
-    out.push('}');
-    out
-}
-
-/// Appends `n` in decimal (without `core::fmt`, which would otherwise ship in the `.wasm`).
-pub fn push_uint(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        push_ascii(out, d);
-    }
-}
-
-/// Appends `b`, an ASCII character. Masked to 7 bits, the compiler knows it is one byte of UTF-8:
-/// `String::push` of any other `char` ships the UTF-8 encoder in the `.wasm`.
-pub fn push_ascii(out: &mut String, b: u8) {
-    out.push(char::from(b & 0x7f));
-}
-
-fn push_json_string(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
-    // By bytes, copying the runs between escapes: what is escaped is ASCII, so every run starts
-    // and ends on a character boundary (and no UTF-8 decoding or encoding ships in the `.wasm`).
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let named = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..0x20 => "",
-            _ => continue,
-        };
-        out.push_str(s.get(start..i).unwrap_or_default());
-        if named.is_empty() {
-            out.push_str("\\u00");
-            push_ascii(out, HEX[usize::from(b >> 4)]);
-            push_ascii(out, HEX[usize::from(b & 0xf)]);
-        } else {
-            out.push_str(named);
-        }
-        start = i + 1;
-    }
-    out.push_str(s.get(start..).unwrap_or_default());
-    out.push('"');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_frames_round_trip_through_serde() {
-        let frames = [
-            ClientFrame::Auth {
-                token: "a.b\"c\\d\u{1}\n\u{e9}".into(),
-                batch: false,
-            },
-            ClientFrame::Auth {
-                token: "t".into(),
-                batch: true,
-            },
-            ClientFrame::Subscribe {
-                run: "r1".into(),
-                since: None,
-                epoch: None,
-                token: None,
-            },
-            ClientFrame::Subscribe {
-                run: "r:1".into(),
-                since: Some(u64::MAX),
-                epoch: Some("ep\"1".into()),
-                token: Some("a.b\"c".into()),
-            },
-            ClientFrame::Unsubscribe { run: "r".into() },
-            ClientFrame::Ping { id: None },
-        ];
-        for f in frames {
-            let text = encode_client_frame(&f);
-            let back: ClientFrame = serde_json::from_str(&text).unwrap();
-            assert_eq!(back, f, "{text}");
-        }
-    }
-
-    /// Quotes, backslashes and control characters are escaped, everything else (multi-byte
-    /// characters included) is copied as it is.
-    #[test]
-    fn json_strings_are_escaped_exactly() {
-        let frame = ClientFrame::Auth {
-            token: "a\"b\\c\u{1}\u{1f}\n\r\t\u{7f}é😀".into(),
-            batch: false,
-        };
-        let want = "{\"type\":\"auth\",\"token\":\"a\\\"b\\\\c\\u0001\\u001f\\n\\r\\t\u{7f}é😀\"}";
-        assert_eq!(encode_client_frame(&frame), want);
-    }
 
     #[test]
     fn decodes_frames() {

@@ -1,6 +1,6 @@
 //! Browser tests that need no relay: the JS-side decoder agrees with `runwire-protocol`, states
-//! survive the trip to JS and back, options are checked, and the decode→fold→callback path is
-//! fast enough.
+//! survive the trip to JS and back, the frames the client sends are the protocol's, options are
+//! checked, and the decode→fold→callback path is fast enough.
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::{Cell, RefCell};
@@ -9,9 +9,9 @@ use std::rc::Rc;
 use js_sys::{Function, Object, Reflect};
 use runwire_protocol::{JsonText, RunEvent, RunState};
 use runwire_sdk::driver::{Inner, SubCallbacks, TokenSource, dispatch, dispatch_frame};
-use runwire_sdk::js;
 use runwire_sdk::machine::{Config, Input, Machine, TransportMode};
 use runwire_sdk::url::RelayUrl;
+use runwire_sdk::{ClientFrame, js, transport};
 use runwire_sdk::{RunwireClient, live_callbacks};
 use serde_json::{Value, json};
 use wasm_bindgen::prelude::*;
@@ -21,6 +21,46 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 fn to_js(v: &Value) -> JsValue {
     js_sys::JSON::parse(&v.to_string()).unwrap()
+}
+
+/// The frames the client sends (their JSON text written in JS) read back as the protocol's.
+#[wasm_bindgen_test]
+fn client_frames_are_the_protocols() {
+    let frames = [
+        ClientFrame::Auth {
+            token: "a.b\"c\\d\u{1}\n\u{e9}\u{1F600}".into(),
+            batch: false,
+        },
+        ClientFrame::Auth {
+            token: "t".into(),
+            batch: true,
+        },
+        ClientFrame::Subscribe {
+            run: "r1".into(),
+            since: None,
+            epoch: None,
+            token: None,
+        },
+        ClientFrame::Subscribe {
+            run: "r:1".into(),
+            since: Some(9_007_199_254_740_991), // 2^53 - 1: the largest seq JS holds exactly
+            epoch: Some("ep\"1".into()),
+            token: Some("a.b\"c".into()),
+        },
+        ClientFrame::Unsubscribe { run: "r".into() },
+        ClientFrame::Ping { id: None },
+    ];
+    for f in frames {
+        let text = transport::frame_text(&f).as_string().unwrap();
+        let back: ClientFrame = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, f, "{text}");
+    }
+    let auth = ClientFrame::Auth {
+        token: "t".into(),
+        batch: false,
+    };
+    let text = transport::frame_text(&auth).as_string().unwrap();
+    assert_eq!(text, r#"{"type":"auth","token":"t"}"#, "no field left over");
 }
 
 #[wasm_bindgen_test]

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
 
-import { MAX_LINE, closeSocket, openEvents, openSocket, sseParser } from '../src/transport.js';
+import { MAX_LINE, closeSocket, frameText, openEvents, openSocket, sendText, sseParser } from '../src/transport.js';
 
 /// Feeds `bytes` to a parser in chunks of `size` bytes, decoded as a stream as openEvents does.
 function parse(bytes, size = bytes.length) {
@@ -41,45 +41,52 @@ test('bounds the line kept while waiting for its end', () => {
   }, /line too long/);
 });
 
-// A relay stand-in: each path answers as its name says.
+test('client frames: their JSON text, absent fields left out', () => {
+  assert.equal(frameText('auth', undefined, 't"1', undefined, undefined, true), '{"type":"auth","token":"t\\"1","batch":true}');
+  assert.equal(frameText('subscribe', 'r:1', undefined, 7, 'e1', undefined), '{"type":"subscribe","run":"r:1","since":7,"epoch":"e1"}');
+  assert.equal(frameText('ping'), '{"type":"ping"}');
+});
+
+// A relay stand-in under `${base}/v1`: each run's stream answers as the run's name says.
 let server;
 let base;
 const seen = [];
 before(async () => {
   server = createServer((req, res) => {
     seen.push({ url: req.url, auth: req.headers.authorization, accept: req.headers.accept });
+    const run = decodeURIComponent(req.url.match(/^\/v1\/runs\/([^/]*)\/events/)?.[1] ?? '');
     const stream = (...chunks) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const next = () => (chunks.length ? res.write(chunks.shift(), () => setTimeout(next, 5)) : res.end());
       next();
     };
-    switch (req.url) {
-      case '/messages':
+    switch (run) {
+      case 'messages':
         return stream(': hb\n\n', 'data: {"type":"event","seq":1}\n\n', 'event: log\ndata: two\n\n');
-      case '/close':
+      case 'close':
         return stream('data: one\n\n', 'event: close\ndata: {"type":"close","code":1001}\n\n', 'data: after\n\n');
-      case '/close-without-code':
+      case 'close-without-code':
         return stream('event: close\ndata: nope\n\n');
-      case '/silent':
+      case 'silent':
         return stream(': hb\n\n');
-      case '/open':
+      case 'open':
         return stream('data: one\n\n'); // then never ends: the client aborts
       default: {
-        res.writeHead(Number(req.url.slice(1)));
+        res.writeHead(Number(run) || 404);
         return res.end();
       }
     }
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${server.address().port}`;
+  base = `http://127.0.0.1:${server.address().port}/v1`;
 });
 after(() => server.close());
 
-/// Opens `path` and collects what `on` is told until its last call (a number of 3 or more).
-function follow(path, token = '') {
+/// Opens the stream of `run` and collects what `on` is told until its last call (3 or more).
+function follow(run, token = '', since, epoch) {
   return new Promise((resolve) => {
     const calls = [];
-    openEvents(base + path, token, (what, value) => {
+    openEvents(base, run, since, epoch, token, (what, value) => {
       calls.push(value === undefined ? [what] : [what, value]);
       if (what >= 3) setTimeout(() => resolve(calls), 20); // anything after the end would show
     });
@@ -87,38 +94,48 @@ function follow(path, token = '') {
 }
 
 test('an event stream: open, messages and comments in order, then its end', async () => {
-  assert.deepEqual(await follow('/messages', 'tok'), [[0], [2], [1, '{"type":"event","seq":1}'], [1, 'two'], [3]]);
-  const req = seen.find((r) => r.url == '/messages');
+  assert.deepEqual(await follow('messages', 'tok'), [[0], [2], [1, '{"type":"event","seq":1}'], [1, 'two'], [3]]);
+  const req = seen.find((r) => r.url == '/v1/runs/messages/events');
   assert.equal(req.auth, 'Bearer tok');
   assert.equal(req.accept, 'text/event-stream');
 });
 
 test('no Authorization header without a token', async () => {
-  await follow('/204');
-  assert.equal(seen.find((r) => r.url == '/204').auth, undefined);
+  await follow('204');
+  assert.equal(seen.find((r) => r.url == '/v1/runs/204/events').auth, undefined);
+});
+
+test('the stream URL: the run and the epoch percent-encoded, `since` and `epoch` only to resume', async () => {
+  await follow('204', '', 7, 'e 1/x');
+  await follow('204', '', undefined, 'e2');
+  const urls = seen.map((r) => r.url).filter((u) => u.startsWith('/v1/runs/204/'));
+  assert.deepEqual(urls.slice(-2), ['/v1/runs/204/events?since=7&epoch=e%201%2Fx', '/v1/runs/204/events']);
+  seen.length = 0;
+  await follow('r:1.2_-x');
+  assert.equal(seen[0].url, '/v1/runs/r%3A1.2_-x/events');
 });
 
 test('the statuses: 204 is the run over, 403 refused, 401 and 429 as close codes, others failed', async () => {
-  assert.deepEqual(await follow('/204'), [[0], [4]]);
-  assert.deepEqual(await follow('/403'), [[5]]);
-  assert.deepEqual(await follow('/401'), [[4002]]);
-  assert.deepEqual(await follow('/429'), [[4029]]);
-  assert.deepEqual(await follow('/500'), [[1006]]);
+  assert.deepEqual(await follow('204'), [[0], [4]]);
+  assert.deepEqual(await follow('403'), [[5]]);
+  assert.deepEqual(await follow('401'), [[4002]]);
+  assert.deepEqual(await follow('429'), [[4029]]);
+  assert.deepEqual(await follow('500'), [[1006]]);
 });
 
 test('a close message closes with its code, or 1012, and nothing after it is delivered', async () => {
-  assert.deepEqual(await follow('/close'), [[0], [1, 'one'], [1001]]);
-  assert.deepEqual(await follow('/close-without-code'), [[0], [1012]]);
+  assert.deepEqual(await follow('close'), [[0], [1, 'one'], [1001]]);
+  assert.deepEqual(await follow('close-without-code'), [[0], [1012]]);
 });
 
 test('a stream that ends before its first message failed (reopening it at once could spin)', async () => {
-  assert.deepEqual(await follow('/silent'), [[0], [2], [1006]]);
+  assert.deepEqual(await follow('silent'), [[0], [2], [1006]]);
 });
 
 test('an unreachable relay fails the stream', async () => {
   const calls = await new Promise((resolve) => {
     const calls = [];
-    openEvents('http://127.0.0.1:1/x', '', (what) => {
+    openEvents('http://127.0.0.1:1/v1', 'x', undefined, undefined, '', (what) => {
       calls.push(what);
       resolve(calls);
     });
@@ -130,7 +147,7 @@ test('nothing is called once the stream is aborted, even from the callback itsel
   const calls = [];
   let abort;
   await new Promise((resolve) => {
-    abort = openEvents(base + '/open', '', (what, value) => {
+    abort = openEvents(base, 'open', undefined, undefined, '', (what, value) => {
       calls.push(what);
       if (what == 1) {
         abort();
@@ -145,9 +162,13 @@ class FakeSocket {
   static last;
   readyState = 0;
   closed = [];
+  sent = [];
   constructor(url) {
     this.url = url;
     FakeSocket.last = this;
+  }
+  send(text) {
+    this.sent.push(text);
   }
   close(code) {
     this.closed.push(code);
@@ -175,6 +196,12 @@ test('a socket: its batches one frame per line, its close code and reason, and n
     fake.onclose({ code: 0, reason: '' }); // no code: dropped
     assert.deepEqual(calls, [[0], [1, 'a'], [1, 'b'], [4001, 'token expired'], [1006, '']]);
     calls.length = 0;
+    sendText(ws, 'hello');
+    fake.send = () => {
+      throw new Error('closing');
+    };
+    sendText(ws, 'lost'); // a closing socket throws; its close event follows
+    assert.deepEqual(fake.sent, ['hello']);
     fake.onmessage({ data: 'x\nstop\ny' });
     assert.deepEqual(calls, [[1, 'x'], [1, 'stop']]);
     assert.deepEqual(fake.closed, [1000]);
