@@ -473,9 +473,14 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
     let (runs, provider) = match own {
         Some((run, sub)) => (run, sub_callback(inner, sub, |c| c.token.as_ref())),
         None => {
-            let machine = inner.machine();
-            let runs: Vec<&str> = machine.connection_runs().collect();
-            (runs.join(" "), None)
+            let mut runs = String::new();
+            for run in inner.machine().connection_runs() {
+                if !runs.is_empty() {
+                    runs.push(' ');
+                }
+                runs.push_str(run);
+            }
+            (runs, None)
         }
     };
     let context = token_context(reason.as_str(), &runs);
