@@ -2,7 +2,8 @@
 // `fetch` and parsed here. The `.wasm` drives them and learns what they receive through one
 // callback, `on(what, value)`:
 //   on(0)           the connection is open (the socket opened; the relay answered 200 or 204);
-//   on(1, text)     a frame (a line of a WebSocket message; an event stream message's data);
+//   on(1, frames)   an array of frames: the lines of a WebSocket message (the relay batches them
+//                   one per line), the messages of a chunk of an event stream;
 //   on(2)           a comment on an event stream (`: hb`): the stream is alive;
 //   on(3)           the event stream ended after at least one message;
 //   on(4)           the relay answered 204: the run is over and nothing newer is left;
@@ -14,16 +15,8 @@
 export function openSocket(url, on) {
   const ws = new WebSocket(url);
   ws.onopen = () => on(0);
-  // Several frames, one per line (the `auth` frame asks for batches); an app callback may drop
-  // the socket in the middle of them.
-  ws.onmessage = (e) => {
-    if (typeof e.data == 'string') {
-      for (const line of e.data.split('\n')) {
-        if (!ws.onmessage) return;
-        on(1, line);
-      }
-    }
-  };
+  // Several frames, one per line (the `auth` frame asks for batches): one call for all of them.
+  ws.onmessage = (e) => typeof e.data == 'string' && on(1, e.data.split('\n'));
   ws.onclose = (e) => on(e.code < 1000 ? 1006 : e.code, e.reason);
   return ws;
 }
@@ -115,7 +108,20 @@ export function openEvents(base, run, since, epoch, token, on) {
       on(what);
     }
   };
+  // The frames of a chunk go in one call, before a comment or a `close` that follows them.
+  let frames = [];
+  const flush = () => {
+    const f = frames;
+    frames = [];
+    if (open && f.length) on(1, f);
+  };
   const feed = sseParser((event, data) => {
+    if (!open) return;
+    if (event !== undefined && event != 'close') {
+      any = true;
+      return frames.push(data);
+    }
+    flush();
     if (!open) return;
     if (event == 'close') {
       let code = 1012;
@@ -125,9 +131,7 @@ export function openEvents(base, run, since, epoch, token, on) {
       } catch {}
       return end(code);
     }
-    if (event === undefined) return on(2);
-    any = true;
-    on(1, data);
+    on(2);
   });
   const headers = { Accept: 'text/event-stream' };
   if (token) headers.Authorization = 'Bearer ' + token;
@@ -144,6 +148,7 @@ export function openEvents(base, run, since, epoch, token, on) {
       const { done, value } = await reader.read();
       if (done) return end(any ? 3 : 1006);
       feed(text.decode(value, { stream: true }));
+      flush();
     }
   })().catch(() => end(1006));
   return () => {

@@ -8,13 +8,14 @@
 //!   sees every event name, and leaves reconnecting to the client.
 //!
 //! The browser calls and the event stream's reading and parsing are in `transport.js`, which
-//! reports what a connection receives through one callback per connection (`listener`). In JS
+//! reports what a connection receives through one callback per connection (`Listener`). In JS
 //! they cost a fraction of their size as Rust in the `.wasm` (wasm-bindgen's binding for each
 //! browser call, the UTF-8 and line handling, the promise steps): docs/benchmarks.md, section 6.
 
 use alloc::rc::{Rc, Weak};
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::Cell;
 
 use wasm_bindgen::prelude::*;
 use web_sys::WebSocket;
@@ -96,33 +97,62 @@ pub trait Sink: 'static {
     fn frame(self: Rc<Self>, text: &JsValue);
 }
 
-/// The callback a socket or a stream (of `run`) reports to; it turns what transport.js says
-/// into the client's inputs. transport.js calls it no more once the connection is dropped.
-fn listener<S: Sink>(sink: Weak<S>, run: String) -> Held<dyn FnMut(u16, JsValue)> {
-    Held::new(Closure::new(move |what: u16, value: JsValue| {
-        let Some(client) = sink.upgrade() else {
-            return;
-        };
-        let run = run.as_str();
-        let input = match what {
-            0 => Input::Opened,
-            1 => return client.frame(&value),
-            2 => Input::Alive,
-            3 | 4 => Input::StreamEnded {
-                run,
-                finished: what == 4,
-            },
-            5 => Input::StreamForbidden { run },
-            code => {
-                let reason = value.as_string().unwrap_or_default();
-                return client.input(Input::Closed {
-                    code,
-                    reason: &reason,
-                });
-            }
-        };
-        client.input(input);
-    }))
+/// The callback a socket or a stream (of `run`) reports to, which turns what transport.js says
+/// into the client's inputs; dropping it silences it, even in the middle of a batch of frames (an
+/// app callback may drop the connection). transport.js calls it no more once the connection is
+/// dropped.
+#[derive(Debug)]
+struct Listener {
+    live: Rc<Cell<bool>>,
+    on: Held<dyn FnMut(u16, JsValue)>,
+}
+
+impl Listener {
+    fn new<S: Sink>(sink: Weak<S>, run: String) -> Self {
+        let live = Rc::new(Cell::new(true));
+        let live_here = live.clone();
+        let on = Held::new(Closure::new(move |what: u16, value: JsValue| {
+            let Some(client) = sink.upgrade() else {
+                return;
+            };
+            let run = run.as_str();
+            let input = match what {
+                0 => Input::Opened,
+                1 => {
+                    // One call per batch: a call from JS costs more than reading an array.
+                    let frames: &js_sys::Array = value.unchecked_ref();
+                    for i in 0..frames.length() {
+                        if !live_here.get() {
+                            return;
+                        }
+                        client.clone().frame(&frames.get(i));
+                    }
+                    return;
+                }
+                2 => Input::Alive,
+                3 | 4 => Input::StreamEnded {
+                    run,
+                    finished: what == 4,
+                },
+                5 => Input::StreamForbidden { run },
+                code => {
+                    let reason = value.as_string().unwrap_or_default();
+                    return client.input(Input::Closed {
+                        code,
+                        reason: &reason,
+                    });
+                }
+            };
+            client.input(input);
+        }));
+        Self { live, on }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.live.set(false);
+    }
 }
 
 /// The connection in use.
@@ -148,14 +178,14 @@ impl<S: Sink> Transport<S> {
 #[derive(Debug)]
 pub struct WsTransport {
     ws: WebSocket,
-    _on: Held<dyn FnMut(u16, JsValue)>,
+    _on: Listener,
 }
 
 impl WsTransport {
     /// Opens a socket to `url`; what it receives goes to `sink`.
     pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
-        let on = listener(sink, String::new());
-        let ws = open_socket(url, on.function())?;
+        let on = Listener::new(sink, String::new());
+        let ws = open_socket(url, on.on.function())?;
         Ok(Self { ws, _on: on })
     }
 
@@ -183,7 +213,7 @@ pub struct SseTransport<S: Sink> {
 #[derive(Debug)]
 struct Stream {
     abort: js_sys::Function,
-    _on: Held<dyn FnMut(u16, JsValue)>,
+    _on: Listener,
 }
 
 impl Drop for Stream {
@@ -214,14 +244,14 @@ impl<S: Sink> SseTransport<S> {
             } => {
                 self.streams.retain(|(r, _)| *r != run);
                 let token = token.or_else(|| self.token.clone()).unwrap_or_default();
-                let on = listener(self.sink.clone(), run.clone());
+                let on = Listener::new(self.sink.clone(), run.clone());
                 let abort = open_events(
                     &self.url.http_base,
                     &run,
                     since.map(|s| s as f64),
                     epoch.as_deref(),
                     &token,
-                    on.function(),
+                    on.on.function(),
                 );
                 self.streams.push((run, Stream { abort, _on: on }));
             }

@@ -62,7 +62,9 @@ before(async () => {
     };
     switch (run) {
       case 'messages':
-        return stream(': hb\n\n', 'data: {"type":"event","seq":1}\n\n', 'event: log\ndata: two\n\n');
+        return stream(': hb\n\n', 'data: {"type":"event","seq":1}\n\n', 'event: log\ndata: two\n\n', 'data: 3\n\n: hb\n\n');
+      case 'batch':
+        return stream('data: a\n\n: hb\n\ndata: b\n\ndata: c\n\n');
       case 'close':
         return stream('data: one\n\n', 'event: close\ndata: {"type":"close","code":1001}\n\n', 'data: after\n\n');
       case 'close-without-code':
@@ -94,10 +96,19 @@ function follow(run, token = '', since, epoch) {
 }
 
 test('an event stream: open, messages and comments in order, then its end', async () => {
-  assert.deepEqual(await follow('messages', 'tok'), [[0], [2], [1, '{"type":"event","seq":1}'], [1, 'two'], [3]]);
+  const calls = await follow('messages', 'tok');
+  // The chunks may reach the client split or joined: frames come in arrays, in order.
+  assert.deepEqual(calls.filter(([what]) => what != 1), [[0], [2], [2], [3]]);
+  assert.deepEqual(calls.filter(([what]) => what == 1).flatMap(([, frames]) => frames), ['{"type":"event","seq":1}', 'two', '3']);
+  assert.equal(calls.findIndex(([what]) => what == 1) > 1, true, 'after the first comment');
+  assert.deepEqual(calls.at(-3)[0], 1, 'the last frame before the last comment');
   const req = seen.find((r) => r.url == '/v1/runs/messages/events');
   assert.equal(req.auth, 'Bearer tok');
   assert.equal(req.accept, 'text/event-stream');
+});
+
+test("a chunk's frames in one call, before the comment that follows them", async () => {
+  assert.deepEqual(await follow('batch'), [[0], [1, ['a']], [2], [1, ['b', 'c']], [3]]);
 });
 
 test('no Authorization header without a token', async () => {
@@ -124,7 +135,7 @@ test('the statuses: 204 is the run over, 403 refused, 401 and 429 as close codes
 });
 
 test('a close message closes with its code, or 1012, and nothing after it is delivered', async () => {
-  assert.deepEqual(await follow('close'), [[0], [1, 'one'], [1001]]);
+  assert.deepEqual(await follow('close'), [[0], [1, ['one']], [1001]]);
   assert.deepEqual(await follow('close-without-code'), [[0], [1012]]);
 });
 
@@ -176,14 +187,13 @@ class FakeSocket {
   }
 }
 
-test('a socket: its batches one frame per line, its close code and reason, and nothing after closeSocket', () => {
+test('a socket: a batch as its lines in one call, its close code and reason, and nothing after closeSocket', () => {
   globalThis.WebSocket = FakeSocket;
   try {
     const calls = [];
     let ws;
     ws = openSocket('ws://relay/v1/ws', (what, value) => {
       calls.push(value === undefined ? [what] : [what, value]);
-      if (value == 'stop') closeSocket(ws);
     });
     const fake = FakeSocket.last;
     assert.equal(ws, fake);
@@ -194,7 +204,7 @@ test('a socket: its batches one frame per line, its close code and reason, and n
     fake.onmessage({ data: new ArrayBuffer(2) }); // not text: ignored
     fake.onclose({ code: 4001, reason: 'token expired' });
     fake.onclose({ code: 0, reason: '' }); // no code: dropped
-    assert.deepEqual(calls, [[0], [1, 'a'], [1, 'b'], [4001, 'token expired'], [1006, '']]);
+    assert.deepEqual(calls, [[0], [1, ['a', 'b']], [4001, 'token expired'], [1006, '']]);
     calls.length = 0;
     sendText(ws, 'hello');
     fake.send = () => {
@@ -202,8 +212,7 @@ test('a socket: its batches one frame per line, its close code and reason, and n
     };
     sendText(ws, 'lost'); // a closing socket throws; its close event follows
     assert.deepEqual(fake.sent, ['hello']);
-    fake.onmessage({ data: 'x\nstop\ny' });
-    assert.deepEqual(calls, [[1, 'x'], [1, 'stop']]);
+    closeSocket(ws);
     assert.deepEqual(fake.closed, [1000]);
     assert.equal(fake.onmessage, null);
     assert.equal(fake.onclose, null);
