@@ -201,6 +201,15 @@ impl Field {
 pub trait Json: Sized {
     /// Property `k` of an object; absent on anything else.
     fn field(&self, k: Field) -> Self;
+    /// Property `k`, if it is a string: one step where the browser path would otherwise make
+    /// the property a JS value, read it and drop it.
+    fn str_field(&self, k: Field) -> Option<String> {
+        self.field(k).as_string()
+    }
+    /// Property `k`, if it is a number (as [`Json::str_field`]).
+    fn num_field(&self, k: Field) -> Option<f64> {
+        self.field(k).as_f64()
+    }
     /// `undefined` or `null`.
     fn is_absent(&self) -> bool;
     /// An object that is not an array.
@@ -223,37 +232,37 @@ pub trait Json: Sized {
 const U32: f64 = u32::MAX as f64;
 const U64: f64 = 18_446_744_073_709_551_615.0;
 
-fn string<J: Json>(v: J, what: &str) -> Result<String, String> {
-    v.as_string()
+fn string<J: Json>(o: &J, k: Field, what: &str) -> Result<String, String> {
+    o.str_field(k)
         .ok_or_else(|| [what, " must be a string"].concat())
 }
 
-fn opt_string<J: Json>(v: J, what: &str) -> Result<Option<String>, String> {
-    if v.is_absent() {
-        Ok(None)
-    } else {
-        string(v, what).map(Some)
+fn opt_string<J: Json>(o: &J, k: Field, what: &str) -> Result<Option<String>, String> {
+    match o.str_field(k) {
+        Some(s) => Ok(Some(s)),
+        None if o.field(k).is_absent() => Ok(None),
+        None => Err([what, " must be a string"].concat()),
     }
 }
 
 /// A non-negative integer no larger than `max`.
-fn uint<J: Json>(v: &J, what: &str, max: f64) -> Result<u64, String> {
-    match v.as_f64() {
+fn uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<u64, String> {
+    match o.num_field(k) {
         Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
         _ => Err([what, " must be a non-negative integer"].concat()),
     }
 }
 
-fn opt_uint<J: Json>(v: J, what: &str, max: f64) -> Result<Option<u64>, String> {
-    if v.is_absent() {
+fn opt_uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<Option<u64>, String> {
+    if o.num_field(k).is_none() && o.field(k).is_absent() {
         Ok(None)
     } else {
-        uint(&v, what, max).map(Some)
+        uint(o, k, what, max).map(Some)
     }
 }
 
-fn percent<J: Json>(v: J, what: &str) -> Result<f64, String> {
-    match v.as_f64() {
+fn percent<J: Json>(o: &J, k: Field, what: &str) -> Result<f64, String> {
+    match o.num_field(k) {
         Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
         Some(_) => Err([what, " must be between 0 and 100"].concat()),
         None => Err([what, " must be a number"].concat()),
@@ -261,7 +270,7 @@ fn percent<J: Json>(v: J, what: &str) -> Result<f64, String> {
 }
 
 fn node_key<J: Json>(d: &J) -> Result<String, String> {
-    let key = string(d.field(Field::NodeKey), "node_key")?;
+    let key = string(d, Field::NodeKey, "node_key")?;
     if key.is_empty() || key.len() > MAX_NODE_KEY_LEN {
         return Err("node_key must be 1 to 256 bytes".to_owned());
     }
@@ -298,47 +307,47 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     }
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
-            workflow: opt_string(d.field(Field::Workflow), "workflow")?,
-            node_count: opt_uint(d.field(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
+            workflow: opt_string(d, Field::Workflow, "workflow")?,
+            node_count: opt_uint(d, Field::NodeCount, "node_count", U32)?.map(|n| n as u32),
         }),
         "run.progress" => RunEvent::RunProgress(RunProgress {
-            progress: percent(d.field(Field::Progress), "progress")?,
-            current_node: opt_string(d.field(Field::CurrentNode), "current_node")?,
+            progress: percent(d, Field::Progress, "progress")?,
+            current_node: opt_string(d, Field::CurrentNode, "current_node")?,
         }),
         "run.completed" => RunEvent::RunCompleted(RunCompleted {
-            total_duration_ms: opt_uint(d.field(Field::TotalDurationMs), "total_duration_ms", U64)?,
-            node_count: opt_uint(d.field(Field::NodeCount), "node_count", U32)?.map(|n| n as u32),
+            total_duration_ms: opt_uint(d, Field::TotalDurationMs, "total_duration_ms", U64)?,
+            node_count: opt_uint(d, Field::NodeCount, "node_count", U32)?.map(|n| n as u32),
             result: opt_value(d.field(Field::Result)),
         }),
         "run.failed" => RunEvent::RunFailed(RunFailed {
-            error: string(d.field(Field::Error), "error")?,
-            node_key: opt_string(d.field(Field::NodeKey), "node_key")?,
+            error: string(d, Field::Error, "error")?,
+            node_key: opt_string(d, Field::NodeKey, "node_key")?,
         }),
         "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
-            reason: opt_string(d.field(Field::Reason), "reason")?,
+            reason: opt_string(d, Field::Reason, "reason")?,
         }),
         "node.started" => RunEvent::NodeStarted(NodeStarted {
             node_key: node_key(d)?,
         }),
         "node.progress" => RunEvent::NodeProgress(NodeProgress {
             node_key: node_key(d)?,
-            progress: percent(d.field(Field::Progress), "progress")?,
+            progress: percent(d, Field::Progress, "progress")?,
         }),
         "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
             node_key: node_key(d)?,
-            duration_ms: opt_uint(d.field(Field::DurationMs), "duration_ms", U64)?,
+            duration_ms: opt_uint(d, Field::DurationMs, "duration_ms", U64)?,
             output_summary: opt_value(d.field(Field::OutputSummary)),
         }),
         "node.failed" => RunEvent::NodeFailed(NodeFailed {
             node_key: node_key(d)?,
-            error: string(d.field(Field::Error), "error")?,
+            error: string(d, Field::Error, "error")?,
         }),
         "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
             node_key: node_key(d)?,
-            reason: opt_string(d.field(Field::Reason), "reason")?,
+            reason: opt_string(d, Field::Reason, "reason")?,
         }),
         "log" => RunEvent::Log(runwire_protocol::event::Log {
-            level: match d.field(Field::Level).as_string().as_deref() {
+            level: match d.str_field(Field::Level).as_deref() {
                 Some("debug") => LogLevel::Debug,
                 Some("info") => LogLevel::Info,
                 Some("warning" | "warn") => LogLevel::Warning,
@@ -350,8 +359,8 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
                     );
                 }
             },
-            message: string(d.field(Field::Message), "message")?,
-            node_key: opt_string(d.field(Field::NodeKey), "node_key")?,
+            message: string(d, Field::Message, "message")?,
+            node_key: opt_string(d, Field::NodeKey, "node_key")?,
             // Not part of the fold; the app reads it from the event object.
             metadata: None,
         }),
@@ -367,29 +376,29 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
     if !f.is_plain_object() {
         return Err("frame is not a JSON object".to_owned());
     }
-    let ty = string(f.field(Field::Type), "type")?;
-    let run = || string(f.field(Field::Run), "run");
+    let ty = string(f, Field::Type, "type")?;
+    let run = || string(f, Field::Run, "run");
     let frame = match ty.as_str() {
         "event" => {
-            let name = string(f.field(Field::Event), "event")?;
+            let name = string(f, Field::Event, "event")?;
             Frame::Event(EventFrame {
                 run: run()?,
-                seq: uint(&f.field(Field::Seq), "seq", U64)?,
+                seq: uint(f, Field::Seq, "seq", U64)?,
                 typed: typed_event(&name, &f.field(Field::Data)),
                 name,
-                ts: string(f.field(Field::Ts), "ts")?,
+                ts: string(f, Field::Ts, "ts")?,
             })
         }
         "welcome" => Frame::Welcome {
-            heartbeat_ms: uint(&f.field(Field::HeartbeatMs), "heartbeat_ms", U64)?,
-            expires_at: uint(&f.field(Field::ExpiresAt), "expires_at", U64)?,
+            heartbeat_ms: uint(f, Field::HeartbeatMs, "heartbeat_ms", U64)?,
+            expires_at: uint(f, Field::ExpiresAt, "expires_at", U64)?,
         },
         "subscribed" | "reset" => {
             let run = run()?;
-            let seq = uint(&f.field(Field::Seq), "seq", U64)?;
+            let seq = uint(f, Field::Seq, "seq", U64)?;
             let state = state(&f.field(Field::State))?;
-            let epoch = string(f.field(Field::Epoch), "epoch")?;
-            let expires_at = opt_uint(f.field(Field::ExpiresAt), "expires_at", U64)?;
+            let epoch = string(f, Field::Epoch, "epoch")?;
+            let expires_at = opt_uint(f, Field::ExpiresAt, "expires_at", U64)?;
             if ty == "reset" {
                 Frame::Reset {
                     run,
@@ -410,12 +419,12 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
         }
         "unsubscribed" => Frame::Unsubscribed {
             run: run()?,
-            reason: Ended::parse(&string(f.field(Field::Reason), "reason")?),
+            reason: Ended::parse(&string(f, Field::Reason, "reason")?),
         },
         "error" => Frame::Error {
-            code: string(f.field(Field::Code), "code")?,
-            message: f.field(Field::Message).as_string().unwrap_or_default(),
-            run: opt_string(f.field(Field::Run), "run")?,
+            code: string(f, Field::Code, "code")?,
+            message: f.str_field(Field::Message).unwrap_or_default(),
+            run: opt_string(f, Field::Run, "run")?,
         },
         "pong" => Frame::Pong,
         _ => Frame::Other,
@@ -429,7 +438,7 @@ pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
     if !s.is_plain_object() {
         return Err("state must be a JSON object".to_owned());
     }
-    let status = match s.field(Field::Status).as_string().as_deref() {
+    let status = match s.str_field(Field::Status).as_deref() {
         Some("pending") | None => RunStatus::Pending,
         Some("running") => RunStatus::Running,
         Some("completed") => RunStatus::Completed,
@@ -441,42 +450,42 @@ pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
     let nodes = (0..list.array_len().unwrap_or(0).min(MAX_NODES))
         .map(|i| list.item(i))
         .map(|o| NodeState {
-            key: o.field(Field::Key).as_string().unwrap_or_default(),
-            status: match o.field(Field::Status).as_string().as_deref() {
+            key: o.str_field(Field::Key).unwrap_or_default(),
+            status: match o.str_field(Field::Status).as_deref() {
                 Some("running") => NodeStatus::Running,
                 Some("completed") => NodeStatus::Completed,
                 Some("failed") => NodeStatus::Failed,
                 Some("skipped") => NodeStatus::Skipped,
                 _ => NodeStatus::Pending,
             },
-            progress: o.field(Field::Progress).as_f64(),
-            started_at: o.field(Field::StartedAt).as_string(),
-            finished_at: o.field(Field::FinishedAt).as_string(),
-            duration_ms: o.field(Field::DurationMs).as_f64().map(|n| n as u64),
-            error: o.field(Field::Error).as_string(),
+            progress: o.num_field(Field::Progress),
+            started_at: o.str_field(Field::StartedAt),
+            finished_at: o.str_field(Field::FinishedAt),
+            duration_ms: o.num_field(Field::DurationMs).map(|n| n as u64),
+            error: o.str_field(Field::Error),
             output_summary: opt_value(o.field(Field::OutputSummary)),
         })
         .collect();
-    let count = |v: J| v.as_f64().map_or(0, |n| n as u64);
+    let count = |k| s.num_field(k).map_or(0, |n| n as u64);
     Ok(RunState {
-        seq: count(s.field(Field::Seq)),
+        seq: count(Field::Seq),
         status,
-        workflow: s.field(Field::Workflow).as_string(),
-        node_count: s.field(Field::NodeCount).as_f64().map(|n| n as u32),
-        progress: s.field(Field::Progress).as_f64().unwrap_or(0.0),
-        current_node: s.field(Field::CurrentNode).as_string(),
+        workflow: s.str_field(Field::Workflow),
+        node_count: s.num_field(Field::NodeCount).map(|n| n as u32),
+        progress: s.num_field(Field::Progress).unwrap_or(0.0),
+        current_node: s.str_field(Field::CurrentNode),
         nodes,
         nodes_truncated: s.field(Field::NodesTruncated).is_truthy(),
-        started_at: s.field(Field::StartedAt).as_string(),
-        finished_at: s.field(Field::FinishedAt).as_string(),
-        duration_ms: s.field(Field::DurationMs).as_f64().map(|n| n as u64),
-        error: s.field(Field::Error).as_string(),
-        failed_node: s.field(Field::FailedNode).as_string(),
-        cancel_reason: s.field(Field::CancelReason).as_string(),
+        started_at: s.str_field(Field::StartedAt),
+        finished_at: s.str_field(Field::FinishedAt),
+        duration_ms: s.num_field(Field::DurationMs).map(|n| n as u64),
+        error: s.str_field(Field::Error),
+        failed_node: s.str_field(Field::FailedNode),
+        cancel_reason: s.str_field(Field::CancelReason),
         result: opt_value(s.field(Field::Result)),
-        log_count: count(s.field(Field::LogCount)),
-        warning_count: count(s.field(Field::WarningCount)),
-        error_count: count(s.field(Field::ErrorCount)),
+        log_count: count(Field::LogCount),
+        warning_count: count(Field::WarningCount),
+        error_count: count(Field::ErrorCount),
     })
 }
 

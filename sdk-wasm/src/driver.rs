@@ -246,12 +246,12 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 inner.debug("reconnecting in ms", &ms.into());
             }
             if let Some(w) = &inner.io.borrow().waker {
-                arm(&w.js, timer as u8, f64::from(ms));
+                arm(&w.js, timer as u16, f64::from(ms));
             }
         }
         Effect::ClearTimer(timer) => {
             if let Some(w) = &inner.io.borrow().waker {
-                disarm(&w.js, timer as u8);
+                disarm(&w.js, timer as u16);
             }
         }
         Effect::State {
@@ -435,7 +435,7 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
 }
 
 // `tokenContext`: what a token provider is called with. `askToken`: calls provider `f` with it
-// (or takes `f` itself, a fixed token) and answers `on(token)`, or `on(undefined, why)` when the
+// (or takes `f` itself, a fixed token) and answers `on(1, token)`, or `on(0, why)` when the
 // provider threw, rejected, or gave anything but a non-empty string: always from a microtask,
 // never from inside this call.
 #[wasm_bindgen(inline_js = "export function tokenContext(reason, runs) {
@@ -449,13 +449,13 @@ export function askToken(f, context, on) {
     p = Promise.reject(e);
   }
   Promise.resolve(p).then(
-    (t) => (typeof t == 'string' && t ? on(t) : on(undefined, 'the token provider did not return a string')),
+    (t) => (typeof t == 'string' && t ? on(1, t) : on(0, 'the token provider did not return a string')),
     (e) => {
       let why = 'unknown error';
       try {
         why = typeof e == 'string' ? e : typeof e.message == 'string' ? e.message : why;
       } catch {}
-      on(undefined, why);
+      on(0, why);
     },
   );
 }")]
@@ -491,10 +491,9 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
         (None, TokenSource::Fixed(t)) => t.into(),
     };
     let weak = Rc::downgrade(inner);
-    let answer = Closure::once_into_js(move |token: JsValue, why: JsValue| {
-        let token = token
-            .as_string()
-            .ok_or_else(|| why.as_string().unwrap_or_default());
+    let answer = Closure::once_into_js(move |ok: u16, value: JsValue| {
+        let value = value.as_string().unwrap_or_default();
+        let token = if ok == 1 { Ok(value) } else { Err(value) };
         if let Some(inner) = weak.upgrade() {
             dispatch(&inner, Input::Token { req, token });
         }
@@ -548,8 +547,8 @@ extern "C" {
     type WakerJs;
     #[wasm_bindgen(js_name = waker)]
     fn new_waker(f: &Function) -> WakerJs;
-    fn arm(w: &WakerJs, id: u8, ms: f64);
-    fn disarm(w: &WakerJs, id: u8);
+    fn arm(w: &WakerJs, id: u16, ms: f64);
+    fn disarm(w: &WakerJs, id: u16);
     #[wasm_bindgen(js_name = listenPage)]
     fn listen_page(w: &WakerJs);
     fn stop(w: &WakerJs);
@@ -557,34 +556,40 @@ extern "C" {
 
 /// What the waker calls for the state flush; the machine's timers are their index in
 /// [`Timer::ALL`].
-const STATE_FLUSH: u8 = 6;
+const STATE_FLUSH: u16 = 6;
 
 /// A client's timers and page listeners, with the one callback they call; dropping it cancels
 /// and removes them.
+///
+/// Its callback takes `(what, value)` and ignores `value`: the signature of a connection's
+/// callback (`transport.rs`) and of the token provider's answer, since wasm-bindgen links a call
+/// shim for each closure signature.
 #[derive(Debug)]
 struct Waker {
     js: WakerJs,
-    _f: Held<dyn FnMut(u8)>,
+    _f: Held<dyn FnMut(u16, JsValue)>,
 }
 
 impl Waker {
     fn new(inner: Weak<Inner>) -> Self {
-        let f = Held::new(Closure::<dyn FnMut(u8)>::new(move |what: u8| {
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let input = match what {
-                STATE_FLUSH => return flush_states(&inner),
-                16 => Input::Online,
-                17 => Input::Offline,
-                18 => Input::Visible,
-                t => match Timer::ALL.get(usize::from(t)) {
-                    Some(&t) => Input::Timer(t),
-                    None => return,
-                },
-            };
-            dispatch(&inner, input);
-        }));
+        let f = Held::new(Closure::<dyn FnMut(u16, JsValue)>::new(
+            move |what: u16, _| {
+                let Some(inner) = inner.upgrade() else {
+                    return;
+                };
+                let input = match what {
+                    STATE_FLUSH => return flush_states(&inner),
+                    16 => Input::Online,
+                    17 => Input::Offline,
+                    18 => Input::Visible,
+                    t => match Timer::ALL.get(usize::from(t)) {
+                        Some(&t) => Input::Timer(t),
+                        None => return,
+                    },
+                };
+                dispatch(&inner, input);
+            },
+        ));
         let js = new_waker(f.function());
         Self { js, _f: f }
     }

@@ -21,6 +21,8 @@ use crate::wire::Frame;
 #[wasm_bindgen(
     inline_js = "const K = 'type run seq event ts data state epoch reason code message heartbeat_ms expires_at workflow node_count progress current_node total_duration_ms result error node_key duration_ms output_summary level status nodes nodes_truncated key started_at finished_at failed_node cancel_reason log_count warning_count error_count previous runs url token minReconnectDelayMs maxReconnectDelayMs maxReconnectAttempts transport debug stateEvery onEvent onOtherEvent onState onEnd since'.split(' ');
 export function get(o, k) { return o?.[K[k]]; }
+export function str(o, k) { const v = o?.[K[k]]; if (typeof v == 'string') return v; }
+export function num(o, k) { const v = o?.[K[k]]; if (typeof v == 'number') return v; }
 export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
@@ -32,6 +34,10 @@ extern "C" {
 
     #[wasm_bindgen(js_name = get)]
     fn get_key(o: &Obj, k: u32) -> JsValue;
+    #[wasm_bindgen(js_name = str)]
+    fn get_str(o: &JsValue, k: u32) -> Option<String>;
+    #[wasm_bindgen(js_name = num)]
+    fn get_num(o: &JsValue, k: u32) -> Option<f64>;
     #[wasm_bindgen(js_name = option)]
     fn get_option(o: &JsValue, k: u32) -> JsValue;
     #[wasm_bindgen(js_name = set)]
@@ -98,6 +104,14 @@ pub fn describe(e: &JsValue) -> String {
 impl Json for JsValue {
     fn field(&self, k: Field) -> Self {
         get_key(self.unchecked_ref(), k as u32)
+    }
+
+    fn str_field(&self, k: Field) -> Option<String> {
+        get_str(self, k as u32)
+    }
+
+    fn num_field(&self, k: Field) -> Option<f64> {
+        get_num(self, k as u32)
     }
 
     fn is_absent(&self) -> bool {
