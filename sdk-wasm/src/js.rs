@@ -115,7 +115,7 @@ impl Json for JsValue {
     }
 
     fn is_absent(&self) -> bool {
-        self.is_undefined() || self.is_null()
+        self.is_null_or_undefined()
     }
 
     fn is_plain_object(&self) -> bool {
