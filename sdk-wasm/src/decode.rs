@@ -247,18 +247,20 @@ fn opt_string<J: Json>(o: &J, k: Field, what: &str) -> Result<Option<String>, St
 
 /// A non-negative integer no larger than `max`.
 fn uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<u64, String> {
+    opt_uint(o, k, what, max)?.ok_or_else(|| not_uint(what))
+}
+
+/// As [`uint`], or absent.
+fn opt_uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<Option<u64>, String> {
     match o.num_field(k) {
-        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(n as u64),
-        _ => Err([what, " must be a non-negative integer"].concat()),
+        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(Some(n as u64)),
+        None if o.field(k).is_absent() => Ok(None),
+        _ => Err(not_uint(what)),
     }
 }
 
-fn opt_uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<Option<u64>, String> {
-    if o.num_field(k).is_none() && o.field(k).is_absent() {
-        Ok(None)
-    } else {
-        uint(o, k, what, max).map(Some)
-    }
+fn not_uint(what: &str) -> String {
+    [what, " must be a non-negative integer"].concat()
 }
 
 fn percent<J: Json>(o: &J, k: Field, what: &str) -> Result<f64, String> {
