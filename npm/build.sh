@@ -24,13 +24,17 @@ log "cargo rustc -p runwire-sdk --crate-type cdylib --no-default-features (wasm3
 wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/runwire_sdk.wasm"
 
 rm -rf wasm dist
-log "wasm-bindgen --target web"
-wasm-bindgen --target web --out-dir wasm --out-name runwire_sdk "$wasm"
+# --encode-into always: strings go into the .wasm by TextEncoder#encodeInto, which every browser
+# and Node the package supports has, without the fallback for runtimes that lack it.
+log "wasm-bindgen --target web --encode-into always"
+wasm-bindgen --target web --encode-into always --out-dir wasm --out-name runwire_sdk "$wasm"
 # binaryen from the npm registry (pinned in package-lock.json): it reads the features the module
 # declares (reference types for wasm-bindgen's externref table among them).
+# --flatten --rereloop first: every function's control flow rebuilt from its graph, which -Oz then
+# folds smaller than LLVM's structure (docs/benchmarks.md, "The SDK: 28,825 B to 28,453 B").
 # --converge: run -Oz until it stops shrinking; --strip-producers: the toolchain names, unused.
-log "wasm-opt -Oz"
-node node_modules/binaryen/bin/wasm-opt -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
+log "wasm-opt --flatten --rereloop -Oz"
+node node_modules/binaryen/bin/wasm-opt --flatten --rereloop -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
   -o wasm/runwire_sdk_bg.wasm
 # Imports, exports and the import module renamed to one or two letters, in the .wasm, the glue and
 # its declarations (wasm-bindgen's names are ~80 identifiers of 20 to 60 bytes, each written twice).

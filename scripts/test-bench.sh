@@ -2,7 +2,7 @@
 # CI smoke of the benchmark harness: every scenario with a few hundred clients for a few seconds,
 # against runwire and the Node `ws` peer (and the floor where it applies: scenarios 1-3), and
 # scenario 6 (the npm package in headless Chromium)
-# with a thousand events. Fails when the tool errors or any delivery is incomplete
+# with a thousand events, and the comparison of two SDK builds in Node (the package against itself). Fails when the tool errors or any delivery is incomplete
 # (a subscriber failed, an event was missing, duplicated or out of order). The numbers of a debug
 # build on a CI machine mean nothing; the full scenarios are run by hand (scripts/bench.sh).
 set -euo pipefail
@@ -44,6 +44,14 @@ if RUNWIRE_BIN=target/debug/runwire node bench/sdk/throughput.mjs --runs 2 --eve
   summary+=("PASS  sdk")
 else
   summary+=("FAIL  sdk")
+  status=1
+fi
+# The side-by-side comparison of two builds (bench/sdk/compare.mjs), here the package against itself.
+printf '\n==> bench/sdk/compare.mjs npm/dist npm/dist\n' >&2
+if node --expose-gc bench/sdk/compare.mjs npm/dist npm/dist --runs 2 --events 500 --rounds 2; then
+  summary+=("PASS  sdk-compare")
+else
+  summary+=("FAIL  sdk-compare")
   status=1
 fi
 

@@ -6,8 +6,8 @@
 //
 // Each round has three passes; every one checks that each run's events arrive exactly once and in
 // order (or the round fails):
-// - "SDK alone": the client talks to an in-memory socket in the page (the global `WebSocket`
-//   replaced), which answers `auth` and `subscribe` as the relay does and then hands it the
+// - "SDK alone": the client talks to an in-memory socket in the page (bench/sdk/memory.mjs, the
+//   global `WebSocket` replaced), which answers `auth` and `subscribe` as the relay does and then hands it the
 //   event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
 //   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, with
 //   `onEvent` plus `onState` (the folded state built as a JS object after every event), and with
@@ -28,6 +28,7 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { chromium } from "playwright-core";
 import { ROOT, RUNWIRE, spawnRunwire } from "../../tests/e2e/lib.mjs";
+import { MemorySocket, eventAt, follow, inMemory } from "./memory.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const DIST = join(ROOT, "npm/dist");
@@ -59,23 +60,6 @@ function token(secret, claims) {
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
-/** A mix of typed events as a worker sends them: the run starts, nodes start, report, log, finish. */
-function eventAt(i, EVENTS) {
-  if (i === 1) return { event: "run.started", data: { workflow: "bench", node_count: 50 } };
-  if (i === EVENTS) return { event: "run.completed", data: { total_duration_ms: i, result: { events: i } } };
-  const node_key = `n${Math.floor(i / 4) % 50}`;
-  switch (i % 4) {
-    case 0:
-      return { event: "node.started", data: { node_key } };
-    case 1:
-      return { event: "node.progress", data: { node_key, progress: i % 100 } };
-    case 2:
-      return { event: "log", data: { level: "info", message: `event ${i}`, node_key } };
-    default:
-      return { event: "node.completed", data: { node_key, duration_ms: i, output_summary: { rows: i } } };
-  }
-}
-
 function startRelay(secret, webDir) {
   const args = ["serve", "--addr", "127.0.0.1:0", "--secret", secret, "--web-dir", webDir];
   return spawnRunwire(args, { ...process.env, RUST_LOG: "warn" });
@@ -102,85 +86,10 @@ const PAGE = `<!doctype html><meta charset="utf-8"><title>runwire SDK throughput
 import { RunwireClient } from "./dist/src/index.js";
 const eventAt = ${eventAt.toString()};
 
-// Follows every run with one client; resolves when all have ended ("completed"). withState:
-// false (no onState), "event" or "frame" (its stateEvery).
-function follow(client, runs, withState) {
-  const errors = [];
-  client.onError((e) => errors.push(e.code + ": " + e.message));
-  let count = 0, first = 0, lastAt = 0, ended = 0, outOfOrder = 0, states = 0, stale = 0;
-  return new Promise((done, fail) => {
-    const timer = setTimeout(() => { client.close(); fail(new Error("timed out after " + count + " events")); }, 120000);
-    for (const run of runs) {
-      let last = 0, lastState = 0;
-      client.subscribe(run, {
-        since: 0,
-        stateEvery: withState || "event",
-        onEvent: (ev) => {
-          lastAt = performance.now();
-          if (count++ === 0) first = lastAt;
-          if (ev.seq !== last + 1) outOfOrder++;
-          last = ev.seq;
-        },
-        onState: withState ? (s) => { if (s.seq > 0) states++; lastState = s.seq; } : undefined,
-        onEnd: (reason) => {
-          if (reason !== "completed") errors.push(run + " ended: " + reason);
-          if (withState && lastState !== last) stale++;
-          if (++ended === runs.length) {
-            clearTimeout(timer);
-            client.close();
-            done({ count, ms: lastAt - first, outOfOrder, states, stale, errors });
-          }
-        },
-      });
-    }
-  });
-}
+// The in-memory pass and what it needs (memory.mjs), as source.
+${[MemorySocket, follow, inMemory].map(String).join("\n\n")}
 
-// A socket that plays the relay from memory.
-const EMPTY = { seq: 0, status: "pending", progress: 0, nodes: [], log_count: 0, warning_count: 0, error_count: 0 };
-class MemorySocket {
-  constructor() {
-    this.readyState = 0;
-    this.onopen = this.onmessage = this.onclose = null;
-    MemorySocket.current = this;
-    setTimeout(() => { this.readyState = 1; this.onopen?.(); });
-  }
-  send(text) {
-    const f = JSON.parse(text);
-    if (f.type === "auth") {
-      this.deliver({ type: "welcome", conn: "m", heartbeat_ms: 600000, expires_at: Math.floor(Date.now() / 1000) + 3600, protocol: 1 });
-    } else if (f.type === "subscribe") {
-      this.deliver({ type: "subscribed", run: f.run, seq: 0, state: EMPTY, epoch: "e1" }, () => MemorySocket.subscribed(f.run));
-    }
-  }
-  deliver(frame, then) {
-    const data = JSON.stringify(frame);
-    setTimeout(() => { this.onmessage?.({ data }); then?.(); });
-  }
-  close() { this.readyState = 3; }
-}
-
-window.inMemory = async ({ runs, events, withState }) => {
-  const frames = runs.map((run) => Array.from({ length: events }, (_, k) => JSON.stringify({
-    type: "event", run, seq: k + 1, ts: "2026-11-22T08:00:00.000Z", ...eventAt(k + 1, events),
-  })));
-  const real = globalThis.WebSocket;
-  globalThis.WebSocket = MemorySocket;
-  try {
-    let subscribed = 0;
-    const ready = new Promise((ok) => { MemorySocket.subscribed = () => { if (++subscribed === runs.length) ok(); }; });
-    const client = new RunwireClient({ url: "ws://memory.invalid/v1/ws", token: "t", transport: "websocket" });
-    const result = follow(client, runs, withState);
-    await ready;
-    const socket = MemorySocket.current;
-    for (let k = 0; k < events; k++) {
-      for (const list of frames) socket.onmessage?.({ data: list[k] });
-    }
-    return await result;
-  } finally {
-    globalThis.WebSocket = real;
-  }
-};
+window.inMemory = (args) => inMemory(RunwireClient, args);
 
 window.viaRelay = ({ url, token, runs }) =>
   follow(new RunwireClient({ url, token, transport: "websocket" }), runs, false);
