@@ -31,7 +31,7 @@ wasm-bindgen --target web --encode-into always --out-dir wasm --out-name runwire
 # binaryen from the npm registry (pinned in package-lock.json): it reads the features the module
 # declares (reference types for wasm-bindgen's externref table among them).
 # --flatten --rereloop first: every function's control flow rebuilt from its graph, which -Oz then
-# folds smaller than LLVM's structure (docs/benchmarks.md, "The SDK: 28,825 B to 28,453 B").
+# folds smaller than LLVM's structure (docs/benchmarks.md, "The SDK: 28,825 B to 28,471 B").
 # --converge: run -Oz until it stops shrinking; --strip-producers: the toolchain names, unused.
 log "wasm-opt --flatten --rereloop -Oz"
 node node_modules/binaryen/bin/wasm-opt --flatten --rereloop -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \

@@ -1,8 +1,9 @@
 // Two builds of the SDK side by side in one Node process: the in-memory passes of scenario 6
-// (bench/sdk/memory.mjs: `onEvent` alone, and with `onState` after every event), alternating
+// (bench/sdk/lib.mjs: `onEvent` alone, and with `onState` after every event), alternating
 // between the builds round by round, so that both see the same process, the same JIT and the same
 // machine load. Prints each pass's median events/s per build and the median of the paired ratios
-// (B/A), after a first round that warms both up. For changes to the SDK or its build; scenario 6 (throughput.mjs) stays the browser's word.
+// (B/A), after a first round that warms both up. For changes to the SDK or its build; scenario 6
+// (throughput.mjs) stays the browser's word.
 //
 //   node --expose-gc bench/sdk/compare.mjs A B [--runs 10] [--events 10000] [--rounds 20]
 //
@@ -14,20 +15,12 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { inMemory } from "./memory.mjs";
+import { fmt, inMemory, median, option } from "./lib.mjs";
 
 const args = process.argv.slice(2);
-function option(name, fallback) {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(args[i + 1]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} takes a positive integer`);
-  args.splice(i, 2);
-  return n;
-}
-const RUNS = option("runs", 10);
-const EVENTS = option("events", 10_000);
-const ROUNDS = option("rounds", 20);
+const RUNS = option(args, "runs", 10);
+const EVENTS = option(args, "events", 10_000);
+const ROUNDS = option(args, "rounds", 20);
 if (EVENTS < 2) throw new Error("--events: at least 2");
 if (args.length !== 2) throw new Error("usage: node bench/sdk/compare.mjs A B [--runs N] [--events N] [--rounds N]");
 
@@ -67,8 +60,6 @@ for (let round = 0; round <= ROUNDS; round++) {
   }
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 console.log(`A: ${args[0]}\nB: ${args[1]}\nNode ${process.versions.node}; ${RUNS} runs × ${fmt(EVENTS)} events per pass, ${ROUNDS} rounds alternating\n`);
 console.log("| pass | A, events/s | B, events/s | B/A (paired median, range) |");
 console.log("| --- | ---: | ---: | ---: |");

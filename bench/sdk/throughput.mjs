@@ -6,9 +6,9 @@
 //
 // Each round has three passes; every one checks that each run's events arrive exactly once and in
 // order (or the round fails):
-// - "SDK alone": the client talks to an in-memory socket in the page (bench/sdk/memory.mjs, the
-//   global `WebSocket` replaced), which answers `auth` and `subscribe` as the relay does and then hands it the
-//   event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
+// - "SDK alone": the client talks to an in-memory socket in the page (bench/sdk/lib.mjs, the
+//   global `WebSocket` replaced), which answers `auth` and `subscribe` as the relay does and then
+//   hands it the event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
 //   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, with
 //   `onEvent` plus `onState` (the folded state built as a JS object after every event), and with
 //   `onState` at most once per frame (`stateEvery: "frame"`; each run's last state still has to
@@ -28,21 +28,15 @@ import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { chromium } from "playwright-core";
 import { ROOT, RUNWIRE, spawnRunwire } from "../../tests/e2e/lib.mjs";
-import { MemorySocket, eventAt, follow, inMemory } from "./memory.mjs";
+import { MemorySocket, eventAt, fmt, follow, inMemory, median, option } from "./lib.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const DIST = join(ROOT, "npm/dist");
 
-function option(name, fallback) {
-  const i = process.argv.indexOf(`--${name}`);
-  if (i < 0) return fallback;
-  const n = Number(process.argv[i + 1]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} takes a positive integer`);
-  return n;
-}
-const RUNS = option("runs", 10);
-const EVENTS = option("events", 10_000);
-const ROUNDS = option("rounds", 5);
+const args = process.argv.slice(2);
+const RUNS = option(args, "runs", 10);
+const EVENTS = option(args, "events", 10_000);
+const ROUNDS = option(args, "rounds", 5);
 if (EVENTS < 2 || EVENTS > 10_000) throw new Error("--events: 2 to 10000 (the relay retains 10,000 events per run)");
 
 for (const [path, hint] of [
@@ -84,10 +78,8 @@ async function publish(url, secret, run) {
 const PAGE = `<!doctype html><meta charset="utf-8"><title>runwire SDK throughput</title>
 <script type="module">
 import { RunwireClient } from "./dist/src/index.js";
-const eventAt = ${eventAt.toString()};
-
-// The in-memory pass and what it needs (memory.mjs), as source.
-${[MemorySocket, follow, inMemory].map(String).join("\n\n")}
+// The in-memory pass and what it needs (lib.mjs), as source.
+${[eventAt, MemorySocket, follow, inMemory].map(String).join("\n\n")}
 
 window.inMemory = (args) => inMemory(RunwireClient, args);
 
@@ -122,8 +114,6 @@ window.bareSocket = ({ url, token, runs, events }) => new Promise((done, fail) =
 window.ready = true;
 </script>`;
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
 const wasm = join(DIST, "wasm/runwire_sdk_bg.wasm");
 const glue = join(DIST, "wasm/runwire_sdk.js");

@@ -210,6 +210,11 @@ pub trait Json: Sized {
     fn num_field(&self, k: Field) -> Option<f64> {
         self.field(k).as_f64()
     }
+    /// Property `k` is absent (as [`Json::str_field`]): asked after an optional property was not
+    /// of its type, which is most often because it is absent.
+    fn absent_field(&self, k: Field) -> bool {
+        self.field(k).is_absent()
+    }
     /// `undefined` or `null`.
     fn is_absent(&self) -> bool;
     /// An object that is not an array.
@@ -240,7 +245,7 @@ fn string<J: Json>(o: &J, k: Field, what: &str) -> Result<String, String> {
 fn opt_string<J: Json>(o: &J, k: Field, what: &str) -> Result<Option<String>, String> {
     match o.str_field(k) {
         Some(s) => Ok(Some(s)),
-        None if o.field(k).is_absent() => Ok(None),
+        None if o.absent_field(k) => Ok(None),
         None => Err([what, " must be a string"].concat()),
     }
 }
@@ -254,7 +259,7 @@ fn uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<u64, String> {
 fn opt_uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<Option<u64>, String> {
     match o.num_field(k) {
         Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(Some(n as u64)),
-        None if o.field(k).is_absent() => Ok(None),
+        None if o.absent_field(k) => Ok(None),
         _ => Err(not_uint(what)),
     }
 }

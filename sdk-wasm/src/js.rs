@@ -23,6 +23,7 @@ use crate::wire::Frame;
 export function get(o, k) { return o?.[K[k]]; }
 export function str(o, k) { const v = o?.[K[k]]; if (typeof v == 'string') return v; }
 export function num(o, k) { const v = o?.[K[k]]; if (typeof v == 'number') return v; }
+export function absent(o, k) { return o?.[K[k]] == null; }
 export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }"
 )]
@@ -38,6 +39,8 @@ extern "C" {
     fn get_str(o: &JsValue, k: u32) -> Option<String>;
     #[wasm_bindgen(js_name = num)]
     fn get_num(o: &JsValue, k: u32) -> Option<f64>;
+    #[wasm_bindgen(js_name = absent)]
+    fn is_absent_key(o: &JsValue, k: u32) -> bool;
     #[wasm_bindgen(js_name = option)]
     fn get_option(o: &JsValue, k: u32) -> JsValue;
     #[wasm_bindgen(js_name = set)]
@@ -112,6 +115,10 @@ impl Json for JsValue {
 
     fn num_field(&self, k: Field) -> Option<f64> {
         get_num(self, k as u32)
+    }
+
+    fn absent_field(&self, k: Field) -> bool {
+        is_absent_key(self, k as u32)
     }
 
     fn is_absent(&self) -> bool {

@@ -1,6 +1,24 @@
-// What the SDK's in-memory passes play (bench/sdk/throughput.mjs in Chromium, bench/sdk/compare.mjs
-// in Node): the events of a run, and a socket that stands in for the relay. Each is
-// self-contained, so that throughput.mjs can also hand its source to the page.
+// What bench/sdk/throughput.mjs (in Chromium) and bench/sdk/compare.mjs (in Node) share: their
+// command-line options and figures, and the in-memory pass, with the events it plays and a socket
+// that stands in for the relay. The pass's functions are self-contained, so that throughput.mjs
+// can also hand their source to the page.
+
+/**
+ * The positive integer after `--name` in `args` (removed from it with its value), or `fallback`.
+ */
+export function option(args, name, fallback) {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return fallback;
+  const n = Number(args[i + 1]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} takes a positive integer`);
+  args.splice(i, 2);
+  return n;
+}
+
+/** The middle value (of an even count, the upper of the two middle ones). */
+export const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+/** A figure rounded, with thousands separators. */
+export const fmt = (n) => Math.round(n).toLocaleString("en-US");
 
 /** A mix of typed events as a worker sends them: the run starts, nodes start, report, log, finish. */
 export function eventAt(i, EVENTS) {
