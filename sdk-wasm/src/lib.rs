@@ -47,7 +47,7 @@ pub mod wire;
 use alloc::rc::Rc;
 
 use js_sys::Function;
-use runwire_protocol::{JsonText, is_valid_run_id};
+use runwire_protocol::JsonText;
 use wasm_bindgen::prelude::*;
 
 pub use callback::{live_callbacks, live_clients};
@@ -82,58 +82,41 @@ pub struct RunwireClient {
 #[wasm_bindgen]
 impl RunwireClient {
     /// Creates a client. Nothing connects until the first `subscribe`.
+    ///
+    /// The options are those the package's layer (`npm/src/client.ts`, the only caller: apps
+    /// cannot import this module) has checked, with the messages apps see, before the module is
+    /// even loaded; they are not checked twice. A value out of shape all the same reads as its
+    /// default (a `url` that is not a relay's still throws), and nothing here panics on it.
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "RunwireClientOptions")] options: JsValue,
     ) -> Result<RunwireClient, JsError> {
         let get = |key| js::option(&options, key);
-        if !options.is_object() {
-            return Err(JsError::new("RunwireClient: options must be an object"));
-        }
-        let url = get(Field::Url)
-            .as_string()
-            .ok_or_else(|| JsError::new("RunwireClient: `url` must be a string"))?;
-        let url =
-            RelayUrl::parse(&url).map_err(|e| JsError::new(&["RunwireClient: ", e].concat()))?;
+        let url = RelayUrl::parse(&get(Field::Url).as_string().unwrap_or_default())
+            .map_err(JsError::new)?;
         let token = get(Field::Token);
-        let token = if let Some(t) = token.as_string() {
-            TokenSource::Fixed(t)
-        } else if token.is_function() {
-            TokenSource::Provider(token.unchecked_into())
-        } else {
-            return Err(JsError::new(
-                "RunwireClient: `token` must be a string or a function returning one",
-            ));
+        let token = match token.as_string() {
+            Some(t) => TokenSource::Fixed(t),
+            None => TokenSource::Provider(token.unchecked_into()),
         };
         let defaults = Backoff::default();
-        let min = ms_option(
-            &get(Field::MinReconnectDelayMs),
-            "RunwireClient: `minReconnectDelayMs` must be a non-negative number",
-        )?;
-        let max = ms_option(
-            &get(Field::MaxReconnectDelayMs),
-            "RunwireClient: `maxReconnectDelayMs` must be a non-negative number",
-        )?;
-        let max_attempts = ms_option(
-            &get(Field::MaxReconnectAttempts),
-            "RunwireClient: `maxReconnectAttempts` must be a non-negative number",
-        )?;
+        let ms = |key| {
+            get(key)
+                .as_f64()
+                .filter(|n| n.is_finite())
+                .map(|n| n.clamp(0.0, f64::from(u32::MAX)) as u32)
+        };
         let transport = match get(Field::Transport).as_string().as_deref() {
-            None | Some("auto") => TransportMode::Auto,
             Some("websocket") => TransportMode::WebSocket,
             Some("sse") => TransportMode::Sse,
-            Some(_) => {
-                return Err(JsError::new(
-                    "RunwireClient: `transport` must be \"auto\", \"websocket\" or \"sse\"",
-                ));
-            }
+            _ => TransportMode::Auto,
         };
         let cfg = Config {
             backoff: Backoff::new(
-                min.unwrap_or(defaults.min_ms),
-                max.unwrap_or(defaults.max_ms),
+                ms(Field::MinReconnectDelayMs).unwrap_or(defaults.min_ms),
+                ms(Field::MaxReconnectDelayMs).unwrap_or(defaults.max_ms),
             ),
-            max_attempts,
+            max_attempts: ms(Field::MaxReconnectAttempts),
             transport,
             static_token: matches!(token, TokenSource::Fixed(_)),
         };
@@ -167,7 +150,8 @@ impl RunwireClient {
         self.inner.set_error_listener(listener);
     }
 
-    /// Follows run `run`. Connects on the first subscription.
+    /// Follows run `run`. Connects on the first subscription. The run id and the options are
+    /// checked by the package's layer, as the client's options are; after `close()` this throws.
     pub fn subscribe(
         &self,
         run: &str,
@@ -176,49 +160,20 @@ impl RunwireClient {
         if self.inner.machine().is_shut() {
             return Err(JsError::new("RunwireClient: the client is closed"));
         }
-        if !is_valid_run_id(run) {
-            return Err(JsError::new(
-                "RunwireClient: invalid run id (1 to 128 of A-Z a-z 0-9 _ . : -)",
-            ));
-        }
-        let get = |key| {
-            if handlers.is_object() {
-                js::option(&handlers, key)
-            } else {
-                JsValue::UNDEFINED
-            }
-        };
+        let get = |key| js::option(&handlers, key);
         let callback = |key| {
             let v = get(key);
             v.is_function().then(|| v.unchecked_into::<Function>())
-        };
-        let state_per_frame = match get(Field::StateEvery) {
-            v if v.is_undefined() => false,
-            v if v == "event" => false,
-            v if v == "frame" => true,
-            _ => {
-                return Err(JsError::new(
-                    "RunwireClient: `stateEvery` must be \"event\" or \"frame\"",
-                ));
-            }
         };
         let callbacks = SubCallbacks {
             on_event: callback(Field::OnEvent),
             on_other_event: callback(Field::OnOtherEvent),
             on_state: callback(Field::OnState),
             on_end: callback(Field::OnEnd),
-            state_per_frame,
+            state_per_frame: get(Field::StateEvery) == "frame",
             token: callback(Field::Token),
         };
-        let since = match get(Field::Since).as_f64() {
-            Some(s) if s >= 0.0 && s % 1.0 == 0.0 => Some(s as u64),
-            Some(_) => {
-                return Err(JsError::new(
-                    "RunwireClient: `since` must be a non-negative integer",
-                ));
-            }
-            None => None,
-        };
+        let since = get(Field::Since).as_f64().map(|s| s as u64);
         let wants_state = callbacks.on_state.is_some();
         let own_token = callbacks.token.is_some();
         let (id, cell) = self.inner.add_sub(callbacks);
@@ -334,17 +289,5 @@ impl Subscription {
     /// Stops following the run: `onEnd("unsubscribed")` is called, then nothing else.
     pub fn unsubscribe(&self) {
         dispatch(&self.inner, Input::Unsubscribe(self.id));
-    }
-}
-
-/// A count or delay option; `error` is the message for any other value.
-fn ms_option(v: &JsValue, error: &str) -> Result<Option<u32>, JsError> {
-    if v.is_undefined() || v.is_null() {
-        return Ok(None);
-    }
-    match v.as_f64() {
-        Some(n) if n.is_finite() && n >= 0.0 => Ok(Some(n.min(f64::from(u32::MAX)) as u32)),
-        Some(n) if n == f64::INFINITY => Ok(None),
-        _ => Err(JsError::new(error)),
     }
 }

@@ -76,6 +76,51 @@ test("a client created on the server does not throw, load or connect", () => {
   assert.deepEqual(touched, []);
 });
 
+test("every option is checked by the package, with the message apps see", () => {
+  // The WebAssembly client does not check them again (sdk-wasm/src/lib.rs): these checks are
+  // the only ones, made before the module is loaded.
+  const ok = { url: "ws://h/v1/ws", token: "t" };
+  const refused = [
+    [null, /options must be an object/],
+    ["ws://h/v1/ws", /options must be an object/],
+    [{ token: "t" }, /`url` must be a string/],
+    [{ ...ok, url: "ftp://h/v1/ws" }, /url must start with ws:\/\/ or wss:\/\//],
+    [{ ...ok, url: "wss:///v1/ws" }, /url has no host/],
+    [{ url: ok.url }, /`token` must be a string or a function/],
+    [{ ...ok, token: 7 }, /`token` must be a string or a function/],
+    [{ ...ok, minReconnectDelayMs: -1 }, /`minReconnectDelayMs` must be a non-negative number/],
+    [{ ...ok, maxReconnectDelayMs: NaN }, /`maxReconnectDelayMs` must be a non-negative number/],
+    [{ ...ok, maxReconnectAttempts: "3" }, /`maxReconnectAttempts` must be a non-negative number/],
+    [{ ...ok, debug: "yes" }, /`debug` must be a boolean or a function/],
+    [{ ...ok, transport: "carrier-pigeon" }, /`transport` must be "auto", "websocket" or "sse"/],
+  ];
+  for (const [options, message] of refused) {
+    assert.throws(() => new runwire.RunwireClient(options), message, JSON.stringify(options));
+  }
+  for (const options of [
+    ok,
+    { ...ok, url: "HTTPS://h:1/v1/ws", token: () => "t" },
+    { ...ok, minReconnectDelayMs: 0, maxReconnectDelayMs: Infinity, maxReconnectAttempts: null },
+    { ...ok, transport: "sse", debug: false },
+  ]) {
+    new runwire.RunwireClient(options).close();
+  }
+  const c = new runwire.RunwireClient(ok);
+  const subscribeRefused = [
+    ["", {}, /invalid run id/],
+    ["r".repeat(129), {}, /invalid run id/],
+    ["run 1", {}, /invalid run id/],
+    ["run_1", { stateEvery: "sometimes" }, /`stateEvery` must be "event" or "frame"/],
+    ["run_1", { since: -1 }, /`since` must be a non-negative integer/],
+    ["run_1", { since: 2.5 }, /`since` must be a non-negative integer/],
+    ["run_1", { token: "a-string" }, /`token` must be a function/],
+  ];
+  for (const [run, options, message] of subscribeRefused) {
+    assert.throws(() => c.subscribe(run, options), message, `${run} ${JSON.stringify(options)}`);
+  }
+  c.close();
+});
+
 test("useRun renders its initial values with react-dom/server", async () => {
   const { createElement: h } = await import("react");
   const { renderToString } = await import("react-dom/server");
