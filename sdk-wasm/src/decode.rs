@@ -215,6 +215,9 @@ pub trait Json: Sized {
     fn absent_field(&self, k: Field) -> bool {
         self.field(k).is_absent()
     }
+    /// The message that property `k` must be as `rule` says (" must be a string"): built where
+    /// the property names are, so the `.wasm` holds none of them.
+    fn must(k: Field, rule: &str) -> String;
     /// `undefined` or `null`.
     fn is_absent(&self) -> bool;
     /// An object that is not an array.
@@ -237,47 +240,45 @@ pub trait Json: Sized {
 const U32: f64 = u32::MAX as f64;
 const U64: f64 = 18_446_744_073_709_551_615.0;
 
-fn string<J: Json>(o: &J, k: Field, what: &str) -> Result<String, String> {
+fn string<J: Json>(o: &J, k: Field) -> Result<String, String> {
     o.str_field(k)
-        .ok_or_else(|| [what, " must be a string"].concat())
+        .ok_or_else(|| J::must(k, " must be a string"))
 }
 
-fn opt_string<J: Json>(o: &J, k: Field, what: &str) -> Result<Option<String>, String> {
+fn opt_string<J: Json>(o: &J, k: Field) -> Result<Option<String>, String> {
     match o.str_field(k) {
         Some(s) => Ok(Some(s)),
         None if o.absent_field(k) => Ok(None),
-        None => Err([what, " must be a string"].concat()),
+        None => Err(J::must(k, " must be a string")),
     }
 }
 
 /// A non-negative integer no larger than `max`.
-fn uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<u64, String> {
-    opt_uint(o, k, what, max)?.ok_or_else(|| not_uint(what))
+fn uint<J: Json>(o: &J, k: Field, max: f64) -> Result<u64, String> {
+    opt_uint(o, k, max)?.ok_or_else(|| J::must(k, NOT_UINT))
 }
 
 /// As [`uint`], or absent.
-fn opt_uint<J: Json>(o: &J, k: Field, what: &str, max: f64) -> Result<Option<u64>, String> {
+fn opt_uint<J: Json>(o: &J, k: Field, max: f64) -> Result<Option<u64>, String> {
     match o.num_field(k) {
         Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(Some(n as u64)),
         None if o.absent_field(k) => Ok(None),
-        _ => Err(not_uint(what)),
+        _ => Err(J::must(k, NOT_UINT)),
     }
 }
 
-fn not_uint(what: &str) -> String {
-    [what, " must be a non-negative integer"].concat()
-}
+const NOT_UINT: &str = " must be a non-negative integer";
 
-fn percent<J: Json>(o: &J, k: Field, what: &str) -> Result<f64, String> {
+fn percent<J: Json>(o: &J, k: Field) -> Result<f64, String> {
     match o.num_field(k) {
         Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        Some(_) => Err([what, " must be between 0 and 100"].concat()),
-        None => Err([what, " must be a number"].concat()),
+        Some(_) => Err(J::must(k, " must be between 0 and 100")),
+        None => Err(J::must(k, " must be a number")),
     }
 }
 
 fn node_key<J: Json>(d: &J) -> Result<String, String> {
-    let key = string(d, Field::NodeKey, "node_key")?;
+    let key = string(d, Field::NodeKey)?;
     if key.is_empty() || key.len() > MAX_NODE_KEY_LEN {
         return Err("node_key must be 1 to 256 bytes".to_owned());
     }
@@ -314,44 +315,44 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     }
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
-            workflow: opt_string(d, Field::Workflow, "workflow")?,
-            node_count: opt_uint(d, Field::NodeCount, "node_count", U32)?.map(|n| n as u32),
+            workflow: opt_string(d, Field::Workflow)?,
+            node_count: opt_uint(d, Field::NodeCount, U32)?.map(|n| n as u32),
         }),
         "run.progress" => RunEvent::RunProgress(RunProgress {
-            progress: percent(d, Field::Progress, "progress")?,
-            current_node: opt_string(d, Field::CurrentNode, "current_node")?,
+            progress: percent(d, Field::Progress)?,
+            current_node: opt_string(d, Field::CurrentNode)?,
         }),
         "run.completed" => RunEvent::RunCompleted(RunCompleted {
-            total_duration_ms: opt_uint(d, Field::TotalDurationMs, "total_duration_ms", U64)?,
-            node_count: opt_uint(d, Field::NodeCount, "node_count", U32)?.map(|n| n as u32),
+            total_duration_ms: opt_uint(d, Field::TotalDurationMs, U64)?,
+            node_count: opt_uint(d, Field::NodeCount, U32)?.map(|n| n as u32),
             result: opt_value(d.field(Field::Result)),
         }),
         "run.failed" => RunEvent::RunFailed(RunFailed {
-            error: string(d, Field::Error, "error")?,
-            node_key: opt_string(d, Field::NodeKey, "node_key")?,
+            error: string(d, Field::Error)?,
+            node_key: opt_string(d, Field::NodeKey)?,
         }),
         "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
-            reason: opt_string(d, Field::Reason, "reason")?,
+            reason: opt_string(d, Field::Reason)?,
         }),
         "node.started" => RunEvent::NodeStarted(NodeStarted {
             node_key: node_key(d)?,
         }),
         "node.progress" => RunEvent::NodeProgress(NodeProgress {
             node_key: node_key(d)?,
-            progress: percent(d, Field::Progress, "progress")?,
+            progress: percent(d, Field::Progress)?,
         }),
         "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
             node_key: node_key(d)?,
-            duration_ms: opt_uint(d, Field::DurationMs, "duration_ms", U64)?,
+            duration_ms: opt_uint(d, Field::DurationMs, U64)?,
             output_summary: opt_value(d.field(Field::OutputSummary)),
         }),
         "node.failed" => RunEvent::NodeFailed(NodeFailed {
             node_key: node_key(d)?,
-            error: string(d, Field::Error, "error")?,
+            error: string(d, Field::Error)?,
         }),
         "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
             node_key: node_key(d)?,
-            reason: opt_string(d, Field::Reason, "reason")?,
+            reason: opt_string(d, Field::Reason)?,
         }),
         "log" => RunEvent::Log(runwire_protocol::event::Log {
             level: match d.str_field(Field::Level).as_deref() {
@@ -366,8 +367,8 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
                     );
                 }
             },
-            message: string(d, Field::Message, "message")?,
-            node_key: opt_string(d, Field::NodeKey, "node_key")?,
+            message: string(d, Field::Message)?,
+            node_key: opt_string(d, Field::NodeKey)?,
             // Not part of the fold; the app reads it from the event object.
             metadata: None,
         }),
@@ -383,29 +384,29 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
     if !f.is_plain_object() {
         return Err("frame is not a JSON object".to_owned());
     }
-    let ty = string(f, Field::Type, "type")?;
-    let run = || string(f, Field::Run, "run");
+    let ty = string(f, Field::Type)?;
+    let run = || string(f, Field::Run);
     let frame = match ty.as_str() {
         "event" => {
-            let name = string(f, Field::Event, "event")?;
+            let name = string(f, Field::Event)?;
             Frame::Event(EventFrame {
                 run: run()?,
-                seq: uint(f, Field::Seq, "seq", U64)?,
+                seq: uint(f, Field::Seq, U64)?,
                 typed: typed_event(&name, &f.field(Field::Data)),
                 name,
-                ts: string(f, Field::Ts, "ts")?,
+                ts: string(f, Field::Ts)?,
             })
         }
         "welcome" => Frame::Welcome {
-            heartbeat_ms: uint(f, Field::HeartbeatMs, "heartbeat_ms", U64)?,
-            expires_at: uint(f, Field::ExpiresAt, "expires_at", U64)?,
+            heartbeat_ms: uint(f, Field::HeartbeatMs, U64)?,
+            expires_at: uint(f, Field::ExpiresAt, U64)?,
         },
         "subscribed" | "reset" => {
             let run = run()?;
-            let seq = uint(f, Field::Seq, "seq", U64)?;
+            let seq = uint(f, Field::Seq, U64)?;
             let state = state(&f.field(Field::State))?;
-            let epoch = string(f, Field::Epoch, "epoch")?;
-            let expires_at = opt_uint(f, Field::ExpiresAt, "expires_at", U64)?;
+            let epoch = string(f, Field::Epoch)?;
+            let expires_at = opt_uint(f, Field::ExpiresAt, U64)?;
             if ty == "reset" {
                 Frame::Reset {
                     run,
@@ -426,12 +427,12 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
         }
         "unsubscribed" => Frame::Unsubscribed {
             run: run()?,
-            reason: Ended::parse(&string(f, Field::Reason, "reason")?),
+            reason: Ended::parse(&string(f, Field::Reason)?),
         },
         "error" => Frame::Error {
-            code: string(f, Field::Code, "code")?,
+            code: string(f, Field::Code)?,
             message: f.str_field(Field::Message).unwrap_or_default(),
-            run: opt_string(f, Field::Run, "run")?,
+            run: opt_string(f, Field::Run)?,
         },
         "pong" => Frame::Pong,
         _ => Frame::Other,
@@ -500,6 +501,10 @@ pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
 impl Json for Value {
     fn field(&self, k: Field) -> Self {
         self.get(k.name()).cloned().unwrap_or(Value::Null)
+    }
+
+    fn must(k: Field, rule: &str) -> String {
+        [k.name(), rule].concat()
     }
 
     fn is_absent(&self) -> bool {

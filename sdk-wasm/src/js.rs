@@ -25,7 +25,8 @@ export function str(o, k) { const v = o?.[K[k]]; if (typeof v == 'string') retur
 export function num(o, k) { const v = o?.[K[k]]; if (typeof v == 'number') return v; }
 export function absent(o, k) { return o?.[K[k]] == null; }
 export function option(o, k) { try { return o[K[k]]; } catch {} }
-export function set(o, k, v) { o[K[k]] = v; }"
+export function set(o, k, v) { o[K[k]] = v; }
+export function must(k, rule) { return K[k] + rule; }"
 )]
 extern "C" {
     /// Any JS value (a parsed frame, its data, a state), read and written by [`Field`]; reading a
@@ -43,6 +44,8 @@ extern "C" {
     fn is_absent_key(o: &JsValue, k: u32) -> bool;
     #[wasm_bindgen(js_name = option)]
     fn get_option(o: &JsValue, k: u32) -> JsValue;
+    #[wasm_bindgen(js_name = must)]
+    fn must_text(k: u32, rule: &str) -> String;
     #[wasm_bindgen(js_name = set)]
     fn set_value(o: &Obj, k: u32, v: &JsValue);
     #[wasm_bindgen(js_name = set)]
@@ -119,6 +122,10 @@ impl Json for JsValue {
 
     fn absent_field(&self, k: Field) -> bool {
         is_absent_key(self, k as u32)
+    }
+
+    fn must(k: Field, rule: &str) -> String {
+        must_text(k as u32, rule)
     }
 
     fn is_absent(&self) -> bool {
