@@ -318,7 +318,10 @@ export class Subscription {
 
 const RUN_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
-/** The checks `new RunwireClient` makes, made before the module is loaded (same messages). */
+/**
+ * The checks of the client's options, made before the module is loaded. They are the only ones:
+ * the WebAssembly class reads what this layer, its only caller, hands it.
+ */
 function checkOptions(options: RunwireClientOptions): void {
   if (typeof options !== "object" || options === null) {
     throw new Error("RunwireClient: options must be an object");
@@ -348,7 +351,7 @@ function checkOptions(options: RunwireClientOptions): void {
   }
 }
 
-/** The checks `subscribe` makes, made before the module is loaded (same messages). */
+/** The checks of a run id and a subscription's options (the only ones, as above). */
 function checkSubscribe(run: string, options: SubscribeOptions): void {
   if (typeof run !== "string" || !RUN_ID.test(run)) {
     throw new Error(`RunwireClient: invalid run id "${run}" (1 to 128 of A-Z a-z 0-9 _ . : -)`);
