@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # CI smoke of the benchmark harness: every scenario with a few hundred clients for a few seconds,
 # against runwire and the Node `ws` peer (and the floor where it applies: scenarios 1-3), and
-# scenario 6 (the npm package in headless Chromium)
-# with a thousand events, and the comparison of two SDK builds in Node (the package against itself). Fails when the tool errors or any delivery is incomplete
-# (a subscriber failed, an event was missing, duplicated or out of order). The numbers of a debug
-# build on a CI machine mean nothing; the full scenarios are run by hand (scripts/bench.sh).
+# scenario 6 (the npm package in headless Chromium) with a thousand events, and the comparison of
+# two SDK builds in Node (the package against itself). Fails when the tool errors or any delivery
+# is incomplete (a subscriber failed, an event was missing, duplicated or out of order). The
+# numbers of a debug build on a CI machine mean nothing; the full scenarios are run by hand
+# (scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n 65536 2>/dev/null || true

@@ -24,15 +24,16 @@ const ROUNDS = option(args, "rounds", 20);
 if (EVENTS < 2) throw new Error("--events: at least 2");
 if (args.length !== 2) throw new Error("usage: node bench/sdk/compare.mjs A B [--runs N] [--events N] [--rounds N]");
 
-async function load(dir) {
-  const glue = await import(pathToFileURL(resolve(dir, "wasm/runwire_sdk.js")).href);
+async function load(dir, name) {
+  // The build's name in the URL: two module instances even when A and B are the same directory
+  // (as in CI), each with its own glue and memory.
+  const glue = await import(`${pathToFileURL(resolve(dir, "wasm/runwire_sdk.js")).href}?${name}`);
   await glue.default({ module_or_path: readFileSync(resolve(dir, "wasm/runwire_sdk_bg.wasm")) });
   return glue.RunwireClient;
 }
-// Two files, so two module instances: each build has its own glue and memory.
 const builds = [
-  ["A", await load(args[0])],
-  ["B", await load(args[1])],
+  ["A", await load(args[0], "A")],
+  ["B", await load(args[1], "B")],
 ];
 
 const PASSES = [

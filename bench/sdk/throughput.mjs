@@ -8,7 +8,8 @@
 // order (or the round fails):
 // - "SDK alone": the client talks to an in-memory socket in the page (bench/sdk/lib.mjs, the
 //   global `WebSocket` replaced), which answers `auth` and `subscribe` as the relay does and then
-//   hands it the event frames of `--runs` runs, `--events` each, interleaved, as fast as the client takes them.
+//   hands it the event frames of `--runs` runs, `--events` each, interleaved, as fast as the
+//   client takes them.
 //   No network, no relay: this is the SDK's own cost. Measured with `onEvent` only, with
 //   `onEvent` plus `onState` (the folded state built as a JS object after every event), and with
 //   `onState` at most once per frame (`stateEvery: "frame"`; each run's last state still has to
@@ -113,7 +114,6 @@ window.bareSocket = ({ url, token, runs, events }) => new Promise((done, fail) =
 });
 window.ready = true;
 </script>`;
-
 
 const wasm = join(DIST, "wasm/runwire_sdk_bg.wasm");
 const glue = join(DIST, "wasm/runwire_sdk.js");

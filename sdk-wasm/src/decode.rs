@@ -280,7 +280,7 @@ fn percent<J: Json>(o: &J, k: Field) -> Result<f64, String> {
 fn node_key<J: Json>(d: &J) -> Result<String, String> {
     let key = string(d, Field::NodeKey)?;
     if key.is_empty() || key.len() > MAX_NODE_KEY_LEN {
-        return Err("node_key must be 1 to 256 bytes".to_owned());
+        return Err(J::must(Field::NodeKey, " must be 1 to 256 bytes"));
     }
     Ok(key)
 }
@@ -311,7 +311,7 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     }
     // Absent data reads as `{}`: every property of it is absent.
     if KNOWN_EVENTS.contains(&name) && !d.is_absent() && !d.is_plain_object() {
-        return Err(["invalid data for ", name, ": data must be a JSON object"].concat());
+        return Err(J::must(Field::Data, " must be a JSON object"));
     }
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
@@ -361,10 +361,10 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
                 Some("warning" | "warn") => LogLevel::Warning,
                 Some("error") => LogLevel::Error,
                 _ => {
-                    return Err(
-                        "invalid data for log: level must be debug, info, warning or error"
-                            .to_owned(),
-                    );
+                    return Err(J::must(
+                        Field::Level,
+                        " must be debug, info, warning or error",
+                    ));
                 }
             },
             message: string(d, Field::Message)?,
@@ -444,7 +444,7 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
 /// only its status is checked; anything else out of shape reads as absent.
 pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
     if !s.is_plain_object() {
-        return Err("state must be a JSON object".to_owned());
+        return Err(J::must(Field::State, " must be a JSON object"));
     }
     let status = match s.str_field(Field::Status).as_deref() {
         Some("pending") | None => RunStatus::Pending,
@@ -604,6 +604,41 @@ mod tests {
         ] {
             assert!(frame(&bad).is_err(), "{bad}");
         }
+    }
+
+    /// The messages the app's `onError` gets, word for word: each names the property (from
+    /// [`Json::must`]; the browser suite checks that JS builds the same ones).
+    #[test]
+    fn errors_name_the_property() {
+        let event = |name, data: Value| typed_event(name, &data).unwrap_err();
+        assert_eq!(
+            event("node.progress", json!({"node_key":"n","progress":101})),
+            "invalid data for node.progress: progress must be between 0 and 100"
+        );
+        assert_eq!(
+            event("node.started", json!({"node_key":""})),
+            "invalid data for node.started: node_key must be 1 to 256 bytes"
+        );
+        assert_eq!(
+            event("run.started", json!([1])),
+            "invalid data for run.started: data must be a JSON object"
+        );
+        assert_eq!(
+            event("log", json!({"level":"loud","message":"m"})),
+            "invalid data for log: level must be debug, info, warning or error"
+        );
+        assert_eq!(
+            event("node.completed", json!({"node_key":"n","duration_ms":-1})),
+            "invalid data for node.completed: duration_ms must be a non-negative integer"
+        );
+        assert_eq!(
+            frame(&json!({"type":"reset","run":"r","seq":1,"epoch":"e","state":3})),
+            Err("state must be a JSON object".to_owned())
+        );
+        assert_eq!(
+            frame(&json!({"type":"event","run":"r","seq":1,"ts":"t"})),
+            Err("event must be a string".to_owned())
+        );
     }
 
     /// What a newer relay may send: a reason, an error code, an event or a frame type this client
