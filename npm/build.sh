@@ -33,8 +33,13 @@ wasm-bindgen --target web --encode-into always --out-dir wasm --out-name runwire
 # --flatten --rereloop first: every function's control flow rebuilt from its graph, which -Oz then
 # folds smaller than LLVM's structure (docs/benchmarks.md, "The SDK: 28,825 B to 28,471 B").
 # --converge: run -Oz until it stops shrinking; --strip-producers: the toolchain names, unused.
-log "wasm-opt --flatten --rereloop -Oz"
-node node_modules/binaryen/bin/wasm-opt --flatten --rereloop -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
+# --low-memory-unused: `load(p + c)` becomes `load offset=c (p)` for a constant c below 1,024,
+# which differs only when p + c wraps past 2^32 into the lowest 1 KiB. Rust's pointers do not
+# wrap; and where that KiB is used at all, as the deepest part of the 1 MiB shadow stack (placed
+# first, growing down), a wrapped access would trap instead of reaching it: as if the stack were
+# 1 KiB shorter, which overflows with a trap either way (docs/benchmarks.md, "The SDK: 27,700 B").
+log "wasm-opt --low-memory-unused --flatten --rereloop -Oz"
+node node_modules/binaryen/bin/wasm-opt --low-memory-unused --flatten --rereloop -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
   -o wasm/runwire_sdk_bg.wasm
 # Imports, exports and the import module renamed to one or two letters, in the .wasm, the glue and
 # its declarations (wasm-bindgen's names are ~80 identifiers of 20 to 60 bytes, each written twice).
