@@ -427,7 +427,7 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
         }
         "unsubscribed" => Frame::Unsubscribed {
             run: run()?,
-            reason: Ended::parse(&string(f, Field::Reason)?),
+            reason: Ended::named(string(f, Field::Reason)?),
         },
         "error" => Frame::Error {
             code: string(f, Field::Code)?,
@@ -649,7 +649,7 @@ mod tests {
             frame(&json!({"type":"unsubscribed","run":"r","reason":"archived"})),
             Ok(Frame::Unsubscribed {
                 run: "r".into(),
-                reason: Ended::Other("archived".into())
+                reason: Ended::named("archived".into())
             })
         );
         for reason in [

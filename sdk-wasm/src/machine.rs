@@ -444,7 +444,7 @@ impl Machine {
             Input::Online | Input::Visible => self.wake(),
             Input::Offline => {
                 if !matches!(self.phase, ConnPhase::Idle | ConnPhase::Waiting) {
-                    self.failed(1006, "offline".to_owned());
+                    self.failed(1006, "offline");
                 }
             }
             Input::Reconnect => self.reconnect_now(),
@@ -770,7 +770,7 @@ impl Machine {
             }
             (Purpose::Connect, Err(message)) if self.phase == ConnPhase::Token => {
                 self.report("token_provider", message, None, None);
-                self.failed(1006, "token provider failed".to_owned());
+                self.failed(1006, "token provider failed");
             }
             (Purpose::Refresh | Purpose::Refused, Ok(token)) if self.phase == ConnPhase::Open => {
                 self.token = Some(token.clone());
@@ -1005,10 +1005,9 @@ impl Machine {
                     .flatten();
                 self.report(&code, message, run, None);
                 match code.as_str() {
-                    BROKER_UNAVAILABLE => self.failed(
-                        CloseCode::InternalError.code(),
-                        "relay broker unavailable".to_owned(),
-                    ),
+                    BROKER_UNAVAILABLE => {
+                        self.failed(CloseCode::InternalError.code(), "relay broker unavailable")
+                    }
                     AUTH_FAILED if self.phase == ConnPhase::Open => {
                         // The refreshed token was refused; the old one holds until it expires.
                         self.out
@@ -1134,7 +1133,7 @@ impl Machine {
                     ConnPhase::Token | ConnPhase::Connecting | ConnPhase::Authenticating
                 ) =>
             {
-                self.failed(1006, "connect timeout".to_owned());
+                self.failed(1006, "connect timeout");
             }
             Timer::Liveness if self.phase == ConnPhase::Open => {
                 if self.seen {
@@ -1145,7 +1144,7 @@ impl Machine {
                 } else if !self.probing {
                     self.probe();
                 } else {
-                    self.failed(1006, "heartbeat timeout".to_owned());
+                    self.failed(1006, "heartbeat timeout");
                 }
             }
             Timer::Refresh if self.phase == ConnPhase::Open && !self.cfg.static_token => {
@@ -1232,7 +1231,7 @@ impl Machine {
     }
 
     /// The connection (or the attempt) failed with close `code`: reconnect or give up.
-    fn failed(&mut self, code: u16, reason: String) {
+    fn failed(&mut self, code: u16, reason: &str) {
         // Only a transport that was actually tried counts against it (not a token failure).
         let tried = matches!(
             self.phase,
@@ -1256,11 +1255,11 @@ impl Machine {
         let delay = match CloseCode::reconnect_for(code) {
             Reconnect::Never => {
                 let forbidden = code == CloseCode::Forbidden.code();
-                return self.give_up(&reason, Some(code), forbidden);
+                return self.give_up(reason, Some(code), forbidden);
             }
             Reconnect::WithFreshToken => {
                 if self.cfg.static_token || self.fresh_token_retry {
-                    return self.give_up(&reason, Some(code), true);
+                    return self.give_up(reason, Some(code), true);
                 }
                 self.fresh_token_retry = true;
                 0
@@ -1277,7 +1276,7 @@ impl Machine {
         if self.cfg.max_attempts.is_some_and(|max| self.failures > max) {
             return self.give_up("max reconnect attempts", Some(code), false);
         }
-        self.set_state(ConnState::Reconnecting, &reason, Some(code));
+        self.set_state(ConnState::Reconnecting, reason, Some(code));
         self.phase = ConnPhase::Waiting;
         self.out.push(Effect::SetTimer(Timer::Backoff, delay));
     }
@@ -1315,13 +1314,13 @@ fn refresh_delay(expires_at: u64, now_ms: f64) -> f64 {
     (remaining * 0.8).clamp(1_000.0, f64::from(i32::MAX as u32))
 }
 
-fn close_reason(code: u16, reason: &str) -> String {
+fn close_reason(code: u16, reason: &str) -> &str {
     if !reason.is_empty() {
-        reason.to_owned()
+        reason
     } else if let Some(c) = CloseCode::from_code(code) {
-        c.reason().to_owned()
+        c.reason()
     } else {
-        "connection lost".to_owned()
+        "connection lost"
     }
 }
 

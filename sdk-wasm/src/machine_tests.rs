@@ -8,7 +8,7 @@ use runwire_protocol::EndReason;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::wire::{Ended, Frame};
+use crate::wire::Frame;
 
 const T0: f64 = 1_800_000_000_000.0;
 
@@ -100,10 +100,13 @@ impl Harness {
                 Effect::RunState(sub, state) => self
                     .run_states
                     .push((sub, serde_json::to_value(&*state).unwrap())),
-                Effect::End { sub, reason, .. } => match reason {
-                    Ended::Known(r) => self.ends.push((sub, r)),
-                    Ended::Other(name) => self.other_ends.push((sub, name)),
-                },
+                Effect::End { sub, reason, .. } => {
+                    let name = reason.as_str();
+                    match serde_json::from_value::<EndReason>(name.into()) {
+                        Ok(r) => self.ends.push((sub, r)),
+                        Err(_) => self.other_ends.push((sub, name.into())),
+                    }
+                }
                 Effect::Error(e) => self.errors.push(e),
             }
         }

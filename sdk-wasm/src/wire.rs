@@ -10,47 +10,31 @@ use serde_json::Value;
 
 use crate::{RunEvent, RunState};
 
-/// Why a subscription ended: a reason this client knows, or another one (from a newer relay),
-/// which the app receives as it came.
+/// Why a subscription ended: its name, one of this protocol version's reasons or another one
+/// (from a newer relay), which the app receives as it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
-    /// One of the reasons of this protocol version.
-    Known(EndReason),
-    /// A reason this client does not know.
-    Other(String),
-}
+pub struct Ended(String);
 
 impl Ended {
     /// The reason named `name`.
-    pub fn parse(name: &str) -> Self {
-        match name {
-            "completed" => EndReason::Completed.into(),
-            "failed" => EndReason::Failed.into(),
-            "cancelled" => EndReason::Cancelled.into(),
-            "unsubscribed" => EndReason::Unsubscribed.into(),
-            "forbidden" => EndReason::Forbidden.into(),
-            "token_expired" => EndReason::TokenExpired.into(),
-            other => Self::Other(other.into()),
-        }
+    pub fn named(name: String) -> Self {
+        Self(name)
     }
 
     /// The name the app sees.
     pub fn as_str(&self) -> &str {
-        match self {
-            Self::Known(r) => r.as_str(),
-            Self::Other(name) => name,
-        }
+        &self.0
     }
 
     /// Whether this is the known reason `r`.
     pub fn is(&self, r: EndReason) -> bool {
-        *self == Self::Known(r)
+        self.0 == r.as_str()
     }
 }
 
 impl From<EndReason> for Ended {
     fn from(r: EndReason) -> Self {
-        Self::Known(r)
+        Self(r.as_str().into())
     }
 }
 
@@ -173,7 +157,7 @@ mod tests {
             decode_json(r#"{"type":"unsubscribed","run":"r","reason":"archived"}"#),
             Ok(Frame::Unsubscribed {
                 run: "r".into(),
-                reason: Ended::Other("archived".into())
+                reason: Ended::named("archived".into())
             })
         );
         assert_eq!(

@@ -302,10 +302,13 @@ fn end_reasons_are_the_protocols() {
     );
     for r in EndReason::ALL {
         // The SDK knows each one (and passes any other on as it came).
-        assert_eq!(Ended::parse(r.as_str()), Ended::Known(r));
+        assert!(Ended::named(r.as_str().into()).is(r));
+        assert_eq!(Ended::named(r.as_str().into()), Ended::from(r));
         assert_eq!(serde_json::to_value(r).unwrap(), json!(r.as_str()));
     }
-    assert_eq!(Ended::parse("archived"), Ended::Other("archived".into()));
+    let other = Ended::named("archived".into());
+    assert_eq!(other.as_str(), "archived");
+    assert!(!EndReason::ALL.into_iter().any(|r| other.is(r)));
     // docs/protocol.md's `unsubscribed` row lists them.
     let row = PROTOCOL_DOC
         .lines()
