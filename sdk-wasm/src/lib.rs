@@ -90,10 +90,9 @@ impl RunwireClient {
     #[wasm_bindgen(constructor)]
     pub fn new(
         #[wasm_bindgen(unchecked_param_type = "RunwireClientOptions")] options: JsValue,
-    ) -> Result<RunwireClient, JsError> {
+    ) -> Result<RunwireClient, JsValue> {
         let get = |key| js::option(&options, key);
-        let url = RelayUrl::parse(&get(Field::Url).as_string().unwrap_or_default())
-            .map_err(JsError::new)?;
+        let url = RelayUrl::parse(&get(Field::Url))?;
         let token = get(Field::Token);
         let token = match token.as_string() {
             Some(t) => TokenSource::Fixed(t),

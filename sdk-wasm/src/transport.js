@@ -11,6 +11,20 @@
 //   on(code, why)   closed or failed, with a WebSocket close code (1000 to 4999) and its reason.
 // After the last of these, or once the connection is dropped by the `.wasm`, nothing is called.
 
+/// The relay's WebSocket URL and the HTTP base of its event streams, `[websocket, httpBase]`,
+/// from the client's `url` option: `ws://` or `wss://` (`http(s)://` turned into `ws(s)://`, the
+/// scheme in any case), a host, and a path that ends with the WebSocket endpoint (`/v1/ws`), whose
+/// `/ws` and trailing slashes the base drops; a query or a fragment is dropped. Throws for
+/// anything else.
+export function relayUrls(url) {
+  const m = typeof url == 'string' && /^(?:ws|http)(s?):\/\/([^?#]*)/i.exec(url);
+  if (!m) throw new Error('`url` must start with ws:// or wss://');
+  const s = m[1] ? 's' : '';
+  const rest = m[2];
+  if (!rest || rest[0] == '/') throw new Error('`url` has no host');
+  return [`ws${s}://${rest}`, `http${s}://${rest.replace(/\/ws$/, '').replace(/\/+$/, '')}`];
+}
+
 /// Opens a WebSocket to `url` (throws on an invalid URL).
 export function openSocket(url, on) {
   const ws = new WebSocket(url);

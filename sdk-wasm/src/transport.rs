@@ -31,7 +31,7 @@ use crate::url::RelayUrl;
 extern "C" {
     /// A WebSocket to `url`, reporting to `on`; throws on an invalid URL.
     #[wasm_bindgen(js_name = openSocket, catch)]
-    fn open_socket(url: &str, on: &js_sys::Function) -> Result<WebSocket, JsValue>;
+    fn open_socket(url: &JsValue, on: &js_sys::Function) -> Result<WebSocket, JsValue>;
     #[wasm_bindgen(js_name = frameText)]
     fn frame_text_of(
         kind: &str,
@@ -51,7 +51,7 @@ extern "C" {
     /// aborts it.
     #[wasm_bindgen(js_name = openEvents)]
     fn open_events(
-        base: &str,
+        base: &JsValue,
         run: &str,
         since: Option<f64>,
         epoch: Option<&str>,
@@ -183,7 +183,7 @@ pub struct WsTransport {
 
 impl WsTransport {
     /// Opens a socket to `url`; what it receives goes to `sink`.
-    pub fn open<S: Sink>(url: &str, sink: Weak<S>) -> Result<Self, JsValue> {
+    pub fn open<S: Sink>(url: &JsValue, sink: Weak<S>) -> Result<Self, JsValue> {
         let on = Listener::new(sink, String::new());
         let ws = open_socket(url, on.on.function())?;
         Ok(Self { ws, _on: on })

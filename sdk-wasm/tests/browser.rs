@@ -322,7 +322,7 @@ fn open_client(run: &str, callbacks: SubCallbacks) -> Rc<Inner> {
         },
         1,
     );
-    let url = RelayUrl::parse("ws://127.0.0.1:9/v1/ws").unwrap();
+    let url = RelayUrl::parse(&"ws://127.0.0.1:9/v1/ws".into()).unwrap();
     let inner = Inner::new(machine, url, TokenSource::Fixed("t".into()), None);
     let wants_state = callbacks.on_state.is_some();
     let (id, _) = inner.add_sub(callbacks);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { after, before, test } from 'node:test';
 
-import { MAX_LINE, closeSocket, frameText, openEvents, openSocket, sendText, sseParser } from '../src/transport.js';
+import { MAX_LINE, closeSocket, frameText, openEvents, openSocket, relayUrls, sendText, sseParser } from '../src/transport.js';
 
 /// Feeds `bytes` to a parser in chunks of `size` bytes, decoded as a stream as openEvents does.
 function parse(bytes, size = bytes.length) {
@@ -45,6 +45,28 @@ test('client frames: their JSON text, absent fields left out', () => {
   assert.equal(frameText('auth', undefined, 't"1', undefined, undefined, true), '{"type":"auth","token":"t\\"1","batch":true}');
   assert.equal(frameText('subscribe', 'r:1', undefined, 7, 'e1', undefined), '{"type":"subscribe","run":"r:1","since":7,"epoch":"e1"}');
   assert.equal(frameText('ping'), '{"type":"ping"}');
+});
+
+test("the relay's addresses: the WebSocket URL and the event streams' base", () => {
+  assert.deepEqual(relayUrls('wss://relay.example/v1/ws'), ['wss://relay.example/v1/ws', 'https://relay.example/v1']);
+  assert.deepEqual(relayUrls('ws://127.0.0.1:9000/prefix/v1/ws'), ['ws://127.0.0.1:9000/prefix/v1/ws', 'http://127.0.0.1:9000/prefix/v1']);
+  // http(s) turned into ws(s), the scheme in any case.
+  assert.deepEqual(relayUrls('HTTP://h:1/v1/ws'), ['ws://h:1/v1/ws', 'http://h:1/v1']);
+  assert.deepEqual(relayUrls('HttpS://h/v1/ws'), ['wss://h/v1/ws', 'https://h/v1']);
+  // A query and a fragment dropped; trailing slashes dropped from the base, `/WS` kept.
+  assert.deepEqual(relayUrls('wss://h/v1/ws?x=1#f'), ['wss://h/v1/ws', 'https://h/v1']);
+  assert.deepEqual(relayUrls('ws://h/v1//'), ['ws://h/v1//', 'http://h/v1']);
+  assert.deepEqual(relayUrls('ws://h/v1/WS'), ['ws://h/v1/WS', 'http://h/v1/WS']);
+  assert.deepEqual(relayUrls('ws://h'), ['ws://h', 'http://h']);
+});
+
+test('an address that is not a relay\'s is refused, saying why', () => {
+  for (const bad of ['', 'ftp://h/v1/ws', 'relay/v1/ws', 'wsss://h/v1/ws', ' ws://h/v1/ws', undefined, 7, { toString: () => 'ws://h/v1/ws' }]) {
+    assert.throws(() => relayUrls(bad), { message: '`url` must start with ws:// or wss://' }, String(bad));
+  }
+  for (const bad of ['wss://', 'wss:///v1/ws', 'ws://?x', 'http://#f']) {
+    assert.throws(() => relayUrls(bad), { message: '`url` has no host' }, bad);
+  }
 });
 
 // A relay stand-in under `${base}/v1`: each run's stream answers as the run's name says.
