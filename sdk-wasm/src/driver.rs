@@ -435,13 +435,16 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
 }
 
 // `tokenContext`: what a token provider is called with. `askToken`: calls provider `f` with it
-// (or takes `f` itself, a fixed token) and answers `on(1, token)`, or `on(0, why)` when the
-// provider threw, rejected, or gave anything but a non-empty string: always from a microtask,
-// never from inside this call.
+// (or takes `f` itself, a fixed token) and answers request `req` through the client's waker `w`
+// (below): `w.f(19, [req, token])`, or `w.f(20, [req, why])` when the provider threw, rejected,
+// or gave anything but a non-empty string; always from a microtask, never from inside this call.
+// One callback per client rather than one per request: wasm-bindgen's code for a closure called
+// once is left out of the `.wasm`.
 #[wasm_bindgen(inline_js = "export function tokenContext(reason, runs) {
   return { reason, runs: runs ? runs.split(' ') : [] };
 }
-export function askToken(f, context, on) {
+export function askToken(f, context, w, req) {
+  const on = (ok, v) => w.f(ok ? 19 : 20, [req, v]);
   let p;
   try {
     p = typeof f == 'function' ? f(context) : f;
@@ -464,7 +467,7 @@ extern "C" {
     #[wasm_bindgen(js_name = tokenContext)]
     fn token_context(reason: &str, runs: &str) -> JsValue;
     #[wasm_bindgen(js_name = askToken)]
-    fn ask_token(provider: &JsValue, context: &JsValue, on: JsValue);
+    fn ask_token(provider: &JsValue, context: &JsValue, w: &WakerJs, req: u32);
 }
 
 /// Asks the client's token provider, or the own provider of a run's app subscription, for a
@@ -490,24 +493,22 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
         (None, TokenSource::Provider(f)) => f.into(),
         (None, TokenSource::Fixed(t)) => t.into(),
     };
-    let weak = Rc::downgrade(inner);
-    let answer = Closure::once_into_js(move |ok: u16, value: JsValue| {
-        let value = value.as_string().unwrap_or_default();
-        let token = if ok == 1 { Ok(value) } else { Err(value) };
-        if let Some(inner) = weak.upgrade() {
-            dispatch(&inner, Input::Token { req, token });
-        }
-    });
-    ask_token(&provider, &context, answer);
+    // The answer comes back through the client's waker, as `what` 19 (a token) or 20 (why there
+    // is none) with `[req, text]`. Not borrowed while the provider runs: it may call the client.
+    let waker = inner.io.borrow().waker.as_ref().map(|w| w.js.clone());
+    if let Some(w) = waker {
+        ask_token(&provider, &context, &w, req);
+    }
 }
 
-// A client's timers and page events, reported to one function, `f(what)`: `what` below 16 is a
-// timer that fired (`arm` sets timer `what`, replacing it, to fire after `ms` milliseconds, or
-// before the next frame is painted when `ms` is negative: after 16 ms on a global without
-// frames); 16 and 17: the browser went online or offline; 18: the page became visible (the
-// listeners are on the global object and the document, if any, once `listenPage` is called; a
-// global that is not an event target, a server runtime, gets none). `stop` cancels the timers and
-// removes the listeners.
+// A client's timers, page events and token answers, reported to one function, `f(what, value)`:
+// `what` below 16 is a timer that fired (`arm` sets timer `what`, replacing it, to fire after `ms`
+// milliseconds, or before the next frame is painted when `ms` is negative: after 16 ms on a global
+// without frames); 16 and 17: the browser went online or offline; 18: the page became visible
+// (the listeners are on the global object and the document, if any, once `listenPage` is called;
+// a global that is not an event target, a server runtime, gets none); 19 and 20: a token provider
+// answered (`askToken` above). `stop` cancels the timers, removes the listeners, and makes `f` do
+// nothing, for the answers still on their way.
 #[wasm_bindgen(inline_js = "export function waker(f) { return { f, t: {} }; }
 export function arm(w, id, ms) {
   disarm(w, id);
@@ -539,11 +540,12 @@ export function listenPage(w) {
   w.off = () => each('removeEventListener');
 }
 export function stop(w) {
+  w.f = () => {};
   for (const id in w.t) disarm(w, id);
   w.off?.();
 }")]
 extern "C" {
-    #[derive(Debug)]
+    #[derive(Debug, Clone)]
     type WakerJs;
     #[wasm_bindgen(js_name = waker)]
     fn new_waker(f: &Function) -> WakerJs;
@@ -561,9 +563,9 @@ const STATE_FLUSH: u16 = 6;
 /// A client's timers and page listeners, with the one callback they call; dropping it cancels
 /// and removes them.
 ///
-/// Its callback takes `(what, value)` and ignores `value`: the signature of a connection's
-/// callback (`transport.rs`) and of the token provider's answer, since wasm-bindgen links a call
-/// shim for each closure signature.
+/// Its callback takes `(what, value)`, `value` being a token answer's `[req, text]`: the
+/// signature of a connection's callback (`transport.rs`), since wasm-bindgen links a call shim
+/// for each closure signature.
 #[derive(Debug)]
 struct Waker {
     js: WakerJs,
@@ -573,7 +575,7 @@ struct Waker {
 impl Waker {
     fn new(inner: Weak<Inner>) -> Self {
         let f = Held::new(Closure::<dyn FnMut(u16, JsValue)>::new(
-            move |what: u16, _| {
+            move |what: u16, value: JsValue| {
                 let Some(inner) = inner.upgrade() else {
                     return;
                 };
@@ -582,6 +584,13 @@ impl Waker {
                     16 => Input::Online,
                     17 => Input::Offline,
                     18 => Input::Visible,
+                    19 | 20 => {
+                        let a: &js_sys::Array = value.unchecked_ref();
+                        let req = a.get(0).as_f64().unwrap_or_default() as u32;
+                        let text = a.get(1).as_string().unwrap_or_default();
+                        let token = if what == 19 { Ok(text) } else { Err(text) };
+                        Input::Token { req, token }
+                    }
                     t => match Timer::ALL.get(usize::from(t)) {
                         Some(&t) => Input::Timer(t),
                         None => return,
