@@ -441,7 +441,7 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
 // One callback per client rather than one per request: wasm-bindgen's code for a closure called
 // once is left out of the `.wasm`.
 #[wasm_bindgen(inline_js = "export function tokenContext(reason, runs) {
-  return { reason, runs: runs ? runs.split(' ') : [] };
+  return { reason, runs };
 }
 export function askToken(f, context, w, req) {
   const on = (ok, v) => w.f(ok ? 19 : 20, [req, v]);
@@ -463,9 +463,9 @@ export function askToken(f, context, w, req) {
   );
 }")]
 extern "C" {
-    /// `{ reason, runs }`, `runs` given as run ids separated by spaces (they hold none).
+    /// `{ reason, runs }`: why a token is asked for, and the run ids it must cover.
     #[wasm_bindgen(js_name = tokenContext)]
-    fn token_context(reason: &str, runs: &str) -> JsValue;
+    fn token_context(reason: &str, runs: &js_sys::Array) -> JsValue;
     #[wasm_bindgen(js_name = askToken)]
     fn ask_token(provider: &JsValue, context: &JsValue, w: &WakerJs, req: u32);
 }
@@ -473,17 +473,17 @@ extern "C" {
 /// Asks the client's token provider, or the own provider of a run's app subscription, for a
 /// token; the answer comes back as [`Input::Token`] for `req`.
 fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(String, SubId)>) {
-    let (runs, provider) = match own {
-        Some((run, sub)) => (run, sub_callback(inner, sub, |c| c.token.as_ref())),
+    let runs = js_sys::Array::new();
+    let provider = match own {
+        Some((run, sub)) => {
+            runs.push(&run.into());
+            sub_callback(inner, sub, |c| c.token.as_ref())
+        }
         None => {
-            let mut runs = String::new();
             for run in inner.machine().connection_runs() {
-                if !runs.is_empty() {
-                    runs.push(' ');
-                }
-                runs.push_str(run);
+                runs.push(&run.into());
             }
-            (runs, None)
+            None
         }
     };
     let context = token_context(reason.as_str(), &runs);
