@@ -128,7 +128,7 @@ impl Inner {
     /// Tells the `debug` logger, if any.
     fn debug(&self, message: &str, detail: &JsValue) {
         if let Some(f) = &self.debug {
-            let _ = f.call2(&JsValue::NULL, &message.into(), detail);
+            crate::js::call2(f, &message.into(), detail);
         }
     }
 
@@ -270,7 +270,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             inner.debug("state", &change);
             let listener = inner.app.borrow().state_listener.clone();
             if let Some(f) = listener {
-                let _ = f.call1(&JsValue::NULL, &change);
+                crate::js::call1(&f, &change);
             }
         }
         Effect::Event(sub, known) => {
@@ -289,7 +289,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             let Some(event) = inner.io.borrow().frame.clone() else {
                 return;
             };
-            let _ = f.call1(&JsValue::NULL, &event);
+            crate::js::call1(&f, &event);
         }
         Effect::RunState(sub, state) => {
             // Built with the app's records borrowed, called after: the callback may subscribe.
@@ -310,7 +310,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             };
             match call {
                 Some((f, state)) => {
-                    let _ = f.call1(&JsValue::NULL, &state);
+                    crate::js::call1(&f, &state);
                 }
                 None => schedule_state_flush(inner),
             }
@@ -337,13 +337,13 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
                 &record.callbacks.on_state,
                 &state,
             ) {
-                let _ = f.call1(&JsValue::NULL, &record.nodes.state_to_js(state));
+                crate::js::call1(f, &record.nodes.state_to_js(state));
             }
             *record.cell.state.borrow_mut() = state;
             let name = JsValue::from_str(reason.as_str());
             *record.cell.ended.borrow_mut() = Some(reason);
             if let Some(f) = record.callbacks.on_end {
-                let _ = f.call1(&JsValue::NULL, &name);
+                crate::js::call1(&f, &name);
             }
         }
         Effect::Error(e) => report(inner, &e),
@@ -382,7 +382,7 @@ fn flush_states(inner: &Rc<Inner>) {
             };
             (f.clone(), record.nodes.state_to_js(&run.state))
         };
-        let _ = call.0.call1(&JsValue::NULL, &call.1);
+        crate::js::call1(&call.0, &call.1);
     }
 }
 
@@ -399,7 +399,7 @@ fn report(inner: &Rc<Inner>, e: &ClientError) {
     if let Some(seq) = e.seq {
         obj.set_num(Field::Seq, seq as f64);
     }
-    let _ = listener.call1(&JsValue::NULL, &obj);
+    crate::js::call1(&listener, &obj);
 }
 
 fn sub_callback(

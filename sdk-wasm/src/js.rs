@@ -26,7 +26,9 @@ export function num(o, k) { const v = o?.[K[k]]; if (typeof v == 'number') retur
 export function absent(o, k) { return o?.[K[k]] == null; }
 export function option(o, k) { try { return o[K[k]]; } catch {} }
 export function set(o, k, v) { o[K[k]] = v; }
-export function must(k, rule) { return K[k] + rule; }"
+export function must(k, rule) { return K[k] + rule; }
+export function call1(f, a) { try { f(a); } catch {} }
+export function call2(f, a, b) { try { f(a, b); } catch {} }"
 )]
 extern "C" {
     /// Any JS value (a parsed frame, its data, a state), read and written by [`Field`]; reading a
@@ -46,6 +48,10 @@ extern "C" {
     fn get_option(o: &JsValue, k: u32) -> JsValue;
     #[wasm_bindgen(js_name = must)]
     fn must_text(k: u32, rule: &str) -> String;
+    /// Calls `f(a)`; an exception it throws is its own.
+    pub fn call1(f: &js_sys::Function, a: &JsValue);
+    /// Calls `f(a, b)`, as [`call1`].
+    pub fn call2(f: &js_sys::Function, a: &JsValue, b: &JsValue);
     #[wasm_bindgen(js_name = set)]
     fn set_value(o: &Obj, k: u32, v: &JsValue);
     #[wasm_bindgen(js_name = set)]

@@ -218,7 +218,7 @@ struct Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let _ = self.abort.call0(&JsValue::NULL);
+        crate::js::call1(&self.abort, &JsValue::UNDEFINED);
     }
 }
 
