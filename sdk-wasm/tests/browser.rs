@@ -373,6 +373,40 @@ fn log_frame(run: &str, seq: u32) -> JsValue {
     )
 }
 
+/// An app callback that throws: the exception stays with it, and the client carries on with
+/// what comes after it (the `onState` of the same event, the next events).
+#[wasm_bindgen_test]
+fn a_callback_that_throws_stops_nothing() {
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let states2 = states.clone();
+    let on_state = Closure::<dyn FnMut(JsValue)>::new(move |s: JsValue| {
+        let seq = Reflect::get(&s, &"seq".into()).unwrap().as_f64().unwrap();
+        states2.borrow_mut().push(seq);
+    });
+    let throws = Function::new_with_args("e", "throw new Error('the app failed')");
+    let inner = open_client(
+        "r",
+        SubCallbacks {
+            on_event: Some(throws.clone()),
+            on_other_event: None,
+            on_state: Some(on_state.as_ref().unchecked_ref::<Function>().clone()),
+            on_end: Some(throws),
+            state_per_frame: false,
+            token: None,
+        },
+    );
+    dispatch_frame(&inner, &log_frame("r", 1));
+    dispatch_frame(&inner, &log_frame("r", 2));
+    assert_eq!(
+        *states.borrow(),
+        [0.0, 1.0, 2.0],
+        "the snapshot, then each event"
+    );
+    dispatch(&inner, Input::Close);
+    inner.release();
+    assert_eq!(live_callbacks(), 0);
+}
+
 #[wasm_bindgen_test]
 fn closing_from_inside_a_callback_is_safe() {
     let slot: Rc<RefCell<Option<Rc<Inner>>>> = Rc::default();
