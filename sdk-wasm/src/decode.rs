@@ -240,50 +240,110 @@ pub trait Json: Sized {
 const U32: f64 = u32::MAX as f64;
 const U64: f64 = 18_446_744_073_709_551_615.0;
 
-fn string<J: Json>(o: &J, k: Field) -> Result<String, String> {
-    o.str_field(k)
-        .ok_or_else(|| J::must(k, " must be a string"))
+/// Reads the properties of one object by the rules, and keeps the message of the first rule
+/// broken: a frame or an event's data is read whole, then accepted or refused once, instead of
+/// a check and an early return after each property.
+struct Reader<'a, J> {
+    o: &'a J,
+    error: Option<String>,
 }
 
-fn opt_string<J: Json>(o: &J, k: Field) -> Result<Option<String>, String> {
-    match o.str_field(k) {
-        Some(s) => Ok(Some(s)),
-        None if o.absent_field(k) => Ok(None),
-        None => Err(J::must(k, " must be a string")),
+impl<'a, J: Json> Reader<'a, J> {
+    fn new(o: &'a J) -> Self {
+        Self { o, error: None }
+    }
+
+    /// Notes that property `k` breaks `rule`, unless an earlier one already did.
+    fn fail(&mut self, k: Field, rule: &str) {
+        if self.error.is_none() {
+            self.error = Some(J::must(k, rule));
+        }
+    }
+
+    /// Keeps the error of a value read by other rules, unless an earlier one came first.
+    fn take<T: Default>(&mut self, v: Result<T, String>) -> T {
+        v.unwrap_or_else(|e| {
+            self.error.get_or_insert(e);
+            T::default()
+        })
+    }
+
+    /// `v` if every property read was as the rules want, else the first one's message.
+    fn done<T>(self, v: T) -> Result<T, String> {
+        match self.error {
+            None => Ok(v),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn string(&mut self, k: Field) -> String {
+        let s = self.o.str_field(k);
+        if s.is_none() {
+            self.fail(k, NOT_STRING);
+        }
+        s.unwrap_or_default()
+    }
+
+    fn opt_string(&mut self, k: Field) -> Option<String> {
+        let s = self.o.str_field(k);
+        if s.is_none() && !self.o.absent_field(k) {
+            self.fail(k, NOT_STRING);
+        }
+        s
+    }
+
+    /// A non-negative integer no larger than `max`.
+    fn uint(&mut self, k: Field, max: f64) -> u64 {
+        match self.o.num_field(k) {
+            Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => n as u64,
+            _ => {
+                self.fail(k, NOT_UINT);
+                0
+            }
+        }
+    }
+
+    /// As [`Reader::uint`], or absent.
+    fn opt_uint(&mut self, k: Field, max: f64) -> Option<u64> {
+        match self.o.num_field(k) {
+            Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Some(n as u64),
+            None if self.o.absent_field(k) => None,
+            _ => {
+                self.fail(k, NOT_UINT);
+                None
+            }
+        }
+    }
+
+    fn percent(&mut self, k: Field) -> f64 {
+        match self.o.num_field(k) {
+            Some(p) if (0.0..=100.0).contains(&p) => p,
+            Some(_) => {
+                self.fail(k, " must be between 0 and 100");
+                0.0
+            }
+            None => {
+                self.fail(k, " must be a number");
+                0.0
+            }
+        }
+    }
+
+    fn node_key(&mut self) -> String {
+        let key = self.o.str_field(Field::NodeKey);
+        match &key {
+            None => self.fail(Field::NodeKey, NOT_STRING),
+            Some(k) if k.is_empty() || k.len() > MAX_NODE_KEY_LEN => {
+                self.fail(Field::NodeKey, " must be 1 to 256 bytes");
+            }
+            Some(_) => {}
+        }
+        key.unwrap_or_default()
     }
 }
 
-/// A non-negative integer no larger than `max`.
-fn uint<J: Json>(o: &J, k: Field, max: f64) -> Result<u64, String> {
-    opt_uint(o, k, max)?.ok_or_else(|| J::must(k, NOT_UINT))
-}
-
-/// As [`uint`], or absent.
-fn opt_uint<J: Json>(o: &J, k: Field, max: f64) -> Result<Option<u64>, String> {
-    match o.num_field(k) {
-        Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Ok(Some(n as u64)),
-        None if o.absent_field(k) => Ok(None),
-        _ => Err(J::must(k, NOT_UINT)),
-    }
-}
-
+const NOT_STRING: &str = " must be a string";
 const NOT_UINT: &str = " must be a non-negative integer";
-
-fn percent<J: Json>(o: &J, k: Field) -> Result<f64, String> {
-    match o.num_field(k) {
-        Some(p) if (0.0..=100.0).contains(&p) => Ok(p),
-        Some(_) => Err(J::must(k, " must be between 0 and 100")),
-        None => Err(J::must(k, " must be a number")),
-    }
-}
-
-fn node_key<J: Json>(d: &J) -> Result<String, String> {
-    let key = string(d, Field::NodeKey)?;
-    if key.is_empty() || key.len() > MAX_NODE_KEY_LEN {
-        return Err(J::must(Field::NodeKey, " must be 1 to 256 bytes"));
-    }
-    Ok(key)
-}
 
 /// An opaque JSON value, kept as its JSON text: the fold only moves these values, so they are
 /// never turned into a tree inside the `.wasm`.
@@ -313,46 +373,47 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     if KNOWN_EVENTS.contains(&name) && !d.is_absent() && !d.is_plain_object() {
         return Err(J::must(Field::Data, " must be a JSON object"));
     }
+    let mut r = Reader::new(d);
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
-            workflow: opt_string(d, Field::Workflow)?,
-            node_count: opt_uint(d, Field::NodeCount, U32)?.map(|n| n as u32),
+            workflow: r.opt_string(Field::Workflow),
+            node_count: r.opt_uint(Field::NodeCount, U32).map(|n| n as u32),
         }),
         "run.progress" => RunEvent::RunProgress(RunProgress {
-            progress: percent(d, Field::Progress)?,
-            current_node: opt_string(d, Field::CurrentNode)?,
+            progress: r.percent(Field::Progress),
+            current_node: r.opt_string(Field::CurrentNode),
         }),
         "run.completed" => RunEvent::RunCompleted(RunCompleted {
-            total_duration_ms: opt_uint(d, Field::TotalDurationMs, U64)?,
-            node_count: opt_uint(d, Field::NodeCount, U32)?.map(|n| n as u32),
+            total_duration_ms: r.opt_uint(Field::TotalDurationMs, U64),
+            node_count: r.opt_uint(Field::NodeCount, U32).map(|n| n as u32),
             result: opt_value(d.field(Field::Result)),
         }),
         "run.failed" => RunEvent::RunFailed(RunFailed {
-            error: string(d, Field::Error)?,
-            node_key: opt_string(d, Field::NodeKey)?,
+            error: r.string(Field::Error),
+            node_key: r.opt_string(Field::NodeKey),
         }),
         "run.cancelled" => RunEvent::RunCancelled(RunCancelled {
-            reason: opt_string(d, Field::Reason)?,
+            reason: r.opt_string(Field::Reason),
         }),
         "node.started" => RunEvent::NodeStarted(NodeStarted {
-            node_key: node_key(d)?,
+            node_key: r.node_key(),
         }),
         "node.progress" => RunEvent::NodeProgress(NodeProgress {
-            node_key: node_key(d)?,
-            progress: percent(d, Field::Progress)?,
+            node_key: r.node_key(),
+            progress: r.percent(Field::Progress),
         }),
         "node.completed" => RunEvent::NodeCompleted(NodeCompleted {
-            node_key: node_key(d)?,
-            duration_ms: opt_uint(d, Field::DurationMs, U64)?,
+            node_key: r.node_key(),
+            duration_ms: r.opt_uint(Field::DurationMs, U64),
             output_summary: opt_value(d.field(Field::OutputSummary)),
         }),
         "node.failed" => RunEvent::NodeFailed(NodeFailed {
-            node_key: node_key(d)?,
-            error: string(d, Field::Error)?,
+            node_key: r.node_key(),
+            error: r.string(Field::Error),
         }),
         "node.skipped" => RunEvent::NodeSkipped(NodeSkipped {
-            node_key: node_key(d)?,
-            reason: opt_string(d, Field::Reason)?,
+            node_key: r.node_key(),
+            reason: r.opt_string(Field::Reason),
         }),
         "log" => RunEvent::Log(runwire_protocol::event::Log {
             level: match d.str_field(Field::Level).as_deref() {
@@ -361,14 +422,12 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
                 Some("warning" | "warn") => LogLevel::Warning,
                 Some("error") => LogLevel::Error,
                 _ => {
-                    return Err(J::must(
-                        Field::Level,
-                        " must be debug, info, warning or error",
-                    ));
+                    r.fail(Field::Level, " must be debug, info, warning or error");
+                    LogLevel::Info
                 }
             },
-            message: string(d, Field::Message)?,
-            node_key: opt_string(d, Field::NodeKey)?,
+            message: r.string(Field::Message),
+            node_key: r.opt_string(Field::NodeKey),
             // Not part of the fold; the app reads it from the event object.
             metadata: None,
         }),
@@ -376,7 +435,7 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
             name: name.to_owned(),
         },
     };
-    Ok(typed)
+    r.done(typed)
 }
 
 /// Decodes a parsed frame.
@@ -384,29 +443,29 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
     if !f.is_plain_object() {
         return Err("frame is not a JSON object".to_owned());
     }
-    let ty = string(f, Field::Type)?;
-    let run = || string(f, Field::Run);
+    let mut r = Reader::new(f);
+    let ty = r.string(Field::Type);
     let frame = match ty.as_str() {
         "event" => {
-            let name = string(f, Field::Event)?;
+            let name = r.string(Field::Event);
             Frame::Event(EventFrame {
-                run: run()?,
-                seq: uint(f, Field::Seq, U64)?,
+                run: r.string(Field::Run),
+                seq: r.uint(Field::Seq, U64),
                 typed: typed_event(&name, &f.field(Field::Data)),
                 name,
-                ts: string(f, Field::Ts)?,
+                ts: r.string(Field::Ts),
             })
         }
         "welcome" => Frame::Welcome {
-            heartbeat_ms: uint(f, Field::HeartbeatMs, U64)?,
-            expires_at: uint(f, Field::ExpiresAt, U64)?,
+            heartbeat_ms: r.uint(Field::HeartbeatMs, U64),
+            expires_at: r.uint(Field::ExpiresAt, U64),
         },
         "subscribed" | "reset" => {
-            let run = run()?;
-            let seq = uint(f, Field::Seq, U64)?;
-            let state = state(&f.field(Field::State))?;
-            let epoch = string(f, Field::Epoch)?;
-            let expires_at = opt_uint(f, Field::ExpiresAt, U64)?;
+            let run = r.string(Field::Run);
+            let seq = r.uint(Field::Seq, U64);
+            let state = r.take(state(&f.field(Field::State)));
+            let epoch = r.string(Field::Epoch);
+            let expires_at = r.opt_uint(Field::ExpiresAt, U64);
             if ty == "reset" {
                 Frame::Reset {
                     run,
@@ -426,18 +485,18 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
             }
         }
         "unsubscribed" => Frame::Unsubscribed {
-            run: run()?,
-            reason: Ended::named(string(f, Field::Reason)?),
+            run: r.string(Field::Run),
+            reason: Ended::named(r.string(Field::Reason)),
         },
         "error" => Frame::Error {
-            code: string(f, Field::Code)?,
+            code: r.string(Field::Code),
             message: f.str_field(Field::Message).unwrap_or_default(),
-            run: opt_string(f, Field::Run)?,
+            run: r.opt_string(Field::Run),
         },
         "pong" => Frame::Pong,
         _ => Frame::Other,
     };
-    Ok(frame)
+    r.done(frame)
 }
 
 /// A run state from its JSON object (a `subscribed`/`reset` snapshot). The relay built it, so
@@ -638,6 +697,54 @@ mod tests {
         assert_eq!(
             frame(&json!({"type":"event","run":"r","seq":1,"ts":"t"})),
             Err("event must be a string".to_owned())
+        );
+    }
+
+    /// With several properties out of shape, the message names the first one read, in the
+    /// order the protocol lists them.
+    #[test]
+    fn the_first_property_out_of_shape_is_named() {
+        let err = |v: Value| frame(&v).unwrap_err();
+        assert_eq!(err(json!({"run": 5})), "type must be a string");
+        assert_eq!(
+            err(json!({"type":"event","seq":-1})),
+            "event must be a string"
+        );
+        assert_eq!(
+            err(json!({"type":"event","event":"log","seq":-1})),
+            "run must be a string"
+        );
+        assert_eq!(
+            err(json!({"type":"event","event":"log","run":"r","seq":-1})),
+            "seq must be a non-negative integer"
+        );
+        assert_eq!(
+            err(json!({"type":"welcome","heartbeat_ms":"x","expires_at":"y"})),
+            "heartbeat_ms must be a non-negative integer"
+        );
+        assert_eq!(
+            err(json!({"type":"subscribed","run":"r","seq":1,"state":3,"epoch":5})),
+            "state must be a JSON object"
+        );
+        assert_eq!(
+            err(json!({"type":"reset","run":"r","seq":1,"state":{},"epoch":5,"expires_at":-1})),
+            "epoch must be a string"
+        );
+        let event = |name, data: Value| typed_event(name, &data).unwrap_err();
+        assert_eq!(
+            event("node.failed", json!({"node_key":"","error":5})),
+            "invalid data for node.failed: node_key must be 1 to 256 bytes"
+        );
+        assert_eq!(
+            event("log", json!({"level":"loud","message":5,"node_key":7})),
+            "invalid data for log: level must be debug, info, warning or error"
+        );
+        assert_eq!(
+            event(
+                "run.completed",
+                json!({"total_duration_ms":-1,"node_count":-1})
+            ),
+            "invalid data for run.completed: total_duration_ms must be a non-negative integer"
         );
     }
 
