@@ -14,8 +14,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use runwire_protocol::event::{
-    KNOWN_EVENTS, LogLevel, MAX_NODE_KEY_LEN, NodeCompleted, NodeFailed, NodeProgress, NodeSkipped,
-    NodeStarted, RunCancelled, RunCompleted, RunFailed, RunProgress, RunStarted,
+    LogLevel, MAX_NODE_KEY_LEN, NodeCompleted, NodeFailed, NodeProgress, NodeSkipped, NodeStarted,
+    RunCancelled, RunCompleted, RunFailed, RunProgress, RunStarted,
 };
 use runwire_protocol::state::MAX_NODES;
 use runwire_protocol::{JsonText, NodeStatus, RunStatus, is_valid_event_name};
@@ -355,25 +355,17 @@ fn opt_value<J: Json>(v: J) -> Option<JsonText> {
 }
 
 /// Checks `data` (absent: `{}`) against the shape of event `name` (see `RunEvent::parse`).
-pub fn typed_event<J: Json>(name: &str, data: &J) -> Result<RunEvent, String> {
-    typed_event_inner(name, data).map_err(|e| {
-        if e.starts_with("invalid") {
-            e
-        } else {
-            ["invalid data for ", name, ": ", &e].concat()
-        }
-    })
-}
-
-fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
+pub fn typed_event<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     if !is_valid_event_name(name) {
         return Err(["invalid event name \"", name, "\""].concat());
     }
-    // Absent data reads as `{}`: every property of it is absent.
-    if KNOWN_EVENTS.contains(&name) && !d.is_absent() && !d.is_plain_object() {
-        return Err(J::must(Field::Data, " must be a JSON object"));
-    }
     let mut r = Reader::new(d);
+    // Absent data reads as `{}`: every property of it is absent. Any other data of a typed event
+    // must be an object, which comes before what its properties are (an event of another name is
+    // carried through below, whatever its data).
+    if !d.is_absent() && !d.is_plain_object() {
+        r.fail(Field::Data, " must be a JSON object");
+    }
     let typed = match name {
         "run.started" => RunEvent::RunStarted(RunStarted {
             workflow: r.opt_string(Field::Workflow),
@@ -431,11 +423,14 @@ fn typed_event_inner<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
             // Not part of the fold; the app reads it from the event object.
             metadata: None,
         }),
-        _ => RunEvent::Other {
-            name: name.to_owned(),
-        },
+        _ => {
+            return Ok(RunEvent::Other {
+                name: name.to_owned(),
+            });
+        }
     };
     r.done(typed)
+        .map_err(|e| ["invalid data for ", name, ": ", &e].concat())
 }
 
 /// Decodes a parsed frame.
