@@ -73,6 +73,20 @@ pub fn object() -> Obj {
 }
 
 impl Obj {
+    /// Sets property `k` to a string, if there is one.
+    #[inline(never)]
+    fn put_str(&self, k: Field, v: &Option<String>) {
+        if let Some(v) = v {
+            self.set_str(k, v);
+        }
+    }
+    /// Sets property `k` to a number, if there is one.
+    #[inline(never)]
+    fn put_num(&self, k: Field, v: Option<f64>) {
+        if let Some(v) = v {
+            self.set_num(k, v);
+        }
+    }
     /// Sets property `k`.
     pub fn set(&self, k: Field, v: &JsValue) {
         set_value(self, k as u32, v);
@@ -239,21 +253,11 @@ fn node_to_js(n: &NodeState) -> JsValue {
             NodeStatus::Skipped => "skipped",
         },
     );
-    if let Some(p) = n.progress {
-        no.set_num(Field::Progress, p);
-    }
-    if let Some(t) = &n.started_at {
-        no.set_str(Field::StartedAt, t);
-    }
-    if let Some(t) = &n.finished_at {
-        no.set_str(Field::FinishedAt, t);
-    }
-    if let Some(d) = n.duration_ms {
-        no.set_num(Field::DurationMs, d as f64);
-    }
-    if let Some(e) = &n.error {
-        no.set_str(Field::Error, e);
-    }
+    no.put_num(Field::Progress, n.progress);
+    no.put_str(Field::StartedAt, &n.started_at);
+    no.put_str(Field::FinishedAt, &n.finished_at);
+    no.put_num(Field::DurationMs, n.duration_ms.map(|v| v as f64));
+    no.put_str(Field::Error, &n.error);
     if let Some(v) = &n.output_summary {
         no.set(Field::OutputSummary, &opaque_to_js(v));
     }
@@ -273,38 +277,20 @@ fn state_object(state: &RunState, nodes: &js_sys::Array) -> JsValue {
             RunStatus::Cancelled => "cancelled",
         },
     );
-    if let Some(w) = &state.workflow {
-        o.set_str(Field::Workflow, w);
-    }
-    if let Some(n) = state.node_count {
-        o.set_num(Field::NodeCount, f64::from(n));
-    }
+    o.put_str(Field::Workflow, &state.workflow);
+    o.put_num(Field::NodeCount, state.node_count.map(f64::from));
     o.set_num(Field::Progress, state.progress);
-    if let Some(c) = &state.current_node {
-        o.set_str(Field::CurrentNode, c);
-    }
+    o.put_str(Field::CurrentNode, &state.current_node);
     o.set(Field::Nodes, nodes);
     if state.nodes_truncated {
         o.set(Field::NodesTruncated, &JsValue::from_bool(true));
     }
-    if let Some(t) = &state.started_at {
-        o.set_str(Field::StartedAt, t);
-    }
-    if let Some(t) = &state.finished_at {
-        o.set_str(Field::FinishedAt, t);
-    }
-    if let Some(d) = state.duration_ms {
-        o.set_num(Field::DurationMs, d as f64);
-    }
-    if let Some(e) = &state.error {
-        o.set_str(Field::Error, e);
-    }
-    if let Some(n) = &state.failed_node {
-        o.set_str(Field::FailedNode, n);
-    }
-    if let Some(r) = &state.cancel_reason {
-        o.set_str(Field::CancelReason, r);
-    }
+    o.put_str(Field::StartedAt, &state.started_at);
+    o.put_str(Field::FinishedAt, &state.finished_at);
+    o.put_num(Field::DurationMs, state.duration_ms.map(|v| v as f64));
+    o.put_str(Field::Error, &state.error);
+    o.put_str(Field::FailedNode, &state.failed_node);
+    o.put_str(Field::CancelReason, &state.cancel_reason);
     if let Some(r) = &state.result {
         o.set(Field::Result, &opaque_to_js(r));
     }
