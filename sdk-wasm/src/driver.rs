@@ -264,9 +264,7 @@ fn execute(inner: &Rc<Inner>, effect: Effect) {
             change.set_str(Field::State, state.as_str());
             change.set_str(Field::Previous, previous.as_str());
             change.set_str(Field::Reason, &reason);
-            if let Some(code) = code {
-                change.set_num(Field::Code, code.into());
-            }
+            change.put_num(Field::Code, code.map(f64::from));
             inner.debug("state", &change);
             let listener = inner.app.borrow().state_listener.clone();
             if let Some(f) = listener {
@@ -393,12 +391,8 @@ fn report(inner: &Rc<Inner>, e: &ClientError) {
     let obj = crate::js::object();
     obj.set_str(Field::Code, &e.code);
     obj.set_str(Field::Message, &e.message);
-    if let Some(run) = &e.run {
-        obj.set_str(Field::Run, run);
-    }
-    if let Some(seq) = e.seq {
-        obj.set_num(Field::Seq, seq as f64);
-    }
+    obj.put_str(Field::Run, &e.run);
+    obj.put_num(Field::Seq, e.seq.map(|s| s as f64));
     crate::js::call1(&listener, &obj);
 }
 

@@ -75,14 +75,14 @@ pub fn object() -> Obj {
 impl Obj {
     /// Sets property `k` to a string, if there is one.
     #[inline(never)]
-    fn put_str(&self, k: Field, v: &Option<String>) {
+    pub fn put_str(&self, k: Field, v: &Option<String>) {
         if let Some(v) = v {
             self.set_str(k, v);
         }
     }
     /// Sets property `k` to a number, if there is one.
     #[inline(never)]
-    fn put_num(&self, k: Field, v: Option<f64>) {
+    pub fn put_num(&self, k: Field, v: Option<f64>) {
         if let Some(v) = v {
             self.set_num(k, v);
         }
