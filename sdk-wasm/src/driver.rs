@@ -96,7 +96,7 @@ pub struct Inner {
     machine: RefCell<Machine>,
     io: RefCell<Io>,
     app: RefCell<App>,
-    url: Rc<RelayUrl>,
+    url: RelayUrl,
     token: TokenSource,
     /// The `debug` option: called with what the client does (never with a token).
     debug: Option<Function>,
@@ -118,7 +118,7 @@ impl Inner {
                 ..Io::default()
             }),
             app: RefCell::new(App::default()),
-            url: Rc::new(url),
+            url,
             token,
             debug,
             _alive: ClientToken::default(),
@@ -414,7 +414,10 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
         Kind::WebSocket => WsTransport::open(&inner.url.websocket, sink)
             .map(Transport::WebSocket)
             .ok(),
-        Kind::Sse => Some(Transport::Sse(SseTransport::new(inner.url.clone(), sink))),
+        Kind::Sse => Some(Transport::Sse(SseTransport::new(
+            inner.url.http_base.clone(),
+            sink,
+        ))),
     };
     match transport {
         Some(t) => inner.io.borrow_mut().transport = Some(t),

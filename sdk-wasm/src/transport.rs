@@ -23,7 +23,6 @@ use web_sys::WebSocket;
 use crate::ClientFrame;
 use crate::callback::Held;
 use crate::machine::Input;
-use crate::url::RelayUrl;
 
 // The browser side of both transports: what each receives comes back through one callback,
 // `on(what, value)`, whose values transport.js lists.
@@ -203,7 +202,8 @@ impl Drop for WsTransport {
 /// SSE streams, one per run.
 #[derive(Debug)]
 pub struct SseTransport<S: Sink> {
-    url: Rc<RelayUrl>,
+    /// The relay's HTTP base (`RelayUrl::http_base`), under which each run's stream is.
+    base: JsValue,
     token: Option<String>,
     streams: Vec<(String, Stream)>,
     sink: Weak<S>,
@@ -223,10 +223,10 @@ impl Drop for Stream {
 }
 
 impl<S: Sink> SseTransport<S> {
-    /// A transport with no stream yet.
-    pub fn new(url: Rc<RelayUrl>, sink: Weak<S>) -> Self {
+    /// A transport with no stream yet, for the relay at HTTP base `base`.
+    pub fn new(base: JsValue, sink: Weak<S>) -> Self {
         Self {
-            url,
+            base,
             token: None,
             streams: Vec::new(),
             sink,
@@ -246,7 +246,7 @@ impl<S: Sink> SseTransport<S> {
                 let token = token.or_else(|| self.token.clone()).unwrap_or_default();
                 let on = Listener::new(self.sink.clone(), run.clone());
                 let abort = open_events(
-                    &self.url.http_base,
+                    &self.base,
                     &run,
                     since.map(|s| s as f64),
                     epoch.as_deref(),
