@@ -431,16 +431,13 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
     }
 }
 
-// `tokenContext`: what a token provider is called with. `askToken`: calls provider `f` with it
-// (or takes `f` itself, a fixed token) and answers request `req` through the client's waker `w`
+// `askToken`: calls provider `f` with `context` (`{ reason, runs }`: why a token is asked for, and
+// the run ids it must cover), or takes `f` itself (a fixed token), and answers request `req` through the client's waker `w`
 // (below): `w.f(19, [req, token])`, or `w.f(20, [req, why])` when the provider threw, rejected,
 // or gave anything but a non-empty string; always from a microtask, never from inside this call.
 // One callback per client rather than one per request: wasm-bindgen's code for a closure called
 // once is left out of the `.wasm`.
-#[wasm_bindgen(inline_js = "export function tokenContext(reason, runs) {
-  return { reason, runs };
-}
-export function askToken(f, context, w, req) {
+#[wasm_bindgen(inline_js = "export function askToken(f, context, w, req) {
   const on = (ok, v) => w.f(ok ? 19 : 20, [req, v]);
   let p;
   try {
@@ -460,9 +457,6 @@ export function askToken(f, context, w, req) {
   );
 }")]
 extern "C" {
-    /// `{ reason, runs }`: why a token is asked for, and the run ids it must cover.
-    #[wasm_bindgen(js_name = tokenContext)]
-    fn token_context(reason: &str, runs: &js_sys::Array) -> JsValue;
     #[wasm_bindgen(js_name = askToken)]
     fn ask_token(provider: &JsValue, context: &JsValue, w: &WakerJs, req: u32);
 }
@@ -483,7 +477,9 @@ fn fetch_token(inner: &Rc<Inner>, req: u32, reason: TokenReason, own: Option<(St
             None
         }
     };
-    let context = token_context(reason.as_str(), &runs);
+    let context = crate::js::object();
+    context.set_str(Field::Reason, reason.as_str());
+    context.set(Field::Runs, &runs);
     inner.debug("token", &context);
     let provider: JsValue = match (provider, &inner.token) {
         (Some(f), _) => f.into(),
