@@ -431,12 +431,12 @@ fn connect(inner: &Rc<Inner>, kind: Kind) {
     }
 }
 
-// `askToken`: calls provider `f` with `context` (`{ reason, runs }`: why a token is asked for, and
-// the run ids it must cover), or takes `f` itself (a fixed token), and answers request `req` through the client's waker `w`
-// (below): `w.f(19, [req, token])`, or `w.f(20, [req, why])` when the provider threw, rejected,
-// or gave anything but a non-empty string; always from a microtask, never from inside this call.
-// One callback per client rather than one per request: wasm-bindgen's code for a closure called
-// once is left out of the `.wasm`.
+// `askToken`: calls provider `f` with `context` (`{ reason, runs }`: why a token is asked for,
+// and the run ids it must cover), or takes `f` itself (a fixed token), and answers request `req`
+// through the client's waker `w` (below): `w.f(19, [req, token])`, or `w.f(20, [req, why])` when
+// the provider threw, rejected, or gave anything but a non-empty string; always from a microtask,
+// never from inside this call. One callback per client rather than one per request:
+// wasm-bindgen's code for a closure called once is left out of the `.wasm`.
 #[wasm_bindgen(inline_js = "export function askToken(f, context, w, req) {
   const on = (ok, v) => w.f(ok ? 19 : 20, [req, v]);
   let p;
