@@ -45,6 +45,9 @@ pub const TRUNCATED_TEXT: &str = "…";
 /// Key of the object that stands for a JSON value too large to keep: `{"$truncated":true}`.
 pub const TRUNCATED_KEY: &str = "$truncated";
 
+/// That object's JSON text.
+pub const TRUNCATED_VALUE: &str = r#"{"$truncated":true}"#;
+
 /// The value kept instead of a `result` or `output_summary` that is over its cap.
 pub fn truncated_marker() -> Value {
     let mut m = serde_json::Map::new();
@@ -399,7 +402,9 @@ fn cap_text(text: &str, cap: usize, capped: &mut u32) -> String {
     }
     // `get`, not indexing: `end` is a char boundary, and the browser SDK's `.wasm` then ships no
     // slicing panic (whose message formatting is most of its cost).
-    [text.get(..end).unwrap_or_default(), TRUNCATED_TEXT].concat()
+    let mut kept = text.get(..end).unwrap_or_default().to_owned();
+    kept.push_str(TRUNCATED_TEXT);
+    kept
 }
 
 /// An opaque value of an event or a state (`result`, `output_summary`, `metadata`): any JSON,
@@ -441,7 +446,7 @@ impl Opaque for JsonText {
             return self.clone();
         }
         *capped += 1;
-        Self([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
+        Self(TRUNCATED_VALUE.to_owned())
     }
 }
 
@@ -466,7 +471,7 @@ impl Opaque for Value {
         match self {
             Value::String(text) if text.len() > cap => {
                 *capped += 1;
-                Value::String([r#"{""#, TRUNCATED_KEY, r#"":true}"#].concat())
+                Value::String(TRUNCATED_VALUE.to_owned())
             }
             _ => self.clone(),
         }
@@ -528,6 +533,15 @@ mod tests {
 
     fn ev(name: &str, data: Value) -> RunEvent {
         RunEvent::parse(name, &data).unwrap()
+    }
+
+    /// The marker's text, as the SDK keeps it, is the marker.
+    #[test]
+    fn the_truncated_marker_text_is_the_marker() {
+        assert_eq!(
+            serde_json::from_str::<Value>(TRUNCATED_VALUE).unwrap(),
+            truncated_marker()
+        );
     }
 
     #[test]

@@ -357,7 +357,7 @@ fn opt_value<J: Json>(v: J) -> Option<JsonText> {
 /// Checks `data` (absent: `{}`) against the shape of event `name` (see `RunEvent::parse`).
 pub fn typed_event<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
     if !is_valid_event_name(name) {
-        return Err(["invalid event name \"", name, "\""].concat());
+        return Err(join(&["invalid event name \"", name, "\""]));
     }
     let mut r = Reader::new(d);
     // Absent data reads as `{}`: every property of it is absent. Any other data of a typed event
@@ -430,7 +430,7 @@ pub fn typed_event<J: Json>(name: &str, d: &J) -> Result<RunEvent, String> {
         }
     };
     r.done(typed)
-        .map_err(|e| ["invalid data for ", name, ": ", &e].concat())
+        .map_err(|e| join(&["invalid data for ", name, ": ", &e]))
 }
 
 /// Decodes a parsed frame.
@@ -494,6 +494,15 @@ pub fn frame<J: Json>(f: &J) -> Result<Frame, String> {
     r.done(frame)
 }
 
+/// The texts as one.
+fn join(parts: &[&str]) -> String {
+    let mut s = String::new();
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 /// A run state from its JSON object (a `subscribed`/`reset` snapshot). The relay built it, so
 /// only its status is checked; anything else out of shape reads as absent.
 pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
@@ -506,7 +515,7 @@ pub fn state<J: Json>(s: &J) -> Result<RunState, String> {
         Some("completed") => RunStatus::Completed,
         Some("failed") => RunStatus::Failed,
         Some("cancelled") => RunStatus::Cancelled,
-        Some(other) => return Err(["unknown run status \"", other, "\""].concat()),
+        Some(other) => return Err(join(&["unknown run status \"", other, "\""])),
     };
     let list = s.field(Field::Nodes);
     let nodes = (0..list.array_len().unwrap_or(0).min(MAX_NODES))
