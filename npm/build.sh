@@ -18,9 +18,19 @@ command -v node >/dev/null || { echo "error: node not found (scripts/install-dep
 # panic handler, so no panic message formatting (`core::fmt`) is linked; with the rlib crate type
 # beside it, it is not, and the .wasm grows by a third. `--no-default-features`: no `std` (see
 # sdk-wasm/src/bare.rs).
-log "cargo rustc -p runwire-sdk --crate-type cdylib --no-default-features (wasm32, profile wasm-release)"
-(cd "$root" && cargo rustc -q --locked -p runwire-sdk --lib --crate-type cdylib --no-default-features \
-  --target wasm32-unknown-unknown --profile wasm-release)
+# With the pinned nightly in npm/toolchain (scripts/install-deps.sh installs it, with its standard
+# library's sources), for two of its options: `-Zbuild-std=core,alloc` compiles the standard
+# library with the crate, for size and under the same LTO, instead of linking the prebuilt one;
+# `-Cpanic=immediate-abort` makes a panic (a bug: it aborts either way, see bare.rs) a trap with
+# no panic machinery behind it. Everything else, tests included, builds on stable.
+# (docs/benchmarks.md, "The SDK: 27,700 B to 25,000 B".)
+toolchain=$(cat toolchain)
+rustup run "$toolchain" rustc --version >/dev/null 2>&1 \
+  || { echo "error: Rust $toolchain not found (scripts/install-deps.sh demo)" >&2; exit 1; }
+log "cargo +$toolchain rustc -Zbuild-std=core,alloc -p runwire-sdk --crate-type cdylib --no-default-features (wasm32, profile wasm-release)"
+(cd "$root" && CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort" \
+  cargo "+$toolchain" rustc -q --locked -Zbuild-std=core,alloc -p runwire-sdk --lib --crate-type cdylib \
+  --no-default-features --target wasm32-unknown-unknown --profile wasm-release)
 wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/runwire_sdk.wasm"
 
 rm -rf wasm dist

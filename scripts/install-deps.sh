@@ -60,6 +60,14 @@ fi
 # The browser SDK (wasm32 + wasm-bindgen) is in the demo page and in the tests.
 if [ "$what" = test ] || [ "$what" = demo ]; then
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+  # The nightly the npm package's .wasm is built with (npm/build.sh says why), pinned by date, with
+  # its standard library's sources and the wasm32 target: about 15 s.
+  nightly=$(cat npm/toolchain)
+  if ! rustup run "$nightly" rustc --version >/dev/null 2>&1 \
+    || ! rustup component list --toolchain "$nightly" --installed 2>/dev/null | grep -q '^rust-src'; then
+    log "rustup toolchain install $nightly (for the npm package's .wasm)"
+    rustup toolchain install "$nightly" --profile minimal --component rust-src --target wasm32-unknown-unknown
+  fi
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
     log "cargo install wasm-bindgen-cli $WASM_BINDGEN_VERSION (a few minutes, once)"
     # Not --locked: the CLI's lock file pins a crate version the registry no longer serves.
