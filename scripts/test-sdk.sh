@@ -32,7 +32,7 @@ cargo test --locked -p runwire-sdk -p runwire-fault-proxy
 log "the transports' JS side (Node $(node --version))"
 node --test sdk-wasm/tests/transport.test.mjs
 log "clippy (wasm32)"
-cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --all-targets -- -D warnings
+cargo clippy --locked -p runwire-sdk -p runwire-heap --target wasm32-unknown-unknown --all-targets -- -D warnings
 cargo clippy --locked -p runwire-sdk --target wasm32-unknown-unknown --lib --no-default-features -- -D warnings
 
 tmp=$(mktemp -d)
