@@ -38,6 +38,10 @@ rm -rf wasm dist
 # and Node the package supports has, without the fallback for runtimes that lack it.
 log "wasm-bindgen --target web --encode-into always"
 wasm-bindgen --target web --encode-into always --out-dir wasm --out-name runwire_sdk "$wasm"
+# The function table's entries that nothing can call, cleared so that wasm-opt deletes their code
+# (js-sys's JSPI waker: prune-table.mjs says why, and fails once there is none to clear).
+log "prune-table.mjs"
+node prune-table.mjs wasm/runwire_sdk_bg.wasm
 # binaryen from the npm registry (pinned in package-lock.json): it reads the features the module
 # declares (reference types for wasm-bindgen's externref table among them).
 # --flatten --rereloop first: every function's control flow rebuilt from its graph, which -Oz then
