@@ -23,7 +23,7 @@ command -v node >/dev/null || { echo "error: node not found (scripts/install-dep
 # library with the crate, for size and under the same LTO, instead of linking the prebuilt one;
 # `-Cpanic=immediate-abort` makes a panic (a bug: it aborts either way, see bare.rs) a trap with
 # no panic machinery behind it. Everything else, tests included, builds on stable.
-# (docs/benchmarks.md, "The SDK: 27,700 B to 25,000 B".)
+# (docs/benchmarks.md, "The SDK: 27,700 B to 24,957 B".)
 toolchain=$(cat toolchain)
 rustup run "$toolchain" rustc --version >/dev/null 2>&1 \
   || { echo "error: Rust $toolchain not found (scripts/install-deps.sh demo)" >&2; exit 1; }
@@ -51,7 +51,8 @@ node prune-table.mjs wasm/runwire_sdk_bg.wasm
 # which differs only when p + c wraps past 2^32 into the lowest 1 KiB. Rust's pointers do not
 # wrap; and where that KiB is used at all, as the deepest part of the 1 MiB shadow stack (placed
 # first, growing down), a wrapped access would trap instead of reaching it: as if the stack were
-# 1 KiB shorter, which overflows with a trap either way (docs/benchmarks.md, "The SDK: 27,700 B").
+# 1 KiB shorter, which overflows with a trap either way (docs/benchmarks.md, "The SDK: 27,700 B
+# to 24,957 B").
 log "wasm-opt --low-memory-unused --flatten --rereloop -Oz"
 node node_modules/binaryen/bin/wasm-opt --low-memory-unused --flatten --rereloop -Oz --converge --strip-producers wasm/runwire_sdk_bg.wasm \
   -o wasm/runwire_sdk_bg.wasm
