@@ -295,7 +295,7 @@ impl<'a, J: Json> Reader<'a, J> {
     /// A non-negative integer no larger than `max`.
     fn uint(&mut self, k: Field, max: f64) -> u64 {
         match self.o.num_field(k) {
-            Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => n as u64,
+            Some(n) if is_uint(n, max) => n as u64,
             _ => {
                 self.fail(k, NOT_UINT);
                 0
@@ -306,7 +306,7 @@ impl<'a, J: Json> Reader<'a, J> {
     /// As [`Reader::uint`], or absent.
     fn opt_uint(&mut self, k: Field, max: f64) -> Option<u64> {
         match self.o.num_field(k) {
-            Some(n) if n >= 0.0 && n % 1.0 == 0.0 && n <= max => Some(n as u64),
+            Some(n) if is_uint(n, max) => Some(n as u64),
             None if self.o.absent_field(k) => None,
             _ => {
                 self.fail(k, NOT_UINT);
@@ -340,6 +340,11 @@ impl<'a, J: Json> Reader<'a, J> {
         }
         key.unwrap_or_default()
     }
+}
+
+/// `n` is a non-negative integer no larger than `max`.
+fn is_uint(n: f64, max: f64) -> bool {
+    n >= 0.0 && n % 1.0 == 0.0 && n <= max
 }
 
 const NOT_STRING: &str = " must be a string";

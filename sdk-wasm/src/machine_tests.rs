@@ -101,10 +101,9 @@ impl Harness {
                     .run_states
                     .push((sub, serde_json::to_value(&*state).unwrap())),
                 Effect::End { sub, reason, .. } => {
-                    let name = reason.as_str();
-                    match serde_json::from_value::<EndReason>(name.into()) {
-                        Ok(r) => self.ends.push((sub, r)),
-                        Err(_) => self.other_ends.push((sub, name.into())),
+                    match EndReason::ALL.into_iter().find(|&r| reason.is(r)) {
+                        Some(r) => self.ends.push((sub, r)),
+                        None => self.other_ends.push((sub, reason.as_str().into())),
                     }
                 }
                 Effect::Error(e) => self.errors.push(e),

@@ -107,8 +107,10 @@ impl<S: Source> Heap<S> {
             let bytes = (size + MAX_ALIGN).next_multiple_of(PAGE);
             // Memory that ends at the very top of the address space is not used, so that `start`
             // above cannot overflow.
-            let Some(at) =
-                (self.source.grow(bytes)).filter(|at| at.checked_add(bytes + MAX_ALIGN).is_some())
+            let Some(at) = self
+                .source
+                .grow(bytes)
+                .filter(|at| at.checked_add(bytes + MAX_ALIGN).is_some())
             else {
                 return ptr::null_mut();
             };
@@ -132,9 +134,8 @@ fn class(layout: Layout) -> Option<usize> {
 }
 
 #[allow(unsafe_code)]
-// SAFETY: a block handed out is `1 << class` bytes, at least the layout's size,
-// aligned to its size up to MAX_ALIGN, so to the layout's alignment (`class` refuses larger ones),
-// and it belongs to nothing else until it is released: it comes either from memory the source
+// SAFETY: a block handed out is `1 << class` bytes, at least the layout's size, aligned to its
+// size up to MAX_ALIGN, so to the layout's alignment (`class` refuses larger ones), and it belongs to nothing else until it is released: it comes either from memory the source
 // gave this heap alone and carved once, or from a free list, where only `dealloc` puts blocks the
 // caller no longer uses.
 unsafe impl<S: Source> GlobalAlloc for Heap<S> {
